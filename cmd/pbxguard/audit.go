@@ -1,0 +1,6 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// auditCommands returns this group's commands (not yet built).
+func auditCommands() []*cobra.Command { return nil }

@@ -1,0 +1,6 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// daemonCommands returns this group's commands (not yet built).
+func daemonCommands() []*cobra.Command { return nil }

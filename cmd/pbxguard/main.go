@@ -1,0 +1,105 @@
+// Command pbxguard protects an Asterisk server: it detects attacks in logs
+// and calls, bans in the kernel firewall, hardens the firewall policy,
+// contains toll fraud and audits the Asterisk configuration.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes. They are part of the CLI contract.
+const (
+	exitOK       = 0
+	exitFindings = 1 // the command ran and found something (audit findings, a check that failed)
+	exitUsage    = 2 // unusable arguments, unreadable input, broken config
+	exitFailure  = 3 // the command could not do its job (daemon unreachable, kernel refused)
+)
+
+// exitError carries an exit code through cobra to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr marks err as a usage error (exit 2).
+func usageErr(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// failErr marks err as a failure to do the job (exit 3).
+func failErr(err error) error { return &exitError{code: exitFailure, err: err} }
+
+// commandGroups is the explicit list of command groups, one file each.
+var commandGroups = []func() []*cobra.Command{
+	testLogCommands,
+	daemonCommands,
+	configCommands,
+	demoCommands,
+	firewallCommands,
+	incidentCommands,
+	auditCommands,
+}
+
+func newRootCmd() *cobra.Command {
+	var logLevel string
+	root := &cobra.Command{
+		Use:           "pbxguard",
+		Short:         "Protect an Asterisk PBX: ban attackers, harden the firewall, stop toll fraud, audit the config",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageErr("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})))
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: err}
+	})
+	for _, group := range commandGroups {
+		for _, c := range group() {
+			root.AddCommand(c)
+		}
+	}
+	return root
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "pbxguard:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "pbxguard:", err)
+	// cobra's own argument errors (unknown command, wrong arg count) are usage errors.
+	return exitUsage
+}

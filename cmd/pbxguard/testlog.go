@@ -1,0 +1,6 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// testLogCommands returns this group's commands (not yet built).
+func testLogCommands() []*cobra.Command { return nil }
