@@ -192,8 +192,10 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 			}
 			i = sp + 1
 			if lv3, _ := matchLevel(line[i:]); lv3 == lvOther {
+				// the program must be Asterisk: another daemon's message
+				// (sshd's "Invalid user …") may carry attacker text.
 				sp = indexByteFrom(line, i, ' ')
-				if sp < 1 || line[sp-1] != ':' {
+				if sp < 1 || line[sp-1] != ':' || !hasPrefix(line[i:], "asterisk") {
 					return false
 				}
 				i = sp + 1
@@ -831,11 +833,42 @@ var scannerSignatures = [...]string{
 	"sipscan", "iwar", "sundayddr", "pplsip", "svwar", "svcrack", "svmap", "smap",
 }
 
-func hasScannerSignature(b []byte) bool {
+// sigFirst marks the (lower-case) first bytes of the signatures, so that
+// one pass over the text finds every signature.
+var sigFirst = func() (t [256]bool) {
 	for _, s := range scannerSignatures {
-		if containsFold(b, s) {
-			return true
+		t[s[0]] = true
+	}
+	return t
+}()
+
+func hasScannerSignature(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c |= 0x20
+		}
+		if !sigFirst[c] {
+			continue
+		}
+		for _, s := range scannerSignatures {
+			if s[0] == c && len(b)-i >= len(s) && equalFold(b[i:i+len(s)], s) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+func equalFold(b []byte, lower string) bool {
+	for j := 0; j < len(lower); j++ {
+		d := b[j]
+		if d >= 'A' && d <= 'Z' {
+			d |= 0x20
+		}
+		if d != lower[j] {
+			return false
+		}
+	}
+	return true
 }
