@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS positions (
 	size    INTEGER NOT NULL,
 	offset  INTEGER NOT NULL,
 	cursor  TEXT NOT NULL,
+	checksum INTEGER NOT NULL,
 	updated INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS incidents (
@@ -91,6 +92,7 @@ type Position struct {
 	Size   int64
 	Offset int64
 	Cursor string // journal cursor
+	Check  uint64 // fingerprint of the bytes before Offset (source.Position.Check)
 }
 
 // Incident is a generic record for findings (toll fraud and the like).
@@ -321,16 +323,16 @@ func (s *Store) SavePositions(ctx context.Context, ps []Position) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT INTO positions(source, path, inode, size, offset, cursor, updated) VALUES(?,?,?,?,?,?,?)
+	st, err := tx.PrepareContext(ctx, `INSERT INTO positions(source, path, inode, size, offset, cursor, checksum, updated) VALUES(?,?,?,?,?,?,?,?)
 		ON CONFLICT(source) DO UPDATE SET path=excluded.path, inode=excluded.inode, size=excluded.size,
-		offset=excluded.offset, cursor=excluded.cursor, updated=excluded.updated`)
+		offset=excluded.offset, cursor=excluded.cursor, checksum=excluded.checksum, updated=excluded.updated`)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer st.Close()
 	now := time.Now().UnixNano()
 	for _, p := range ps {
-		if _, err := st.ExecContext(ctx, p.Source, p.Path, int64(p.Inode), p.Size, p.Offset, p.Cursor, now); err != nil {
+		if _, err := st.ExecContext(ctx, p.Source, p.Path, int64(p.Inode), p.Size, p.Offset, p.Cursor, int64(p.Check), now); err != nil {
 			return fmt.Errorf("store: saving position of %s: %w", p.Source, err)
 		}
 	}
@@ -342,7 +344,7 @@ func (s *Store) SavePositions(ctx context.Context, ps []Position) error {
 
 // Positions returns every saved position by source key.
 func (s *Store) Positions(ctx context.Context) (map[string]Position, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT source, path, inode, size, offset, cursor FROM positions`)
+	rows, err := s.db.QueryContext(ctx, `SELECT source, path, inode, size, offset, cursor, checksum FROM positions`)
 	if err != nil {
 		return nil, fmt.Errorf("store: reading positions: %w", err)
 	}
@@ -350,11 +352,12 @@ func (s *Store) Positions(ctx context.Context) (map[string]Position, error) {
 	out := map[string]Position{}
 	for rows.Next() {
 		var p Position
-		var inode int64
-		if err := rows.Scan(&p.Source, &p.Path, &inode, &p.Size, &p.Offset, &p.Cursor); err != nil {
+		var inode, check int64
+		if err := rows.Scan(&p.Source, &p.Path, &inode, &p.Size, &p.Offset, &p.Cursor, &check); err != nil {
 			return nil, fmt.Errorf("store: reading positions: %w", err)
 		}
 		p.Inode = uint64(inode)
+		p.Check = uint64(check)
 		out[p.Source] = p
 	}
 	return out, rows.Err()

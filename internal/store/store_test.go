@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-		"net/netip"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +28,7 @@ func TestBansSurviveRestart(t *testing.T) {
 	if err := s.AddBans(ctx, bans); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SavePositions(ctx, []Position{{Source: "asterisk:/var/log/asterisk/messages", Path: "/var/log/asterisk/messages", Inode: 1 << 40, Size: 999, Offset: 900}}); err != nil {
+	if err := s.SavePositions(ctx, []Position{{Source: "asterisk:/var/log/asterisk/messages", Path: "/var/log/asterisk/messages", Inode: 1 << 40, Size: 999, Offset: 900, Check: 1<<63 + 5}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AddIncident(ctx, Incident{Kind: "toll_fraud", Subject: "PJSIP/1004", Detail: `{"calls":40}`}); err != nil {
@@ -67,7 +67,7 @@ func TestBansSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := pos["asterisk:/var/log/asterisk/messages"]; p.Offset != 900 || p.Inode != 1<<40 || p.Size != 999 {
+	if p := pos["asterisk:/var/log/asterisk/messages"]; p.Offset != 900 || p.Check != 1<<63+5 || p.Inode != 1<<40 || p.Size != 999 {
 		t.Fatalf("position = %+v", p)
 	}
 	inc, err := s.Incidents(ctx, time.Time{}, 10)
