@@ -46,17 +46,20 @@ func FromDocument(doc *yaml.Node) (*Config, error) {
 	if root != nil && root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
 		root = root.Content[0]
 	}
-	var polNode *yaml.Node
-	var allow *yaml.Node
+	var polNode, polKey, allow *yaml.Node
 	if root != nil && root.Kind == yaml.MappingNode {
 		if fw := mapGet(root, "firewall"); fw != nil && fw.Kind == yaml.MappingNode {
 			polNode = mapGet(fw, "policy")
+			polKey = mapKey(fw, "policy")
 		}
 		allow = mapGet(root, "allowlist")
 	}
 	cfg, err := FromYAML(polNode)
 	if err != nil {
 		return nil, err
+	}
+	if polKey != nil {
+		cfg.Lines["policy"] = polKey.Line
 	}
 	if allow != nil && cfg.TrustAllowlist {
 		p := &parser{cfg: cfg}
@@ -114,6 +117,15 @@ func mapGet(m *yaml.Node, key string) *yaml.Node {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {
 			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func mapKey(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i]
 		}
 	}
 	return nil
