@@ -203,9 +203,13 @@ func (r *Reader) Next() (*Message, error) {
 			}
 			return nil, err
 		}
+		// Inside the raw output of a "Response: Follows" command response
+		// blank lines are output, and only --END COMMAND-- ends it (an
+		// oversized one is skipped up to there, or 4× the limit at most).
+		inOutput := r.follows && !r.ended && r.size <= 4*r.max
 		if tooLong {
 			r.markBad(ErrTooLarge, nil)
-			r.size = r.max + 1
+			r.size += r.max + 1
 			continue
 		}
 		if len(line) == 0 {
@@ -213,8 +217,10 @@ func (r *Reader) Next() (*Message, error) {
 				r.start = r.off
 				continue
 			}
-			if r.follows && !r.ended && r.bad == nil {
-				r.addOutput(line)
+			if inOutput {
+				if r.bad == nil {
+					r.addOutput(line)
+				}
 				continue
 			}
 			if r.bad != nil {
@@ -228,6 +234,13 @@ func (r *Reader) Next() (*Message, error) {
 			continue
 		}
 		r.size += len(line) + 2
+		if inOutput && bytes.HasSuffix(line, endCommand) {
+			if pre := line[:len(line)-len(endCommand)]; len(pre) > 0 && r.bad == nil && r.size <= r.max {
+				r.addOutput(pre)
+			}
+			r.ended = true
+			continue
+		}
 		if r.size > r.max {
 			r.markBad(ErrTooLarge, nil)
 			continue
@@ -235,14 +248,7 @@ func (r *Reader) Next() (*Message, error) {
 		if r.bad != nil {
 			continue
 		}
-		if r.follows && !r.ended {
-			if bytes.HasSuffix(line, endCommand) {
-				if pre := line[:len(line)-len(endCommand)]; len(pre) > 0 {
-					r.addOutput(pre)
-				}
-				r.ended = true
-				continue
-			}
+		if inOutput {
 			if !r.output {
 				if k, v, ok := splitHeader(line); ok && isFollowsHeader(k) {
 					r.addHeader(k, v)
@@ -272,7 +278,7 @@ func isFollowsHeader(k []byte) bool {
 }
 
 // splitHeader splits "Key: Value". The key must be non-empty and free of
-// spaces and control characters; leading blanks of the value are dropped.
+// spaces and control characters; the one blank after the colon is dropped.
 func splitHeader(line []byte) (k, v []byte, ok bool) {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
@@ -284,8 +290,8 @@ func splitHeader(line []byte) (k, v []byte, ok bool) {
 		}
 	}
 	v = line[i+1:]
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
+	if len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:] // Asterisk writes "Key: Value"; more blanks are data ("Output:   Contact: …")
 	}
 	return line[:i], v, true
 }
