@@ -4,6 +4,7 @@ go 1.26
 
 require (
 	github.com/nyaruka/phonenumbers v1.8.1
+	github.com/phuslu/iploc v1.0.20260915
 	github.com/spf13/cobra v1.10.2
 )
 
