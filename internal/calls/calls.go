@@ -40,20 +40,20 @@ func (s Source) String() string {
 
 // Call is one call placed by an endpoint.
 type Call struct {
-	ID         string     // Linkedid (AMI) or uniqueid (CDR)
-	Channel    string     // originating channel, "PJSIP/1004-00000017"
-	Tech       string     // "PJSIP", "SIP", "IAX2", …
-	Extension  string     // originating endpoint ("1004"), from the channel name or caller ID
-	SourceAddr netip.Addr // where the endpoint authenticated from; invalid when unknown
-	Dialled    string     // the extension dialled in the dialplan ("011442079460349")
-	Context    string
-	Start      time.Time
-	Answer     time.Time // zero when not answered
-	End        time.Time // zero while live
-	Live       bool
-	Billsec    int    // CDR only
+	ID          string     // Linkedid (AMI) or uniqueid (CDR)
+	Channel     string     // originating channel, "PJSIP/1004-00000017"
+	Tech        string     // "PJSIP", "SIP", "IAX2", …
+	Extension   string     // originating endpoint ("1004"), from the channel name or caller ID
+	SourceAddr  netip.Addr // where the endpoint authenticated from; invalid when unknown
+	Dialled     string     // the extension dialled in the dialplan ("011442079460349")
+	Context     string
+	Start       time.Time
+	Answer      time.Time // zero when not answered
+	End         time.Time // zero while live
+	Live        bool
+	Billsec     int    // CDR only
 	Disposition string // CDR/DialStatus: ANSWERED, NO ANSWER, BUSY, FAILED
-	Source     Source
+	Source      Source
 }
 
 // UpdateKind says what changed.
@@ -61,11 +61,11 @@ type UpdateKind uint8
 
 // Update kinds.
 const (
-	UpdateNone     UpdateKind = iota
-	CallStarted               // the dialled number is known (Newchannel or DialBegin)
-	CallAnswered              // the originating channel went Up
-	CallEnded                 // Hangup of the originating channel, or a CDR row
-	EndpointAuth              // an endpoint authenticated from an address (Call holds Extension + SourceAddr)
+	UpdateNone   UpdateKind = iota
+	CallStarted             // the dialled number is known (Newchannel or DialBegin)
+	CallAnswered            // the originating channel went Up
+	CallEnded               // Hangup of the originating channel, or a CDR row
+	EndpointAuth            // an endpoint authenticated from an address (Call holds Extension + SourceAddr)
 )
 
 // String names the kind.

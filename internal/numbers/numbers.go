@@ -71,13 +71,13 @@ type Form uint8
 
 // Forms.
 const (
-	FormNone     Form = iota
-	FormNational      // dialled as a national number (with or without the trunk prefix)
-	FormPlus          // "+CC…"
-	FormHomeIDD       // the home region's own international prefix (011 in the US, 00 in the UK)
-	FormForeignIDD    // another region's international prefix (00 from the US, 0011 from the UK, …)
-	FormTruncated     // an international prefix missing its first digit ("11" for 011)
-	FormBare          // the country code with no prefix at all
+	FormNone       Form = iota
+	FormNational        // dialled as a national number (with or without the trunk prefix)
+	FormPlus            // "+CC…"
+	FormHomeIDD         // the home region's own international prefix (011 in the US, 00 in the UK)
+	FormForeignIDD      // another region's international prefix (00 from the US, 0011 from the UK, …)
+	FormTruncated       // an international prefix missing its first digit ("11" for 011)
+	FormBare            // the country code with no prefix at all
 	numForms
 )
 
