@@ -493,7 +493,7 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 	}
 	if len(forms) >= e.cfg.PrefixForms {
 		f := e.finding(s, RulePrefixGuessing, SeverityCritical, 95, now, c,
-			fmt.Sprintf("prefix guessing: %s dialled as %s within %s", ic.e164, strings.Join(evidence, ", "), e.cfg.Window))
+			fmt.Sprintf("%s dialled with %d prefixes (%s) within %s", ic.e164, len(forms), strings.Join(evidence, ", "), e.cfg.Window))
 		f.Evidence = evidence
 		out = e.fireF(out, s, f, now)
 	}
