@@ -147,7 +147,6 @@ const (
 	maxLineBytes      = 8191
 )
 
-
 // Parse reads name from fsys (the configuration directory) and the files it
 // includes. It never fails: problems are returned as Diags in the File.
 // Include paths are relative to the root of fsys, like Asterisk's
