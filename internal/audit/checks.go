@@ -871,7 +871,7 @@ func checkIntlOpen(e *env) []Finding {
 		out = append(out, finding("dialplan.intl-open", sev, first,
 			fmt.Sprintf("context %s can dial international numbers (%s) and is used by %d endpoint(s) not marked trusted: %s",
 				ctx, strings.Join(routes, ", "), len(ens), strings.Join(who, ", ")),
-			"Keep international patterns in a separate context (e.g. [intl]) included only by the contexts of trusted endpoints (pbxguard --trusted-endpoint / audit.trusted_endpoints), and limit those calls (GROUP_COUNT, a PIN, per-destination rules)."))
+			"Keep international patterns in a separate context (e.g. [intl]) included only by the contexts of trusted endpoints (pbxguard audit --trusted-endpoint NAME), and limit those calls (GROUP_COUNT, a PIN, per-destination rules)."))
 	}
 	return out
 }
