@@ -570,20 +570,21 @@ func checkACLOpen(e *env) []Finding {
 func checkACLMissing(e *env) []Finding {
 	var out []Finding
 	type cand struct {
-		kind string
-		s    *Section
-		has  bool
+		kind   string
+		s      *Section
+		acl    bool // has its own permit/deny/acl
+		exempt bool // identified by IP instead
 	}
 	report := func(cands []cand, fix string) {
 		some := false
 		for _, c := range cands {
-			some = some || c.has
+			some = some || c.acl
 		}
 		if !some {
 			return // nobody has an ACL: a site policy, not an oversight
 		}
 		for _, c := range cands {
-			if !c.has {
+			if !c.acl && !c.exempt {
 				out = append(out, finding("acl.missing", Low, c.s.Pos,
 					fmt.Sprintf("%s %s has no permit/deny ACL while other %ss have one: it can register and call from any address", c.kind, c.s.Name, c.kind), fix))
 			}
@@ -594,7 +595,7 @@ func checkACLMissing(e *env) []Finding {
 		if !m.globalACL {
 			var cands []cand
 			for _, ep := range m.endpoints {
-				cands = append(cands, cand{"pjsip endpoint", ep, aclOf(ep).restricts() || m.identified[ep.Name]})
+				cands = append(cands, cand{"pjsip endpoint", ep, aclOf(ep).restricts(), m.identified[ep.Name]})
 			}
 			report(cands, "Add deny=0.0.0.0/0.0.0.0 and permit=<network>/<mask> to the endpoint (or to its template), as the others have.")
 		}
@@ -602,7 +603,7 @@ func checkACLMissing(e *env) []Finding {
 	if e.sipEnabled() {
 		var cands []cand
 		for _, s := range e.sipPeers() {
-			cands = append(cands, cand{"chan_sip peer", s, aclOf(s).restricts()})
+			cands = append(cands, cand{"chan_sip peer", s, aclOf(s).restricts(), false})
 		}
 		report(cands, "Add deny=0.0.0.0/0.0.0.0 and permit=<network>/<mask> to the peer, as the others have.")
 	}
@@ -611,7 +612,7 @@ func checkACLMissing(e *env) []Finding {
 		for _, s := range e.file("iax.conf").Concrete() {
 			switch strings.ToLower(s.Value("type", "")) {
 			case "user", "friend", "peer":
-				cands = append(cands, cand{"IAX2 peer", s, aclOf(s).restricts()})
+				cands = append(cands, cand{"IAX2 peer", s, aclOf(s).restricts(), false})
 			}
 		}
 		report(cands, "Add deny=0.0.0.0/0.0.0.0 and permit=<network>/<mask> to the peer, as the others have.")
