@@ -48,7 +48,7 @@ injection_suspect (an event whose address could not be trusted).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runTestLog(cmd.OutOrStdout(), cmd.InOrStdin(), o, args)
+			return runTestLog(cmd.OutOrStdout(), cmd.ErrOrStderr(), cmd.InOrStdin(), o, args)
 		},
 	}
 	f := cmd.Flags()
@@ -75,7 +75,7 @@ type testLogResult struct {
 	missed  int64
 }
 
-func runTestLog(stdout io.Writer, stdin io.Reader, o testLogOpts, files []string) error {
+func runTestLog(stdout, stderr io.Writer, stdin io.Reader, o testLogOpts, files []string) error {
 	switch o.format {
 	case "text", "json", "events", "addrs":
 	default:
@@ -152,7 +152,7 @@ func runTestLog(stdout io.Writer, stdin io.Reader, o testLogOpts, files []string
 					if o.format == "text" {
 						out.Write(buf)
 					} else {
-						os.Stderr.Write(buf)
+						stderr.Write(buf)
 					}
 				}
 			}
