@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -13,9 +15,9 @@ const testLogCorpus20 = "../../../shared/corpus/asterisk-20/log/"
 func runTestLogCLI(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
 	root := newRootCmd()
-	var out bytes.Buffer
+	var out, errOut bytes.Buffer
 	root.SetOut(&out)
-	root.SetErr(&out)
+	root.SetErr(&errOut)
 	root.SetIn(strings.NewReader(stdin))
 	root.SetArgs(append([]string{"test-log"}, args...))
 	err := root.Execute()
@@ -158,5 +160,55 @@ func TestTestLogUsageErrors(t *testing.T) {
 		if code := run(args); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
+	}
+}
+
+// TestTestLogParallelMatchesSequential: the chunked parallel counter gives
+// the same numbers as the line-by-line path, across chunk boundaries, an
+// over-long line and a last line without a newline.
+func TestTestLogParallelMatchesSequential(t *testing.T) {
+	msgs, err := os.ReadFile(testLogCorpus20 + "messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := os.ReadFile(testLogCorpus20 + "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for b.Len() < 5<<20 {
+		b.Write(msgs)
+		b.Write(sec)
+		if b.Len() > 2<<20 && b.Len() < 3<<20 {
+			b.WriteString("[Nov 25 04:00:00] NOTICE[1] manager.c: 192.0.2.99 failed to authenticate as '" + strings.Repeat("x", 3<<20) + "'\n")
+		}
+	}
+	b.WriteString("[Nov 25 04:02:42] NOTICE[12973] manager.c: 203.0.113.222 failed to authenticate as 'last'") // no newline
+	path := t.TempDir() + "/big.log"
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	decode := func(out string) map[string]any {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("%v: %.200s", err, out)
+		}
+		delete(m, "seconds")
+		return m
+	}
+	par, err := runTestLogCLI(t, "", "--format", "json", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := runTestLogCLI(t, "", "--format", "json", "--missed", path) // --missed forces the ordered path
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, s := decode(par), decode(seq)
+	if fmt.Sprint(p) != fmt.Sprint(s) {
+		t.Errorf("parallel %v\nsequential %v", p, s)
+	}
+	if p["lines"].(float64) < 1000 {
+		t.Errorf("lines = %v", p["lines"])
 	}
 }
