@@ -18,10 +18,8 @@ import (
 // HOST port N") end with the host and server-written suffixes, so they are
 // read from the end; "Failed METHOD for USER from HOST port N ssh2[: INFO]"
 // can carry attacker text on both sides (the user, and the auth info of
-// hostbased/publickey), so a user without spaces decides (the first
-// " from " is then the real one) and otherwise the single well-formed
-// "from HOST port N sshN" followed by the end or ": " must be unique, else
-// injection_suspect.
+// hostbased/publickey), so the well-formed "from HOST port N sshN" followed
+// by the end or ": " must be unique, else injection_suspect.
 type sshdDetector struct {
 	clock  lineClock
 	intern interner
@@ -429,18 +427,13 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 	case string(method) != "password":
 		detail = "failed login"
 	}
-	// A user name without spaces cannot contain " from ": the first one is
-	// then sshd's own, if a well-formed host part follows it.
-	if f := indexStr(u, " from "); f >= 0 && indexByteFrom(u[:f], 0, ' ') < 0 {
-		if h, ok := sshdFromTail(u[f+len(" from "):]); ok {
-			r.account = u[:f]
-			return setAddr(r, h, kind, detail)
-		}
-	}
-	// Otherwise the well-formed "from HOST[ port N[ sshN]]" followed by the
-	// end of the line or ": " must be unique.
-	var found []byte
-	count, at := 0, 0
+	// The well-formed "from HOST port N[ sshN]" followed by the end of the
+	// line or ": " must be unique: the user name (left) and the auth info
+	// (right, e.g. hostbased client user/host) are attacker text. Every
+	// OpenSSH since 2.x logs the port; a candidate without one counts only
+	// when there is no candidate with one (very old or rewritten logs).
+	var found, weak []byte
+	count, weakCount, at, weakAt := 0, 0, 0, 0
 	for off := 0; off < len(u); {
 		k := indexStr(u[off:], " from ")
 		if k < 0 {
@@ -448,12 +441,20 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 		}
 		k += off
 		off = k + 1
-		h, ok := sshdFromTail(u[k+len(" from "):])
+		h, withPort, ok := sshdFromTail(u[k+len(" from "):])
 		if !ok {
 			continue
 		}
-		count++
-		found, at = h, k
+		if withPort {
+			count++
+			found, at = h, k
+		} else {
+			weakCount++
+			weak, weakAt = h, k
+		}
+	}
+	if count == 0 && weakCount > 0 {
+		count, found, at = weakCount, weak, weakAt
 	}
 	if count == 0 {
 		return false
@@ -467,19 +468,21 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 }
 
 // sshdFromTail checks "HOST[ port N[ sshN]]" followed by the end or ": "
-// and returns HOST.
-func sshdFromTail(h []byte) ([]byte, bool) {
+// and returns HOST and whether a port was given.
+func sshdFromTail(h []byte) ([]byte, bool, bool) {
 	e := indexByteFrom(h, 0, ' ')
 	if e < 0 {
 		e = len(h)
 	}
 	tail := h[e:]
+	withPort := false
 	if hasPrefix(tail, " port ") {
 		t := tail[len(" port "):]
 		j := 0
 		for j < len(t) && t[j] >= '0' && t[j] <= '9' {
 			j++
 		}
+		withPort = j > 0
 		tail = t[j:]
 		if hasPrefix(tail, " ssh") {
 			t = tail[4:]
@@ -491,12 +494,12 @@ func sshdFromTail(h []byte) ([]byte, bool) {
 		}
 	}
 	if len(tail) != 0 && !hasPrefix(tail, ": ") {
-		return nil, false
+		return nil, false, false
 	}
 	if _, _, ok := parseHostPort(h[:e]); !ok {
-		return nil, false
+		return nil, false, false
 	}
-	return h[:e], true
+	return h[:e], withPort, true
 }
 
 // sshdNotAllowed: "User USER from HOST not allowed because REASON[ suffix]".
