@@ -253,7 +253,7 @@ func sshdMessage(msg []byte, r *hit) bool {
 			if sp := indexByteFrom(a, 0, ' '); sp >= 0 {
 				a = a[:sp]
 			}
-			r.account = []byte("root")
+			r.account = rootAccount
 			return setAddr(r, a, event.AuthFailure, "root login refused")
 		}
 		if hasPrefix(msg, "Received disconnect from ") {
@@ -502,18 +502,23 @@ func sshdFromTail(h []byte) ([]byte, bool, bool) {
 	return h[:e], withPort, true
 }
 
+var notAllowedReasons = [...]string{
+	"not listed in AllowUsers", "listed in DenyUsers", "not in any group",
+	"a group is listed in DenyGroups", "none of user's groups are listed in AllowGroups",
+}
+
+// rootAccount is the account of "ROOT LOGIN REFUSED" lines.
+var rootAccount = []byte("root")
+
 // sshdNotAllowed: "User USER from HOST not allowed because REASON[ suffix]".
 func sshdNotAllowed(msg []byte, r *hit) bool {
 	m := stripSSHDSuffix(msg, false)
-	reasons := [...]string{
-		"not listed in AllowUsers", "listed in DenyUsers", "not in any group",
-		"a group is listed in DenyGroups", "none of user's groups are listed in AllowGroups",
-	}
-	for _, rs := range reasons {
-		if !hasSuffix(m, " not allowed because "+rs) {
+	const because = " not allowed because "
+	for _, rs := range notAllowedReasons {
+		if !hasSuffix(m, rs) || !hasSuffix(m[:len(m)-len(rs)], because) {
 			continue
 		}
-		head := m[:len(m)-len(" not allowed because ")-len(rs)]
+		head := m[:len(m)-len(because)-len(rs)]
 		sp := lastIndexByte(head, ' ')
 		if sp < 0 || !hasSuffix(head[:sp], " from") {
 			return false
