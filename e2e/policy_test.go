@@ -660,40 +660,121 @@ func TestPolicyPlanDiff(t *testing.T) {
 	}
 }
 
-// BenchmarkPolicyApply measures loading the full default policy (with the
-// 497-rule SIP scanner chain) in one nft transaction, into a namespace that
-// also holds a ban table of 100,000 addresses.
-func BenchmarkPolicyApply(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
-	name := fmt.Sprintf("pbxg-bench-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		b.Fatalf("%v %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", name).Run()
+// banTable100k is a stand-in for the daemon's ban table as issue 3 defines
+// it (inet pbxguard, set banned4, input hook at priority -10) holding
+// 100,000 addresses plus the extra ones given.
+func banTable100k(extra ...string) string {
 	var sb strings.Builder
 	sb.WriteString("table inet pbxguard {\n set banned4 { type ipv4_addr; flags timeout; elements = { ")
 	for i := 0; i < 100000; i++ {
-		if i > 0 {
-			sb.WriteString(", ")
-		}
-		fmt.Fprintf(&sb, "10.%d.%d.%d timeout 1h", i>>16&255, i>>8&255, i&255)
+		fmt.Fprintf(&sb, "10.%d.%d.%d timeout 1h, ", i>>16&255, i>>8&255, i&255)
 	}
-	sb.WriteString(" } }\n chain input { type filter hook input priority -10; policy accept; ip saddr @banned4 drop; }\n}\n")
-	k := policy.Kernel{Netns: name}
-	if err := k.Load(b.Context(), sb.String()); err != nil {
-		b.Fatal(err)
+	for _, e := range extra {
+		fmt.Fprintf(&sb, "%s timeout 1h, ", e)
+	}
+	sb.WriteString("10.255.255.255 timeout 1h } }\n chain input { type filter hook input priority -10; policy accept; ip saddr @banned4 counter drop; }\n}\n")
+	return sb.String()
+}
+
+// BenchmarkPolicyApply measures loading the full default policy (with the
+// 497-rule SIP scanner chain) in one nft transaction, alone and next to a
+// ban table of 100,000 addresses.
+func BenchmarkPolicyApply(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
 	}
 	text, err := policy.PlanText(policy.Default())
 	if err != nil {
 		b.Fatal(err)
 	}
+	for _, withBans := range []bool{false, true} {
+		name := "policy-only"
+		if withBans {
+			name = "with-100k-bans"
+		}
+		b.Run(name, func(b *testing.B) {
+			ns := fmt.Sprintf("pbxg-pbench-%d", os.Getpid())
+			if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+				b.Fatalf("%v %s", err, out)
+			}
+			defer exec.Command("ip", "netns", "del", ns).Run()
+			k := policy.Kernel{Netns: ns}
+			if withBans {
+				if err := k.Load(b.Context(), banTable100k()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := k.Load(b.Context(), text); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPolicyDropWith100kBans sends UDP datagrams to the SIP port from
+// a banned source, with the full policy and 100k bans loaded: ns/op is the
+// cost of one datagram sent and dropped; the ban counter must see them all.
+func BenchmarkPolicyDropWith100kBans(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	pbx := fmt.Sprintf("pbxg-pbench-pbx-%d", os.Getpid())
+	atk := fmt.Sprintf("pbxg-pbench-atk-%d", os.Getpid())
+	for _, ns := range []string{pbx, atk} {
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+		defer exec.Command("ip", "netns", "del", ns).Run()
+	}
+	for _, c := range [][]string{
+		{"ip", "link", "add", "pgbp0", "netns", pbx, "type", "veth", "peer", "name", "pgbp1", "netns", atk},
+		{"ip", "-n", pbx, "addr", "add", labPBXAttacker + "/24", "dev", "pgbp0"},
+		{"ip", "-n", atk, "addr", "add", labAttacker + "/24", "dev", "pgbp1"},
+		{"ip", "-n", pbx, "link", "set", "pgbp0", "up"},
+		{"ip", "-n", atk, "link", "set", "pgbp1", "up"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	k := policy.Kernel{Netns: pbx}
+	text, _ := policy.PlanText(policy.Default())
+	if err := k.Load(b.Context(), banTable100k(labAttacker)); err != nil {
+		b.Fatal(err)
+	}
+	if err := k.Load(b.Context(), text); err != nil {
+		b.Fatal(err)
+	}
+	// resolve the neighbour first (ARP is not filtered), so every datagram leaves
+	exec.Command("ip", "netns", "exec", atk, "ping", "-c", "1", "-W", "1", labPBXAttacker).Run()
+	var c net.Conn
+	if err := policyInNetns(&Netns{Name: atk}, func() (err error) {
+		c, err = net.Dial("udp", labPBXAttacker+":5060")
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	payload := []byte("OPTIONS sip:100@pbx SIP/2.0\r\n\r\n")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := k.Load(b.Context(), text); err != nil {
-			b.Fatal(err)
-		}
+		_, _ = c.Write(payload)
+	}
+	b.StopTimer()
+	out, err := exec.Command("ip", "netns", "exec", pbx, "nft", "list", "chain", "inet", "pbxguard", "input").CombinedOutput()
+	if err != nil {
+		b.Fatalf("%v %s", err, out)
+	}
+	var dropped int
+	if i := strings.Index(string(out), "packets "); i >= 0 {
+		fmt.Sscanf(string(out[i:]), "packets %d", &dropped)
+	}
+	if dropped < b.N*99/100 {
+		b.Fatalf("ban table dropped %d of %d datagrams", dropped, b.N)
 	}
 }
