@@ -565,9 +565,10 @@ services:
 	}
 }
 
-// TestPolicyCoexistence: tables that are not pbxguard's policy (another
-// program's, and the daemon's ban table) are untouched by apply, rollback
-// and remove.
+// TestPolicyCoexistence: other programs' tables are untouched by apply,
+// rollback and remove; the daemon's ban table (inet pbxguard) is untouched
+// by apply, rollback and `remove --keep-bans`, and deleted by `remove`
+// (through the firewall package's Remove).
 func TestPolicyCoexistence(t *testing.T) {
 	requireE2E(t, "nft")
 	l := newPolicyLab(t)
@@ -586,43 +587,56 @@ table inet pbxguard {
 		t.Fatal(err)
 	}
 	l.pbx.Run(t, "nft", "-f", f)
-	snapshot := func() string {
+	foreignTables := [][2]string{{"inet", "foreign"}, {"ip6", "other6"}}
+	banTable := [2]string{"inet", "pbxguard"}
+	snapshot := func(tables ...[2]string) string {
 		var sb strings.Builder
-		for _, tb := range [][2]string{{"inet", "foreign"}, {"ip6", "other6"}, {"inet", "pbxguard"}} {
-			out, err := l.pbx.Try("nft", "-s", "-t", "list", "table", tb[0], tb[1])
+		for _, tb := range tables {
+			out, err := l.pbx.Try("nft", "-s", "list", "table", tb[0], tb[1])
 			if err != nil {
 				return "missing " + tb[1] + ": " + out
 			}
 			sb.WriteString(out)
 		}
-		out, _ := l.pbx.Try("nft", "list", "set", "inet", "foreign", "blocked")
-		sb.WriteString(out)
 		return sb.String()
 	}
-	orig := snapshot()
-	check := func(step string) {
+	all := append(foreignTables, banTable)
+	orig := snapshot(all...)
+	origForeign := snapshot(foreignTables...)
+	same := func(step string, tables ...[2]string) {
 		t.Helper()
-		if got := snapshot(); got != orig {
-			t.Errorf("after %s another table changed:\n%s", step, policy.Diff("before", "after", orig, got))
+		before := origForeign
+		if len(tables) == len(all) {
+			before = orig
+		}
+		if got := snapshot(tables...); got != before {
+			t.Errorf("after %s another table changed:\n%s", step, policy.Diff("before", "after", before, got))
 		}
 	}
 	l.apply(t, l.config(t, labPolicy), false, "--confirm-within", "1h")
-	check("apply")
+	same("apply", all...)
 	if out, code := l.pbxguard(l.fw("rollback")...); code != 0 {
 		t.Fatalf("rollback: exit %d\n%s", code, out)
 	}
 	if _, err := l.pbx.Try("nft", "list", "table", "inet", "pbxguard_policy"); err == nil {
 		t.Error("rollback to 'no policy' left the policy table")
 	}
-	check("rollback")
+	same("rollback", all...)
 	l.apply(t, l.config(t, labPolicy), true)
-	if out, code := l.pbxguard(l.fw("remove")...); code != 0 {
+	if out, code := l.pbxguard(l.fw("remove", "--keep-bans")...); code != 0 {
+		t.Fatalf("remove --keep-bans: exit %d\n%s", code, out)
+	}
+	same("remove --keep-bans", all...)
+	l.apply(t, l.config(t, labPolicy), true)
+	if out, code := l.pbxguard(l.fw("remove")...); code != 0 || !strings.Contains(out, "removed table inet pbxguard ") {
 		t.Fatalf("remove: exit %d\n%s", code, out)
 	}
-	if _, err := l.pbx.Try("nft", "list", "table", "inet", "pbxguard_policy"); err == nil {
-		t.Error("remove left the policy table")
+	for _, tb := range [][2]string{{"inet", "pbxguard_policy"}, banTable} {
+		if _, err := l.pbx.Try("nft", "list", "table", tb[0], tb[1]); err == nil {
+			t.Errorf("remove left table %s %s", tb[0], tb[1])
+		}
 	}
-	check("remove")
+	same("remove", foreignTables...)
 }
 
 // TestPolicyPlanDiff: plan shows the rules with their comments and a diff
