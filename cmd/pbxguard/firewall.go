@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -356,12 +355,10 @@ func showCmd(o *firewallOpts) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(live)
 			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "PACKETS\tBYTES\t VERDICT\t RULE: WHY\t")
+			fmt.Fprintf(out, "%10s %12s  %-7s  %s\n", "PACKETS", "BYTES", "VERDICT", "RULE: WHY")
 			for _, r := range live.Rules {
-				fmt.Fprintf(tw, "%d\t%d\t %s\t %s\t\n", r.Packets, r.Bytes, r.Verdict, r.Comment)
+				fmt.Fprintf(out, "%10d %12d  %-7s  %s\n", r.Packets, r.Bytes, r.Verdict, r.Comment)
 			}
-			tw.Flush()
 			fmt.Fprintln(out, "\nsets (guard sets hold the sources being dropped):")
 			for _, s := range live.Sets {
 				members := ""
