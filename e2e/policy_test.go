@@ -792,3 +792,53 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 		b.Fatalf("ban table dropped %d of %d datagrams", dropped, b.N)
 	}
 }
+
+// TestPolicyRollbackSurvivesReboot plays a reboot during the confirm
+// window: the waiter dies (killed here), the kernel loses the policy
+// table; the boot unit's `rollback --if-pending` then restores the last
+// confirmed policy, and `rollback --boot` reloads it on a normal boot.
+func TestPolicyRollbackSurvivesReboot(t *testing.T) {
+	requireE2E(t, "nft")
+	l := newPolicyLab(t)
+	l.apply(t, l.config(t, labPolicy), true) // confirmed: admin trusted, AMI closed
+	open := l.config(t, "input: accept\nport_scan: false\n")
+	l.apply(t, open, false, "--confirm-within", "1h")
+	// "reboot": the waiter dies, the kernel forgets every table
+	for _, pid := range l.waiters[1:] {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	}
+	l.pbx.Run(t, "nft", "delete", "table", "inet", policy.TableName)
+	out, code := l.pbxguard(l.fw("rollback", "--if-pending")...)
+	if code != 0 {
+		t.Fatalf("rollback --if-pending: exit %d\n%s", code, out)
+	}
+	live := l.show(t)
+	if _, ok := live.Rule("ami-closed"); !ok {
+		t.Fatalf("after the boot rollback the confirmed policy is not back:\n%s", out)
+	}
+	if _, ok := live.Rule("portscan4"); !ok {
+		t.Fatal("the unconfirmed policy (no port-scan guard) is live after the boot rollback")
+	}
+	if p, _ := (policy.State{Dir: l.state}).PendingRollback(); p != nil {
+		t.Fatal("pending rollback still armed after the boot rollback")
+	}
+	// nothing pending: --if-pending is a no-op, --boot reloads the confirmed policy
+	l.pbx.Run(t, "nft", "delete", "table", "inet", policy.TableName)
+	if out, code := l.pbxguard(l.fw("rollback", "--if-pending")...); code != 0 {
+		t.Fatalf("rollback --if-pending with nothing pending: exit %d\n%s", code, out)
+	}
+	if _, err := l.pbx.Try("nft", "list", "table", "inet", policy.TableName); err == nil {
+		t.Fatal("--if-pending loaded something although nothing was pending")
+	}
+	if out, code := l.pbxguard(l.fw("rollback", "--boot")...); code != 0 || !strings.Contains(out, "loaded the last confirmed policy") {
+		t.Fatalf("rollback --boot: exit %d\n%s", code, out)
+	}
+	if _, ok := l.show(t).Rule("ami-closed"); !ok {
+		t.Fatal("--boot did not load the confirmed policy")
+	}
+	if canDial(l.legit, labPBXLegit+":5038") || !canDial(l.legit, labPBXLegit+":22") {
+		t.Error("the reloaded policy does not behave like the confirmed one")
+	}
+}
