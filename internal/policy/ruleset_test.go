@@ -318,3 +318,20 @@ func TestIPTables(t *testing.T) {
 		t.Errorf("ports above recent's memory accepted: %v", err)
 	}
 }
+
+// TestDeployConfigCompiles keeps the example configuration that ships in
+// deploy/ (written by the daemon's owner) readable by the policy: its
+// firewall.policy, if any, must parse and compile.
+func TestDeployConfigCompiles(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/pbxguard.yaml")
+	if err != nil {
+		t.Skipf("no deploy/pbxguard.yaml yet: %v", err)
+	}
+	cfg, err := parseDoc(t, string(data))
+	if err != nil {
+		t.Fatalf("deploy/pbxguard.yaml: %v", err)
+	}
+	if _, err := PlanText(cfg); err != nil {
+		t.Fatalf("deploy/pbxguard.yaml: %v", err)
+	}
+}
