@@ -29,7 +29,9 @@ type Set struct {
 	Timeout  time.Duration
 	Size     int
 	Elements []string
-	Why      string // the set's comment
+	Why      string   // the set's comment
+	Typeof   string   // instead of Type, e.g. "@th,64,128"
+	Notes    []string // lines shown as # comments in the plan (not stored in the kernel)
 }
 
 // Chain is an nftables chain; a base chain has a Hook.
@@ -287,7 +289,9 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	if scanner {
 		b.add("sip-scanner", "first datagram of a SIP flow is searched for scanner User-Agents",
 			fmt.Sprintf("udp dport %s ct state new", nftPorts(sip.UDP)), "jump sip_scanner")
-		scannerChains = compileScanner(cfg.SIPScanner)
+		var sigSet Set
+		scannerChains, sigSet = compileScanner(cfg.SIPScanner)
+		b.set(sigSet)
 	}
 
 	b.add("established", "replies and packets of connections already accepted", "ct state established,related", "accept")
@@ -348,19 +352,20 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	return &Ruleset{Sets: b.sets, Chains: chains}, nil
 }
 
-func compileScanner(ss SIPScanner) []Chain {
+func compileScanner(ss SIPScanner) ([]Chain, Set) {
 	sigs := UASignatures(ss.UserAgents)
-	vals := make([]string, len(sigs))
-	for i, s := range sigs {
-		vals[i] = "0x" + hex.EncodeToString(s)
+	set := Set{Name: "sip_scanner_ua", Typeof: "@th,64,128", Why: "16-byte signatures of scanner User-Agents",
+		Notes: []string{"the last 16 bytes of \"User-Agent: <prefix>\" for each sip_scanner.user_agents entry:"}}
+	for _, sig := range sigs {
+		set.Elements = append(set.Elements, "0x"+hex.EncodeToString(sig))
+		set.Notes = append(set.Notes, fmt.Sprintf("  %q", sig))
 	}
-	set := nftSet(vals)
 	var rules []Rule
 	for off := 0; off+16 <= ss.SearchBytes; off++ {
 		rules = append(rules, Rule{
 			Name:    fmt.Sprintf("sip-ua@%d", off),
 			Why:     "scanner User-Agent at this payload byte",
-			NFT:     fmt.Sprintf("@th,%d,128 %s", 64+8*off, set),
+			NFT:     fmt.Sprintf("@th,%d,128 @sip_scanner_ua", 64+8*off),
 			Verdict: "jump sip_scanner_hit",
 		})
 	}
@@ -371,7 +376,7 @@ func compileScanner(ss SIPScanner) []Chain {
 	return []Chain{
 		{Name: "sip_scanner", Why: "nftables cannot search a payload: one fixed-offset compare per byte of the first datagram", Rules: rules},
 		{Name: "sip_scanner_hit", Why: "a scanner User-Agent was found", Rules: hit},
-	}
+	}, set
 }
 
 func (b *builder) service(s Service) {
@@ -433,7 +438,15 @@ func (rs *Ruleset) NFTTable() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "table %s %s {\n", TableFamily, TableName)
 	for _, s := range rs.Sets {
-		fmt.Fprintf(&sb, "\tset %s {\n\t\ttype %s\n", s.Name, s.Type)
+		fmt.Fprintf(&sb, "\tset %s {\n", s.Name)
+		for _, n := range s.Notes {
+			fmt.Fprintf(&sb, "\t\t# %s\n", n)
+		}
+		if s.Typeof != "" {
+			fmt.Fprintf(&sb, "\t\ttypeof %s\n", s.Typeof)
+		} else {
+			fmt.Fprintf(&sb, "\t\ttype %s\n", s.Type)
+		}
 		if s.Size > 0 {
 			fmt.Fprintf(&sb, "\t\tsize %d\n", s.Size)
 		}

@@ -223,7 +223,7 @@ func TestUASignatures(t *testing.T) {
 	if scanner == nil || len(scanner.Rules) != cfg.SIPScanner.SearchBytes-15 {
 		t.Fatalf("sip_scanner chain has %d rules", len(scanner.Rules))
 	}
-	if r := scanner.Rules[215]; r.NFT[:14] != "@th,1784,128 {" || !strings.Contains(r.NFT, "0x667269656e646c792d7363616e6e6572") {
+	if r := scanner.Rules[215]; r.NFT != "@th,1784,128 @sip_scanner_ua" {
 		t.Errorf("rule at offset 215 = %s", r.NFT)
 	}
 }
