@@ -15,6 +15,7 @@ var checks = []func(*env) []Finding{
 	checkConfigDiags,
 	checkSIPGeneral,
 	checkSIPInsecure,
+	checkNoSecret,
 	checkPJSIPEndpoints,
 	checkWeakSecrets,
 	checkACLOpen,
@@ -224,6 +225,50 @@ func checkSIPInsecure(e *env) []Finding {
 		out = append(out, finding("sip.insecure", sev, v.Pos,
 			fmt.Sprintf("[%s] insecure=%s: INVITEs %s are accepted without a password challenge", s.Name, v.Value, where),
 			"Remove insecure=invite; for a carrier, match it by a fixed host= plus deny=0.0.0.0/0.0.0.0 and permit=<carrier address>."))
+	}
+	return out
+}
+
+func sipNoSecret(s *Section) bool {
+	return s.Value("secret", "") == "" && s.Value("md5secret", "") == "" && s.Value("remotesecret", "") == ""
+}
+
+func iaxNoSecret(s *Section) bool {
+	return s.Value("secret", "") == "" && s.Value("dbsecret", "") == "" && s.Value("inkeys", "") == ""
+}
+
+func checkNoSecret(e *env) []Finding {
+	var out []Finding
+	if e.sipEnabled() {
+		g := e.sipGeneral()
+		if v, ok := g.Get("autocreatepeer"); ok && !isFalse(v.Value) {
+			out = append(out, finding("sip.autocreatepeer", Critical, v.Pos,
+				"chan_sip autocreatepeer="+v.Value+": any device that registers becomes a peer, without a password, in context "+fmt.Sprintf("%q", g.Value("context", "default")),
+				"Set autocreatepeer=no in [general] of sip.conf."))
+		}
+		for _, s := range e.sipPeers() {
+			if !sipNoSecret(s) || !strings.EqualFold(s.Value("host", "dynamic"), "dynamic") {
+				continue
+			}
+			out = append(out, finding("sip.no-secret", High, s.Pos,
+				fmt.Sprintf("chan_sip %s %s has host=dynamic and no secret: anyone can register as %s and call into context %q", s.Value("type", ""), s.Name, s.Name, s.Value("context", g.Value("context", "default"))),
+				"Add secret=<16+ random characters> to the peer, or give it a fixed host= with deny/permit for a trunk."))
+		}
+	}
+	if e.iaxEnabled() {
+		for _, s := range e.file("iax.conf").Concrete() {
+			switch strings.ToLower(s.Value("type", "")) {
+			case "user", "friend":
+			default:
+				continue
+			}
+			if !iaxNoSecret(s) {
+				continue
+			}
+			out = append(out, finding("iax.no-secret", High, s.Pos,
+				fmt.Sprintf("IAX2 %s %s has no secret: calls that name it are accepted without a password into context %q", s.Value("type", ""), s.Name, s.Value("context", "default")),
+				"Add secret=<16+ random characters> (auth=md5) or inkeys= (auth=rsa), or remove the section (the stock [guest] user included)."))
+		}
 	}
 	return out
 }
@@ -791,10 +836,7 @@ func (e *env) entries() []entry {
 			out = append(out, entry{"chan_sip guests (allowguest)", "", gctx, true})
 		}
 		for _, s := range e.sipPeers() {
-			if strings.EqualFold(s.Value("type", ""), "peer") {
-				continue // peers only receive calls; users/friends place them
-			}
-			noSecret := s.Value("secret", "") == "" && s.Value("md5secret", "") == "" && s.Value("remotesecret", "") == ""
+			noSecret := sipNoSecret(s)
 			insecure := strings.Contains(strings.ToLower(s.Value("insecure", "")), "invite")
 			out = append(out, entry{"SIP/" + s.Name, s.Name, s.Value("context", gctx), noSecret || insecure})
 		}
@@ -806,8 +848,7 @@ func (e *env) entries() []entry {
 			default:
 				continue
 			}
-			noSecret := s.Value("secret", "") == "" && s.Value("dbsecret", "") == "" && s.Value("inkeys", "") == ""
-			out = append(out, entry{"IAX2/" + s.Name, s.Name, s.Value("context", "default"), noSecret})
+			out = append(out, entry{"IAX2/" + s.Name, s.Name, s.Value("context", "default"), iaxNoSecret(s)})
 		}
 	}
 	return out

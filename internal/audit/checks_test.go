@@ -88,6 +88,13 @@ func TestChecks(t *testing.T) {
 		{"insecure=invite dynamic", "sip.insecure", map[string]string{"sip.conf": goodSIP + "[p]\ntype=friend\nhost=dynamic\ninsecure=port,invite\nsecret=Xk4vQ9mT2rLp8Wz\n"}, Options{}, []string{"sip.conf:8 high"}},
 		{"insecure=invite fixed host", "sip.insecure", map[string]string{"sip.conf": goodSIP + "[p]\ntype=peer\nhost=203.0.113.250\ninsecure=invite\n"}, Options{}, []string{"sip.conf:8 medium"}},
 		{"insecure=port only", "sip.insecure", map[string]string{"sip.conf": goodSIP + "[p]\ntype=peer\nhost=203.0.113.250\ninsecure=port\n"}, Options{}, nil},
+		// sip.no-secret, sip.autocreatepeer, iax.no-secret
+		{"dynamic peer without secret", "sip.no-secret", map[string]string{"sip.conf": goodSIP + "[2001]\ntype=friend\nhost=dynamic\n"}, Options{}, []string{"sip.conf:5 high"}},
+		{"trunk peer with fixed host", "sip.no-secret", map[string]string{"sip.conf": goodSIP + "[carrier]\ntype=peer\nhost=203.0.113.250\n"}, Options{}, nil},
+		{"autocreatepeer", "sip.autocreatepeer", map[string]string{"sip.conf": goodSIP + "autocreatepeer=yes\n"}, Options{}, []string{"sip.conf:5 critical"}},
+		{"autocreatepeer no", "sip.autocreatepeer", map[string]string{"sip.conf": goodSIP + "autocreatepeer=no\n"}, Options{}, nil},
+		{"iax guest user", "iax.no-secret", map[string]string{"iax.conf": "[general]\n[guest]\ntype=user\ncontext=guest\n"}, Options{}, []string{"iax.conf:2 high"}},
+		{"iax user with rsa keys", "iax.no-secret", map[string]string{"iax.conf": "[general]\n[hq]\ntype=user\nauth=rsa\ninkeys=hq\n"}, Options{}, nil},
 		// pjsip.anonymous-endpoint
 		{"anonymous endpoint", "pjsip.anonymous-endpoint", map[string]string{"pjsip.conf": goodPJSIP + "[anonymous]\ntype=endpoint\ncontext=from-external\n"}, Options{}, []string{"pjsip.conf:10 high"}},
 		{"endpoint without auth or identify", "pjsip.anonymous-endpoint", map[string]string{"pjsip.conf": goodPJSIP + "[200](t)\n"}, Options{}, []string{"pjsip.conf:10 high"}},
