@@ -922,7 +922,7 @@ func checkWildcard(e *env) []Finding {
 	var out []Finding
 	for _, c := range e.dp.Contexts {
 		for _, x := range c.Extens {
-			if !isCatchAll(x.Pattern) || !x.routesOut() {
+			if !isCatchAll(x.Pattern) || !x.routesOut() { // routesOut: dialable too
 				continue
 			}
 			sev := Low
@@ -938,8 +938,10 @@ func checkWildcard(e *env) []Finding {
 	return out
 }
 
-// trunkTargets returns the trunk names a Dial() data string calls
-// ("PJSIP/${EXTEN}@carrier" -> carrier, "SIP/carrier/${EXTEN}" -> carrier).
+// trunkTargets returns the trunk names a Dial() data string calls:
+// PJSIP/${EXTEN}@carrier, SIP/carrier/${EXTEN}, SIP/${EXTEN}@carrier,
+// IAX2/user:secret@carrier/${EXTEN}@context, DAHDI/g1/${EXTEN} -> carrier
+// (or DAHDI/g1). A bare PJSIP/100 or SIP/100 is an internal device.
 func trunkTargets(data string) []string {
 	first, _, _ := strings.Cut(data, ",")
 	var out []string
@@ -950,15 +952,26 @@ func trunkTargets(data string) []string {
 		}
 		switch strings.ToUpper(tech) {
 		case "LOCAL":
-			continue
 		case "DAHDI", "ZAP":
-			out = append(out, tech+"/"+res)
-			continue
-		}
-		if _, peer, ok := strings.Cut(res, "@"); ok {
-			out = append(out, peer)
-		} else if peer, _, ok := strings.Cut(res, "/"); ok {
-			out = append(out, peer)
+			group, _, _ := strings.Cut(res, "/")
+			out = append(out, tech+"/"+group)
+		case "IAX2":
+			peer, _, hasExten := strings.Cut(res, "/")
+			if i := strings.LastIndexByte(peer, '@'); i >= 0 {
+				peer = peer[i+1:]
+			}
+			if hasExten {
+				out = append(out, peer)
+			}
+		default: // PJSIP, SIP and others
+			if peer, _, ok := strings.Cut(res, "/"); ok {
+				if i := strings.LastIndexByte(peer, '@'); i >= 0 {
+					peer = peer[i+1:]
+				}
+				out = append(out, peer)
+			} else if _, peer, ok := strings.Cut(res, "@"); ok {
+				out = append(out, peer)
+			}
 		}
 	}
 	return out

@@ -274,3 +274,36 @@ func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+func TestTrunkTargets(t *testing.T) {
+	tests := map[string]string{
+		"PJSIP/${EXTEN}@carrier,30":                        "carrier",
+		"PJSIP/carrier/sip:${EXTEN}@203.0.113.250":         "carrier",
+		"SIP/carrier/${EXTEN:1}":                           "carrier",
+		"SIP/${EXTEN}@carrier":                             "carrier",
+		"IAX2/user:secret@example.com/${EXTEN}@ctx":        "example.com",
+		"DAHDI/g1/${EXTEN}":                                "DAHDI/g1",
+		"PJSIP/${EXTEN},20":                                "",
+		"SIP/2001&PJSIP/1001":                              "",
+		"Local/100@internal":                               "",
+		"IAX2/5001":                                        "",
+		"PJSIP/${EXTEN}@carrier&SIP/backup/${EXTEN},30,tT": "carrier,backup",
+	}
+	for in, want := range tests {
+		if got := strings.Join(trunkTargets(in), ","); got != want {
+			t.Errorf("trunkTargets(%q) = %q want %q", in, got, want)
+		}
+	}
+}
+
+func TestSubroutineOnlyExtensionIsNotARoute(t *testing.T) {
+	all := auditOf(t, map[string]string{
+		"pjsip.conf":      goodPJSIP,
+		"extensions.conf": "[from-internal]\nexten => _X.,50000(stdexten),Dial(${ARG1},20)\n same => n,Return()\n",
+	}, Options{})
+	for _, id := range []string{"dialplan.intl-open", "dialplan.wildcard"} {
+		if len(withID(all, id)) != 0 {
+			t.Errorf("%s for a Gosub-only extension:%s", id, show(all))
+		}
+	}
+}
