@@ -142,9 +142,9 @@ func (f *File) Concrete() []*Section {
 
 // Limits from main/config.c.
 const (
-	maxIncludeLevel   = 10  // MAX_INCLUDE_LEVEL
-	maxNestedComments = 128 // MAX_NESTED_COMMENTS
-	maxLineBytes      = 8191
+	maxIncludeLevel   = 10   // MAX_INCLUDE_LEVEL
+	maxNestedComments = 128  // MAX_NESTED_COMMENTS
+	maxLineBytes      = 8191 // config.c skips lines this long or longer (fgets into char buf[8192])
 )
 
 // Parse reads name from fsys (the configuration directory) and the files it
@@ -292,7 +292,7 @@ func (p *parser) load(name string, stack []string) bool {
 	for i, raw := range splitLines(data) {
 		lineno := i + 1
 		pos := Pos{name, lineno}
-		if len(raw) > maxLineBytes {
+		if len(raw) >= maxLineBytes {
 			p.diag(pos, false, "syntax", "line longer than 8191 bytes: Asterisk skips it")
 			continue
 		}

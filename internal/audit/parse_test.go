@@ -291,3 +291,12 @@ func TestRunIncludeOutsideDir(t *testing.T) {
 		t.Fatalf("findings:%s", show(r.Findings))
 	}
 }
+
+func TestParseLongLine(t *testing.T) {
+	long := "x=" + strings.Repeat("a", maxLineBytes-2) // 8191 bytes: skipped
+	ok := "y=" + strings.Repeat("b", maxLineBytes-3)   // 8190 bytes: read
+	f := ParseBytes("x.conf", []byte("[a]\n"+long+"\n"+ok+"\n"))
+	if len(f.Sections[0].Vars) != 1 || f.Sections[0].Vars[0].Name != "y" || len(f.Diags) != 1 {
+		t.Fatalf("vars %d diags %v", len(f.Sections[0].Vars), f.Diags)
+	}
+}
