@@ -867,7 +867,8 @@ func checkIntlOpen(e *env) []Finding {
 	}
 	byCtx := map[string][]entry{}
 	var order []string
-	for _, en := range e.entries() {
+	all := e.entries()
+	for _, en := range all {
 		if e.isTrusted(en) {
 			continue
 		}
@@ -910,9 +911,13 @@ func checkIntlOpen(e *env) []Finding {
 			}
 			who = append(who, l)
 		}
+		users := fmt.Sprintf("%d endpoint(s) not marked trusted", len(ens))
+		if len(ens) == len(all) && len(all) > 1 {
+			users = fmt.Sprintf("every endpoint (all %d, none marked trusted)", len(all))
+		}
 		out = append(out, finding("dialplan.intl-open", sev, first,
-			fmt.Sprintf("context %s can dial international numbers (%s) and is used by %d endpoint(s) not marked trusted: %s",
-				ctx, strings.Join(routes, ", "), len(ens), strings.Join(who, ", ")),
+			fmt.Sprintf("context %s can dial international numbers (%s) and is used by %s: %s",
+				ctx, strings.Join(routes, ", "), users, strings.Join(who, ", ")),
 			"Keep international patterns in a separate context (e.g. [intl]) included only by the contexts of trusted endpoints (pbxguard audit --trusted-endpoint NAME), and limit those calls (GROUP_COUNT, a PIN, per-destination rules)."))
 	}
 	return out

@@ -210,6 +210,17 @@ func TestSecurityLogMissingFile(t *testing.T) {
 	}
 }
 
+func TestIntlOpenEveryEndpoint(t *testing.T) {
+	all := auditOf(t, map[string]string{
+		"pjsip.conf":      goodPJSIP + "[101](t)\nauth=100\n",
+		"extensions.conf": "[from-internal]\nexten => _X.,1,Dial(PJSIP/${EXTEN}@carrier)\n",
+	}, Options{})
+	got := withID(all, "dialplan.intl-open")
+	if len(got) != 1 || !strings.Contains(got[0].Message, "every endpoint (all 2, none marked trusted): PJSIP/100, PJSIP/101") {
+		t.Fatalf("got:%s", show(all))
+	}
+}
+
 func TestSecretsNeverPrinted(t *testing.T) {
 	all := auditOf(t, map[string]string{
 		"pjsip.conf":   strings.Replace(goodPJSIP, "Xk4vQ9mT2rLp8Wz", "hunter2x", 1),

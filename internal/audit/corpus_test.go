@@ -51,7 +51,7 @@ func TestCorpusAsterisk20(t *testing.T) {
 	always := []want{
 		{"secret.weak", "pjsip.conf:84", "pjsip auth 1004: password is weak"},
 		{"dialplan.intl-open", "extensions.conf:29", "context from-internal can dial international numbers (_00X., _011X., _+X., _X.)"},
-		{"dialplan.intl-open", "extensions.conf:29", "PJSIP/1001, PJSIP/1002, PJSIP/1003, PJSIP/1004, PJSIP/1005, SIP/2001, SIP/2002, SIP/2003, IAX2/5001"},
+		{"dialplan.intl-open", "extensions.conf:29", "9 endpoint(s) not marked trusted: PJSIP/1001, PJSIP/1002, PJSIP/1003, PJSIP/1004, PJSIP/1005, SIP/2001, SIP/2002, SIP/2003, IAX2/5001"},
 		{"dialplan.wildcard", "extensions.conf:29", "_X."},
 		{"ami.exposed", "manager.conf:16", "AMI user monitor"},
 		{"ami.exposed", "manager.conf:16", "no permit/deny ACL"},
