@@ -23,14 +23,14 @@ import (
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
 
-// setnsTrap is setns(2) per architecture (package syscall has no wrapper).
-var setnsTrap = map[string]uintptr{"amd64": 308, "arm64": 268, "386": 346, "arm": 375, "riscv64": 268, "ppc64le": 350, "s390x": 339}
+// policySetnsTrap is setns(2) per architecture (package syscall has no wrapper).
+var policySetnsTrap = map[string]uintptr{"amd64": 308, "arm64": 268, "386": 346, "arm": 375, "riscv64": 268, "ppc64le": 350, "s390x": 339}
 
 // policyInNetns runs fn on an OS thread switched into the namespace, so
 // that sockets fn creates live there. The thread is restored afterwards
 // (or, if that fails, left locked so that it dies with the goroutine).
 func policyInNetns(ns *Netns, fn func() error) error {
-	trap, ok := setnsTrap[runtime.GOARCH]
+	trap, ok := policySetnsTrap[runtime.GOARCH]
 	if !ok {
 		return fmt.Errorf("setns: unknown syscall number on %s", runtime.GOARCH)
 	}
@@ -76,14 +76,14 @@ type policyLab struct {
 }
 
 const (
-	labPBXAttacker = "203.0.113.1"
-	labAttacker    = "203.0.113.66"
-	labPBXLegit    = "198.51.100.1"
-	labLegit       = "198.51.100.20"
-	labPBXAdmin    = "192.0.2.1"
-	labAdmin       = "192.0.2.10"
-	labPBXLegit6   = "2001:db8:1::1"
-	labLegit6      = "2001:db8:1::20"
+	policyLabPBXAttacker = "203.0.113.1"
+	policyLabAttacker    = "203.0.113.66"
+	policyLabPBXLegit    = "198.51.100.1"
+	policyLabLegit       = "198.51.100.20"
+	policyLabPBXAdmin    = "192.0.2.1"
+	policyLabAdmin       = "192.0.2.10"
+	policyLabPBXLegit6   = "2001:db8:1::1"
+	policyLabLegit6      = "2001:db8:1::20"
 )
 
 func newPolicyLab(t *testing.T) *policyLab {
@@ -92,9 +92,9 @@ func newPolicyLab(t *testing.T) *policyLab {
 		pbx: newNetns(t, "pbx"), attacker: newNetns(t, "atk"), legit: newNetns(t, "legit"), admin: newNetns(t, "admin"),
 		state: t.TempDir(), udpFrom: map[string]int{},
 	}
-	link(t, l.pbx, []string{labPBXAttacker + "/24"}, l.attacker, []string{labAttacker + "/24"})
-	link(t, l.pbx, []string{labPBXLegit + "/24", labPBXLegit6 + "/64"}, l.legit, []string{labLegit + "/24", labLegit6 + "/64"})
-	link(t, l.pbx, []string{labPBXAdmin + "/24"}, l.admin, []string{labAdmin + "/24"})
+	link(t, l.pbx, []string{policyLabPBXAttacker + "/24"}, l.attacker, []string{policyLabAttacker + "/24"})
+	link(t, l.pbx, []string{policyLabPBXLegit + "/24", policyLabPBXLegit6 + "/64"}, l.legit, []string{policyLabLegit + "/24", policyLabLegit6 + "/64"})
+	link(t, l.pbx, []string{policyLabPBXAdmin + "/24"}, l.admin, []string{policyLabAdmin + "/24"})
 	// the services of the PBX: sshd (22), SIP over TCP (5060), AMI (5038), HTTP (80), SIP over UDP
 	for _, port := range []int{22, 5060, 5038, 80} {
 		var ln net.Listener
@@ -244,8 +244,8 @@ func (l *policyLab) packets(t *testing.T, live *policy.Live, rule string) uint64
 	return r.Packets
 }
 
-// dialFrom opens a TCP connection from a namespace; it returns the error.
-func dialFrom(ns *Netns, addr string, timeout time.Duration) (net.Conn, error) {
+// policyDial opens a TCP connection from a namespace; it returns the error.
+func policyDial(ns *Netns, addr string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
 	err := policyInNetns(ns, func() (err error) {
 		c, err = net.DialTimeout("tcp", addr, timeout)
@@ -254,8 +254,8 @@ func dialFrom(ns *Netns, addr string, timeout time.Duration) (net.Conn, error) {
 	return c, err
 }
 
-func canDial(ns *Netns, addr string) bool {
-	c, err := dialFrom(ns, addr, time.Second)
+func policyCanDial(ns *Netns, addr string) bool {
+	c, err := policyDial(ns, addr, time.Second)
 	if err != nil {
 		return false
 	}
@@ -263,8 +263,8 @@ func canDial(ns *Netns, addr string) bool {
 	return true
 }
 
-// sendUDP sends n datagrams from ns to addr, one every gap (0: as fast as possible).
-func sendUDP(ns *Netns, addr string, n int, gap time.Duration, payload []byte) error {
+// policySendUDP sends n datagrams from ns to addr, one every gap (0: as fast as possible).
+func policySendUDP(ns *Netns, addr string, n int, gap time.Duration, payload []byte) error {
 	var c net.Conn
 	if err := policyInNetns(ns, func() (err error) {
 		c, err = net.Dial("udp", addr)
@@ -285,7 +285,7 @@ func sendUDP(ns *Netns, addr string, n int, gap time.Duration, payload []byte) e
 	return nil
 }
 
-const labPolicy = `
+const policyLabPolicy = `
 trusted:
   hosts: [192.0.2.10]
 services:
@@ -306,26 +306,26 @@ sip_scanner: {ban: 10m}
 func TestPolicyTCPAttacks(t *testing.T) {
 	requireE2E(t, "nft", "nmap", "hping3")
 	l := newPolicyLab(t)
-	l.apply(t, l.config(t, labPolicy), true)
+	l.apply(t, l.config(t, policyLabPolicy), true)
 
-	if !canDial(l.legit, labPBXLegit+":22") || !canDial(l.legit, labPBXLegit+":5060") {
+	if !policyCanDial(l.legit, policyLabPBXLegit+":22") || !policyCanDial(l.legit, policyLabPBXLegit+":5060") {
 		t.Fatal("ssh/sip not reachable from the legitimate client after apply")
 	}
-	if canDial(l.legit, labPBXLegit+":5038") || canDial(l.legit, labPBXLegit+":80") {
+	if policyCanDial(l.legit, policyLabPBXLegit+":5038") || policyCanDial(l.legit, policyLabPBXLegit+":80") {
 		t.Fatal("AMI or HTTP reachable from an untrusted client")
 	}
-	if !canDial(l.admin, labPBXAdmin+":80") {
+	if !policyCanDial(l.admin, policyLabPBXAdmin+":80") {
 		t.Fatal("HTTP provisioning not reachable from the trusted admin host")
 	}
 
 	nmap := func(kind, ports string) string {
 		out, _ := l.attacker.Try("timeout", "60", "nmap", kind, "-Pn", "-n", "-T4", "--max-retries", "0",
-			"--host-timeout", "45s", "-p", ports, labPBXAttacker)
+			"--host-timeout", "45s", "-p", ports, policyLabPBXAttacker)
 		return out
 	}
 	hping := func(args ...string) {
 		a := append([]string{"20", "hping3", "-q"}, args...)
-		l.attacker.Try("timeout", append(a, labPBXAttacker)...)
+		l.attacker.Try("timeout", append(a, policyLabPBXAttacker)...)
 	}
 	const few = "20-25,80,5038,5060" // 9 ports
 	out := nmap("-sN", few)
@@ -359,7 +359,7 @@ func TestPolicyTCPAttacks(t *testing.T) {
 	if got := l.packets(t, live, "syn-flood4"); got < 200 {
 		t.Errorf("syn-flood4 dropped %d of 400 SYNs, want >= 200 (limit 25/s burst 50)", got)
 	}
-	if !canDial(l.legit, labPBXLegit+":22") {
+	if !policyCanDial(l.legit, policyLabPBXLegit+":22") {
 		t.Fatal("ssh unreachable for the legitimate client during the attacker's SYN flood")
 	}
 
@@ -371,17 +371,17 @@ func TestPolicyTCPAttacks(t *testing.T) {
 		t.Errorf("portscan4 never fired\n%s", swept)
 	}
 	ban, _ := live.Set("portscan_ban4")
-	if len(ban.Members) != 1 || ban.Members[0] != labAttacker {
-		t.Fatalf("portscan_ban4 = %v, want [%s]", ban.Members, labAttacker)
+	if len(ban.Members) != 1 || ban.Members[0] != policyLabAttacker {
+		t.Fatalf("portscan_ban4 = %v, want [%s]", ban.Members, policyLabAttacker)
 	}
 	before := l.packets(t, live, "portscan-ban4")
-	if canDial(l.attacker, labPBXAttacker+":22") {
+	if policyCanDial(l.attacker, policyLabPBXAttacker+":22") {
 		t.Error("the caught scanner still reaches the open ssh port")
 	}
 	if after := l.packets(t, l.show(t), "portscan-ban4"); after <= before {
 		t.Errorf("portscan-ban4 counter %d -> %d: the scanner's next packets were not dropped by the guard", before, after)
 	}
-	if !canDial(l.legit, labPBXLegit+":22") {
+	if !policyCanDial(l.legit, policyLabPBXLegit+":22") {
 		t.Error("the legitimate client lost ssh")
 	}
 	t.Logf("drops: null=%d xmas=%d fin=%d synfin=%d synrst=%d frag=%d synflood=%d portscan=%d",
@@ -396,8 +396,8 @@ func TestPolicyTCPAttacks(t *testing.T) {
 func TestPolicySIPRateLimit(t *testing.T) {
 	requireE2E(t, "nft")
 	l := newPolicyLab(t)
-	l.apply(t, l.config(t, labPolicy), true)
-	options := []byte("OPTIONS sip:100@" + labPBXLegit + " SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK-1\r\nUser-Agent: Yealink SIP-T46S\r\nContent-Length: 0\r\n\r\n")
+	l.apply(t, l.config(t, policyLabPolicy), true)
+	options := []byte("OPTIONS sip:100@" + policyLabPBXLegit + " SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK-1\r\nUser-Agent: Yealink SIP-T46S\r\nContent-Length: 0\r\n\r\n")
 	const flood, normal = 2000, 20
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -405,11 +405,11 @@ func TestPolicySIPRateLimit(t *testing.T) {
 	var ferr, nerr error
 	go func() {
 		defer wg.Done()
-		ferr = sendUDP(l.attacker, labPBXAttacker+":5060", flood, 200*time.Microsecond, options)
+		ferr = policySendUDP(l.attacker, policyLabPBXAttacker+":5060", flood, 200*time.Microsecond, options)
 	}()
 	go func() {
 		defer wg.Done()
-		nerr = sendUDP(l.legit, labPBXLegit+":5060", normal, 100*time.Millisecond, options)
+		nerr = policySendUDP(l.legit, policyLabPBXLegit+":5060", normal, 100*time.Millisecond, options)
 	}()
 	wg.Wait()
 	if ferr != nil || nerr != nil {
@@ -417,7 +417,7 @@ func TestPolicySIPRateLimit(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	time.Sleep(200 * time.Millisecond)
-	gotFlood, gotNormal := l.received(labAttacker), l.received(labLegit)
+	gotFlood, gotNormal := l.received(policyLabAttacker), l.received(policyLabLegit)
 	// burst 40 + 20/s over the flood's duration, with slack for timing
 	allowed := 40 + int(20*elapsed.Seconds()) + 20
 	if gotFlood > allowed || gotFlood < 40 {
@@ -439,9 +439,9 @@ func TestPolicySIPRateLimit(t *testing.T) {
 func TestPolicySIPScanner(t *testing.T) {
 	requireE2E(t, "nft", "svmap")
 	l := newPolicyLab(t)
-	l.apply(t, l.config(t, labPolicy), true)
-	out, _ := l.attacker.Try("timeout", "30", "svmap", "-p", "5060", "-t", "0.5", "--first", "5", labPBXAttacker)
-	if got := l.received(labAttacker); got != 0 {
+	l.apply(t, l.config(t, policyLabPolicy), true)
+	out, _ := l.attacker.Try("timeout", "30", "svmap", "-p", "5060", "-t", "0.5", "--first", "5", policyLabPBXAttacker)
+	if got := l.received(policyLabAttacker); got != 0 {
 		t.Fatalf("the SIP port received %d datagrams from svmap\n%s", got, out)
 	}
 	live := l.show(t)
@@ -449,26 +449,26 @@ func TestPolicySIPScanner(t *testing.T) {
 		t.Fatalf("sipscan4 did not fire\n%s", out)
 	}
 	ban, _ := live.Set("sipscan_ban4")
-	if len(ban.Members) != 1 || ban.Members[0] != labAttacker {
+	if len(ban.Members) != 1 || ban.Members[0] != policyLabAttacker {
 		t.Fatalf("sipscan_ban4 = %v", ban.Members)
 	}
-	if !strings.Contains(out, "found nothing") && strings.Contains(out, labPBXAttacker+":5060") {
+	if !strings.Contains(out, "found nothing") && strings.Contains(out, policyLabPBXAttacker+":5060") {
 		t.Errorf("svmap found the PBX:\n%s", out)
 	}
 	// a benign datagram from the same source afterwards is dropped too
-	if err := sendUDP(l.attacker, labPBXAttacker+":5060", 3, 10*time.Millisecond, []byte("OPTIONS sip:x SIP/2.0\r\n\r\n")); err != nil {
+	if err := policySendUDP(l.attacker, policyLabPBXAttacker+":5060", 3, 10*time.Millisecond, []byte("OPTIONS sip:x SIP/2.0\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if got := l.received(labAttacker); got != 0 {
+	if got := l.received(policyLabAttacker); got != 0 {
 		t.Errorf("banned scanner still delivered %d datagrams", got)
 	}
 	// a legitimate phone is not affected
-	if err := sendUDP(l.legit, labPBXLegit+":5060", 3, 10*time.Millisecond, []byte("REGISTER sip:pbx SIP/2.0\r\nUser-Agent: Grandstream GXP2170\r\n\r\n")); err != nil {
+	if err := policySendUDP(l.legit, policyLabPBXLegit+":5060", 3, 10*time.Millisecond, []byte("REGISTER sip:pbx SIP/2.0\r\nUser-Agent: Grandstream GXP2170\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if got := l.received(labLegit); got != 3 {
+	if got := l.received(policyLabLegit); got != 3 {
 		t.Errorf("legit phone delivered %d of 3", got)
 	}
 	t.Logf("svmap: sipscan4=%d, sipscan-ban4=%d", l.packets(t, live, "sipscan4"), l.packets(t, l.show(t), "sipscan-ban4"))
@@ -480,20 +480,20 @@ func TestPolicySIPScanner(t *testing.T) {
 func TestPolicyIPv6(t *testing.T) {
 	requireE2E(t, "nft")
 	l := newPolicyLab(t)
-	l.apply(t, l.config(t, labPolicy), true)
+	l.apply(t, l.config(t, policyLabPolicy), true)
 	l.pbx.Run(t, "ip", "-6", "neigh", "flush", "all")
 	l.legit.Run(t, "ip", "-6", "neigh", "flush", "all")
-	if !canDial(l.legit, "["+labPBXLegit6+"]:22") {
+	if !policyCanDial(l.legit, "["+policyLabPBXLegit6+"]:22") {
 		t.Fatal("IPv6 ssh from the legitimate namespace failed")
 	}
-	if err := sendUDP(l.legit, "["+labPBXLegit6+"]:5060", 3, 10*time.Millisecond, []byte("OPTIONS sip:x SIP/2.0\r\n\r\n")); err != nil {
+	if err := policySendUDP(l.legit, "["+policyLabPBXLegit6+"]:5060", 3, 10*time.Millisecond, []byte("OPTIONS sip:x SIP/2.0\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if got := l.received(labLegit6); got != 3 {
+	if got := l.received(policyLabLegit6); got != 3 {
 		t.Errorf("IPv6 SIP datagrams delivered: %d of 3", got)
 	}
-	if canDial(l.legit, "["+labPBXLegit6+"]:5038") {
+	if policyCanDial(l.legit, "["+policyLabPBXLegit6+"]:5038") {
 		t.Error("AMI reachable over IPv6")
 	}
 	if nd := l.packets(t, l.show(t), "icmpv6-nd"); nd == 0 {
@@ -508,8 +508,8 @@ func TestPolicyLockout(t *testing.T) {
 	requireE2E(t, "nft")
 	l := newPolicyLab(t)
 	// the confirmed, safe policy: the admin is trusted
-	l.apply(t, l.config(t, labPolicy), true)
-	conn, err := dialFrom(l.admin, labPBXAdmin+":22", 2*time.Second)
+	l.apply(t, l.config(t, policyLabPolicy), true)
+	conn, err := policyDial(l.admin, policyLabPBXAdmin+":22", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,10 +523,10 @@ services:
   ssh: {port: 22, from: [198.51.100.0/24]}
 `)
 	out, code := l.pbxguard(l.fw("apply", "--config", bad)...)
-	if code != 1 || !strings.Contains(out, labAdmin) || !strings.Contains(out, "add `- 192.0.2.10` to firewall.policy.trusted.hosts (line 6 of "+bad+")") {
+	if code != 1 || !strings.Contains(out, policyLabAdmin) || !strings.Contains(out, "add `- 192.0.2.10` to firewall.policy.trusted.hosts (line 6 of "+bad+")") {
 		t.Fatalf("apply of a lock-out policy: exit %d, want 1 with the admin's address and the line to add\n%s", code, out)
 	}
-	if !canDial(l.admin, labPBXAdmin+":22") {
+	if !policyCanDial(l.admin, policyLabPBXAdmin+":22") {
 		t.Fatal("refused apply changed the kernel anyway")
 	}
 
@@ -537,12 +537,12 @@ services:
 	}
 	l.rememberWaiter(t)
 	applied := time.Now()
-	if canDial(l.admin, labPBXAdmin+":22") {
+	if policyCanDial(l.admin, policyLabPBXAdmin+":22") {
 		t.Fatal("the forced policy did not cut new ssh connections from the admin")
 	}
 	restored := false
 	for time.Since(applied) < within+5*time.Second {
-		if canDial(l.admin, labPBXAdmin+":22") {
+		if policyCanDial(l.admin, policyLabPBXAdmin+":22") {
 			restored = true
 			break
 		}
@@ -560,7 +560,7 @@ services:
 	if p, _ := (policy.State{Dir: l.state}).PendingRollback(); p != nil {
 		t.Error("pending rollback left behind")
 	}
-	if canDial(l.legit, labPBXLegit+":5038") {
+	if policyCanDial(l.legit, policyLabPBXLegit+":5038") {
 		t.Error("after rollback AMI is open: the previous policy is not in force")
 	}
 }
@@ -613,7 +613,7 @@ table inet pbxguard {
 			t.Errorf("after %s another table changed:\n%s", step, policy.Diff("before", "after", before, got))
 		}
 	}
-	l.apply(t, l.config(t, labPolicy), false, "--confirm-within", "1h")
+	l.apply(t, l.config(t, policyLabPolicy), false, "--confirm-within", "1h")
 	same("apply", all...)
 	if out, code := l.pbxguard(l.fw("rollback")...); code != 0 {
 		t.Fatalf("rollback: exit %d\n%s", code, out)
@@ -622,12 +622,12 @@ table inet pbxguard {
 		t.Error("rollback to 'no policy' left the policy table")
 	}
 	same("rollback", all...)
-	l.apply(t, l.config(t, labPolicy), true)
+	l.apply(t, l.config(t, policyLabPolicy), true)
 	if out, code := l.pbxguard(l.fw("remove", "--keep-bans")...); code != 0 {
 		t.Fatalf("remove --keep-bans: exit %d\n%s", code, out)
 	}
 	same("remove --keep-bans", all...)
-	l.apply(t, l.config(t, labPolicy), true)
+	l.apply(t, l.config(t, policyLabPolicy), true)
 	if out, code := l.pbxguard(l.fw("remove")...); code != 0 || !strings.Contains(out, "removed table inet pbxguard ") {
 		t.Fatalf("remove: exit %d\n%s", code, out)
 	}
@@ -644,7 +644,7 @@ table inet pbxguard {
 func TestPolicyPlanDiff(t *testing.T) {
 	requireE2E(t, "nft", "unshare")
 	l := newPolicyLab(t)
-	cfg := l.config(t, labPolicy)
+	cfg := l.config(t, policyLabPolicy)
 	out, code := l.pbxguard(l.fw("plan", "--config", cfg)...)
 	if code != 0 || !strings.Contains(out, `comment "tcp-xmas: `) || !strings.Contains(out, "no table inet pbxguard_policy yet") {
 		t.Fatalf("plan before apply: exit %d\n%.2000s", code, out)
@@ -654,7 +654,7 @@ func TestPolicyPlanDiff(t *testing.T) {
 	if !strings.Contains(out, "# live: identical to this plan") {
 		t.Errorf("plan after apply is not identical to the live table:\n%s", out[strings.LastIndex(out, "\n}\n"):])
 	}
-	cfg2 := l.config(t, strings.Replace(labPolicy, "hosts: [192.0.2.10]", "hosts: [192.0.2.10, 192.0.2.77]", 1))
+	cfg2 := l.config(t, strings.Replace(policyLabPolicy, "hosts: [192.0.2.10]", "hosts: [192.0.2.10, 192.0.2.77]", 1))
 	out, _ = l.pbxguard(l.fw("plan", "--config", cfg2)...)
 	diff := out[strings.Index(out, "# diff"):]
 	if !strings.Contains(diff, "192.0.2.77") || !strings.Contains(diff, "\n-") || !strings.Contains(diff, "\n+") {
@@ -674,10 +674,10 @@ func TestPolicyPlanDiff(t *testing.T) {
 	}
 }
 
-// banTable100k is a stand-in for the daemon's ban table as issue 3 defines
+// policyBanTable100k is a stand-in for the daemon's ban table as issue 3 defines
 // it (inet pbxguard, set banned4, input hook at priority -10) holding
 // 100,000 addresses plus the extra ones given.
-func banTable100k(extra ...string) string {
+func policyBanTable100k(extra ...string) string {
 	var sb strings.Builder
 	sb.WriteString("table inet pbxguard {\n set banned4 { type ipv4_addr; flags timeout; elements = { ")
 	for i := 0; i < 100000; i++ {
@@ -714,7 +714,7 @@ func BenchmarkPolicyApply(b *testing.B) {
 			defer exec.Command("ip", "netns", "del", ns).Run()
 			k := policy.Kernel{Netns: ns}
 			if withBans {
-				if err := k.Load(b.Context(), banTable100k()); err != nil {
+				if err := k.Load(b.Context(), policyBanTable100k()); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -746,8 +746,8 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 	}
 	for _, c := range [][]string{
 		{"ip", "link", "add", "pgbp0", "netns", pbx, "type", "veth", "peer", "name", "pgbp1", "netns", atk},
-		{"ip", "-n", pbx, "addr", "add", labPBXAttacker + "/24", "dev", "pgbp0"},
-		{"ip", "-n", atk, "addr", "add", labAttacker + "/24", "dev", "pgbp1"},
+		{"ip", "-n", pbx, "addr", "add", policyLabPBXAttacker + "/24", "dev", "pgbp0"},
+		{"ip", "-n", atk, "addr", "add", policyLabAttacker + "/24", "dev", "pgbp1"},
 		{"ip", "-n", pbx, "link", "set", "pgbp0", "up"},
 		{"ip", "-n", atk, "link", "set", "pgbp1", "up"},
 	} {
@@ -757,17 +757,17 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 	}
 	k := policy.Kernel{Netns: pbx}
 	text, _ := policy.PlanText(policy.Default())
-	if err := k.Load(b.Context(), banTable100k(labAttacker)); err != nil {
+	if err := k.Load(b.Context(), policyBanTable100k(policyLabAttacker)); err != nil {
 		b.Fatal(err)
 	}
 	if err := k.Load(b.Context(), text); err != nil {
 		b.Fatal(err)
 	}
 	// resolve the neighbour first (ARP is not filtered), so every datagram leaves
-	exec.Command("ip", "netns", "exec", atk, "ping", "-c", "1", "-W", "1", labPBXAttacker).Run()
+	exec.Command("ip", "netns", "exec", atk, "ping", "-c", "1", "-W", "1", policyLabPBXAttacker).Run()
 	var c net.Conn
 	if err := policyInNetns(&Netns{Name: atk}, func() (err error) {
-		c, err = net.Dial("udp", labPBXAttacker+":5060")
+		c, err = net.Dial("udp", policyLabPBXAttacker+":5060")
 		return err
 	}); err != nil {
 		b.Fatal(err)
@@ -800,7 +800,7 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 func TestPolicyRollbackSurvivesReboot(t *testing.T) {
 	requireE2E(t, "nft")
 	l := newPolicyLab(t)
-	l.apply(t, l.config(t, labPolicy), true) // confirmed: admin trusted, AMI closed
+	l.apply(t, l.config(t, policyLabPolicy), true) // confirmed: admin trusted, AMI closed
 	open := l.config(t, "input: accept\nport_scan: false\n")
 	l.apply(t, open, false, "--confirm-within", "1h")
 	// "reboot": the waiter dies, the kernel forgets every table
@@ -838,7 +838,7 @@ func TestPolicyRollbackSurvivesReboot(t *testing.T) {
 	if _, ok := l.show(t).Rule("ami-closed"); !ok {
 		t.Fatal("--boot did not load the confirmed policy")
 	}
-	if canDial(l.legit, labPBXLegit+":5038") || !canDial(l.legit, labPBXLegit+":22") {
+	if policyCanDial(l.legit, policyLabPBXLegit+":5038") || !policyCanDial(l.legit, policyLabPBXLegit+":22") {
 		t.Error("the reloaded policy does not behave like the confirmed one")
 	}
 }
