@@ -523,7 +523,7 @@ services:
   ssh: {port: 22, from: [198.51.100.0/24]}
 `)
 	out, code := l.pbxguard(l.fw("apply", "--config", bad)...)
-	if code != 1 || !strings.Contains(out, policyLabAdmin) || !strings.Contains(out, "add `- 192.0.2.10` to firewall.policy.trusted.hosts (line 6 of "+bad+")") {
+	if code != 1 || !strings.Contains(out, policyLabAdmin) || !strings.Contains(out, "add 192.0.2.10 to the list firewall.policy.trusted.hosts (line 6 of "+bad+")") {
 		t.Fatalf("apply of a lock-out policy: exit %d, want 1 with the admin's address and the line to add\n%s", code, out)
 	}
 	if !policyCanDial(l.admin, policyLabPBXAdmin+":22") {
