@@ -208,6 +208,17 @@ func (l *policyLab) apply(t *testing.T, cfg string, confirm bool, extra ...strin
 		if out, code := l.pbxguard(l.fw("confirm")...); code != 0 {
 			t.Fatalf("confirm: exit %d\n%s", code, out)
 		}
+		// confirm ends the waiter it disarmed
+		pid := l.waiters[len(l.waiters)-1]
+		gone := false
+		for i := 0; i < 50 && !gone; i++ {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			gone = err != nil || strings.Contains(string(data), ") Z ")
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !gone {
+			t.Errorf("rollback waiter %d still running after confirm", pid)
+		}
 	}
 }
 
@@ -628,7 +639,7 @@ table inet pbxguard {
 	}
 	same("remove --keep-bans", all...)
 	l.apply(t, l.config(t, policyLabPolicy), true)
-	if out, code := l.pbxguard(l.fw("remove")...); code != 0 || !strings.Contains(out, "removed table inet pbxguard ") {
+	if out, code := l.pbxguard(l.fw("remove")...); code != 0 || !strings.Contains(out, "table inet pbxguard (the daemon's bans) is gone") {
 		t.Fatalf("remove: exit %d\n%s", code, out)
 	}
 	for _, tb := range [][2]string{{"inet", "pbxguard_policy"}, banTable} {
