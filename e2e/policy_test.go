@@ -76,14 +76,16 @@ type policyLab struct {
 }
 
 const (
-	policyLabPBXAttacker = "203.0.113.1"
-	policyLabAttacker    = "203.0.113.66"
-	policyLabPBXLegit    = "198.51.100.1"
-	policyLabLegit       = "198.51.100.20"
-	policyLabPBXAdmin    = "192.0.2.1"
-	policyLabAdmin       = "192.0.2.10"
-	policyLabPBXLegit6   = "2001:db8:1::1"
-	policyLabLegit6      = "2001:db8:1::20"
+	policyLabPBXAttacker  = "203.0.113.1"
+	policyLabAttacker     = "203.0.113.66"
+	policyLabPBXLegit     = "198.51.100.1"
+	policyLabLegit        = "198.51.100.20"
+	policyLabPBXAdmin     = "192.0.2.1"
+	policyLabAdmin        = "192.0.2.10"
+	policyLabPBXLegit6    = "2001:db8:1::1"
+	policyLabLegit6       = "2001:db8:1::20"
+	policyLabPBXAttacker6 = "2001:db8:66::1"
+	policyLabAttacker6    = "2001:db8:66::66"
 )
 
 func newPolicyLab(t *testing.T) *policyLab {
@@ -92,7 +94,7 @@ func newPolicyLab(t *testing.T) *policyLab {
 		pbx: newNetns(t, "pbx"), attacker: newNetns(t, "atk"), legit: newNetns(t, "legit"), admin: newNetns(t, "admin"),
 		state: t.TempDir(), udpFrom: map[string]int{},
 	}
-	link(t, l.pbx, []string{policyLabPBXAttacker + "/24"}, l.attacker, []string{policyLabAttacker + "/24"})
+	link(t, l.pbx, []string{policyLabPBXAttacker + "/24", policyLabPBXAttacker6 + "/64"}, l.attacker, []string{policyLabAttacker + "/24", policyLabAttacker6 + "/64"})
 	link(t, l.pbx, []string{policyLabPBXLegit + "/24", policyLabPBXLegit6 + "/64"}, l.legit, []string{policyLabLegit + "/24", policyLabLegit6 + "/64"})
 	link(t, l.pbx, []string{policyLabPBXAdmin + "/24"}, l.admin, []string{policyLabAdmin + "/24"})
 	// the services of the PBX: sshd (22), SIP over TCP (5060), AMI (5038), HTTP (80), SIP over UDP
@@ -487,9 +489,10 @@ func TestPolicySIPScanner(t *testing.T) {
 
 // TestPolicyIPv6 checks that IPv6 keeps working between allowed
 // namespaces: neighbour discovery passes the policy (the caches are
-// flushed after apply so ND has to happen).
+// flushed after apply so ND has to happen), and that the port-scan guard
+// catches an IPv6 sweep.
 func TestPolicyIPv6(t *testing.T) {
-	requireE2E(t, "nft")
+	requireE2E(t, "nft", "nmap")
 	l := newPolicyLab(t)
 	l.apply(t, l.config(t, policyLabPolicy), true)
 	l.pbx.Run(t, "ip", "-6", "neigh", "flush", "all")
@@ -509,6 +512,20 @@ func TestPolicyIPv6(t *testing.T) {
 	}
 	if nd := l.packets(t, l.show(t), "icmpv6-nd"); nd == 0 {
 		t.Error("no neighbour discovery packet counted")
+	}
+	// the guards work over IPv6 too: an nmap -6 SYN sweep lands the scanner in portscan_ban6
+	out, _ := l.attacker.Try("timeout", "60", "nmap", "-6", "-sS", "-Pn", "-n", "-T4", "--max-retries", "0",
+		"--host-timeout", "45s", "-p", "1-200", policyLabPBXAttacker6)
+	live := l.show(t)
+	ban, _ := live.Set("portscan_ban6")
+	if len(ban.Members) != 1 || ban.Members[0] != policyLabAttacker6 {
+		t.Fatalf("portscan_ban6 = %v, want [%s]\n%s", ban.Members, policyLabAttacker6, out)
+	}
+	if policyCanDial(l.attacker, "["+policyLabPBXAttacker6+"]:22") {
+		t.Error("the IPv6 scanner still reaches ssh")
+	}
+	if !policyCanDial(l.legit, "["+policyLabPBXLegit6+"]:22") {
+		t.Error("the legitimate IPv6 client lost ssh")
 	}
 }
 
