@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
 
@@ -702,25 +704,41 @@ func TestPolicyPlanDiff(t *testing.T) {
 	}
 }
 
-// policyBanTable100k is a stand-in for the daemon's ban table as issue 3 defines
-// it (inet pbxguard, set banned4, input hook at priority -10) holding
-// 100,000 addresses plus the extra ones given.
-func policyBanTable100k(extra ...string) string {
-	var sb strings.Builder
-	sb.WriteString("table inet pbxguard {\n set banned4 { type ipv4_addr; flags timeout; elements = { ")
+// policyLoadBans fills the daemon's ban table in namespace ns through the
+// firewall package's nftables backend with 100,000 IPv4 bans plus the
+// extra addresses, and reads the count back.
+func policyLoadBans(b *testing.B, ns string, extra ...string) {
+	b.Helper()
+	fw, err := firewall.New("nftables", firewall.Options{NetNS: ns, MaxElem: 200000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fw.Close()
+	if err := fw.Init(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	bans := make([]firewall.Ban, 0, 100000+len(extra))
 	for i := 0; i < 100000; i++ {
-		fmt.Fprintf(&sb, "10.%d.%d.%d timeout 1h, ", i>>16&255, i>>8&255, i&255)
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		bans = append(bans, firewall.Ban{Prefix: netip.PrefixFrom(a, 32), Timeout: time.Hour})
 	}
 	for _, e := range extra {
-		fmt.Fprintf(&sb, "%s timeout 1h, ", e)
+		a := netip.MustParseAddr(e)
+		bans = append(bans, firewall.Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: time.Hour})
 	}
-	sb.WriteString("10.255.255.255 timeout 1h } }\n chain input { type filter hook input priority -10; policy accept; ip saddr @banned4 counter drop; }\n}\n")
-	return sb.String()
+	if err := fw.Add(b.Context(), bans); err != nil {
+		b.Fatal(err)
+	}
+	got, err := fw.List(b.Context())
+	if err != nil || len(got) != len(bans) {
+		b.Fatalf("ban table holds %d of %d bans (%v)", len(got), len(bans), err)
+	}
 }
 
 // BenchmarkPolicyApply measures loading the full default policy (with the
-// 497-rule SIP scanner chain) in one nft transaction, alone and next to a
-// ban table of 100,000 addresses.
+// 497-rule SIP scanner chain) in one nft transaction, alone and next to the
+// daemon's ban table (firewall package, nftables backend) holding 100,000
+// addresses.
 func BenchmarkPolicyApply(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -742,9 +760,7 @@ func BenchmarkPolicyApply(b *testing.B) {
 			defer exec.Command("ip", "netns", "del", ns).Run()
 			k := policy.Kernel{Netns: ns}
 			if withBans {
-				if err := k.Load(b.Context(), policyBanTable100k()); err != nil {
-					b.Fatal(err)
-				}
+				policyLoadBans(b, ns)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -758,8 +774,9 @@ func BenchmarkPolicyApply(b *testing.B) {
 }
 
 // BenchmarkPolicyDropWith100kBans sends UDP datagrams to the SIP port from
-// a banned source, with the full policy and 100k bans loaded: ns/op is the
-// cost of one datagram sent and dropped; the ban counter must see them all.
+// a banned source, with the full policy and 100k bans (firewall package)
+// loaded: ns/op is the cost of one datagram sent and dropped; the ban
+// table's counter must see them all.
 func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -785,9 +802,7 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 	}
 	k := policy.Kernel{Netns: pbx}
 	text, _ := policy.PlanText(policy.Default())
-	if err := k.Load(b.Context(), policyBanTable100k(policyLabAttacker)); err != nil {
-		b.Fatal(err)
-	}
+	policyLoadBans(b, pbx, policyLabAttacker)
 	if err := k.Load(b.Context(), text); err != nil {
 		b.Fatal(err)
 	}
@@ -808,7 +823,7 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 		_, _ = c.Write(payload)
 	}
 	b.StopTimer()
-	out, err := exec.Command("ip", "netns", "exec", pbx, "nft", "list", "chain", "inet", "pbxguard", "input").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", pbx, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput).CombinedOutput()
 	if err != nil {
 		b.Fatalf("%v %s", err, out)
 	}
