@@ -149,7 +149,7 @@ func planCmd(o *firewallOpts) *cobra.Command {
 }
 
 func applyCmd(o *firewallOpts) *cobra.Command {
-	var force bool
+	var force, asJSON bool
 	var within time.Duration
 	c := &cobra.Command{
 		Use:   "apply",
@@ -196,6 +196,15 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 			}
 			res.Pending.PID = pid
 			_ = st.SavePending(res.Pending)
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					*policy.Pending
+					StateDir     string `json:"state_dir"`
+					KeptPrevious bool   `json:"kept_previous"`
+				}{res.Pending, st.Dir, res.KeptPrevious})
+			}
 			fmt.Fprintf(out, "applied the policy from %s (table %s %s)\n", o.config, policy.TableFamily, policy.TableName)
 			if res.KeptPrevious {
 				fmt.Fprintln(out, "an earlier apply was not confirmed yet: the rollback still returns to the ruleset before it")
@@ -208,6 +217,7 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 	}
 	c.Flags().BoolVar(&force, "force", false, "apply even if the current SSH session would be cut (the rollback still runs)")
 	c.Flags().DurationVar(&within, "confirm-within", 60*time.Second, "roll back unless confirmed within this time")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the armed rollback (id, deadline, waiter pid, state dir) as JSON")
 	return c
 }
 
