@@ -104,7 +104,10 @@ type pendingChal struct {
 	stamp uint32
 }
 
-const chunkBits = 12
+const (
+	chunkBits = 12
+	evictScan = 32 // banned entries passed over per eviction, at most
+)
 
 // Jail is not safe for concurrent use (except Stats): the daemon feeds it
 // from one goroutine.
@@ -258,11 +261,21 @@ func (j *Jail) rel(t time.Time) int64 {
 }
 
 // key is the map key of an address: its 16 bytes, masked to the prefix in
-// IPv6 prefix mode.
+// IPv6 prefix mode unless that prefix holds an allowlisted address (then
+// the address is counted and banned alone, so that the rest of the prefix
+// cannot hide behind the allowlisted neighbour).
 func (j *Jail) key(a [16]byte) [16]byte {
 	if j.v6bits == 0 || is4in6(a) {
 		return a
 	}
+	m := j.mask(a)
+	if j.allow != nil && len(j.allow.v6) > 0 && j.allow.Overlaps(netip.PrefixFrom(netip.AddrFrom16(m), j.v6bits)) {
+		return a
+	}
+	return m
+}
+
+func (j *Jail) mask(a [16]byte) [16]byte {
 	bits := j.v6bits
 	for i := range a {
 		switch {
@@ -458,7 +471,7 @@ func (j *Jail) decide(e *entry, now int64, total int) Decision {
 	}
 	if j.v6bits != 0 && addr.Is6() {
 		p := netip.PrefixFrom(addr, j.v6bits).Masked()
-		if j.allow.Overlaps(p) {
+		if j.allow.Overlaps(p) { // counted per address (see key)
 			fmt.Fprintf(&b, " (the /%d holds an allowlisted address: banning the address only)", j.v6bits)
 		} else {
 			d.Prefix = p
@@ -523,6 +536,42 @@ func (j *Jail) Tick(now time.Time) []Decision {
 	return out
 }
 
+// MarkBanned records a ban made elsewhere (restored from the store after a
+// restart, or a manual ban) so that the jail does not decide addr again
+// before until. banCount is the ban's count (1 = first ban; it feeds the
+// increments). Allowlisted addresses are ignored.
+func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
+	if !addr.IsValid() {
+		return
+	}
+	addr = addr.Unmap().WithZone("")
+	if j.allow.Contains(addr) {
+		return
+	}
+	// until is wall time; move it into event time like Tick does.
+	now := j.clock.Now()
+	r := j.rel(now)
+	if j.hwm != 0 && !j.hwmWall.IsZero() {
+		r = j.hwm + int64(now.Sub(j.hwmWall)/time.Second)
+	}
+	left := int64((until.Sub(now) + time.Second - 1) / time.Second)
+	if left <= 0 {
+		return
+	}
+	a16 := addr.As16()
+	k := j.key(a16)
+	i, ok := j.idx[k]
+	if !ok {
+		i = j.insert(k)
+	}
+	e := j.at(i)
+	e.addr = a16
+	e.until = uint32(min(r+left, math.MaxUint32))
+	e.bans = uint8(min(max(int(e.bans), banCount), 255))
+	e.w = [ring]uint8{}
+	e.pend = 0
+}
+
 // Forget drops everything the jail knows about addr (or its IPv6 prefix in
 // prefix mode), e.g. after an unban. Ban history comes back from History.
 func (j *Jail) Forget(addr netip.Addr) {
@@ -539,10 +588,17 @@ func (j *Jail) Forget(addr netip.Addr) {
 }
 
 // insert makes a new entry for k, evicting the least recently seen one at
-// the cap.
+// the cap. Banned entries are passed over (up to evictScan of them) so that
+// an address is not decided again while its ban runs.
 func (j *Jail) insert(k [16]byte) int32 {
 	if int(j.tracked.Load()) >= j.cfg.MaxTracked && j.tail >= 0 {
 		old := j.tail
+		for n, i := 0, j.tail; n < evictScan && i >= 0; n, i = n+1, j.at(i).prev {
+			if e := j.at(i); e.until == 0 || int64(e.until) <= j.hwm {
+				old = i
+				break
+			}
+		}
 		delete(j.idx, j.key(j.at(old).addr))
 		j.release(old)
 		j.evicted.Add(1)

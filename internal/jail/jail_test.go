@@ -229,6 +229,102 @@ func TestAllowlist(t *testing.T) {
 	}
 }
 
+func TestIPv6PrefixNextToAllowlisted(t *testing.T) {
+	// The /64 holds an allowlisted address: its other addresses are
+	// counted and banned one by one, none hides behind the neighbour.
+	run(t, Config{MaxRetry: 2, IPv6Prefix: 64}, []string{"2001:db8:1:2::10/128"}, nil, []step{
+		{at: 0, addr: "2001:db8:1:2::20", kind: fail},
+		{at: sec, addr: "2001:db8:1:2::30", kind: fail},
+		{at: 2 * sec, addr: "2001:db8:1:2::20", kind: fail, want: "2001:db8:1:2::20/128"},
+		{at: 3 * sec, addr: "2001:db8:1:2::30", kind: fail, want: "2001:db8:1:2::30/128"},
+		{at: 4 * sec, addr: "2001:db8:1:2::10", kind: scan},
+	})
+}
+
+func TestMarkBanned(t *testing.T) {
+	clk := &fakeClock{t: t0}
+	j, err := New(Config{Name: "x", MaxRetry: 1}, NewAllowlist([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}), nil, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.MarkBanned(netip.MustParseAddr(a), t0.Add(hour), 2)
+	j.MarkBanned(netip.MustParseAddr(c), t0.Add(hour), 1) // allowlisted: ignored
+	obs := func(at time.Duration, addr string) (Decision, bool) {
+		clk.t = t0.Add(at)
+		return j.Observe(&event.Event{Time: clk.t, Addr: netip.MustParseAddr(addr), Kind: scan})
+	}
+	if d, ok := obs(sec, a); ok {
+		t.Fatalf("decided an address marked banned: %+v", d)
+	}
+	if _, ok := obs(sec, c); ok {
+		t.Fatal("decided an allowlisted address")
+	}
+	d, ok := obs(hour+sec, a)
+	if !ok || d.BanCount != 3 || d.Duration != 4*hour {
+		t.Fatalf("after the marked ban: %+v %v", d, ok)
+	}
+	if s := j.Stats(); s.Tracked != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// FuzzObserve: any sequence of events never panics, never decides an
+// allowlisted address, and never decides an address twice while banned.
+func FuzzObserve(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+	f.Add([]byte{7, 7, 7, 7, 7, 7, 255, 6, 6, 0, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		clk := &fakeClock{t: t0}
+		allow := NewAllowlist([]netip.Prefix{netip.MustParsePrefix("203.0.113.0/28"), netip.MustParsePrefix("2001:db8::/127")})
+		j, err := New(Config{Name: "f", MaxRetry: 3, FindTime: 30 * sec, BanTime: 20 * sec, MaxTracked: 5, IPv6Prefix: 120}, allow, nil, clk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		banned := map[netip.Prefix]time.Time{}
+		checkD := func(d Decision) {
+			if allow.Overlaps(d.Prefix) || allow.Contains(d.Addr) || !d.Prefix.Contains(d.Addr) {
+				t.Fatalf("decision touches the allowlist or misses its address: %+v", d)
+			}
+			if until, ok := banned[d.Prefix]; ok && clk.t.Before(until) {
+				t.Fatalf("decided %v again while banned until %v", d.Prefix, until)
+			}
+			banned[d.Prefix] = d.Until
+		}
+		for i := 0; i+1 < len(data); i += 2 {
+			op, arg := data[i], data[i+1]
+			clk.t = clk.t.Add(time.Duration(op>>4) * sec)
+			if op&15 == 15 {
+				for _, d := range j.Tick(clk.t) {
+					checkD(d)
+				}
+				continue
+			}
+			var addr netip.Addr
+			if arg&1 == 0 {
+				addr = netip.AddrFrom4([4]byte{203, 0, 113, arg >> 3})
+			} else {
+				addr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: arg >> 6, 15: arg >> 1 & 3})
+			}
+			if arg&2 != 0 && op&3 == 0 {
+				j.Forget(addr)
+				for p := range banned {
+					if p.Contains(addr) {
+						delete(banned, p)
+					}
+				}
+				continue
+			}
+			ev := &event.Event{Time: clk.t, Addr: addr, Kind: event.Kind(op & 15 % uint8(event.NumKinds))}
+			if d, ok := j.Observe(ev); ok {
+				checkD(d)
+			}
+		}
+		if s := j.Stats(); s.Tracked > 5 {
+			t.Fatalf("tracked %d > cap", s.Tracked)
+		}
+	})
+}
+
 func TestIPv6Prefix(t *testing.T) {
 	run(t, Config{MaxRetry: 3, IPv6Prefix: 64}, nil, nil, []step{
 		{at: 0, addr: "2001:db8:5:6::1", kind: fail},
@@ -262,6 +358,20 @@ func TestEviction(t *testing.T) {
 	if s := j.Stats(); s.Tracked != 1 {
 		t.Fatalf("after Forget: %+v", s)
 	}
+}
+
+func TestEvictionSparesBanned(t *testing.T) {
+	run(t, Config{MaxRetry: 1, MaxTracked: 2}, nil, nil, []step{
+		{at: 0, addr: a, kind: fail, want: a + "/32"},
+		{at: sec, addr: b, kind: chal},
+		{at: 2 * sec, addr: c, kind: chal},    // evicts b, not the banned a
+		{at: 3 * sec, addr: a, kind: scan},    // still known as banned
+		{at: hour + sec, addr: b, kind: chal}, // evicts c (a was seen at 3 s)
+		{at: hour + 2*sec, addr: a, kind: fail, want: a + "/32", count: 2},
+		{at: hour + 3*sec, addr: c, kind: chal}, // evicts b: a is banned again
+		{at: hour + 4*sec, addr: b, kind: chal}, // evicts c
+		{at: hour + 5*sec, addr: a, kind: scan},
+	})
 }
 
 func TestForget(t *testing.T) {

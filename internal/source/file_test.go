@@ -207,6 +207,69 @@ func TestFileRenameRotation(t *testing.T) {
 	}
 }
 
+// logrotate's "create": the new file exists (empty) before the writer
+// reopens; the writer's last lines still go to the renamed file.
+func TestFileRenameRotationCreateFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "messages.log")
+	appendFile(t, path, numbered("a", 1, 2))
+	c := &collector{}
+	follow(t, path, Position{}, FileOptions{}, c)
+	c.waitN(t, 2)
+	old, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, "")
+	time.Sleep(100 * time.Millisecond) // the follower sees the empty new file
+	old.WriteString(numbered("a", 3, 4))
+	old.Close()
+	time.Sleep(100 * time.Millisecond)
+	appendFile(t, path, numbered("b", 1, 1))
+	got := c.waitN(t, 5)
+	assertLines(t, got, append(wantLines("a", 1, 4), wantLines("b", 1, 1)...))
+}
+
+// BenchmarkFileFollow: lines per op through the file follower (reads a
+// file of b.N lines from the start); shows the allocations per line.
+func BenchmarkFileFollow(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "messages.log")
+	line := "[2026-11-25 20:00:00] NOTICE[123] chan_sip.c: Registration from '<sip:100@203.0.113.5>' failed for '203.0.113.5:5060' - Wrong password\n"
+	fh, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 0, 1<<20)
+	for i := 0; i < b.N; i++ {
+		buf = append(buf, line...)
+		if len(buf) > 1<<20-len(line) {
+			fh.Write(buf)
+			buf = buf[:0]
+		}
+	}
+	fh.Write(buf)
+	fh.Close()
+	f := NewFile(path, Position{}, FileOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	err = f.Run(ctx, func(l Line) error {
+		n++
+		if n == b.N {
+			cancel()
+		}
+		return nil
+	})
+	if err != nil || n != b.N {
+		b.Fatalf("%d lines of %d: %v", n, b.N, err)
+	}
+}
+
 // blockAt makes the follower stop inside the callback of line `at` until
 // the returned release is called.
 func blockAt(c *collector, at string) (release func()) {
