@@ -52,7 +52,7 @@ type Stats struct {
 	Rotations   uint64 // rename rotations followed (file sources)
 	Truncations uint64 // truncations (copytruncate or plain) seen (file sources)
 	CopiesRead  uint64 // rotated copies read to recover lines (file sources)
-	Gaps        uint64 // times bytes were certainly or possibly lost (file sources)
+	Gaps        uint64 // times lines were certainly or possibly lost (truncation without copy, stale journal cursor)
 	Malformed   uint64 // malformed entries skipped (journal)
 }
 
