@@ -46,6 +46,11 @@ type FileOptions struct {
 //     the new one is non-empty, and switch.
 //   - several rotations while the daemon was down: only the newest copy
 //     holding our file (by inode or Check) is read, older ones are not.
+//   - a follower more than one rotation period behind: when the file after
+//     a rename is copytruncated before we have finished the one before it,
+//     its lines up to that truncation are in a copy we never match (we had
+//     not read from it yet). At 50k lines/s the follower is milliseconds
+//     behind; the race detector (~10x slower) is not.
 //   - a file truncated and rewritten past our offset in the few microseconds
 //     between our check and our read.
 type File struct {

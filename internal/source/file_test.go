@@ -545,7 +545,10 @@ func stress(t *testing.T, stall time.Duration) {
 	// 100k lines paced at 50k/s (2 s; longer when the machine is busy),
 	// rotating every 25k lines (0.5 s at full pace), alternating rename and
 	// copytruncate.
-	const rate, total = 50000, 100000
+	rate, total := 50000, 100000
+	if raceEnabled {
+		rate, total = 5000, 10000
+	}
 	w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -554,7 +557,7 @@ func stress(t *testing.T, stall time.Duration) {
 	begin := time.Now()
 	buf := make([]byte, 0, 64<<10)
 	for written < total {
-		target := min(total, int(time.Since(begin).Seconds()*rate)+1)
+		target := min(total, int(time.Since(begin).Seconds()*float64(rate))+1)
 		nextRot := (rotations + 1) * total / 4
 		buf = buf[:0]
 		for written < target && written < nextRot && len(buf) < 60<<10 {
