@@ -6,8 +6,8 @@
 //
 // Memory is bounded by Config.MaxTracked (least recently seen addresses are
 // evicted) and small per address: a map from the 16-byte address to an
-// index into a slab of fixed 84-byte entries linked in an intrusive LRU list
-// (about 115 bytes per tracked address in all, see TestMemoryPerAddress).
+// index into a slab of fixed 88-byte entries linked in an intrusive LRU list
+// (about 133 bytes per tracked address in all, see TestMemoryPerAddress).
 package jail
 
 import (
@@ -59,6 +59,11 @@ type Config struct {
 	// single address when the /n would cover an allowlisted address.
 	IPv6Prefix int
 	MaxTracked int // cap on tracked addresses, least recently seen evicted [100000]
+	// SuccessGrace [1h]: unanswered challenges from an address that
+	// authenticated successfully within this time do not count (a
+	// registered phone whose keep-alive OPTIONS are challenged and never
+	// answered is not an attacker). Its explicit failures still count.
+	SuccessGrace time.Duration
 }
 
 // Decision is a ban.
@@ -86,7 +91,7 @@ type Stats struct {
 
 const ring = 8 // failure slots per address: windows are exact for MaxRetry <= ring
 
-// entry is one tracked address (or IPv6 prefix). 84 bytes.
+// entry is one tracked address (or IPv6 prefix). 88 bytes.
 type entry struct {
 	addr       [16]byte // last address seen (IPv4 as ::ffff:a.b.c.d)
 	prev, next int32    // LRU links, -1 = none
@@ -96,6 +101,7 @@ type entry struct {
 	until      uint32 // banned until (event time); 0 = not banned
 	chal       uint32 // time of the oldest unanswered challenge, or of the latest unpaired failure
 	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
+	good       uint32 // time of the last successful authentication; 0 = none
 	bans       uint8  // decisions made for this entry
 }
 
@@ -112,14 +118,15 @@ const (
 // Jail is not safe for concurrent use (except Stats): the daemon feeds it
 // from one goroutine.
 type Jail struct {
-	cfg     Config
-	allow   *Allowlist
-	hist    History
-	clock   Clock
-	weights [event.NumKinds]uint8
-	findSec int64
-	chalSec int64
-	v6bits  int
+	cfg      Config
+	allow    *Allowlist
+	hist     History
+	clock    Clock
+	weights  [event.NumKinds]uint8
+	findSec  int64
+	chalSec  int64
+	graceSec int64
+	v6bits   int
 
 	baseSet bool
 	base    int64 // unix seconds of relative time 0
@@ -149,11 +156,12 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 	}
 	j := &Jail{
 		cfg: cfg, allow: allow, hist: hist, clock: clock,
-		findSec: int64(cfg.FindTime / time.Second),
-		chalSec: int64((cfg.ChallengeTimeout + time.Second - 1) / time.Second),
-		v6bits:  cfg.IPv6Prefix,
-		idx:     make(map[[16]byte]int32),
-		free:    -1, head: -1, tail: -1,
+		findSec:  int64(cfg.FindTime / time.Second),
+		chalSec:  int64((cfg.ChallengeTimeout + time.Second - 1) / time.Second),
+		graceSec: int64(cfg.SuccessGrace / time.Second),
+		v6bits:   cfg.IPv6Prefix,
+		idx:      make(map[[16]byte]int32),
+		free:     -1, head: -1, tail: -1,
 	}
 	for k := event.Kind(0); int(k) < event.NumKinds; k++ {
 		if k.IsFailure() {
@@ -187,6 +195,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.BanTime, time.Hour)
 	def(&c.MaxBanTime, 7*24*time.Hour)
 	def(&c.ChallengeTimeout, 5*time.Second)
+	def(&c.SuccessGrace, time.Hour)
 	if c.Increment == 0 {
 		c.Increment = 2
 	}
@@ -210,6 +219,8 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("challenge_timeout", "%v is negative (5s is usual; set the challenge_sent weight to 0 to turn the correlation off)", c.ChallengeTimeout)
 	case c.ChallengeTimeout > time.Hour:
 		return bad("challenge_timeout", "%v is too long (at most 1h; 5s is usual)", c.ChallengeTimeout)
+	case c.SuccessGrace < 0:
+		return bad("success_grace", "%v is negative (1h is usual)", c.SuccessGrace)
 	case c.IPv6Prefix != 0 && (c.IPv6Prefix < 16 || c.IPv6Prefix > 128):
 		return bad("ipv6_prefix", "%d is out of range (0 bans single addresses; 64 bans the /64; 16 to 128)", c.IPv6Prefix)
 	case c.MaxTracked < 1 || c.MaxTracked > math.MaxInt32-1:
@@ -326,15 +337,22 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 	i, ok := j.idx[k]
 	if kind == event.AuthSuccess {
 		if !ok {
-			return Decision{}, false // not tracked: nothing to answer
+			// Remember the success: this address's unanswered challenges
+			// (keep-alives, refreshes) do not count for SuccessGrace.
+			i = j.insert(k)
+			e := j.at(i)
+			e.addr, e.good = a16, uint32(now)
+			return Decision{}, false
 		}
 		e := j.at(i)
+		j.touch(i)
 		if e.until != 0 && now < int64(e.until) {
-			e.pend = 0
+			e.pend, e.good = 0, uint32(now)
 			return Decision{}, false
 		}
 		j.expireChallenges(e, now) // challenges older than the timeout still count
 		e.pend = 0                 // the address authenticates: its recent challenges were answered
+		e.good = uint32(now)
 		return j.check(e, now)
 	}
 	if !ok {
@@ -388,7 +406,7 @@ func (j *Jail) expireChallenges(e *entry, now int64) {
 	if e.pend == 0 || now-int64(e.chal) <= j.chalSec {
 		return
 	}
-	if e.pend > 0 {
+	if e.pend > 0 && (e.good == 0 || int64(e.chal)-int64(e.good) > j.graceSec) {
 		j.chalFai.Add(uint64(e.pend))
 		j.add(e, int64(e.chal), event.ChallengeSent, int(e.pend)*int(j.weights[event.ChallengeSent]))
 	}

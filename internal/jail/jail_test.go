@@ -438,6 +438,23 @@ func TestChallengeCorrelation(t *testing.T) {
 			{at: 10 * sec, addr: a, kind: succ},
 			{at: 11 * sec, addr: a, kind: fail, want: a + "/32"},
 		}},
+		{"registered phone: unanswered keep-alive challenges do not count", Config{MaxRetry: 3}, []step{
+			{at: 0, addr: a, kind: chal}, {at: 0, addr: a, kind: succ},
+			{at: 30 * sec, addr: a, kind: chal}, {at: 60 * sec, addr: a, kind: chal},
+			{at: 90 * sec, addr: a, kind: chal}, {at: 120 * sec, addr: a, kind: chal},
+			{at: 200 * sec, tick: true},
+			{at: 201 * sec, addr: b, kind: chal}, {at: 231 * sec, addr: b, kind: chal}, // b never authenticated
+			{at: 261 * sec, addr: b, kind: chal},
+			{at: 300 * sec, tick: true, want: b + "/32", reason: "challenge_sent×3"},
+			// Its explicit failures still count.
+			{at: 301 * sec, addr: a, kind: fail}, {at: 302 * sec, addr: a, kind: fail},
+			{at: 303 * sec, addr: a, kind: fail, want: a + "/32"},
+		}},
+		{"success grace runs out", Config{MaxRetry: 1, SuccessGrace: 10 * min_}, []step{
+			{at: 0, addr: a, kind: succ},
+			{at: 5 * min_, addr: a, kind: chal}, {at: 6 * min_, tick: true},
+			{at: 11 * min_, addr: a, kind: chal}, {at: 12 * min_, tick: true, want: a + "/32"},
+		}},
 		{"correlation off", Config{MaxRetry: 1, Weights: map[event.Kind]int{event.ChallengeSent: 0}}, []step{
 			{at: 0, addr: a, kind: chal}, {at: 20 * sec, tick: true},
 		}},
@@ -490,6 +507,7 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Name: "x", IPv6Prefix: 8}, "ipv6_prefix"},
 		{Config{Name: "x", MaxTracked: -5}, "max_tracked"},
 		{Config{Name: "x", ChallengeTimeout: -sec}, "challenge_timeout"},
+		{Config{Name: "x", SuccessGrace: -sec}, "success_grace"},
 		{Config{Name: "x", Weights: map[event.Kind]int{event.AuthSuccess: 1}}, "weights.auth_success"},
 		{Config{Name: "x", Weights: map[event.Kind]int{event.Scan: 256}}, "weights.scan: 256"},
 		{Config{Name: "x", Weights: map[event.Kind]int{event.Kind(200): 1}}, "unknown event kind"},

@@ -219,7 +219,7 @@ func (f *File) resume(ctx context.Context, handle func(Line) error) error {
 			}
 			var last [1]byte
 			if _, err := fh.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
-				f.sp.skipping, f.sp.quiet = true, true // we are inside a line: start at the next one
+				f.sp.skipping = true // we are inside a line: start at the next one
 			}
 		}
 		f.log.Info("source: following", "path", f.path, "offset", f.readOff)

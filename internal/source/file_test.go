@@ -156,11 +156,11 @@ func TestFilePartialLines(t *testing.T) {
 	if got, _ := c.snapshot(); len(got) != 1 {
 		t.Fatalf("a partial line was handed on: %q", got)
 	}
-	appendFile(t, path, "ond\r\nthird\n")
+	appendFile(t, path, "ond\r\n\x00\x00third\n")
 	got := c.waitN(t, 3)
 	assertLines(t, got, []string{"first", "second", "third"})
 	_, pos := c.snapshot()
-	if pos[2].Offset != int64(len("first\nsecond\r\nthird\n")) {
+	if pos[2].Offset != int64(len("first\nsecond\r\n\x00\x00third\n")) {
 		t.Fatalf("offset after third = %d", pos[2].Offset)
 	}
 	if pos[1].Offset != int64(len("first\nsecond\r\n")) {
