@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"sort"
@@ -59,8 +60,14 @@ func kernelCount(t *testing.T, ns *Netns, backend string) (n int, remaining map[
 	remaining = map[string]float64{}
 	switch backend {
 	case "nftables":
-		for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
-			out := ns.Run(t, "nft", "-j", "list", "set", "inet", firewall.NftTable, set)
+		for _, set := range []string{firewall.NftSet4, firewall.NftSet6, firewall.NftSet4Net, firewall.NftSet6Net} {
+			out, err := ns.Try("nft", "-j", "list", "set", "inet", firewall.NftTable, set)
+			if err != nil {
+				if set == firewall.NftSet4 || set == firewall.NftSet6 {
+					t.Fatalf("nft list set %s: %v\n%s", set, err, out)
+				}
+				continue // prefix sets exist only with Options.Prefixes
+			}
 			var doc struct {
 				Nftables []struct {
 					Set *struct {
@@ -297,10 +304,10 @@ func checkSingleHook(t *testing.T, ns *Netns, backend string) {
 	switch backend {
 	case "nftables":
 		out := ns.Run(t, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput)
-		if c := strings.Count(out, "@"+firewall.NftSet4); c != 1 {
+		if c := strings.Count(out, "@"+firewall.NftSet4+" "); c != 1 {
 			t.Fatalf("input chain has %d rules for banned4, want 1:\n%s", c, out)
 		}
-		if c := strings.Count(out, "@"+firewall.NftSet6); c != 1 {
+		if c := strings.Count(out, "@"+firewall.NftSet6+" "); c != 1 {
 			t.Fatalf("input chain has %d rules for banned6, want 1:\n%s", c, out)
 		}
 		if !strings.Contains(out, "priority filter - 10") && !strings.Contains(out, "priority -10") {
@@ -511,4 +518,103 @@ func sortedKeys(m map[string]float64) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// requireRootBench skips a benchmark without root and nft.
+func requireRootBench(b *testing.B) {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+}
+
+// benchNetns makes a namespace for a benchmark (newNetns takes *testing.T).
+func benchNetns(b *testing.B) string {
+	b.Helper()
+	name := fmt.Sprintf("pbxg-bench-%d-%d", os.Getpid()%100000, nsCounter.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Fatalf("ip netns add: %v %s", err, out)
+	}
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	return name
+}
+
+// BenchmarkNftablesAdd100k: 100k IPv4 bans in one Add (one call; the
+// backend chunks the netlink messages), the sets emptied between runs
+// outside the timing. Compare with enforce-bench.py's nft-1stmt figure.
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesAdd100k' -benchtime 5x
+func BenchmarkNftablesAdd100k(b *testing.B) {
+	requireRootBench(b)
+	for _, prefixes := range []bool{false, true} {
+		b.Run(fmt.Sprintf("prefixes=%v", prefixes), func(b *testing.B) {
+			ns := benchNetns(b)
+			be, err := firewall.NewNftables(firewall.Options{NetNS: ns, Prefixes: prefixes, MaxElem: 200000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer be.Close()
+			ctx := context.Background()
+			if err := be.Init(ctx); err != nil {
+				b.Fatal(err)
+			}
+			bans := bulkBans(100000, 0, time.Hour)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "flush", "set", "inet", firewall.NftTable, firewall.NftSet4).CombinedOutput(); err != nil {
+					b.Fatalf("flush: %v %s", err, out)
+				}
+				b.StartTimer()
+				if err := be.Add(ctx, bans); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			list, err := be.List(ctx)
+			if err != nil || len(list) != len(bans) {
+				b.Fatalf("kernel holds %d of %d (%v)", len(list), len(bans), err)
+			}
+		})
+	}
+}
+
+// BenchmarkNftablesSingleBan: latency of one Add with one ban (what the
+// daemon does per decision), over 1000 bans; reports p50 and p99.
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesSingleBan' -benchtime 1x
+func BenchmarkNftablesSingleBan(b *testing.B) {
+	requireRootBench(b)
+	ns := benchNetns(b)
+	be, err := firewall.NewNftables(firewall.Options{NetNS: ns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	ctx := context.Background()
+	if err := be.Init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	bans := bulkBans(500, 500, time.Hour)
+	var lat []time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, ban := range bans {
+			t0 := time.Now()
+			if err := be.Add(ctx, []firewall.Ban{ban}); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(time.Duration(int64(b.Elapsed())/int64(len(lat))).Microseconds()), "µs/ban")
+	if list, err := be.List(ctx); err != nil || len(list) != len(bans) {
+		b.Fatalf("kernel holds %d of %d (%v)", len(list), len(bans), err)
+	}
 }
