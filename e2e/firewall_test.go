@@ -510,16 +510,6 @@ func probeUDP(t *testing.T, ns *Netns, l *udpListener, src, dst string) bool {
 	}
 }
 
-// sortedKeys is for failure messages.
-func sortedKeys(m map[string]float64) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
 // requireRootBench skips a benchmark without root and nft.
 func requireRootBench(b *testing.B) {
 	b.Helper()

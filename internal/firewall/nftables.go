@@ -51,10 +51,10 @@ const nftPriority = -10
 // one transaction), bounded by nftMaxBatchBytes, for which the socket's send
 // buffer is raised.
 const (
-	nftMaxElems             = 2000
-	nftMaxListBytes         = 60000
+	nftMaxElems      = 2000
+	nftMaxListBytes  = 60000
 	nftMaxBatchBytes = 4 << 20
-	nftSockBuf              = 16 << 20
+	nftSockBuf       = 16 << 20
 )
 
 // nftSet is one of our sets and the rule that drops its members.
@@ -102,12 +102,18 @@ func NewNftables(opts Options) (*Nftables, error) {
 		return nil, fmt.Errorf("nftables: opening netlink: %w", err)
 	}
 	n.conn = c
+	n.defineSets()
+	return n, nil
+}
+
+// defineSets describes our table and sets (nothing is sent).
+func (n *Nftables) defineSets() {
 	n.table = &nftables.Table{Name: NftTable, Family: nftables.TableFamilyINet}
 	// Single addresses live in hash sets (fast: 100k in one batch), prefixes
 	// in separate interval sets that exist only with Options.Prefixes:
 	// an rbtree interval set with timeouts takes ~10x longer to load, and
 	// a hash set cannot hold prefixes.
-	size := uint32(opts.maxElem())
+	size := uint32(n.opts.maxElem())
 	mk := func(name string, kt nftables.SetDatatype, interval bool, proto byte, off uint32) nftSet {
 		return nftSet{
 			set:   &nftables.Set{Table: n.table, Name: name, KeyType: kt, HasTimeout: true, Interval: interval, Size: size},
@@ -118,12 +124,11 @@ func NewNftables(opts Options) (*Nftables, error) {
 		mk(NftSet4, nftables.TypeIPAddr, false, unix.NFPROTO_IPV4, 12),
 		mk(NftSet6, nftables.TypeIP6Addr, false, unix.NFPROTO_IPV6, 8),
 	}
-	if opts.Prefixes {
+	if n.opts.Prefixes {
 		n.sets = append(n.sets,
 			mk(NftSet4Net, nftables.TypeIPAddr, true, unix.NFPROTO_IPV4, 12),
 			mk(NftSet6Net, nftables.TypeIP6Addr, true, unix.NFPROTO_IPV6, 8))
 	}
-	return n, nil
 }
 
 // raiseBuffers lets one batch carry megabytes (100k elements) and the
