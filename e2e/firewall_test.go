@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -395,6 +396,18 @@ func TestFirewallDropsPackets(t *testing.T) {
 					t.Errorf("from %s (banned=%v): arrived=%v", c.from, c.banned, got)
 				}
 			}
+			if bk.name == "nftables" {
+				// The drops were ours: the rules' counters saw them (3 sends each).
+				out := pbx.Run(t, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput)
+				re := regexp.MustCompile(`saddr @(banned[46]) counter packets (\d+)`)
+				seen := map[string]int{}
+				for _, m := range re.FindAllStringSubmatch(out, -1) {
+					seen[m[1]], _ = strconv.Atoi(m[2])
+				}
+				if seen[firewall.NftSet4] < 3 || seen[firewall.NftSet6] < 3 {
+					t.Errorf("drop counters %v, want >= 3 each:\n%s", seen, out)
+				}
+			}
 			if err := b.Delete(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("2001:db8:ff::10/128")}); err != nil {
 				t.Fatal(err)
 			}
@@ -606,5 +619,157 @@ func BenchmarkNftablesSingleBan(b *testing.B) {
 	b.ReportMetric(float64(time.Duration(int64(b.Elapsed())/int64(len(lat))).Microseconds()), "µs/ban")
 	if list, err := be.List(ctx); err != nil || len(list) != len(bans) {
 		b.Fatalf("kernel holds %d of %d (%v)", len(list), len(bans), err)
+	}
+}
+
+// TestFirewallExpiryAndRestart: a second backend instance (a restarted
+// daemon) sees the same entries with the same remaining times, and an entry
+// with a short timeout leaves the kernel by itself.
+func TestFirewallExpiryAndRestart(t *testing.T) {
+	requireE2E(t, "nft", "ipset", "iptables")
+	for _, bk := range fwBackends {
+		t.Run(bk.name, func(t *testing.T) {
+			requireE2E(t, bk.tools...)
+			ns := newNetns(t, "fwx")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			opts := firewall.Options{NetNS: ns.Name, Prefixes: true}
+			b1 := fwBackend(t, bk.name, opts)
+			if err := b1.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			short := netip.MustParsePrefix("198.51.100.77/32")
+			bans := []firewall.Ban{
+				{Prefix: short, Timeout: 2 * time.Second},
+				{Prefix: netip.MustParsePrefix("198.51.100.78/32"), Timeout: 10 * time.Minute},
+				{Prefix: netip.MustParsePrefix("2001:db8:77::/64"), Timeout: 20 * time.Minute},
+			}
+			if err := b1.Add(ctx, bans); err != nil {
+				t.Fatal(err)
+			}
+			b1.Close()
+			b2 := fwBackend(t, bk.name, opts)
+			if err := b2.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer b2.Remove(context.Background())
+			list, err := b2.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[netip.Prefix]time.Duration{}
+			for _, e := range list {
+				got[e.Prefix] = e.Timeout
+			}
+			for _, want := range bans[1:] {
+				d, ok := got[want.Prefix]
+				if !ok {
+					t.Fatalf("after restart, %v missing from List %v", want.Prefix, list)
+				}
+				if diff := d - want.Timeout; diff > 2*time.Second || diff < -2*time.Second {
+					t.Errorf("after restart, %v remaining %v, want %v ±2s", want.Prefix, d, want.Timeout)
+				}
+			}
+			// The short one leaves the kernel by itself (bounded wait).
+			deadline := time.Now().Add(8 * time.Second)
+			for {
+				_, rem := kernelCount(t, ns, bk.name)
+				if _, ok := rem[short.String()]; !ok {
+					if len(rem) != 2 {
+						t.Fatalf("after expiry the kernel holds %v, want the 2 long entries", rem)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%v still in the kernel 8 s after a 2 s ban", short)
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestNftablesReconcile: Init repairs a damaged ruleset, follows the
+// Prefixes and Forward options both ways, refuses prefixes when they are
+// off, and auto-detection picks nftables.
+func TestNftablesReconcile(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "fwr")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rules := func() string { return ns.Run(t, "nft", "list", "table", "inet", firewall.NftTable) }
+
+	b := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name})
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Add(ctx, []firewall.Ban{
+		{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour},
+		{Prefix: netip.MustParsePrefix("198.51.100.5/32"), Timeout: time.Hour},
+	})
+	if !errors.Is(err, firewall.ErrUnsupportedPrefix) {
+		t.Fatalf("a /64 without Prefixes: err = %v, want ErrUnsupportedPrefix", err)
+	}
+	if n, _ := kernelCount(t, ns, "nftables"); n != 1 {
+		t.Fatalf("the valid entry of the batch: kernel holds %d, want 1", n)
+	}
+	// Someone flushes our chain: Init puts the rules back, keeps the set.
+	ns.Run(t, "nft", "flush", "chain", "inet", firewall.NftTable, firewall.NftInput)
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkSingleHook(t, ns, "nftables")
+	if n, _ := kernelCount(t, ns, "nftables"); n != 1 {
+		t.Fatalf("Init lost entries: %d", n)
+	}
+	// Someone deletes a set (and the rule using it): Init recreates it.
+	ns.Run(t, "nft", "flush", "chain", "inet", firewall.NftTable, firewall.NftInput)
+	ns.Run(t, "nft", "delete", "set", "inet", firewall.NftTable, firewall.NftSet6)
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkSingleHook(t, ns, "nftables")
+
+	b2 := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name, Prefixes: true, Forward: true})
+	if err := b2.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := rules()
+	for _, want := range []string{"set " + firewall.NftSet6Net, "flags interval,timeout", "hook forward priority filter - 10", "@" + firewall.NftSet6Net} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("with Prefixes+Forward, ruleset lacks %q:\n%s", want, out)
+		}
+	}
+	if c := strings.Count(out, "@"+firewall.NftSet6Net); c != 2 {
+		t.Fatalf("want the prefix rule in input and forward, found %d:\n%s", c, out)
+	}
+	if err := b2.Add(ctx, []firewall.Ban{{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Delete(ctx, []netip.Prefix{netip.MustParsePrefix("2001:db8:5::/64")}); err != nil {
+		t.Fatal(err)
+	}
+	// The address added before (same hash set, kept across the switch) stays.
+	if n, rem := kernelCount(t, ns, "nftables"); n != 1 || rem["198.51.100.5/32"] == 0 {
+		t.Fatalf("after deleting the /64 the kernel holds %v, want only 198.51.100.5", rem)
+	}
+	b3 := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name})
+	if err := b3.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out = rules()
+	if strings.Contains(out, firewall.NftSet6Net) || strings.Contains(out, "hook forward") {
+		t.Fatalf("Prefixes/Forward off, yet:\n%s", out)
+	}
+	d, err := firewall.Detect(ctx, firewall.Options{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Name() != "nftables" {
+		t.Fatalf("Detect picked %s on a kernel with nftables", d.Name())
+	}
+	if out := ns.Run(t, "nft", "list", "tables"); strings.Contains(out, "probe") {
+		t.Fatalf("Detect left its probe table:\n%s", out)
 	}
 }
