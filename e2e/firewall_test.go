@@ -542,17 +542,20 @@ func benchNetns(b *testing.B) string {
 	return name
 }
 
-// BenchmarkNftablesAdd100k: 100k IPv4 bans in one Add (one call; the
-// backend chunks the netlink messages), the sets emptied between runs
-// outside the timing. Compare with enforce-bench.py's nft-1stmt figure.
+// BenchmarkNftablesAdd100k: 100k bans in one Add (the backend chunks the
+// netlink messages), the sets emptied between runs outside the timing.
+// ipv4 = 100k IPv4 addresses; mixed = 50k IPv4 + 50k IPv6.
 //
 //	sudo go test ./e2e -run '^$' -bench 'NftablesAdd100k' -benchtime 5x
 func BenchmarkNftablesAdd100k(b *testing.B) {
 	requireRootBench(b)
-	for _, prefixes := range []bool{false, true} {
-		b.Run(fmt.Sprintf("prefixes=%v", prefixes), func(b *testing.B) {
+	for _, mix := range []struct {
+		name   string
+		n4, n6 int
+	}{{"ipv4", 100000, 0}, {"mixed", 50000, 50000}} {
+		b.Run(mix.name, func(b *testing.B) {
 			ns := benchNetns(b)
-			be, err := firewall.NewNftables(firewall.Options{NetNS: ns, Prefixes: prefixes, MaxElem: 200000})
+			be, err := firewall.NewNftables(firewall.Options{NetNS: ns, MaxElem: 200000})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -561,26 +564,127 @@ func BenchmarkNftablesAdd100k(b *testing.B) {
 			if err := be.Init(ctx); err != nil {
 				b.Fatal(err)
 			}
-			bans := bulkBans(100000, 0, time.Hour)
+			bans := bulkBans(mix.n4, mix.n6, time.Hour)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "flush", "set", "inet", firewall.NftTable, firewall.NftSet4).CombinedOutput(); err != nil {
-					b.Fatalf("flush: %v %s", err, out)
-				}
+				flushSets(b, ns)
 				b.StartTimer()
 				if err := be.Add(ctx, bans); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.StopTimer()
-			list, err := be.List(ctx)
-			if err != nil || len(list) != len(bans) {
-				b.Fatalf("kernel holds %d of %d (%v)", len(list), len(bans), err)
+			if got := countSets(b, ns); got != len(bans) {
+				b.Fatalf("kernel holds %d of %d", got, len(bans))
 			}
 		})
 	}
+}
+
+func flushSets(b *testing.B, ns string) {
+	b.Helper()
+	for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "flush", "set", "inet", firewall.NftTable, set).CombinedOutput(); err != nil {
+			b.Fatalf("flush: %v %s", err, out)
+		}
+	}
+}
+
+// countSets counts the elements with nft itself (never trust a silent success).
+func countSets(b *testing.B, ns string) int {
+	b.Helper()
+	n := 0
+	for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", firewall.NftTable, set).Output()
+		if err != nil {
+			b.Fatalf("nft list set: %v", err)
+		}
+		var doc struct {
+			Nftables []struct {
+				Set *struct {
+					Elem []json.RawMessage `json:"elem"`
+				} `json:"set"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			b.Fatal(err)
+		}
+		for _, it := range doc.Nftables {
+			if it.Set != nil {
+				n += len(it.Set.Elem)
+			}
+		}
+	}
+	return n
+}
+
+// BenchmarkNftablesAdd100kVsNftF: the same 100k IPv4 bans loaded by Add and
+// by one `nft -f` file (enforce-bench.py's nft-1stmt), alternating in the
+// same namespace, so that machine load hits both alike. Reports both
+// medians and their ratio (add/nft-f; < 1 means netlink is faster).
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesAdd100kVsNftF' -benchtime 5x
+func BenchmarkNftablesAdd100kVsNftF(b *testing.B) {
+	requireRootBench(b)
+	ns := benchNetns(b)
+	be, err := firewall.NewNftables(firewall.Options{NetNS: ns, MaxElem: 200000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	ctx := context.Background()
+	if err := be.Init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	bans := bulkBans(100000, 0, time.Hour)
+	f, err := os.CreateTemp("", "pbxguard-bench-*.nft")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	fmt.Fprintf(f, "add element inet %s %s { ", firewall.NftTable, firewall.NftSet4)
+	for i, ban := range bans {
+		if i > 0 {
+			f.WriteString(", ")
+		}
+		fmt.Fprintf(f, "%s timeout 3600s", ban.Prefix.Addr())
+	}
+	f.WriteString(" }\n")
+	f.Close()
+	var tAdd, tNft []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		flushSets(b, ns)
+		t0 := time.Now()
+		if err := be.Add(ctx, bans); err != nil {
+			b.Fatal(err)
+		}
+		tAdd = append(tAdd, time.Since(t0))
+		if got := countSets(b, ns); got != len(bans) {
+			b.Fatalf("Add: kernel holds %d of %d", got, len(bans))
+		}
+		flushSets(b, ns)
+		t0 = time.Now()
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-f", f.Name()).CombinedOutput(); err != nil {
+			b.Fatalf("nft -f: %v %s", err, out)
+		}
+		tNft = append(tNft, time.Since(t0))
+	}
+	b.StopTimer()
+	med := func(d []time.Duration) time.Duration {
+		s := append([]time.Duration(nil), d...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return s[len(s)/2]
+	}
+	ratios := make([]time.Duration, len(tAdd)) // ratio*1000 as a Duration, to reuse med
+	for i := range tAdd {
+		ratios[i] = time.Duration(1000 * float64(tAdd[i]) / float64(tNft[i]))
+	}
+	b.ReportMetric(med(tAdd).Seconds(), "add-s")
+	b.ReportMetric(med(tNft).Seconds(), "nft-f-s")
+	b.ReportMetric(float64(med(ratios))/1000, "add/nft-f")
 }
 
 // BenchmarkNftablesSingleBan: latency of one Add with one ban (what the

@@ -314,22 +314,23 @@ func elemSize(keyLen int, intervalEnd, timeout bool) int {
 
 // toElems turns a prefix into set elements: one key for a hash set, a
 // [start, end) pair for an interval set.
-func (n *Nftables) toElems(p netip.Prefix, timeout time.Duration) ([]nftables.SetElement, *nftables.Set, int) {
-	set := n.setFor(p)
+func (n *Nftables) toElems(p netip.Prefix, timeout time.Duration) (els [2]nftables.SetElement, count int, set *nftables.Set, size int) {
+	set = n.setFor(p)
 	start := p.Addr().AsSlice()
 	keyLen := len(start)
+	els[0] = nftables.SetElement{Key: start, Timeout: timeout}
+	size = elemSize(keyLen, false, timeout > 0)
 	if !set.Interval {
-		return []nftables.SetElement{{Key: start, Timeout: timeout}}, set, elemSize(keyLen, false, timeout > 0)
+		return els, 1, set, size
 	}
-	els := []nftables.SetElement{{Key: start, Timeout: timeout}}
-	size := elemSize(keyLen, false, timeout > 0)
-	if end, ok := prefixEnd(p); ok {
-		// The kernel refuses (EINVAL) a timeout on an interval's end
-		// element: the start element's timeout governs the interval.
-		els = append(els, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
-		size += elemSize(keyLen, true, false)
+	end, ok := prefixEnd(p)
+	if !ok {
+		return els, 1, set, size
 	}
-	return els, set, size
+	// The kernel refuses (EINVAL) a timeout on an interval's end element:
+	// the start element's timeout governs the interval.
+	els[1] = nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true}
+	return els, 2, set, size + elemSize(keyLen, true, false)
 }
 
 // setFor picks the set for a normalized prefix: the hash set of its family
@@ -373,16 +374,17 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 		if timeouts != nil {
 			to = timeouts[i]
 		}
-		els, set, size := n.toElems(p, to)
+		els, k, set, size := n.toElems(p, to)
 		op := cur[set]
-		if op == nil || len(op.elems)+len(els) > nftMaxElems || op.bytes+size > nftMaxListBytes {
+		if op == nil || len(op.elems)+k > nftMaxElems || op.bytes+size > nftMaxListBytes {
 			if op != nil {
 				ops = append(ops, *op)
 			}
-			op = &elemOp{set: set}
+			c := min(len(prefixes)-i, nftMaxElems/2)
+			op = &elemOp{set: set, elems: make([]nftables.SetElement, 0, 2*c), bans: make([]netip.Prefix, 0, c)}
 			cur[set] = op
 		}
-		op.elems = append(op.elems, els...)
+		op.elems = append(op.elems, els[:k]...)
 		op.bytes += size
 		op.bans = append(op.bans, p)
 	}
