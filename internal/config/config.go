@@ -85,7 +85,7 @@ type Jail struct {
 	MaxBanTime       time.Duration
 	Increment        float64
 	IPv6Prefix       int
-	Weights          map[event.Kind]int
+	Weights          map[event.Kind]int // only the kinds the user set; the jail defaults the rest
 	ChallengeTimeout time.Duration
 	MaxTracked       int
 }

@@ -352,8 +352,9 @@ func (d *Daemon) Inject(ctx context.Context, jail string, ev *event.Event) error
 	return nil
 }
 
-// banner collects decisions for at most batchWait or batchMax items and
-// applies each batch with one backend Add and one store transaction.
+// banner applies decisions with one backend Add and one store transaction
+// per batch. A lone decision goes at once; when more are already queued (a
+// burst), it collects for at most batchWait or batchMax items.
 func (d *Daemon) banner() {
 	batch := make([]pending, 0, batchMax)
 	timer := time.NewTimer(time.Hour)
@@ -364,20 +365,34 @@ func (d *Daemon) banner() {
 			return
 		}
 		batch = append(batch[:0], p)
-		timer.Reset(batchWait)
-	collect:
+	drain:
 		for len(batch) < batchMax {
 			select {
 			case p, ok := <-d.decisions:
 				if !ok {
-					break collect
+					break drain
 				}
 				batch = append(batch, p)
-			case <-timer.C:
-				break collect
+			default:
+				break drain
 			}
 		}
-		timer.Stop()
+		if len(batch) > 1 && len(batch) < batchMax {
+			timer.Reset(batchWait)
+		collect:
+			for len(batch) < batchMax {
+				select {
+				case p, ok := <-d.decisions:
+					if !ok {
+						break collect
+					}
+					batch = append(batch, p)
+				case <-timer.C:
+					break collect
+				}
+			}
+			timer.Stop()
+		}
 		d.apply(batch)
 	}
 }
