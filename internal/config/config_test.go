@@ -236,3 +236,32 @@ func FuzzParse(f *testing.F) {
 		Parse(data, opts)
 	})
 }
+
+func TestDeployExampleIsValid(t *testing.T) {
+	c, err := Load("../../deploy/pbxguard.yaml", testOpts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Jails) != 2 || c.Jails[0].IPv6Prefix != 64 || c.Jails[0].Weights[event.Scan] != 5 || c.Jails[1].Journal == nil {
+		t.Fatalf("deploy example = %+v", c.Jails)
+	}
+	for _, p := range c.Allowlist {
+		if p.String() == "127.0.0.1/32" {
+			t.Fatalf("allowlist keeps 127.0.0.1 inside 127.0.0.0/8: %v", c.Allowlist)
+		}
+	}
+}
+
+func TestMergePrefixes(t *testing.T) {
+	var in []netip.Prefix
+	for _, s := range []string{"127.0.0.1/32", "127.0.0.0/8", "::1/128", "192.0.2.0/24", "192.0.2.0/24", "192.0.2.7/32", "2001:db8::1/128"} {
+		in = append(in, netip.MustParsePrefix(s))
+	}
+	var got []string
+	for _, p := range mergePrefixes(in) {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "127.0.0.0/8 ::1/128 192.0.2.0/24 2001:db8::1/128" {
+		t.Fatalf("merged = %v", got)
+	}
+}
