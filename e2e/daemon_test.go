@@ -668,3 +668,52 @@ func TestDaemonCLIErrors(t *testing.T) {
 		t.Fatalf("run with a bad config: %v %s", err, out)
 	}
 }
+
+// rssKB reads a process's resident set size.
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			var kb int
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:")), "%d", &kb)
+			return kb
+		}
+	}
+	return 0
+}
+
+// TestDaemonBanLatency measures (logs, does not assert on time) the
+// line-to-kernel ban latency over 1000 bans, one line at a time, with the
+// daemon's own histogram source, and the daemon's idle RSS.
+func TestDaemonBanLatency(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "latency")
+	dir := t.TempDir()
+	cfg := writeDaemonConfig(t, dir, daemonConfig{maxretry: 1, jail: "    ipv6_prefix: 128"})
+	d := startDaemon(t, ns, dir, cfg)
+	time.Sleep(500 * time.Millisecond)
+	idle := rssKB(t, d.cmd.Process.Pid)
+
+	const n = 1000
+	msgs := filepath.Join(dir, "messages.log")
+	a := netip.MustParseAddr("2001:db8:99::1")
+	for i := 0; i < n; i++ {
+		appendLines(t, msgs, fmt.Sprintf("[%s] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '\"1000\" <sip:1000@192.0.2.1>' failed for '[%s]:5060' (callid: %d) - No matching endpoint found",
+			time.Now().Format("Jan _2 15:04:05"), a, i))
+		a = a.Next()
+		time.Sleep(2 * time.Millisecond)
+	}
+	d.waitBans("1000 bans", 30*time.Second, func(b []daemon.BanInfo) bool { return len(b) == n })
+	st := d.status()
+	after := rssKB(t, d.cmd.Process.Pid)
+	t.Logf("ban latency over %d bans (line read -> nftables Add returned): p50 %.3f ms, p99 %.3f ms, max %.3f ms",
+		st.Latency.Count, st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms)
+	t.Logf("daemon RSS: idle %d kB, after %d bans %d kB", idle, n, after)
+	if st.Latency.Count < n {
+		t.Fatalf("latency samples = %d, want >= %d", st.Latency.Count, n)
+	}
+}
