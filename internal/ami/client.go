@@ -217,7 +217,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cn, err := c.connect(ctx)
+	cn, err := c.connect(ctx, false)
 	if err != nil {
 		c.cancel()
 		return nil, err
@@ -303,7 +303,7 @@ func (c *Client) run(cn *conn) {
 	for {
 		if cn == nil {
 			var err error
-			cn, err = c.connect(c.ctx)
+			cn, err = c.connect(c.ctx, wasUp)
 			if err != nil {
 				if c.ctx.Err() != nil {
 					return
@@ -318,9 +318,6 @@ func (c *Client) run(cn *conn) {
 				continue
 			}
 			backoff = c.cfg.Backoff[0]
-			if wasUp {
-				c.deliver(&Message{Headers: []Header{{"Event", EventReconnected}, {"Address", c.cfg.Addr}}})
-			}
 		}
 		wasUp = true
 		c.setConn(cn)
@@ -333,7 +330,7 @@ func (c *Client) run(cn *conn) {
 		}
 		c.disconnects.Add(1)
 		c.log.Warn("AMI connection lost", "err", err)
-		c.deliver(&Message{Headers: []Header{{"Event", EventDisconnected}, {"Address", c.cfg.Addr}, {"Reason", err.Error()}}})
+		c.deliver(c.disconnectedEvent(err))
 		if !sleep(c.ctx, jitter(c.cfg.Backoff[0])) {
 			return
 		}
@@ -412,9 +409,15 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+func (c *Client) disconnectedEvent(err error) *Message {
+	return &Message{Headers: []Header{{"Event", EventDisconnected}, {"Address", c.cfg.Addr}, {"Reason", err.Error()}}}
+}
+
 // connect dials, reads the banner, logs in, sends the filters and starts
-// the read loop. On error nothing of the attempt is left running.
-func (c *Client) connect(ctx context.Context) (*conn, error) {
+// the read loop. On error nothing of the attempt is left running. With
+// reconnect, the Reconnected marker goes out before the first event of the
+// new session.
+func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
 	addr, to := c.cfg.Addr, c.cfg.Timeout
 	dctx, cancel := context.WithTimeout(ctx, to)
 	defer cancel()
@@ -448,6 +451,9 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	cn := &conn{nc: nc, r: r, dead: make(chan struct{}), pending: map[string]*call{}}
+	if reconnect {
+		c.deliver(&Message{Headers: []Header{{"Event", EventReconnected}, {"Address", c.cfg.Addr}}})
+	}
 	go c.readLoop(cn)
 	for _, f := range c.cfg.Filters {
 		fctx, fcancel := context.WithTimeout(ctx, to)
@@ -456,7 +462,11 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		if err != nil {
 			cn.shutdown(err)
 			<-cn.dead
-			return nil, fmt.Errorf("ami: filter %q refused: %w (Filter needs write = system in manager.conf)", f, err)
+			err = fmt.Errorf("ami: filter %q refused: %w (Filter needs write = system in manager.conf)", f, err)
+			if reconnect {
+				c.deliver(c.disconnectedEvent(err))
+			}
+			return nil, err
 		}
 	}
 	c.connects.Add(1)
@@ -578,9 +588,15 @@ func (c *Client) readLoop(cn *conn) {
 		err = fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	cn.shutdown(err)
+	c.mu.Lock()
+	closing := c.closed
+	c.mu.Unlock()
 	cn.mu.Lock()
 	cn.gone = true
 	cerr := cn.err
+	if closing {
+		cerr = ErrClosed // the Logoff of Close made the server hang up
+	}
 	for id, cl := range cn.pending {
 		cl.err = cerr
 		close(cl.done)
