@@ -152,7 +152,7 @@ type Stats struct {
 type Client struct {
 	cfg    Config
 	log    *slog.Logger
-	events chan *Message
+	main   *Subscription // the stream of Events()
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -165,7 +165,11 @@ type Client struct {
 	lastErr error
 	banner  string
 
-	connects, disconnects, delivered, dropped, malformed atomic.Uint64
+	smu        sync.RWMutex
+	subs       []*Subscription
+	subsClosed bool
+
+	connects, disconnects, malformed atomic.Uint64
 }
 
 // conn is one TCP/TLS session.
@@ -198,15 +202,16 @@ func newClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{
+	c := &Client{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "ami", "addr", cfg.Addr),
-		events: make(chan *Message, cfg.EventBuffer),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
 		up:     make(chan struct{}),
-	}, nil
+	}
+	c.main = c.Subscribe(cfg.EventBuffer, nil)
+	return c, nil
 }
 
 // Dial connects and logs in once, and returns a Client that from then on
@@ -242,7 +247,7 @@ func New(cfg Config) (*Client, error) {
 // Events returns the event channel. It survives reconnects (with
 // EventDisconnected / EventReconnected markers in between) and is closed
 // by Close.
-func (c *Client) Events() <-chan *Message { return c.events }
+func (c *Client) Events() <-chan *Message { return c.main.ch }
 
 // Stats returns the Client's counters.
 func (c *Client) Stats() Stats {
@@ -260,8 +265,8 @@ func (c *Client) Stats() Stats {
 	}
 	s.Connects = c.connects.Load()
 	s.Disconnects = c.disconnects.Load()
-	s.Events = c.delivered.Load()
-	s.EventsDropped = c.dropped.Load()
+	s.Events = c.main.delivered.Load()
+	s.EventsDropped = c.main.dropped.Load()
 	s.Malformed = c.malformed.Load()
 	return s
 }
@@ -294,10 +299,10 @@ func (c *Client) nextID() string {
 }
 
 // run is the supervisor: it owns the current connection, pings it, and
-// reconnects with backoff. It is the only goroutine that closes c.events.
+// reconnects with backoff. It closes the event channels when it ends.
 func (c *Client) run(cn *conn) {
 	defer close(c.done)
-	defer close(c.events)
+	defer c.closeSubscriptions()
 	backoff := c.cfg.Backoff[0]
 	wasUp := false
 	for {
@@ -614,7 +619,7 @@ func (c *Client) dispatch(cn *conn, m *Message) {
 			switch {
 			case !isEvent && cl.resp == nil:
 				cl.resp = m
-				if !cl.list || !strings.EqualFold(m.Get("EventList"), "start") {
+				if !cl.list || !listStart(m) {
 					delete(cn.pending, id)
 					close(cl.done)
 				}
@@ -622,7 +627,10 @@ func (c *Client) dispatch(cn *conn, m *Message) {
 				return
 			case isEvent && cl.list:
 				cl.events = append(cl.events, m)
-				if listEnd(m) {
+				if len(cl.events) >= maxListEvents {
+					cl.err = fmt.Errorf("%w: event list longer than %d events", ErrTooLarge, maxListEvents)
+				}
+				if listEnd(m) || cl.err != nil {
 					delete(cn.pending, id)
 					close(cl.done)
 				}
@@ -637,6 +645,18 @@ func (c *Client) dispatch(cn *conn, m *Message) {
 	}
 }
 
+// maxListEvents bounds the events one ActionList collects.
+const maxListEvents = 200000
+
+// listStart reports a response that announces an event list: "EventList:
+// start", or on old versions only "Message: … will follow".
+func listStart(m *Message) bool {
+	if el := m.Get("EventList"); el != "" {
+		return strings.EqualFold(el, "start")
+	}
+	return strings.EqualFold(m.Response(), "Success") && strings.HasSuffix(strings.ToLower(m.Get("Message")), "will follow")
+}
+
 // listEnd reports the event that ends an event list.
 func listEnd(m *Message) bool {
 	switch el := m.Get("EventList"); {
@@ -648,20 +668,99 @@ func listEnd(m *Message) bool {
 	return false
 }
 
-// deliver puts m into the event channel, dropping the oldest event when
-// the channel is full.
+// deliver puts m into every subscription that wants it (markers go to
+// all), dropping a subscription's oldest event when its channel is full.
+// It never blocks, so a slow consumer cannot stall the read loop (and with
+// it the responses to actions and keepalives).
 func (c *Client) deliver(m *Message) {
+	marker := strings.HasPrefix(m.Event(), "pbxguard.")
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	for _, s := range c.subs {
+		if s.match == nil || marker || s.match(m) {
+			s.put(m, c.log)
+		}
+	}
+}
+
+// Subscription is one event stream of a Client. Events() is the first;
+// Subscribe adds more, so that several consumers (the jails, the call
+// tracker) share one AMI session.
+type Subscription struct {
+	c                  *Client
+	ch                 chan *Message
+	match              func(*Message) bool
+	closed             bool
+	delivered, dropped atomic.Uint64
+}
+
+// Subscribe returns a new event stream with its own buffer (drop-oldest
+// when full, like Events()). match selects the events it wants (nil: all);
+// the pbxguard.* markers are always delivered. Its channel is closed by
+// Subscription.Close or Client.Close.
+func (c *Client) Subscribe(buffer int, match func(*Message) bool) *Subscription {
+	if buffer <= 0 {
+		buffer = c.cfg.EventBuffer
+	}
+	s := &Subscription{c: c, ch: make(chan *Message, buffer), match: match}
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.subsClosed {
+		s.closed = true
+		close(s.ch)
+		return s
+	}
+	c.subs = append(c.subs, s)
+	return s
+}
+
+// C is the subscription's channel.
+func (s *Subscription) C() <-chan *Message { return s.ch }
+
+// Dropped is the number of events dropped because the channel was full.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close ends the subscription and closes its channel.
+func (s *Subscription) Close() {
+	c := s.c
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for i, x := range c.subs {
+		if x == s {
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			break
+		}
+	}
+	close(s.ch)
+}
+
+func (c *Client) closeSubscriptions() {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	for _, s := range c.subs {
+		s.closed = true
+		close(s.ch)
+	}
+	c.subs = nil
+	c.subsClosed = true
+}
+
+func (s *Subscription) put(m *Message, log *slog.Logger) {
 	for {
 		select {
-		case c.events <- m:
-			c.delivered.Add(1)
+		case s.ch <- m:
+			s.delivered.Add(1)
 			return
 		default:
 		}
 		select {
-		case <-c.events:
-			if n := c.dropped.Add(1); n == 1 || n%1000 == 0 {
-				c.log.Warn("AMI event buffer full: dropping the oldest events (consumer too slow?)", "dropped_total", n, "buffer", c.cfg.EventBuffer)
+		case <-s.ch:
+			if n := s.dropped.Add(1); n == 1 || n%1000 == 0 {
+				log.Warn("AMI event buffer full: dropping the oldest events (consumer too slow?)", "dropped_total", n, "buffer", cap(s.ch))
 			}
 		default:
 		}

@@ -598,3 +598,67 @@ func securityAddrs(t *testing.T, msgs []*Message) (ami map[netip.Addr]int, succe
 	}
 	return ami, success
 }
+
+// TestSubscribe: two consumers share one session; a filtered subscription
+// gets only what it asked for plus the markers; closing it leaves the
+// others running.
+func TestSubscribe(t *testing.T) {
+	srv := newFakeAMI(t, nil, func(s *session) {
+		if !s.login(testLogin) {
+			return
+		}
+		if s.n == 1 {
+			s.serve(func(a action) bool { // UserEvent makes the server emit events
+				s.send("Event: VarSet\r\nPrivilege: dialplan,all\r\nVariable: X\r\n\r\n" +
+					"Event: FailedACL\r\nPrivilege: security,all\r\nService: AMI\r\nRemoteAddress: IPV4/TCP/203.0.113.222/34066\r\n\r\n")
+				return false // then hang up
+			})
+			return
+		}
+		s.serve(nil)
+	})
+	c, err := Dial(context.Background(), testConfig(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	isSecurity := func(m *Message) bool { return hasClass(m.Get("Privilege"), "security") }
+	sec := c.Subscribe(8, isSecurity)
+	other := c.Subscribe(8, nil)
+	_, _ = c.Action(context.Background(), NewAction("UserEvent", "UserEvent", "go"))
+	var got []string
+	for len(got) < 3 {
+		select {
+		case m := <-sec.C():
+			got = append(got, m.Event())
+		case <-time.After(10 * time.Second):
+			t.Fatalf("subscription got only %v", got)
+		}
+	}
+	if !reflect.DeepEqual(got, []string{"FailedACL", EventDisconnected, EventReconnected}) {
+		t.Fatalf("security subscription got %v", got)
+	}
+	other.Close()
+	other.Close()
+	if _, ok := <-other.C(); ok {
+		// drain what was buffered before Close
+		for range other.C() {
+		}
+	}
+	var all []string
+	for len(all) < 4 {
+		all = append(all, nextEvent(t, c).Event())
+	}
+	if !reflect.DeepEqual(all, []string{"VarSet", "FailedACL", EventDisconnected, EventReconnected}) {
+		t.Fatalf("Events() got %v", all)
+	}
+	c.Close()
+	if _, ok := <-sec.C(); ok {
+		t.Fatal("subscription channel open after Client.Close")
+	}
+	if s := c.Subscribe(1, nil); s == nil {
+		t.Fatal("nil subscription after Close")
+	} else if _, ok := <-s.C(); ok {
+		t.Fatal("subscription after Close is open")
+	}
+}
