@@ -838,6 +838,9 @@ func (c *Client) do(ctx context.Context, action *Message, list bool) (*call, err
 
 func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list bool) (*call, error) {
 	name := action.Get("Action")
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ami: %s not sent: %w", name, err)
+	}
 	id := c.nextID()
 	m := &Message{Headers: make([]Header, 0, len(action.Headers)+1)}
 	m.Headers = append(m.Headers, action.Headers...)
@@ -855,11 +858,9 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list 
 		delete(cn.pending, id)
 		cn.mu.Unlock()
 	}
-	to := c.cfg.Timeout
-	if dl, ok := ctx.Deadline(); ok {
-		to = time.Until(dl)
-	}
-	if err := cn.write(m.appendWire(nil), to); err != nil {
+	// The write gets the full Timeout whatever is left of ctx: a write cut
+	// short would leave half an action on the wire and cost the connection.
+	if err := cn.write(m.appendWire(nil), c.cfg.Timeout); err != nil {
 		unregister()
 		return nil, fmt.Errorf("ami: %s: %w", name, err)
 	}

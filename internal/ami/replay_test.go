@@ -265,3 +265,46 @@ func TestReaderOverSlowConn(t *testing.T) {
 		t.Fatalf("got %v want %v", got, want)
 	}
 }
+
+// BenchmarkClientEvents measures events/s from a loopback socket to the
+// Events() channel (reader, dispatch, channel), replaying the recorded
+// Asterisk 20 event stream as often as needed.
+func BenchmarkClientEvents(b *testing.B) {
+	raw := string(rawEvents(b, "20"))
+	_, login, _ := strings.Cut(raw, "\r\n")      // drop the banner
+	_, body, _ := strings.Cut(login, "\r\n\r\n") // drop the Login response
+	perBody, _ := countEventsIndependently([]byte(body))
+	n := 0
+	for _, v := range perBody {
+		n += v
+	}
+	reps := b.N/n + 1
+	srv := newFakeAMI(b, nil, func(s *session) {
+		if !s.login(testLogin) {
+			return
+		}
+		for range reps {
+			if !s.send(body) {
+				return
+			}
+		}
+		_, _ = s.br.ReadByte()
+	})
+	cfg := testConfig(srv.Addr())
+	cfg.EventBuffer = 1 << 16
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		<-c.Events()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	if d := c.Stats().EventsDropped; d != 0 {
+		b.Logf("%d events dropped (consumer slower than the socket)", d)
+	}
+}

@@ -176,3 +176,31 @@ func BenchmarkSecurityEvent(b *testing.B) {
 		}
 	}
 }
+
+// FuzzSecurityEvent: any message, no panic; an address only ever comes
+// from the message's single RemoteAddress header.
+func FuzzSecurityEvent(f *testing.F) {
+	f.Add([]byte("Event: FailedACL\r\nPrivilege: security,all\r\nService: AMI\r\nRemoteAddress: IPV4/TCP/203.0.113.222/34066\r\n"))
+	f.Add([]byte("Event: InvalidAccountID\r\nPrivilege: security\r\nRemoteAddress: IPV6/UDP/[2001:db8::1%eth0]/5060\r\nEventTV: 1318427581-123456\r\n"))
+	f.Add([]byte("Event: SuccessfulAuth\r\nPrivilege: security,all\r\nAccountID: 1004\r\nRemoteAddress: IPV4/UDP/1.2.3.4\r\nremoteaddress: IPV4/UDP/5.6.7.8/1\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseMessage(data)
+		if err != nil {
+			return
+		}
+		var ev event.Event
+		if !SecurityEvent(m, &ev) || !ev.Addr.IsValid() {
+			return
+		}
+		remotes := m.Values("RemoteAddress")
+		if len(remotes) != 1 {
+			t.Fatalf("address %v from %d RemoteAddress headers", ev.Addr, len(remotes))
+		}
+		if a, p, ok := ParseRemoteAddress(remotes[0]); !ok || a != ev.Addr || p != ev.Port {
+			t.Fatalf("address %v:%d does not come from %q", ev.Addr, ev.Port, remotes[0])
+		}
+		if ev.Kind == event.InjectionSuspect || ev.Addr.Is4In6() || ev.Addr.Zone() != "" {
+			t.Fatalf("event %+v", ev)
+		}
+	})
+}
