@@ -74,7 +74,8 @@ type Config struct {
 	// Timeout bounds each action, the connect and the login (default 5s).
 	Timeout time.Duration
 	// Backoff is the min and max delay between reconnect attempts
-	// (default 500ms, 30s); it doubles after each failure, with jitter.
+	// (default 500ms, 30s); it doubles after each failed attempt and each
+	// session shorter than the max, with jitter (50–100% of the delay).
 	Backoff [2]time.Duration
 	// EventBuffer is the capacity of the event channel (default 4096).
 	// When it is full the oldest event is dropped and counted.
@@ -322,9 +323,9 @@ func (c *Client) run(cn *conn) {
 				backoff = min(backoff*2, c.cfg.Backoff[1])
 				continue
 			}
-			backoff = c.cfg.Backoff[0]
 		}
 		wasUp = true
+		upSince := time.Now()
 		c.setConn(cn)
 		c.log.Info("AMI connected", "banner", cn.r.Banner())
 		err := c.supervise(cn)
@@ -336,9 +337,15 @@ func (c *Client) run(cn *conn) {
 		c.disconnects.Add(1)
 		c.log.Warn("AMI connection lost", "err", err)
 		c.deliver(c.disconnectedEvent(err))
-		if !sleep(c.ctx, jitter(c.cfg.Backoff[0])) {
+		// A session that lasted is retried at once (after the minimum
+		// delay); one that keeps dropping right after login backs off.
+		if time.Since(upSince) >= c.cfg.Backoff[1] {
+			backoff = c.cfg.Backoff[0]
+		}
+		if !sleep(c.ctx, jitter(backoff)) {
 			return
 		}
+		backoff = min(backoff*2, c.cfg.Backoff[1])
 	}
 }
 

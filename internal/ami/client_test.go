@@ -562,7 +562,9 @@ func TestCloseEndsEverything(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		for i := 0; c2.Stats().LastError == "" && i < 1000; i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
 		c2.Close()
 		if st := c2.Stats(); !strings.Contains(st.LastError, "refused") {
 			t.Errorf("last error %q", st.LastError)
@@ -573,7 +575,7 @@ func TestCloseEndsEverything(t *testing.T) {
 		if n <= base {
 			break
 		}
-		if i > 200 {
+		if i > 500 {
 			buf := make([]byte, 1<<16)
 			t.Fatalf("%d goroutines, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
 		}
