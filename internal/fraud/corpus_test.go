@@ -191,6 +191,9 @@ func TestCorpusAMIContainment(t *testing.T) {
 	if r.fraudCalls > 3 || after > 5*time.Second {
 		t.Errorf("containment took %d calls / %s, want ≤ 3 calls and ≤ 5 s", r.fraudCalls, after)
 	}
+	if len(r.incidents) > 0 {
+		t.Logf("first incident: %s %s: %s; actions: %+v", r.incidents[0].Rule, r.incidents[0].Extension, r.incidents[0].Reason, r.incidents[0].Actions)
+	}
 	if r.attackerCalls != 40 {
 		t.Errorf("attacker calls seen = %d, want 40 (ground truth)", r.attackerCalls)
 	}
@@ -242,10 +245,10 @@ func replayCDR(t testing.TB, dir, ext, attacker string) (rowsAtContain, startedA
 	var clock time.Time
 	fa := newFakeActions(&clock)
 	mon := newTestMonitor(t, &clock, fa, "US")
-	// CDRs carry no address: the security log's SuccessfulAuth gives it (the
-	// report does the same); here the attacker's address is set as the
-	// tracker learns it from a log or a contact listing.
-	mon.Tracker.SetEndpointAddr(ext, netip.MustParseAddr(attacker), time.Time{})
+	// CDRs carry no address: follow the security log beside them and feed
+	// its SuccessfulAuth lines (in time order, up to each row's time).
+	auths := readAuths(t, dir+"/log/security")
+	ai := 0
 	cr := calls.NewCDRReader(bytes.NewReader(data), time.UTC)
 	var all []calls.Call
 	rows := 0
@@ -257,6 +260,12 @@ func replayCDR(t testing.TB, dir, ext, attacker string) (rowsAtContain, startedA
 		all = append(all, c)
 		if c.End.After(clock) {
 			clock = c.End
+		}
+		for ; ai < len(auths) && !auths[ai].Time.After(clock); ai++ {
+			a := auths[ai]
+			mon.HandleUpdate(context.Background(), calls.Update{Kind: calls.EndpointAuth,
+				Call: calls.Call{Extension: a.Account, SourceAddr: a.Addr, Start: a.Time}}, a.Time)
+			mon.Tracker.SetEndpointAddr(a.Account, a.Addr, a.Time)
 		}
 		if c.Extension == ext {
 			rows++
@@ -283,6 +292,24 @@ func replayCDR(t testing.TB, dir, ext, attacker string) (rowsAtContain, startedA
 		}
 	}
 	return
+}
+
+func readAuths(t testing.TB, path string) []calls.Auth {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []calls.Auth
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if a, ok := calls.ParseSecurityLine(sc.Text()); ok && a.Service != "AMI" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func TestCorpusCDRContainment(t *testing.T) {

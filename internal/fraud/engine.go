@@ -72,6 +72,17 @@ func (s Severity) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Severity) UnmarshalText(b []byte) error {
+	for i, n := range severityNames {
+		if n == string(b) {
+			*s = Severity(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("fraud: severity %q: use info, low, medium, high or critical", b)
+}
+
 // Response is what to do when a rule fires. Each action can be dry-run in
 // the Responder.
 type Response struct {
