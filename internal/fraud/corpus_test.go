@@ -106,6 +106,11 @@ func newTestMonitor(t testing.TB, clock *time.Time, fa *fakeActions, home string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestMonitorNums(t, clock, fa, nums)
+}
+
+func newTestMonitorNums(t testing.TB, clock *time.Time, fa *fakeActions, nums *numbers.Normalizer) *Monitor {
+	t.Helper()
 	eng, err := NewEngine(Config{IgnoreExtensions: []string{"carrier"}, CountryOf: IPCountry}, nums)
 	if err != nil {
 		t.Fatal(err)

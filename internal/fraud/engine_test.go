@@ -235,7 +235,10 @@ func TestEngineBounded(t *testing.T) {
 
 type recAlerter struct{ got []*Incident }
 
-func (r *recAlerter) Alert(_ context.Context, inc *Incident) error { r.got = append(r.got, inc); return nil }
+func (r *recAlerter) Alert(_ context.Context, inc *Incident) error {
+	r.got = append(r.got, inc)
+	return nil
+}
 
 func TestResponderDryRunAndNeverBan(t *testing.T) {
 	var clock time.Time
