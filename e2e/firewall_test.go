@@ -1,0 +1,514 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/firewall"
+	"golang.org/x/sys/unix"
+)
+
+// Addresses used as set contents. No packet is ever sent to them: the bulk
+// entries only fill sets inside a test namespace. Bulk IPv4 comes from
+// 100.64.0.0/10 (shared address space, enough distinct addresses), IPv6 from
+// 2001:db8::/32; packets only flow between 192.0.2.0/24 / 2001:db8:ff::/64
+// addresses on a veth between two test namespaces.
+func bulkBans(n4, n6 int, timeout time.Duration) []firewall.Ban {
+	var out []firewall.Ban
+	base4 := netip.MustParseAddr("100.64.0.1")
+	a := base4
+	for i := 0; i < n4; i++ {
+		out = append(out, firewall.Ban{Prefix: netip.PrefixFrom(a, 32), Timeout: timeout})
+		a = a.Next()
+	}
+	b := netip.MustParseAddr("2001:db8:1::1")
+	for i := 0; i < n6; i++ {
+		out = append(out, firewall.Ban{Prefix: netip.PrefixFrom(b, 128), Timeout: timeout})
+		b = b.Next()
+	}
+	return out
+}
+
+var prefix64 = netip.MustParsePrefix("2001:db8:64:1::/64")
+
+func fwBackend(t testing.TB, name string, opts firewall.Options) firewall.Backend {
+	t.Helper()
+	b, err := firewall.New(name, opts)
+	if err != nil {
+		t.Fatalf("firewall.New(%s): %v", name, err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// kernelCount reads back what the kernel holds, with the tool's own eyes,
+// and returns the number of entries and each entry's remaining seconds.
+func kernelCount(t *testing.T, ns *Netns, backend string) (n int, remaining map[string]float64) {
+	t.Helper()
+	remaining = map[string]float64{}
+	switch backend {
+	case "nftables":
+		for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
+			out := ns.Run(t, "nft", "-j", "list", "set", "inet", firewall.NftTable, set)
+			var doc struct {
+				Nftables []struct {
+					Set *struct {
+						Elem []json.RawMessage `json:"elem"`
+					} `json:"set"`
+				} `json:"nftables"`
+			}
+			if err := json.Unmarshal([]byte(out), &doc); err != nil {
+				t.Fatalf("nft -j: %v", err)
+			}
+			for _, it := range doc.Nftables {
+				if it.Set == nil {
+					continue
+				}
+				for _, raw := range it.Set.Elem {
+					var e struct {
+						Elem struct {
+							Val     json.RawMessage `json:"val"`
+							Expires float64         `json:"expires"`
+						} `json:"elem"`
+					}
+					if err := json.Unmarshal(raw, &e); err != nil {
+						t.Fatalf("nft elem %s: %v", raw, err)
+					}
+					key := nftVal(t, e.Elem.Val)
+					remaining[key] = e.Elem.Expires
+					n++
+				}
+			}
+		}
+	case "ipset":
+		re := regexp.MustCompile(`^(\S+) timeout (\d+)`)
+		for _, set := range []string{firewall.IPSet4, firewall.IPSet6} {
+			out := ns.Run(t, "ipset", "list", set)
+			inMembers := false
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(line, "Members:") {
+					inMembers = true
+					continue
+				}
+				if !inMembers || line == "" {
+					continue
+				}
+				m := re.FindStringSubmatch(line)
+				if m == nil {
+					t.Fatalf("ipset member line %q", line)
+				}
+				s, _ := strconv.ParseFloat(m[2], 64)
+				remaining[canon(m[1])] = s
+				n++
+			}
+		}
+	case "iptables":
+		re := regexp.MustCompile(`^-A ` + firewall.IPTChain + ` -s (\S+) .*-j DROP`)
+		for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
+			out := ns.Run(t, cmd, "-t", "filter")
+			for _, line := range strings.Split(out, "\n") {
+				if m := re.FindStringSubmatch(line); m != nil {
+					remaining[canon(m[1])] = -1
+					n++
+				}
+			}
+		}
+	default:
+		t.Fatalf("no readback for %s", backend)
+	}
+	return n, remaining
+}
+
+func nftVal(t *testing.T, raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return canon(s)
+	}
+	var p struct {
+		Prefix struct {
+			Addr string `json:"addr"`
+			Len  int    `json:"len"`
+		} `json:"prefix"`
+	}
+	if json.Unmarshal(raw, &p) == nil && p.Prefix.Addr != "" {
+		return canon(fmt.Sprintf("%s/%d", p.Prefix.Addr, p.Prefix.Len))
+	}
+	t.Fatalf("unexpected nft element value %s", raw)
+	return ""
+}
+
+// canon turns "1.2.3.4", "1.2.3.4/32", "2001:db8::/64" into a prefix string.
+func canon(s string) string {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked().String()
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()).String()
+	}
+	return s
+}
+
+var fwBackends = []struct {
+	name  string
+	tools []string
+}{
+	{"nftables", []string{"nft"}},
+	{"ipset", []string{"ipset", "iptables", "ip6tables", "iptables-save"}},
+	{"iptables", []string{"iptables", "ip6tables", "iptables-restore", "iptables-save"}},
+}
+
+// TestFirewallBackends: for every backend, in a fresh namespace: Init
+// (twice: idempotent), 10k entries (IPv4, IPv6, a /64) counted back with the
+// kernel tool, remaining timeouts, List, Delete, Remove leaving a foreign
+// table alone.
+func TestFirewallBackends(t *testing.T) {
+	requireE2E(t, "nft", "ipset", "iptables")
+	for _, bk := range fwBackends {
+		t.Run(bk.name, func(t *testing.T) {
+			requireE2E(t, bk.tools...)
+			ns := newNetns(t, "fw")
+			// Someone else's table, and an iptables rule of theirs, that must survive.
+			ns.Run(t, "nft", "add", "table", "inet", "someoneelse")
+			ns.Run(t, "nft", "add", "set", "inet", "someoneelse", "keep", "{ type ipv4_addr; }")
+			ns.Run(t, "nft", "add", "element", "inet", "someoneelse", "keep", "{ 192.0.2.99 }")
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			opts := firewall.Options{NetNS: ns.Name, Prefixes: true, MaxElem: 200000}
+			b := fwBackend(t, bk.name, opts)
+			if b.Name() != bk.name {
+				t.Fatalf("Name() = %q", b.Name())
+			}
+			if err := b.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Init(ctx); err != nil {
+				t.Fatalf("second Init (must be idempotent): %v", err)
+			}
+			// Idempotent: one drop rule pair / one jump, not two.
+			checkSingleHook(t, ns, bk.name)
+
+			const total = 10000
+			bans := bulkBans(6000, total-6001, time.Hour)
+			bans = append(bans, firewall.Ban{Prefix: prefix64, Timeout: 30 * time.Minute})
+			// one address with a short, distinct timeout
+			bans[0].Timeout = 90 * time.Second
+			if len(bans) != total {
+				t.Fatalf("built %d bans", len(bans))
+			}
+			if err := b.Add(ctx, bans); err != nil {
+				t.Fatalf("Add %d: %v", total, err)
+			}
+			n, rem := kernelCount(t, ns, bk.name)
+			if n != total {
+				t.Fatalf("kernel holds %d entries after adding %d", n, total)
+			}
+			for _, c := range []struct {
+				key  string
+				want float64
+			}{{"100.64.0.1/32", 90}, {"100.64.0.2/32", 3600}, {"2001:db8:1::1/128", 3600}, {prefix64.String(), 1800}} {
+				got, ok := rem[c.key]
+				if !ok {
+					t.Fatalf("%s missing from kernel readback", c.key)
+				}
+				if got >= 0 && (got > c.want+2 || got < c.want-2) {
+					t.Errorf("%s: kernel says %.0fs remaining, want %v ±2s", c.key, got, c.want)
+				}
+			}
+			// List agrees with the kernel.
+			list, err := b.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) != total {
+				t.Fatalf("List returned %d, kernel holds %d", len(list), total)
+			}
+			byKey := map[string]time.Duration{}
+			for _, e := range list {
+				byKey[e.Prefix.String()] = e.Timeout
+			}
+			for key, want := range map[string]time.Duration{"100.64.0.1/32": 90 * time.Second, "100.64.0.2/32": time.Hour, prefix64.String(): 30 * time.Minute} {
+				got, ok := byKey[key]
+				if !ok {
+					t.Fatalf("List lacks %s", key)
+				}
+				if d := got - want; d > 2*time.Second || d < -2*time.Second {
+					t.Errorf("List: %s remaining %v, want %v ±2s", key, got, want)
+				}
+			}
+			// Refresh: re-adding gives the new timeout.
+			if err := b.Add(ctx, []firewall.Ban{{Prefix: bans[1].Prefix, Timeout: 2 * time.Hour}}); err != nil {
+				t.Fatal(err)
+			}
+			list, _ = b.List(ctx)
+			for _, e := range list {
+				if e.Prefix == bans[1].Prefix {
+					if d := e.Timeout - 2*time.Hour; d > 2*time.Second || d < -2*time.Second {
+						t.Errorf("after refresh: %v remaining %v, want 2h", e.Prefix, e.Timeout)
+					}
+				}
+			}
+			// Delete half, plus some that are not there (not an error).
+			var del []netip.Prefix
+			for i := 0; i < total; i += 2 {
+				del = append(del, bans[i].Prefix)
+			}
+			del = append(del, netip.MustParsePrefix("100.127.0.1/32"), netip.MustParsePrefix("2001:db8:dead::1/128"))
+			if err := b.Delete(ctx, del); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			n, rem = kernelCount(t, ns, bk.name)
+			if n != total/2 {
+				t.Fatalf("kernel holds %d after deleting half of %d", n, total)
+			}
+			if _, ok := rem["100.64.0.1/32"]; ok {
+				t.Fatal("deleted 100.64.0.1 still in the kernel")
+			}
+			if _, ok := rem[prefix64.String()]; !ok {
+				t.Fatal("the /64 (odd index) was deleted")
+			}
+			if err := b.Remove(ctx); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			checkRemoved(t, ns, bk.name)
+			out := ns.Run(t, "nft", "list", "table", "inet", "someoneelse")
+			if !strings.Contains(out, "192.0.2.99") {
+				t.Fatalf("foreign table damaged by Remove:\n%s", out)
+			}
+			if err := b.Remove(ctx); err != nil {
+				t.Fatalf("second Remove: %v", err)
+			}
+		})
+	}
+}
+
+func checkSingleHook(t *testing.T, ns *Netns, backend string) {
+	t.Helper()
+	switch backend {
+	case "nftables":
+		out := ns.Run(t, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput)
+		if c := strings.Count(out, "@"+firewall.NftSet4); c != 1 {
+			t.Fatalf("input chain has %d rules for banned4, want 1:\n%s", c, out)
+		}
+		if c := strings.Count(out, "@"+firewall.NftSet6); c != 1 {
+			t.Fatalf("input chain has %d rules for banned6, want 1:\n%s", c, out)
+		}
+		if !strings.Contains(out, "priority filter - 10") && !strings.Contains(out, "priority -10") {
+			t.Fatalf("input chain not at priority -10:\n%s", out)
+		}
+	default:
+		for _, cmd := range []string{"iptables", "ip6tables"} {
+			out := ns.Run(t, cmd, "-S", "INPUT")
+			if c := strings.Count(out, "-j "+firewall.IPTChain); c != 1 {
+				t.Fatalf("%s INPUT has %d jumps to %s, want 1:\n%s", cmd, c, firewall.IPTChain, out)
+			}
+		}
+	}
+}
+
+func checkRemoved(t *testing.T, ns *Netns, backend string) {
+	t.Helper()
+	switch backend {
+	case "nftables":
+		if out, err := ns.Try("nft", "list", "table", "inet", firewall.NftTable); err == nil {
+			t.Fatalf("table inet pbxguard still there after Remove:\n%s", out)
+		}
+	default:
+		for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
+			if out := ns.Run(t, cmd, "-t", "filter"); strings.Contains(out, firewall.IPTChain) {
+				t.Fatalf("%s still shows %s after Remove:\n%s", cmd, firewall.IPTChain, out)
+			}
+		}
+		if backend == "ipset" {
+			if out, _ := ns.Try("ipset", "list", "-n"); strings.Contains(out, "pbxguard") {
+				t.Fatalf("ipset sets left after Remove: %s", out)
+			}
+		}
+	}
+}
+
+// TestFirewallDropsPackets: pbx and attacker namespaces joined by a veth;
+// with 100k entries in the set, UDP from a banned source (IPv4 and IPv6)
+// is dropped, from an unbanned source it arrives; after Delete it arrives.
+func TestFirewallDropsPackets(t *testing.T) {
+	requireE2E(t, "nft", "ipset", "iptables")
+	for _, bk := range fwBackends {
+		t.Run(bk.name, func(t *testing.T) {
+			requireE2E(t, bk.tools...)
+			pbx := newNetns(t, "pbx")
+			att := newNetns(t, "att")
+			link(t, pbx, []string{"192.0.2.1/24", "2001:db8:ff::1/64"}, att,
+				[]string{"192.0.2.10/24", "192.0.2.20/24", "2001:db8:ff::10/64", "2001:db8:ff::20/64"})
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			b := fwBackend(t, bk.name, firewall.Options{NetNS: pbx.Name, Prefixes: true, MaxElem: 200000})
+			if err := b.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer b.Remove(context.Background())
+			n := 100000
+			if bk.name == "iptables" {
+				n = 2000 // one rule per address: 100k linear rules is what this backend is not for
+			}
+			bans := bulkBans(n/2, n/2-2, time.Hour)
+			bans = append(bans,
+				firewall.Ban{Prefix: netip.MustParsePrefix("192.0.2.10/32"), Timeout: time.Hour},
+				firewall.Ban{Prefix: netip.MustParsePrefix("2001:db8:ff::10/128"), Timeout: time.Hour})
+			if err := b.Add(ctx, bans); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := kernelCount(t, pbx, bk.name); got != n {
+				t.Fatalf("kernel holds %d, want %d", got, n)
+			}
+			l4 := listenUDP(t, pbx, "udp4", "192.0.2.1:5060")
+			l6 := listenUDP(t, pbx, "udp6", "[2001:db8:ff::1]:5060")
+			cases := []struct {
+				ln       *udpListener
+				from, to string
+				banned   bool
+			}{
+				{l4, "192.0.2.10", "192.0.2.1", true},
+				{l4, "192.0.2.20", "192.0.2.1", false},
+				{l6, "2001:db8:ff::10", "2001:db8:ff::1", true},
+				{l6, "2001:db8:ff::20", "2001:db8:ff::1", false},
+			}
+			for _, c := range cases {
+				got := probeUDP(t, att, c.ln, c.from, c.to)
+				if got == c.banned {
+					t.Errorf("from %s (banned=%v): arrived=%v", c.from, c.banned, got)
+				}
+			}
+			if err := b.Delete(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("2001:db8:ff::10/128")}); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cases {
+				if !probeUDP(t, att, c.ln, c.from, c.to) {
+					t.Errorf("after Delete, from %s: packet did not arrive", c.from)
+				}
+			}
+		})
+	}
+}
+
+// inNetns runs f on a thread switched into the named namespace.
+func inNetns(t testing.TB, name string, f func() error) error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		target, err := os.Open("/run/netns/" + name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", name, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+type udpListener struct {
+	conn *net.UDPConn
+	got  chan string
+}
+
+// listenUDP opens a UDP socket inside ns (the socket stays in the namespace
+// it was made in) and collects payloads.
+func listenUDP(t *testing.T, ns *Netns, network, addr string) *udpListener {
+	t.Helper()
+	l := &udpListener{got: make(chan string, 64)}
+	err := inNetns(t, ns.Name, func() error {
+		ua, err := net.ResolveUDPAddr(network, addr)
+		if err != nil {
+			return err
+		}
+		l.conn, err = net.ListenUDP(network, ua)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { l.conn.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := l.conn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case l.got <- string(buf[:n]):
+			default:
+			}
+		}
+	}()
+	return l
+}
+
+var probeSeq int
+
+// probeUDP sends a few datagrams from src to dst:5060 inside ns and reports
+// whether one arrived (bounded: 3 sends, 1.5 s).
+func probeUDP(t *testing.T, ns *Netns, l *udpListener, src, dst string) bool {
+	t.Helper()
+	probeSeq++
+	token := fmt.Sprintf("probe-%d-%s", probeSeq, src)
+	err := inNetns(t, ns.Name, func() error {
+		la := &net.UDPAddr{IP: net.ParseIP(src)}
+		ra := &net.UDPAddr{IP: net.ParseIP(dst), Port: 5060}
+		c, err := net.DialUDP("udp", la, ra)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := 0; i < 3; i++ {
+			if _, err := c.Write([]byte(token)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("send from %s: %v", src, err)
+	}
+	deadline := time.After(1500 * time.Millisecond)
+	for {
+		select {
+		case s := <-l.got:
+			if s == token {
+				// drain the duplicates
+				time.Sleep(50 * time.Millisecond)
+				for len(l.got) > 0 {
+					<-l.got
+				}
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// sortedKeys is for failure messages.
+func sortedKeys(m map[string]float64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,640 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Names of what the nftables backend owns in the kernel. Everything lives
+// in one table so that Remove is a single "delete table" that cannot touch
+// anybody else's rules.
+const (
+	NftTable   = "pbxguard"
+	NftSet4    = "banned4"
+	NftSet6    = "banned6"
+	NftInput   = "input"
+	NftForward = "forward"
+)
+
+// nftPriority is the priority of our base chains. The usual filter chains
+// (nft's "filter" priority, iptables-nft's INPUT, firewalld, ufw) sit at 0;
+// at -10 our drop runs before them, so a ban holds even when the host's own
+// policy would accept the packet (an "accept" in one base chain does not stop
+// the packet from traversing a later one, but a "drop" anywhere is final).
+// It stays after conntrack (-200) and NAT destination (-100), so the source
+// we match is the real one.
+const nftPriority = -10
+
+// Chunking. A set-element message carries its elements in one nested
+// netlink attribute whose length is a 16-bit field: a list past 65,535 bytes
+// wraps, and the kernel then parses only part of it without any error
+// (DESIGN.md measured 4,000 elements per message arriving as ~42%). So every
+// message holds at most nftMaxElems elements and at most nftMaxListBytes of
+// encoded elements; many such messages travel in one batch (one Flush =
+// one transaction), bounded by nftMaxBatchBytes, for which the socket's send
+// buffer is raised.
+const (
+	nftMaxElems      = 2000
+	nftMaxListBytes  = 60000
+	nftMaxBatchBytes = 4 << 20
+	nftSockBuf       = 16 << 20
+)
+
+// userdata tags on our rules, so Init can tell its own rules from others.
+var (
+	nftTag4 = []byte("pbxguard:drop4")
+	nftTag6 = []byte("pbxguard:drop6")
+)
+
+// Nftables is the netlink nftables backend: table inet pbxguard with sets
+// banned4 and banned6 (flags timeout, and interval when Options.Prefixes)
+// and base chains that drop their members.
+type Nftables struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	conn   *nftables.Conn
+	nsFile *os.File
+	table  *nftables.Table
+	set4   *nftables.Set
+	set6   *nftables.Set
+}
+
+// NewNftables opens a netlink connection (in Options.NetNS / NetNSFd when
+// given). It changes nothing in the kernel until Init.
+func NewNftables(opts Options) (*Nftables, error) {
+	n := &Nftables{opts: opts, log: opts.logger().With("backend", "nftables")}
+	fd := opts.NetNSFd
+	if fd <= 0 && opts.NetNS != "" {
+		f, err := os.Open(filepath.Join("/run/netns", opts.NetNS))
+		if err != nil {
+			return nil, fmt.Errorf("nftables: network namespace %q: %w (create it with 'ip netns add %s')", opts.NetNS, err, opts.NetNS)
+		}
+		n.nsFile = f
+		fd = int(f.Fd())
+	}
+	connOpts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(raiseBuffers)}
+	if fd > 0 {
+		connOpts = append(connOpts, nftables.WithNetNSFd(fd))
+	}
+	c, err := nftables.New(connOpts...)
+	if err != nil {
+		n.closeNS()
+		return nil, fmt.Errorf("nftables: opening netlink: %w", err)
+	}
+	n.conn = c
+	n.table = &nftables.Table{Name: NftTable, Family: nftables.TableFamilyINet}
+	n.set4 = &nftables.Set{Table: n.table, Name: NftSet4, KeyType: nftables.TypeIPAddr, HasTimeout: true, Interval: opts.Prefixes, Size: uint32(opts.maxElem())}
+	n.set6 = &nftables.Set{Table: n.table, Name: NftSet6, KeyType: nftables.TypeIP6Addr, HasTimeout: true, Interval: opts.Prefixes, Size: uint32(opts.maxElem())}
+	return n, nil
+}
+
+// raiseBuffers lets one batch carry megabytes (100k elements) and the
+// kernel's acks come back without ENOBUFS. The *FORCE variants need
+// CAP_NET_ADMIN, which a firewall backend has anyway; plain SO_SNDBUF is
+// the fallback (capped by net.core.wmem_max).
+func raiseBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var serr error
+	_ = rc.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], nftSockBuf); e != nil {
+				if e2 := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], nftSockBuf); e2 != nil {
+					serr = e2
+				}
+			}
+		}
+	})
+	_ = serr // a small buffer only means smaller batches fail loudly, not silently
+	return nil
+}
+
+// Name implements Backend.
+func (n *Nftables) Name() string { return "nftables" }
+
+// Probe reports whether the kernel accepts a netlink nftables table: it
+// creates and deletes a scratch table in one aborted-safe sequence.
+func (n *Nftables) Probe() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t := &nftables.Table{Name: "pbxguard_probe", Family: nftables.TableFamilyINet}
+	n.conn.AddTable(t)
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: kernel refused a table: %w", err)
+	}
+	n.conn.DelTable(t)
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: deleting probe table: %w", err)
+	}
+	return nil
+}
+
+// Init creates table, sets and chains if missing and repairs them when they
+// differ (a set of the wrong kind is recreated: the daemon reloads its bans
+// from the store afterwards). Other tables are never looked at.
+func (n *Nftables) Init(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A set that exists with other flags (Prefixes switched) cannot be
+	// altered in place: drop the whole table and build it fresh.
+	if sets, err := n.conn.GetSets(n.table); err == nil {
+		for _, s := range sets {
+			if (s.Name == NftSet4 || s.Name == NftSet6) && (s.Interval != n.opts.Prefixes || !s.HasTimeout) {
+				n.log.Warn("nftables: set has other flags than configured; recreating table inet pbxguard (bans are reloaded by the daemon)",
+					"set", s.Name, "interval", s.Interval, "want_interval", n.opts.Prefixes)
+				n.conn.DelTable(n.table)
+				if err := n.conn.Flush(); err != nil {
+					return fmt.Errorf("nftables: deleting mismatched table inet %s: %w", NftTable, err)
+				}
+				break
+			}
+		}
+	}
+	// Create-if-missing: NEWTABLE/NEWSET/NEWCHAIN without NLM_F_EXCL are
+	// no-ops for what exists.
+	n.conn.AddTable(n.table)
+	if err := n.conn.AddSet(n.set4, nil); err != nil {
+		return fmt.Errorf("nftables: set %s: %w", NftSet4, err)
+	}
+	if err := n.conn.AddSet(n.set6, nil); err != nil {
+		return fmt.Errorf("nftables: set %s: %w", NftSet6, err)
+	}
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: creating table inet %s and its sets: %w", NftTable, err)
+	}
+	// AddSet assigns batch-local IDs; later lookups go by name.
+	for _, c := range []struct {
+		name string
+		hook *nftables.ChainHook
+		want bool
+	}{{NftInput, nftables.ChainHookInput, true}, {NftForward, nftables.ChainHookForward, n.opts.Forward}} {
+		if err := n.reconcileChain(c.name, c.hook, c.want); err != nil {
+			return err
+		}
+	}
+	n.log.Info("nftables: ready", "table", "inet "+NftTable, "prefixes", n.opts.Prefixes, "forward", n.opts.Forward)
+	return nil
+}
+
+func (n *Nftables) reconcileChain(name string, hook *nftables.ChainHook, want bool) error {
+	existing, err := n.conn.ListChain(n.table, name)
+	exists := err == nil && existing != nil
+	if !want {
+		if exists {
+			n.conn.DelChain(&nftables.Chain{Name: name, Table: n.table})
+			if err := n.conn.Flush(); err != nil {
+				return fmt.Errorf("nftables: deleting chain %s (forward disabled): %w", name, err)
+			}
+		}
+		return nil
+	}
+	policy := nftables.ChainPolicyAccept
+	ch := &nftables.Chain{
+		Name: name, Table: n.table, Type: nftables.ChainTypeFilter,
+		Hooknum: hook, Priority: nftables.ChainPriorityRef(nftPriority), Policy: &policy,
+	}
+	if exists && (existing.Priority == nil || *existing.Priority != nftPriority || existing.Hooknum == nil || *existing.Hooknum != *hook) {
+		// Wrong hook or priority: a base chain cannot be re-hooked.
+		n.conn.DelChain(ch)
+		if err := n.conn.Flush(); err != nil {
+			return fmt.Errorf("nftables: replacing chain %s: %w", name, err)
+		}
+		exists = false
+	}
+	if exists {
+		rules, err := n.conn.GetRules(n.table, ch)
+		if err == nil && len(rules) == 2 && bytes.Equal(rules[0].UserData, nftTag4) && bytes.Equal(rules[1].UserData, nftTag6) {
+			return nil // intact: keep it, and its counters
+		}
+	}
+	// Chain, flush and rules in one transaction: never a moment without the drop rules.
+	n.conn.AddChain(ch)
+	n.conn.FlushChain(ch)
+	n.conn.AddRule(&nftables.Rule{Table: n.table, Chain: ch, UserData: nftTag4, Exprs: dropExprs(unix.NFPROTO_IPV4, 12, 4, NftSet4)})
+	n.conn.AddRule(&nftables.Rule{Table: n.table, Chain: ch, UserData: nftTag6, Exprs: dropExprs(unix.NFPROTO_IPV6, 8, 16, NftSet6)})
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: chain %s and its rules: %w", name, err)
+	}
+	return nil
+}
+
+// dropExprs is `meta nfproto X <l3> saddr @set counter drop`.
+func dropExprs(proto byte, off, length uint32, set string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: length},
+		&expr.Lookup{SourceRegister: 1, SetName: set},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// elemOp is one element list for one set: what goes into one netlink message.
+type elemOp struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
+	bytes int
+	bans  []netip.Prefix // the bans behind elems, for error messages
+}
+
+// elemSize is the encoded size of one element (see makeElemList in
+// google/nftables): item header, nested key with its value, optional flags
+// and timeout.
+func elemSize(keyLen int, intervalEnd, timeout bool) int {
+	s := 4 + 4 + 4 + (keyLen+3)&^3
+	if intervalEnd {
+		s += 8
+	}
+	if timeout {
+		s += 12
+	}
+	return s
+}
+
+// toElems turns a prefix into set elements: one key for a hash set, a
+// [start, end) pair for an interval set.
+func (n *Nftables) toElems(p netip.Prefix, timeout time.Duration) ([]nftables.SetElement, *nftables.Set, int) {
+	set := n.set6
+	if p.Addr().Is4() {
+		set = n.set4
+	}
+	start := p.Addr().AsSlice()
+	keyLen := len(start)
+	if !set.Interval {
+		return []nftables.SetElement{{Key: start, Timeout: timeout}}, set, elemSize(keyLen, false, timeout > 0)
+	}
+	els := []nftables.SetElement{{Key: start, Timeout: timeout}}
+	size := elemSize(keyLen, false, timeout > 0)
+	if end, ok := prefixEnd(p); ok {
+		// The kernel refuses (EINVAL) a timeout on an interval's end
+		// element: the start element's timeout governs the interval.
+		els = append(els, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		size += elemSize(keyLen, true, false)
+	}
+	return els, set, size
+}
+
+// prefixEnd is the first address after p; false when p reaches the top of
+// the address space.
+func prefixEnd(p netip.Prefix) (netip.Addr, bool) {
+	last := lastAddr(p)
+	next := last.Next()
+	return next, next.IsValid()
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr()
+	b := a.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	out, _ := netip.AddrFromSlice(b)
+	return out
+}
+
+// plan groups elements into messages of bounded size.
+func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []elemOp {
+	cur := map[*nftables.Set]*elemOp{}
+	var ops []elemOp
+	for i, p := range prefixes {
+		var to time.Duration
+		if timeouts != nil {
+			to = timeouts[i]
+		}
+		els, set, size := n.toElems(p, to)
+		op := cur[set]
+		if op == nil || len(op.elems)+len(els) > nftMaxElems || op.bytes+size > nftMaxListBytes {
+			if op != nil {
+				ops = append(ops, *op)
+			}
+			op = &elemOp{set: set}
+			cur[set] = op
+		}
+		op.elems = append(op.elems, els...)
+		op.bytes += size
+		op.bans = append(op.bans, p)
+	}
+	for _, s := range []*nftables.Set{n.set4, n.set6} {
+		if op := cur[s]; op != nil {
+			ops = append(ops, *op)
+		}
+	}
+	return ops
+}
+
+// send queues ops into batches of bounded size and flushes each batch as one
+// transaction. del selects delete instead of add. On a failed batch, the
+// failed batch's ops are returned for the caller to retry smaller.
+func (n *Nftables) send(ops []elemOp, del bool) (failed []elemOp, err error) {
+	var batch []elemOp
+	size := 0
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if e := n.conn.Flush(); e != nil {
+			failed = append(failed, batch...)
+			err = errors.Join(err, e)
+		}
+		batch, size = batch[:0], 0
+	}
+	for _, op := range ops {
+		if size+op.bytes > nftMaxBatchBytes {
+			flush()
+		}
+		var e error
+		if del {
+			e = n.conn.SetDeleteElements(op.set, op.elems)
+		} else {
+			e = n.conn.SetAddElements(op.set, op.elems)
+		}
+		if e != nil {
+			return nil, fmt.Errorf("nftables: encoding elements: %w", e)
+		}
+		batch = append(batch, op)
+		size += op.bytes
+	}
+	flush()
+	return failed, err
+}
+
+// Add implements Backend. The whole call normally goes into the kernel as
+// one transaction (up to 4 MiB of elements, ~100k bans); a present element
+// gets the new timeout (kernels >= 6.10 update it on re-add). If the kernel
+// refuses a batch (e.g. an overlapping interval), its bans are retried one
+// per transaction so that one bad entry cannot keep the others out, and the
+// refused ones are named in the error.
+func (n *Nftables) Add(ctx context.Context, bans []Ban) error {
+	if len(bans) == 0 {
+		return nil
+	}
+	prefixes := make([]netip.Prefix, 0, len(bans))
+	timeouts := make([]time.Duration, 0, len(bans))
+	var errs error
+	for _, b := range bans {
+		if err := checkTimeout(b); err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		p, err := normalize(b.Prefix, n.opts.Prefixes)
+		if err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		to := b.Timeout
+		if to < time.Millisecond {
+			to = time.Millisecond
+		}
+		prefixes = append(prefixes, p)
+		timeouts = append(timeouts, to)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	failed, err := n.send(n.plan(prefixes, timeouts), false)
+	if err != nil {
+		n.log.Warn("nftables: batch refused, retrying entry by entry", "entries", countBans(failed), "err", err)
+		errs = errors.Join(errs, n.retryOneByOne(failed, false))
+	}
+	if errs == nil {
+		n.log.Debug("nftables: added", "entries", len(prefixes))
+	}
+	return errs
+}
+
+func countBans(ops []elemOp) int {
+	c := 0
+	for _, op := range ops {
+		c += len(op.bans)
+	}
+	return c
+}
+
+func (n *Nftables) retryOneByOne(ops []elemOp, del bool) error {
+	var errs error
+	for _, op := range ops {
+		for _, p := range op.bans {
+			var timeout time.Duration
+			for _, e := range op.elems { // find this ban's timeout
+				if bytes.Equal(e.Key, p.Addr().AsSlice()) && !e.IntervalEnd {
+					timeout = e.Timeout
+					break
+				}
+			}
+			single := n.plan([]netip.Prefix{p}, []time.Duration{timeout})
+			if _, err := n.send(single, del); err != nil {
+				if del && errors.Is(err, syscall.ENOENT) {
+					continue // absent: not an error for Delete
+				}
+				errs = errors.Join(errs, fmt.Errorf("nftables: %v: %w", p, err))
+			}
+		}
+	}
+	return errs
+}
+
+// Delete implements Backend. Absent entries are skipped: a batch that the
+// kernel refuses (ENOENT aborts the whole transaction) is retried entry by
+// entry.
+func (n *Nftables) Delete(ctx context.Context, prefixes []netip.Prefix) error {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	var errs error
+	ps := make([]netip.Prefix, 0, len(prefixes))
+	for _, p := range prefixes {
+		q, err := normalize(p, n.opts.Prefixes)
+		if err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		ps = append(ps, q)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	failed, err := n.send(n.plan(ps, nil), true)
+	if err != nil {
+		// Usually: some entry was absent (expired meanwhile). Delete only
+		// what is there, by reading the sets once.
+		present, lerr := n.listLocked()
+		if lerr != nil {
+			return errors.Join(errs, err, lerr)
+		}
+		have := make(map[netip.Prefix]bool, len(present))
+		for _, b := range present {
+			have[b.Prefix] = true
+		}
+		var keep []netip.Prefix
+		for _, op := range failed {
+			for _, p := range op.bans {
+				if have[p] {
+					keep = append(keep, p)
+				}
+			}
+		}
+		if failed2, err2 := n.send(n.plan(keep, nil), true); err2 != nil {
+			errs = errors.Join(errs, n.retryOneByOne(failed2, true))
+		}
+	}
+	return errs
+}
+
+// List implements Backend: both sets with each entry's remaining time.
+func (n *Nftables) List(ctx context.Context) ([]Ban, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.listLocked()
+}
+
+func (n *Nftables) listLocked() ([]Ban, error) {
+	var out []Ban
+	for _, s := range []*nftables.Set{n.set4, n.set6} {
+		els, err := n.conn.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: reading set %s: %w (run 'pbxguard firewall init'?)", s.Name, err)
+		}
+		if s.Interval {
+			out = append(out, intervalsToBans(els)...)
+			continue
+		}
+		for _, e := range els {
+			a, ok := netip.AddrFromSlice(e.Key)
+			if !ok {
+				continue
+			}
+			out = append(out, Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: e.Expires})
+		}
+	}
+	return out, nil
+}
+
+// intervalsToBans pairs interval starts with their ends. The kernel's
+// intervals do not overlap; an end equal to the next start sorts first.
+func intervalsToBans(els []nftables.SetElement) []Ban {
+	type ev struct {
+		a   netip.Addr
+		end bool
+		exp time.Duration
+	}
+	evs := make([]ev, 0, len(els))
+	for _, e := range els {
+		a, ok := netip.AddrFromSlice(e.Key)
+		if !ok {
+			continue
+		}
+		evs = append(evs, ev{a, e.IntervalEnd, e.Expires})
+	}
+	sort.Slice(evs, func(i, j int) bool {
+		if c := evs[i].a.Compare(evs[j].a); c != 0 {
+			return c < 0
+		}
+		return evs[i].end && !evs[j].end
+	})
+	var out []Ban
+	var open *ev
+	for i := range evs {
+		e := &evs[i]
+		if !e.end {
+			if open != nil { // start without end before it: runs to the next start
+				out = append(out, rangeBans(open.a, e.a.Prev(), open.exp)...)
+			}
+			open = e
+			continue
+		}
+		if open != nil {
+			out = append(out, rangeBans(open.a, e.a.Prev(), open.exp)...)
+			open = nil
+		}
+	}
+	if open != nil { // up to the top of the address space
+		top := netip.PrefixFrom(open.a, 0).Masked()
+		out = append(out, rangeBans(open.a, lastAddr(top), open.exp)...)
+	}
+	return out
+}
+
+// rangeBans covers [first, last] with the fewest prefixes (one, for what we
+// write ourselves).
+func rangeBans(first, last netip.Addr, exp time.Duration) []Ban {
+	var out []Ban
+	for i := 0; i < 256 && first.IsValid() && first.Compare(last) <= 0; i++ {
+		bits := first.BitLen()
+		for bits > 0 {
+			p := netip.PrefixFrom(first, bits-1)
+			if p.Masked().Addr() != first || lastAddr(p).Compare(last) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(first, bits)
+		out = append(out, Ban{Prefix: p, Timeout: exp})
+		first = lastAddr(p).Next()
+	}
+	return out
+}
+
+// Remove implements Backend: deletes table inet pbxguard and nothing else.
+func (n *Nftables) Remove(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, err := n.conn.ListTableOfFamily(NftTable, nftables.TableFamilyINet); err != nil {
+		return nil // not there
+	}
+	n.conn.DelTable(n.table)
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: deleting table inet %s: %w", NftTable, err)
+	}
+	n.log.Info("nftables: removed table", "table", "inet "+NftTable)
+	return nil
+}
+
+// Close implements Backend. Kernel state stays (the sets keep dropping
+// until their timeouts run out).
+func (n *Nftables) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	err := n.conn.CloseLasting()
+	n.closeNS()
+	return err
+}
+
+func (n *Nftables) closeNS() {
+	if n.nsFile != nil {
+		n.nsFile.Close()
+		n.nsFile = nil
+	}
+}
