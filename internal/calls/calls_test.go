@@ -3,6 +3,8 @@ package calls
 import (
 	"bufio"
 	"compress/gzip"
+	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -14,38 +16,35 @@ import (
 
 const corpus20 = "../../../shared/corpus/asterisk-20"
 
-// readRawAMI parses a recorded AMI stream (test-only).
+// readRawAMI parses a recorded AMI byte stream with the AMI client's reader.
 func readRawAMI(t testing.TB, path string) []*ami.Message {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("corpus: %v", err)
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	r := ami.NewReader(zr)
 	var out []*ami.Message
-	cur := &ami.Message{}
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" {
-			if len(cur.Headers) > 0 {
-				out = append(out, cur)
-				cur = &ami.Message{}
-			}
+	for {
+		m, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		var pe *ami.ParseError
+		if errors.As(err, &pe) {
+			t.Errorf("corpus: %v", err)
 			continue
 		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
+		if err != nil {
+			t.Fatalf("corpus: %v", err)
 		}
-		cur.Headers = append(cur.Headers, ami.Header{Key: k, Value: strings.TrimPrefix(v, " ")})
+		out = append(out, m)
 	}
-	return out
 }
 
 func TestTrackerCorpus(t *testing.T) {

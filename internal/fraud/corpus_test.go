@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -20,8 +22,7 @@ import (
 const corpus20 = "../../../shared/corpus/asterisk-20"
 const corpus22 = "../../../shared/corpus/asterisk-22"
 
-// readRawAMI parses a recorded AMI byte stream (test-only: packets are
-// separated by an empty line; the first line is the banner).
+// readRawAMI parses a recorded AMI byte stream with the AMI client's reader.
 func readRawAMI(t testing.TB, path string) []*ami.Message {
 	t.Helper()
 	f, err := os.Open(path)
@@ -33,29 +34,23 @@ func readRawAMI(t testing.TB, path string) []*ami.Message {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	r := ami.NewReader(zr)
 	var out []*ami.Message
-	cur := &ami.Message{}
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" {
-			if len(cur.Headers) > 0 {
-				out = append(out, cur)
-				cur = &ami.Message{}
-			}
+	for {
+		m, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		var pe *ami.ParseError
+		if errors.As(err, &pe) {
+			t.Errorf("corpus: %v", err)
 			continue
 		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue // banner
+		if err != nil {
+			t.Fatalf("corpus: %v", err)
 		}
-		cur.Headers = append(cur.Headers, ami.Header{Key: k, Value: strings.TrimPrefix(v, " ")})
+		out = append(out, m)
 	}
-	if len(cur.Headers) > 0 {
-		out = append(out, cur)
-	}
-	return out
 }
 
 type fakeActions struct {
