@@ -338,7 +338,7 @@ type extView struct {
 	Countries          []string     `json:"countries"`
 	Addrs              []netip.Addr `json:"addrs"`
 	Risk               int          `json:"risk"`
-	Locked             bool         `json:"locked"`
+	Contain            bool         `json:"contain"` // the fraud rules would contain it
 	Channels           []liveCall   `json:"channels"`
 }
 
@@ -471,7 +471,7 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 			}
 		}
 		v.Risk = ls.eng.Risk(ext, now)
-		v.Locked = ls.eng.Contained(ext)
+		v.Contain = ls.eng.Contained(ext)
 		views = append(views, v)
 	}
 	slices.SortFunc(views, func(a, b extView) int {
