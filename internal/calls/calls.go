@@ -11,6 +11,7 @@ package calls
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -163,7 +164,8 @@ func (t *Tracker) EndpointAddr(ext string) (netip.Addr, bool) {
 	return a.addr, ok
 }
 
-// Live returns copies of the live calls (of every extension when ext is "").
+// Live returns copies of the live calls (of every extension when ext is
+// ""), oldest first.
 func (t *Tracker) Live(ext string) []Call {
 	var out []Call
 	for _, c := range t.calls {
@@ -171,6 +173,12 @@ func (t *Tracker) Live(ext string) []Call {
 			out = append(out, *c)
 		}
 	}
+	slices.SortFunc(out, func(a, b Call) int {
+		if c := a.Start.Compare(b.Start); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Channel, b.Channel)
+	})
 	return out
 }
 
