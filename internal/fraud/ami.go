@@ -134,4 +134,5 @@ type BanFunc func(ctx context.Context, addr netip.Addr, d time.Duration, reason 
 func (f BanFunc) Ban(ctx context.Context, addr netip.Addr, d time.Duration, reason string) error {
 	return f(ctx, addr, d, reason)
 }
+
 var _ AMIActions = (*ami.Client)(nil)
