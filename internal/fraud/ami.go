@@ -102,7 +102,7 @@ func (l *AMILocker) Unlock(ctx context.Context, ext string) error {
 	}
 	if err := l.AMI.DBDel(ctx, LockFamily, ext); err != nil {
 		var ae *ami.ActionError
-		if !errors.As(err, &ae) || !strings.Contains(strings.ToLower(ae.Message), "not found") && !strings.Contains(strings.ToLower(ae.Message), "failed") {
+		if !errors.As(err, &ae) || !strings.Contains(strings.ToLower(ae.Message), "not found") {
 			return fmt.Errorf("unlock %s: DBDel %s/%s: %w", ext, LockFamily, ext, err)
 		}
 	}
