@@ -280,3 +280,35 @@ func FuzzTrackerHandle(f *testing.F) {
 		}
 	})
 }
+
+func TestCDRRowsOfAMICallsSkipped(t *testing.T) {
+	tr := NewTracker(Config{})
+	for _, m := range readRawAMI(t, corpus20+"/ami/ami-events.raw.gz") {
+		tr.Handle(m, time.Time{})
+	}
+	data, err := os.ReadFile(corpus20 + "/log/cdr-csv/Master.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	passed := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		rec, err := SplitCDRLine(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := tr.HandleCDR(rec, time.UTC); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			passed++
+		}
+	}
+	if passed != 0 {
+		t.Errorf("%d CDR rows of calls AMI already reported were counted again", passed)
+	}
+	// A fresh tracker (no AMI) takes them all.
+	tr = NewTracker(Config{})
+	rec, _ := SplitCDRLine(strings.Split(string(data), "\n")[3])
+	if u, ok, err := tr.HandleCDR(rec, time.UTC); err != nil || !ok || u.Call.Extension != "1004" {
+		t.Errorf("%+v %v %v", u, ok, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
@@ -12,9 +13,11 @@ import (
 	"github.com/pbxguard/pbxguard/internal/event"
 )
 
-// Monitor glues the call tracker, the engine and the responder: the daemon
-// feeds it AMI events, CDR rows and log events from one goroutine.
+// Monitor glues the call tracker, the engine and the responder. Its
+// methods are safe for concurrent use (one lock: AMI events, CDR lines and
+// log events are handled one at a time, responses included).
 type Monitor struct {
+	mu        sync.Mutex
 	Tracker   *calls.Tracker
 	Engine    *Engine
 	Responder *Responder
@@ -32,6 +35,8 @@ type Monitor struct {
 
 // HandleMessage feeds one AMI message received at now.
 func (m *Monitor) HandleMessage(ctx context.Context, msg *ami.Message, now time.Time) []*Incident {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	u, ok := m.Tracker.Handle(msg, now)
 	if !ok {
 		return nil
@@ -42,21 +47,35 @@ func (m *Monitor) HandleMessage(ctx context.Context, msg *ami.Message, now time.
 			m.Tracker.SetEndpointAddr(u.Call.Extension, a, now)
 		}
 	}
-	return m.HandleUpdate(ctx, u, now)
+	return m.respond(ctx, m.Engine.Observe(u, now))
 }
 
-// HandleCDR feeds one CDR CSV record (written at hang-up) at now.
+// HandleCDR feeds one CDR CSV record (written at hang-up) at now. Rows of
+// calls AMI already reported are skipped, so both sources can run.
 func (m *Monitor) HandleCDR(ctx context.Context, rec []string, loc *time.Location, now time.Time) ([]*Incident, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	u, ok, err := m.Tracker.HandleCDR(rec, loc)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return m.HandleUpdate(ctx, u, now), nil
+	return m.respond(ctx, m.Engine.Observe(u, now)), nil
+}
+
+// HandleCDRLine feeds one Master.csv line, as a file follower hands it on.
+func (m *Monitor) HandleCDRLine(ctx context.Context, line string, loc *time.Location, now time.Time) ([]*Incident, error) {
+	rec, err := calls.SplitCDRLine(line)
+	if err != nil {
+		return nil, err
+	}
+	return m.HandleCDR(ctx, rec, loc, now)
 }
 
 // HandleEvent feeds one log-detector event (CallRejected to an
 // international number, AuthSuccess for an extension's address).
 func (m *Monitor) HandleEvent(ctx context.Context, ev event.Event, now time.Time) []*Incident {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if ev.Kind == event.AuthSuccess && ev.Account != "" && ev.Addr.IsValid() {
 		m.Tracker.SetEndpointAddr(ev.Account, ev.Addr, now)
 		return m.respond(ctx, m.Engine.Observe(calls.Update{Kind: calls.EndpointAuth,
@@ -67,6 +86,8 @@ func (m *Monitor) HandleEvent(ctx context.Context, ev event.Event, now time.Time
 
 // HandleUpdate feeds one call update.
 func (m *Monitor) HandleUpdate(ctx context.Context, u calls.Update, now time.Time) []*Incident {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.respond(ctx, m.Engine.Observe(u, now))
 }
 
