@@ -885,3 +885,58 @@ func TestPolicyRollbackSurvivesReboot(t *testing.T) {
 		t.Error("the reloaded policy does not behave like the confirmed one")
 	}
 }
+
+// TestPolicyIPTablesLegacy loads the iptables-restore flavour into the
+// namespace the way docs/policy.md says (restore --noflush, one jump from
+// INPUT) and checks the same things with real traffic: flag scans counted,
+// svmap dropped by the string match, services open, AMI closed.
+func TestPolicyIPTablesLegacy(t *testing.T) {
+	requireE2E(t, "iptables-restore", "iptables", "nmap", "hping3", "svmap")
+	l := newPolicyLab(t)
+	text, code := l.pbxguard("firewall", "plan", "--format", "iptables", "--config", l.config(t, policyLabPolicy))
+	if code != 0 {
+		t.Fatalf("plan --format iptables: %s", text)
+	}
+	f := filepath.Join(t.TempDir(), "v4.rules")
+	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.pbx.Run(t, "iptables-restore", "--noflush", f)
+	l.pbx.Run(t, "iptables", "-I", "INPUT", "1", "-j", policy.IPTablesChain)
+	l.pbx.Run(t, "iptables", "-P", "INPUT", "ACCEPT") // the chain ends in its own DROP
+
+	if !policyCanDial(l.legit, policyLabPBXLegit+":22") || policyCanDial(l.legit, policyLabPBXLegit+":5038") {
+		t.Fatal("ssh closed or AMI open under the iptables policy")
+	}
+	l.attacker.Try("timeout", "60", "nmap", "-sX", "-Pn", "-n", "-T4", "--max-retries", "0", "--host-timeout", "45s", "-p", "20-25", policyLabPBXAttacker)
+	l.attacker.Try("timeout", "20", "hping3", "-q", "-c", "10", "-i", "u2000", "-p", "22", "-X", "-Y", policyLabPBXAttacker)
+	out, _ := l.attacker.Try("timeout", "30", "svmap", "-p", "5060", "-t", "0.5", "--first", "5", policyLabPBXAttacker)
+	if got := l.received(policyLabAttacker); got != 0 {
+		t.Errorf("svmap delivered %d datagrams through the string match\n%s", got, out)
+	}
+	// counters per rule, by comment
+	listing := l.pbx.Run(t, "iptables", "-L", policy.IPTablesChain, "-v", "-n", "-x")
+	count := func(name string) int {
+		total := 0
+		for _, line := range strings.Split(listing, "\n") {
+			if strings.Contains(line, "/* "+name+": ") {
+				var pk int
+				fmt.Sscanf(strings.TrimSpace(line), "%d", &pk)
+				total += pk
+			}
+		}
+		return total
+	}
+	for name, min := range map[string]int{"tcp-xmas": 6, "tcp-null": 10, "sip-scanner": 1} {
+		if got := count(name); got < min {
+			t.Errorf("iptables rule %s counted %d, want >= %d\n%s", name, got, min, listing)
+		}
+	}
+	if err := policySendUDP(l.legit, policyLabPBXLegit+":5060", 3, 10*time.Millisecond, []byte("REGISTER sip:pbx SIP/2.0\r\nUser-Agent: Yealink\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := l.received(policyLabLegit); got != 3 {
+		t.Errorf("legit SIP delivered %d of 3 under iptables", got)
+	}
+}
