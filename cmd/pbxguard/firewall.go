@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
 
@@ -31,7 +31,22 @@ func (o *firewallOpts) kernel() policy.Kernel {
 	return policy.Kernel{Netns: o.netns, Log: slog.Default()}
 }
 
-func (o *firewallOpts) state() policy.State { return policy.State{Dir: o.stateDir} }
+// state returns the state directory: --state-dir when given, else the
+// configuration's top-level state_dir when the file is readable, else the
+// default. apply, confirm and rollback thus agree without repeating flags.
+func (o *firewallOpts) state(cmd *cobra.Command) policy.State {
+	if f := cmd.Flag("state-dir"); f != nil && !f.Changed {
+		if data, err := os.ReadFile(o.config); err == nil {
+			var doc struct {
+				StateDir string `yaml:"state_dir"`
+			}
+			if yaml.Unmarshal(data, &doc) == nil && doc.StateDir != "" {
+				o.stateDir = doc.StateDir
+			}
+		}
+	}
+	return policy.State{Dir: o.stateDir}
+}
 
 // loadPolicy reads firewall.policy and allowlist from the config file.
 func (o *firewallOpts) loadPolicy() (*policy.Config, error) {
@@ -64,7 +79,7 @@ current SSH session and rolls back by itself unless confirmed in time.`,
 	}
 	fw.PersistentFlags().StringVar(&o.config, "config", "/etc/pbxguard/pbxguard.yaml", "configuration file")
 	fw.PersistentFlags().StringVar(&o.netns, "netns", "", "operate inside this network namespace (ip netns exec NAME)")
-	fw.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/pbxguard", "where the previous ruleset and the pending rollback are kept")
+	fw.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/pbxguard", "where the previous ruleset and the pending rollback are kept (default: state_dir of the config)")
 	fw.AddCommand(planCmd(o), applyCmd(o), confirmCmd(o), rollbackCmd(o), showCmd(o), removeCmd(o))
 	return []*cobra.Command{fw}
 }
@@ -134,7 +149,7 @@ func planCmd(o *firewallOpts) *cobra.Command {
 }
 
 func applyCmd(o *firewallOpts) *cobra.Command {
-	var force bool
+	var force, asJSON bool
 	var within time.Duration
 	c := &cobra.Command{
 		Use:   "apply",
@@ -166,7 +181,7 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "pbxguard: warning: --force: applying although%s\n", sb.String())
 			}
-			st := o.state()
+			st := o.state(cmd)
 			res, err := policy.Apply(ctx, k, st, text, time.Now(), within)
 			if err != nil {
 				return failErr(err)
@@ -181,6 +196,15 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 			}
 			res.Pending.PID = pid
 			_ = st.SavePending(res.Pending)
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					*policy.Pending
+					StateDir     string `json:"state_dir"`
+					KeptPrevious bool   `json:"kept_previous"`
+				}{res.Pending, st.Dir, res.KeptPrevious})
+			}
 			fmt.Fprintf(out, "applied the policy from %s (table %s %s)\n", o.config, policy.TableFamily, policy.TableName)
 			if res.KeptPrevious {
 				fmt.Fprintln(out, "an earlier apply was not confirmed yet: the rollback still returns to the ruleset before it")
@@ -193,6 +217,7 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 	}
 	c.Flags().BoolVar(&force, "force", false, "apply even if the current SSH session would be cut (the rollback still runs)")
 	c.Flags().DurationVar(&within, "confirm-within", 60*time.Second, "roll back unless confirmed within this time")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the armed rollback (id, deadline, waiter pid, state dir) as JSON")
 	return c
 }
 
@@ -223,14 +248,30 @@ func confirmCmd(o *firewallOpts) *cobra.Command {
 		Short: "Keep the applied policy: disarm the automatic rollback",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := policy.Confirm(o.state())
+			p, err := policy.Confirm(o.state(cmd))
 			if err != nil {
 				return failErr(err)
 			}
+			stopWaiter(p)
 			fmt.Fprintf(cmd.OutOrStdout(), "confirmed: the policy applied at %s stays; rollback disarmed\n", p.AppliedAt.Local().Format(time.TimeOnly))
 			return nil
 		},
 	}
+}
+
+// stopWaiter ends the sleeping rollback waiter of a confirmed apply. It
+// would do nothing when it wakes (the pending file is gone); ending it is
+// tidiness. The process is checked by its command line (which carries the
+// apply's id) so that a reused PID is never signalled.
+func stopWaiter(p *policy.Pending) {
+	if p.PID <= 0 {
+		return
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	if err != nil || !strings.Contains(string(cmdline), "rollback") || !strings.Contains(string(cmdline), p.ID) {
+		return
+	}
+	_ = syscall.Kill(p.PID, syscall.SIGTERM)
 }
 
 func rollbackCmd(o *firewallOpts) *cobra.Command {
@@ -247,7 +288,7 @@ down; --boot does the same and otherwise loads the last confirmed policy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			k, st := o.kernel(), o.state()
+			k, st := o.kernel(), o.state(cmd)
 			out := cmd.OutOrStdout()
 			if at != "" {
 				deadline, err := time.Parse(time.RFC3339Nano, at)
@@ -355,12 +396,10 @@ func showCmd(o *firewallOpts) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(live)
 			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "PACKETS\tBYTES\t VERDICT\t RULE: WHY\t")
+			fmt.Fprintf(out, "%10s %12s  %-7s  %s\n", "PACKETS", "BYTES", "VERDICT", "RULE: WHY")
 			for _, r := range live.Rules {
-				fmt.Fprintf(tw, "%d\t%d\t %s\t %s\t\n", r.Packets, r.Bytes, r.Verdict, r.Comment)
+				fmt.Fprintf(out, "%10d %12d  %-7s  %s\n", r.Packets, r.Bytes, r.Verdict, r.Comment)
 			}
-			tw.Flush()
 			fmt.Fprintln(out, "\nsets (guard sets hold the sources being dropped):")
 			for _, s := range live.Sets {
 				members := ""
@@ -382,21 +421,36 @@ func showCmd(o *firewallOpts) *cobra.Command {
 }
 
 func removeCmd(o *firewallOpts) *cobra.Command {
-	return &cobra.Command{
+	var keepBans bool
+	c := &cobra.Command{
 		Use:   "remove",
-		Short: "Delete pbxguard's policy table and forget the policy state; other tables stay",
+		Short: "Delete pbxguard's tables (the policy and the daemon's ban table) and forget the policy state; other tables stay",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.kernel().DeleteTable(cmd.Context()); err != nil {
+			ctx := cmd.Context()
+			if err := o.kernel().DeleteTable(ctx); err != nil {
 				return failErr(err)
 			}
-			if err := policy.Forget(o.state()); err != nil {
+			if err := policy.Forget(o.state(cmd)); err != nil {
 				return failErr(fmt.Errorf("policy table removed, but the state in %s could not be cleared: %w", o.stateDir, err))
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "removed table %s %s (the hardened policy); no rollback pending any more\n", policy.TableFamily, policy.TableName)
-			fmt.Fprintln(out, "the daemon's ban table (inet pbxguard) is not removed by this build; stop the daemon and run `nft delete table inet pbxguard` to drop it")
+			if keepBans {
+				return nil
+			}
+			b, err := firewall.New("nftables", firewall.Options{NetNS: o.netns, Logger: slog.Default()})
+			if err != nil {
+				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
+			}
+			defer b.Close()
+			if err := b.Remove(ctx); err != nil {
+				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
+			}
+			fmt.Fprintf(out, "table inet %s (the daemon's bans) is gone too; a running daemon recreates it\n", firewall.NftTable)
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&keepBans, "keep-bans", false, "remove only the policy table, keep the daemon's ban table")
+	return c
 }
