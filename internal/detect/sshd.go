@@ -7,10 +7,13 @@ import (
 )
 
 // The sshd detector counts OpenSSH failures the way fail2ban's sshd filter
-// does in its normal mode, one line at a time, plus the one multi-line rule
-// that matters most: "Disconnecting: Too many authentication failures" (no
-// address on the line) is attributed to the address the same sshd process
-// (pid) logged before.
+// does in its normal mode, one line at a time, plus one multi-line rule: a
+// failure logged without an address ("Disconnecting: Too many
+// authentication failures", "User X not allowed because account is
+// locked") is attributed to the address the same sshd process (pid) logged
+// before, or released by that process's next "Connection closed by HOST" /
+// "Received disconnect from HOST: 11:". The pid table is a fixed ring of
+// 256 slots (pid mod 256), so memory is bounded whatever the log.
 //
 // User names are attacker text (up to 100 bytes, any characters). The
 // address is read from the side sshd controls: PAM-style messages
