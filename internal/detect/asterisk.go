@@ -73,6 +73,19 @@ import (
 type asteriskDetector struct {
 	clock  lineClock
 	intern interner
+	// form is the header form this source writes (formBracket or
+	// formSyslog), locked by the first well-formed header: a forged line
+	// in another form (a date-less "NOTICE[1] acl.c: …" inside a file
+	// log) is refused.
+	form int8
+	// skip is how many bytes, counted from the start of the next line, may
+	// still belong to the previous message (a pjproject packet dump, or an
+	// attacker field cut by a newline). Lines that start inside that
+	// region are not Asterisk's and are dropped.
+	skip int
+	// endOfPacket: the line after a packet dump may be pjproject's
+	// "-- end of packet.".
+	endOfPacket bool
 }
 
 func newAsterisk(o Options) Detector {
@@ -95,6 +108,7 @@ const (
 // astHeader is the server-written prefix of a line.
 type astHeader struct {
 	level  int
+	form   int8
 	module []byte
 	msg    []byte
 	date   []byte // timestamp text, nil when the line has none
@@ -108,20 +122,65 @@ type hit struct {
 	port    uint16
 	account []byte
 	detail  string
-	from    []byte // attacker text to look for scanner signatures in
+	from    []byte // attacker text (display name, caller name, User-Agent) to look for scanner signatures in
+	// structured: a res_security_log SecurityEvent record.
+	structured bool
+	// cut > 0: the message may continue on the following lines (it ended
+	// inside an attacker field that can hold a newline, or it announced a
+	// packet dump); the next cut bytes are untrusted.
+	cut    int
+	packet bool // cut is a pjproject packet dump
 }
+
+// maxLineTrusted: Asterisk's logger cuts every message at 8191 bytes
+// (logger.c LOGMSG_SIZE); the cut can drop the server-written end of a
+// message (the RemoteAddress of a security event) or, in a file channel,
+// the newline, so that the next message is glued to this one. A line this
+// long is never trusted.
+const maxLineTrusted = 8000
 
 // Detect implements Detector.
 func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
+	if d.skip > 0 || d.endOfPacket {
+		raw := len(line)
+		if raw > 0 && line[raw-1] == '\n' {
+			raw--
+		}
+		if d.skip > 0 {
+			d.skip -= raw + 1
+			return false
+		}
+		d.endOfPacket = false
+		if string(trimRightSpace(line)) == "-- end of packet." {
+			return false
+		}
+	}
 	var h astHeader
 	if !parseAsteriskHeader(line, &h) {
+		return false
+	}
+	if d.form == formNone {
+		d.form = h.form
+	} else if h.form != d.form {
 		return false
 	}
 	if h.level == lvOther || h.level == lvVerbose {
 		return false
 	}
 	var r hit
+	if len(line) >= maxLineTrusted {
+		r.kind, r.detail = event.InjectionSuspect, "message cut at 8191 bytes by Asterisk"
+		d.fill(&h, &r, ev, "asterisk")
+		return true
+	}
 	if !dispatchAsterisk(&h, &r) {
+		return false
+	}
+	if r.cut > 0 {
+		d.skip = min(r.cut, 8192)
+		d.endOfPacket = r.packet
+	}
+	if r.kind == event.KindNone {
 		return false
 	}
 	d.fill(&h, &r, ev, "asterisk")
@@ -133,14 +192,15 @@ func (d *asteriskDetector) fill(h *astHeader, r *hit, ev *event.Event, name stri
 		r.kind = event.Scan
 	}
 	*ev = event.Event{
-		Time:     d.lineTime(h.date),
-		Addr:     r.addr,
-		Port:     r.port,
-		Service:  r.svc,
-		Kind:     r.kind,
-		Account:  d.intern.get(r.account),
-		Detail:   r.detail,
-		Detector: name,
+		Time:       d.lineTime(h.date),
+		Addr:       r.addr,
+		Port:       r.port,
+		Service:    r.svc,
+		Kind:       r.kind,
+		Account:    d.intern.get(r.account),
+		Detail:     r.detail,
+		Detector:   name,
+		Structured: r.structured,
 	}
 	if r.kind == event.InjectionSuspect {
 		ev.Addr, ev.Port = netip.Addr{}, 0
@@ -157,13 +217,26 @@ func (d *asteriskDetector) lineTime(date []byte) time.Time {
 	return d.clock.now()
 }
 
-// parseAsteriskHeader reads the server-written prefix:
+// Header forms. A detector instance reads one source and locks to the form
+// of the first well-formed header it sees (see asteriskDetector.form).
+const (
+	formNone    = iota
+	formBracket // file channel: "[DATE] LEVEL[LWP]…"
+	formSyslog  // syslog, journald, RFC 5424, bare "LEVEL[LWP]: …"
+)
+
+// parseAsteriskHeader reads the server-written prefix and refuses lines
+// without a well-formed one:
 //
 //	[DATE] LEVEL[LWP][C-xxxxxxxx] file.c: MSG                       (file channel)
 //	[DATE] LEVEL[LWP][C-xxxxxxxx]: file.c:123 function: MSG         (plain formatter)
 //	Mmm dd HH:MM:SS host asterisk[PID]: LEVEL[LWP]: file.c:123 in function: MSG (syslog)
+//	<PRI>1 STAMP host asterisk PID - - LEVEL[LWP]: …                (RFC 5424)
 //	host asterisk[PID]: [DATE] LEVEL[LWP]: ...                      (journal with stamp)
 //	LEVEL[LWP]: file.c:123 function: MSG                            (journal message)
+//
+// DATE must be a timestamp, LWP a non-empty decimal thread id, and the
+// module a source file ("x.c", "x.h"), "pjproject" or a dialplan "Ext. X".
 func parseAsteriskHeader(line []byte, h *astHeader) bool {
 	line = trimRightSpace(line)
 	i := 0
@@ -176,41 +249,38 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 		if j < 0 || j > 48 {
 			return false
 		}
-		h.date = line[1:j]
-		i = skipSpaces(line, j+1)
-	} else if lv, _ := matchLevel(line); lv == lvOther {
-		// syslog / journal prefix: optional stamp, host, program[pid]:
 		var s stamp
-		if k, ok := parseAnyStamp(line, &s); ok {
-			h.date = line[:k]
-			i = skipSpaces(line, k)
+		if _, ok := parseAnyStamp(line[1:j], &s); !ok {
+			return false
 		}
-		// host and program tokens (program ends with ':').
-		if lv2, _ := matchLevel(line[i:]); lv2 == lvOther {
-			sp := indexByteFrom(line, i, ' ')
-			if sp < 0 {
+		h.date = line[1:j]
+		h.form = formBracket
+		i = skipSpaces(line, j+1)
+	} else {
+		h.form = formSyslog
+		if lv, _ := matchLevel(line); lv == lvOther {
+			date, prog, _, msg, ok := parseSyslogPrefix(line)
+			if !ok || string(prog) != "asterisk" {
+				// another daemon's message (sshd's "Invalid user …")
+				// may carry attacker text: never read as Asterisk's.
 				return false
 			}
-			i = sp + 1
-			if lv3, _ := matchLevel(line[i:]); lv3 == lvOther {
-				// the program must be Asterisk: another daemon's message
-				// (sshd's "Invalid user …") may carry attacker text.
-				sp = indexByteFrom(line, i, ' ')
-				if sp < 1 || line[sp-1] != ':' || !hasPrefix(line[i:], "asterisk") {
+			h.date = date
+			i = n - len(msg)
+			if i < n && line[i] == '[' {
+				j := indexByteFrom(line, i+1, ']')
+				if j < 0 || j-i > 48 {
 					return false
 				}
-				i = sp + 1
+				var s stamp
+				if _, ok := parseAnyStamp(line[i+1:j], &s); !ok {
+					return false
+				}
+				if h.date == nil {
+					h.date = line[i+1 : j]
+				}
+				i = skipSpaces(line, j+1)
 			}
-		}
-		if i < n && line[i] == '[' {
-			j := indexByteFrom(line, i+1, ']')
-			if j < 0 || j-i > 48 {
-				return false
-			}
-			if h.date == nil {
-				h.date = line[i+1 : j]
-			}
-			i = skipSpaces(line, j+1)
 		}
 	}
 	lv, k := matchLevel(line[i:])
@@ -218,21 +288,25 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 		return false
 	}
 	h.level = lv
-	if lv == lvVerbose {
-		return true
-	}
 	i += k
 	if i < n && line[i] == ' ' {
 		i++
 	}
+	// [LWP]: decimal, non-empty
 	if i >= n || line[i] != '[' {
 		return false
 	}
-	j := indexByteFrom(line, i+1, ']')
-	if j < 0 || j-i > 24 {
+	j := i + 1
+	for j < n && line[j] >= '0' && line[j] <= '9' {
+		j++
+	}
+	if j == i+1 || j-i > 11 || j >= n || line[j] != ']' {
 		return false
 	}
 	i = j + 1
+	if lv == lvVerbose {
+		return true
+	}
 	if i+2 < n && line[i] == '[' && line[i+1] == 'C' && line[i+2] == '-' {
 		j = indexByteFrom(line, i, ']')
 		if j < 0 || j-i > 24 {
@@ -249,12 +323,17 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 	i++
 	// module: "file.c" then ": " or ":123 [in ]function: "
 	c := indexByteFrom(line, i, ':')
-	if c < 0 || c-i > 64 || c == i {
+	if c < 0 || c-i > 64 || c == i || c+1 >= n {
 		return false
 	}
 	h.module = line[i:c]
+	if !validModule(h.module) {
+		return false
+	}
 	i = c + 1
-	if i < n && line[i] >= '0' && line[i] <= '9' {
+	switch {
+	case line[i] == ' ':
+	case line[i] >= '0' && line[i] <= '9':
 		for i < n && line[i] >= '0' && line[i] <= '9' {
 			i++
 		}
@@ -265,9 +344,123 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 			}
 			i = c + 1
 		}
+	default:
+		return false
 	}
 	h.msg = trimLeftSpace(line[i:])
 	return true
+}
+
+// validModule: a source file name without spaces ("chan_sip.c",
+// "res_pjsip/pjsip_distributor.c"), "pjproject" (res_pjproject's log
+// forwarder) or a dialplan Log() "Ext. EXTEN".
+func validModule(m []byte) bool {
+	if hasPrefix(m, "Ext. ") {
+		return true
+	}
+	if string(m) == "pjproject" {
+		return true
+	}
+	if !hasSuffix(m, ".c") && !hasSuffix(m, ".h") {
+		return false
+	}
+	for _, c := range m {
+		if c <= ' ' || c == '[' || c == ']' || c == '\'' || c == '"' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseSyslogPrefix reads the prefix a syslog daemon or journalctl puts
+// before a program's message:
+//
+//	STAMP HOST PROG[PID]: MSG      (RFC 3164, ISO stamps from rsyslog)
+//	STAMP PROG[PID]: MSG
+//	HOST PROG[PID]: MSG            (journalctl without a stamp)
+//	<PRI>1 STAMP HOST APP PROCID MSGID SD MSG   (RFC 5424)
+//
+// prog is the program's base name ("/usr/sbin/asterisk" → "asterisk").
+func parseSyslogPrefix(line []byte) (date, prog []byte, pid uint32, msg []byte, ok bool) {
+	if len(line) > 0 && line[0] == '<' {
+		return parseRFC5424(line)
+	}
+	i := 0
+	var s stamp
+	if k, ok := parseAnyStamp(line, &s); ok {
+		date = line[:k]
+		i = skipSpaces(line, k)
+	}
+	for tok := 0; tok < 2; tok++ {
+		sp := indexByteFrom(line, i, ' ')
+		if sp < 0 {
+			return nil, nil, 0, nil, false
+		}
+		t := line[i:sp]
+		if len(t) > 1 && t[len(t)-1] == ':' {
+			name := t[:len(t)-1]
+			if b := indexByteFrom(name, 0, '['); b > 0 && name[len(name)-1] == ']' {
+				pid = atou(name[b+1 : len(name)-1])
+				name = name[:b]
+			}
+			if sl := lastIndexByte(name, '/'); sl >= 0 {
+				name = name[sl+1:]
+			}
+			return date, name, pid, line[sp+1:], true
+		}
+		i = sp + 1
+	}
+	return nil, nil, 0, nil, false
+}
+
+// parseRFC5424 reads "<PRI>1 STAMP HOST APP PROCID MSGID SD MSG".
+func parseRFC5424(line []byte) (date, prog []byte, pid uint32, msg []byte, ok bool) {
+	i := indexByteFrom(line, 0, '>')
+	if i < 2 || i > 4 || i+3 > len(line) || line[i+1] != '1' || line[i+2] != ' ' {
+		return nil, nil, 0, nil, false
+	}
+	f := line[i+3:]
+	var fields [5][]byte
+	for k := 0; k < 5; k++ {
+		sp := indexByteFrom(f, 0, ' ')
+		if sp < 0 {
+			return nil, nil, 0, nil, false
+		}
+		fields[k], f = f[:sp], f[sp+1:]
+	}
+	// structured data: "-" or [..][..] (values may contain brackets)
+	if len(f) > 0 && f[0] == '-' {
+		f = f[1:]
+	} else {
+		for len(f) > 0 && f[0] == '[' {
+			j := 1
+			inq := false
+			for ; j < len(f); j++ {
+				c := f[j]
+				if c == '\\' {
+					j++
+					continue
+				}
+				if c == '"' {
+					inq = !inq
+				} else if c == ']' && !inq {
+					break
+				}
+			}
+			if j >= len(f) {
+				return nil, nil, 0, nil, false
+			}
+			f = f[j+1:]
+		}
+	}
+	if string(fields[0]) != "-" {
+		date = fields[0]
+	}
+	name := fields[2]
+	if sl := lastIndexByte(name, '/'); sl >= 0 {
+		name = name[sl+1:]
+	}
+	return date, name, atou(fields[3]), trimLeftSpace(f), true
 }
 
 func indexByteFrom(b []byte, from int, c byte) int {
@@ -347,6 +540,8 @@ func dispatchAsterisk(h *astHeader, r *hit) bool {
 		return iax2(msg, r)
 	case "chan_sip.c":
 		return chanSIP(msg, r)
+	case "pjproject":
+		return pjprojectError(msg, r)
 	}
 	if hasPrefix(h.module, "Ext. ") {
 		return dialplanLog(msg, r)
@@ -438,7 +633,7 @@ func sipRegistration(msg []byte, r *hit) bool {
 			return false
 		}
 		from := head[len("Registration from '") : len(head)-len(mk)]
-		r.from = from
+		r.from = displayName(from)
 		r.account = sipUser(from)
 		return setAddr(r, addr, rs.kind, rs.text)
 	}
@@ -501,12 +696,38 @@ var transports = [...]string{"UDP:", "TCP:", "TLS:", "WS:", "WSS:", "SCTP:"}
 func callRejected(msg []byte, r *hit, svc event.Service) bool {
 	r.svc = svc
 	const tail = "' rejected because extension not found in context '"
-	if !hasSuffix(msg, "'.") && !hasSuffix(msg, "'") {
+	t := lastIndexStr(msg, tail)
+	if t < 0 || !hasSuffix(msg, "'.") && !hasSuffix(msg, "'") {
+		// Cut inside EXTEN (a dialled number may hold a newline): the
+		// next lines up to its maximum length are not Asterisk's.
+		if hasPrefix(msg, "Call from '") || containsStr(msg, ": Call (") && !containsStr(msg, "' - ") {
+			r.kind, r.detail = event.InjectionSuspect, "call rejection cut by a newline in an attacker field"
+			r.cut = maxExtenField
+			return true
+		}
 		return false
 	}
-	t := lastIndexStr(msg, tail)
-	if t < 0 {
-		return false
+	// res_pjsip 17+: "ENDPOINT: Call (T:ADDR) to extension '": the
+	// endpoint name is server configuration, so the first "Call (" is the
+	// server's.
+	if !hasPrefix(msg, "Call from '") {
+		if c := indexStr(msg, ": Call ("); c > 0 {
+			a := msg[c+len(": Call ("):]
+			for _, tp := range transports {
+				if hasPrefix(a, tp) {
+					a = a[len(tp):]
+					break
+				}
+			}
+			e := 0
+			for e < len(a) && isAddrByte(a[e]) {
+				e++
+			}
+			if e > 0 && hasPrefix(a[e:], ") to extension '") && c+len(": Call (") < t {
+				return setAddr(r, a[:e], event.CallRejected, "extension not found")
+			}
+			return false
+		}
 	}
 	region := msg[:t]
 	const post = ") to extension '"
@@ -556,6 +777,76 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 	return true
 }
 
+// Maximum lengths of attacker fields that can hold a raw newline, in
+// bytes: after a message cut inside one, the following lines that start
+// within that many bytes are not Asterisk's.
+const (
+	maxExtenField    = 256  // dialled number (AST_MAX_EXTENSION 80, chan_sip/IAX2 buffers up to 256)
+	maxPeerField     = 256  // IAX2 user/peer name IE (1-byte length)
+	maxAMIUserField  = 1024 // AMI user name over HTTP (URL-decoded)
+	maxSecurityField = 1024 // res_security_log AccountID (pjsip: 36), RequestType, RequestParams
+)
+
+// ---- pjproject ----
+
+// pjprojectError reads res_pjproject's forward of pjlib's
+//
+//	"\tsip_transport.c Error processing N bytes packet from TRANSPORT ADDR:PORT : REASON:\nPACKET\n-- end of packet."
+//
+// ADDR:PORT is the packet's source (server-written; IPv6 without brackets,
+// the port always last). The N bytes that follow are the raw packet,
+// written as lines: every line that starts inside them is the sender's
+// text, not Asterisk's.
+func pjprojectError(msg []byte, r *hit) bool {
+	r.svc = event.ServicePJSIP
+	m := trimLeftSpace(msg)
+	const mk = "Error processing "
+	i := indexStr(m, mk)
+	if i < 0 || i > 40 {
+		return false
+	}
+	m = m[i+len(mk):]
+	nd := 0
+	size := 0
+	for nd < len(m) && m[nd] >= '0' && m[nd] <= '9' && nd < 6 {
+		size = size*10 + int(m[nd]-'0')
+		nd++
+	}
+	if nd == 0 || !hasPrefix(m[nd:], " bytes packet from ") {
+		return false
+	}
+	m = m[nd+len(" bytes packet from "):]
+	sp := indexByteFrom(m, 0, ' ')
+	if sp < 1 || sp > 8 {
+		return false
+	}
+	m = m[sp+1:]
+	sp = indexByteFrom(m, 0, ' ')
+	if sp < 0 {
+		sp = len(m)
+	}
+	hp := m[:sp]
+	c := lastIndexByte(hp, ':')
+	if c < 0 {
+		return false
+	}
+	port, ok := parsePort(hp[c+1:])
+	if !ok {
+		return false
+	}
+	host := hp[:c]
+	if len(host) > 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	a, ok := parseAddr(host)
+	if !ok {
+		return false
+	}
+	r.addr, r.port, r.kind, r.detail = a, port, event.BadRequest, "malformed SIP packet"
+	r.cut, r.packet = size, true
+	return true
+}
+
 // ---- res_pjsip distributor ----
 
 var pjsipReasons = [...]reason{
@@ -595,6 +886,10 @@ func pjsipRequest(msg []byte, r *hit) bool {
 	}
 	body = body[:len(body)-4]
 	const pre, post = "' failed for '", "' (callid: "
+	if a, disp, from, ok := pjsipFromLeft(body); ok {
+		r.from, r.account = disp, sipUser(from)
+		return setAddr(r, a, rs.kind, rs.text)
+	}
 	var found []byte
 	count, at := 0, 0
 	for off := 0; off < len(body); {
@@ -630,10 +925,96 @@ func pjsipRequest(msg []byte, r *hit) bool {
 		return false
 	}
 	if f := indexStr(msg[:at], "from '"); f >= 0 {
-		r.from = msg[f+len("from '") : at]
-		r.account = sipUser(r.from)
+		r.from = displayName(msg[f+len("from '") : at])
+		r.account = sipUser(msg[f+len("from '") : at])
 	}
 	return true
+}
+
+// pjsipFromLeft reads "Request 'METHOD' from 'FROM' failed for 'ADDR'
+// (callid: " from the left. METHOD is a SIP token (no space); FROM is what
+// pjsip_uri_print writes for a From name-addr: an optional quoted display
+// name (quotes inside escaped) and a space, then "<URI>" where the URI has
+// no space and no '>'. So the server's "' failed for '" is found without
+// looking at the Call-ID. ok is false when the line does not have exactly
+// this shape (then the caller falls back to the unique-candidate rule).
+func pjsipFromLeft(body []byte) (addr, display, from []byte, ok bool) {
+	b := body[len("Request "):]
+	if hasPrefix(b, "from '") { // Asterisk 13: no method
+		b = b[len("from '"):]
+	} else {
+		if len(b) == 0 || b[0] != '\'' {
+			return nil, nil, nil, false
+		}
+		sp := indexByteFrom(b, 0, ' ')
+		if sp < 2 || b[sp-1] != '\'' || !hasPrefix(b[sp:], " from '") {
+			return nil, nil, nil, false
+		}
+		b = b[sp+len(" from '"):]
+	}
+	f := b
+	i := 0
+	if len(b) > 0 && b[0] == '"' {
+		i = 1
+		for i < len(b) && b[i] != '"' {
+			if b[i] == '\\' {
+				i++
+			}
+			i++
+		}
+		if i >= len(b) {
+			return nil, nil, nil, false
+		}
+		display = b[1:i]
+		i++
+		if i >= len(b) || b[i] != ' ' {
+			return nil, nil, nil, false
+		}
+		i++
+	}
+	if i >= len(b) || b[i] != '<' {
+		return nil, nil, nil, false
+	}
+	gt := indexByteFrom(b, i, '>')
+	if gt < 0 {
+		return nil, nil, nil, false
+	}
+	for _, c := range b[i:gt] {
+		if c == ' ' {
+			return nil, nil, nil, false
+		}
+	}
+	from = f[:gt+1]
+	rest := b[gt+1:]
+	const pre, post = "' failed for '", "' (callid: "
+	if !hasPrefix(rest, pre) {
+		return nil, nil, nil, false
+	}
+	a := rest[len(pre):]
+	e := 0
+	for e < len(a) && isAddrByte(a[e]) {
+		e++
+	}
+	if e == 0 || !hasPrefix(a[e:], post) {
+		return nil, nil, nil, false
+	}
+	return a[:e], display, from, true
+}
+
+// displayName returns the quoted display name of a From header text
+// ("\"Name\" <sip:…>"), or nil when it has none.
+func displayName(from []byte) []byte {
+	if len(from) < 2 || from[0] != '"' {
+		return nil
+	}
+	q := lastIndexStr(from, "\" <")
+	if q < 1 {
+		q = lastIndexByte(from, '"')
+	}
+	if q < 1 {
+		return nil
+	}
+	return from[1:q]
 }
 
 // stripTries removes " after N tries in X.XXX ms" from the end.
@@ -692,6 +1073,9 @@ func amiAuth(msg []byte, r *hit) bool {
 	}
 	if len(user) > 0 && user[len(user)-1] == '\'' {
 		r.account = user[:len(user)-1]
+	} else {
+		// cut inside the user name (AMI over HTTP URL-decodes it)
+		r.cut = maxAMIUserField - len(user) - 1
 	}
 	return setAddr(r, msg[:sp], k, detail)
 }
@@ -741,24 +1125,33 @@ func iax2(msg []byte, r *hit) bool {
 		}
 		rest := a[sp+1:]
 		switch {
+		case hasPrefix(rest, "denied access to register peer '"):
+			// the peer name is the configured peer's
+			return setAddr(r, a[:sp], event.ACLViolation, "denied access to register peer")
 		case hasPrefix(rest, "failed MD5 authentication for '"):
+			if !hasSuffix(rest, ")") {
+				r.cut = maxPeerField // cut inside the peer name
+			}
 			r.account = quotedHead(rest[len("failed MD5 authentication for '"):])
 			return setAddr(r, a[:sp], event.AuthFailure, "failed MD5 authentication")
 		case hasPrefix(rest, "failed to authenticate as "):
 			u := rest[len("failed to authenticate as "):]
 			if len(u) > 0 && u[0] == '\'' {
 				r.account = quotedHead(u[1:])
+				if !hasSuffix(u, "'") {
+					r.cut = maxPeerField
+				}
 			}
 			return setAddr(r, a[:sp], event.AuthFailure, "failed to authenticate")
 		}
 	case hasPrefix(msg, "No registration for peer '"):
 		// read from the end: "(from ADDR)"
-		if !hasSuffix(msg, ")") {
-			return false
-		}
 		i := lastIndexStr(msg, " (from ")
-		if i < 0 {
-			return false
+		if !hasSuffix(msg, ")") || i < 0 {
+			// cut inside the peer name (authdebug): not Asterisk's below
+			r.kind, r.detail = event.InjectionSuspect, "IAX2 peer name cut by a newline"
+			r.cut = maxPeerField
+			return true
 		}
 		r.account = quotedHead(msg[len("No registration for peer '"):])
 		return setAddr(r, msg[i+len(" (from "):len(msg)-1], event.UnknownAccount, "no registration for peer")
@@ -769,8 +1162,11 @@ func iax2(msg []byte, r *hit) bool {
 			return false
 		}
 		rest := a[c:]
-		if !hasPrefix(rest, ", who was trying to reach '") && !(hasPrefix(rest, ", request '") && hasSuffix(rest, "' does not exist")) {
+		if !hasPrefix(rest, ", who was trying to reach '") && !hasPrefix(rest, ", request '") {
 			return false
+		}
+		if !hasSuffix(rest, "'") && !hasSuffix(rest, "' does not exist") {
+			r.cut = maxExtenField
 		}
 		return setAddr(r, a[:c], event.UnknownAccount, "rejected connect attempt")
 	case hasPrefix(msg, "Call rejected, CallToken Support required."):
@@ -845,22 +1241,31 @@ var sigFirst = func() (t [256]bool) {
 	return t
 }()
 
+// hasScannerSignature reports whether b holds a signature as a whole token:
+// the bytes around it are not letters or digits ("Siwar" and
+// "kiwari.example" do not carry "iwar"; "sipvicious/0.3" carries
+// "sipvicious").
 func hasScannerSignature(b []byte) bool {
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		if c >= 'A' && c <= 'Z' {
 			c |= 0x20
 		}
-		if !sigFirst[c] {
+		if !sigFirst[c] || i > 0 && isAlnum(b[i-1]) {
 			continue
 		}
 		for _, s := range scannerSignatures {
-			if s[0] == c && len(b)-i >= len(s) && equalFold(b[i:i+len(s)], s) {
+			if s[0] == c && len(b)-i >= len(s) && equalFold(b[i:i+len(s)], s) &&
+				(len(b)-i == len(s) || !isAlnum(b[i+len(s)])) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 func equalFold(b []byte, lower string) bool {

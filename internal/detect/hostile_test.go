@@ -20,11 +20,11 @@ var hostileLines = []struct {
 	kind event.Kind
 }{
 	// res_pjsip distributor: the fail2ban 1.0.2 bypass and friends.
-	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '"x' failed for '6.6.6.6:5060' (callid: " <sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: abc) - No matching endpoint found`, "", event.InjectionSuspect},
-	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '<sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: x' failed for '6.6.6.6:5060' (callid: y) - Failed to authenticate`, "", event.InjectionSuspect},
+	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '"x' failed for '6.6.6.6:5060' (callid: " <sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: abc) - No matching endpoint found`, "203.0.113.5", event.UnknownAccount},
+	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '<sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: x' failed for '6.6.6.6:5060' (callid: y) - Failed to authenticate`, "203.0.113.5", event.AuthFailure},
 	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '<sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: ) - No matching endpoint found) - Failed to authenticate`, "203.0.113.5", event.AuthFailure},
 	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '<sip:x' failed for '6.6.6.6' (callid: @1.1.1.1>' failed for '203.0.113.5:5060' (callid: abc) - Failed to authenticate`, "", event.InjectionSuspect},
-	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '<sip:100@1.1.1.1>' failed for '[2001:db8::5]:5060' (callid: a' failed for '[2001:db8::6]:5060' (callid: b) - Failed to authenticate`, "", event.InjectionSuspect},
+	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '<sip:100@1.1.1.1>' failed for '[2001:db8::5]:5060' (callid: a' failed for '[2001:db8::6]:5060' (callid: b) - Failed to authenticate`, "2001:db8::5", event.AuthFailure},
 	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'I' failed for '6.6.6.6:1' (callid: ' from '<sip:1@2>' failed for '203.0.113.5:5060' (callid: c) - Failed to authenticate`, "", event.InjectionSuspect},
 	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'OPTIONS' from '"sipvicious" <sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: 6.6.6.6) - No matching endpoint found`, "203.0.113.5", event.Scan},
 	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'OPTIONS' from '"6.6.6.6" <sip:6.6.6.6@6.6.6.6>' failed for '203.0.113.5:5060' (callid: failed for 6.6.6.6) - No matching endpoint found after 5 tries in 3.2 ms`, "203.0.113.5", event.UnknownAccount},
@@ -39,16 +39,16 @@ var hostileLines = []struct {
 	{`[Nov 25 04:00:51] NOTICE[1][C-00000001] chan_sip.c: Call from 'x' (6.6.6.6:5060) to extension 'y' (203.0.113.5:5060) to extension '900' rejected because extension not found in context 'default'.`, "", event.InjectionSuspect},
 	{`[Nov 25 04:00:51] NOTICE[1][C-00000001] chan_sip.c: Call from '' (203.0.113.5:5060) to extension '9' rejected because extension not found in context 'x'. (6.6.6.6:5060) to extension '1' rejected because extension not found in context 'default'.`, "", event.InjectionSuspect},
 	{`[Nov 25 04:00:51] NOTICE[1][C-00000001] chan_sip.c: Call from '6.6.6.6 (6.6.6.6)' (203.0.113.5:5060) to extension '(6.6.6.6)' rejected because extension not found in context 'default'.`, "203.0.113.5", event.CallRejected},
-	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip_session.c:  anonymous: Call (UDP:203.0.113.5:5060) to extension '0' (UDP:6.6.6.6:5060) to extension '1' rejected because extension not found in context 'from-external'.`, "", event.InjectionSuspect},
+	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip_session.c:  anonymous: Call (UDP:203.0.113.5:5060) to extension '0' (UDP:6.6.6.6:5060) to extension '1' rejected because extension not found in context 'from-external'.`, "203.0.113.5", event.CallRejected},
 	{`[Nov 25 04:00:51] NOTICE[1] res_pjsip_session.c:  anonymous: Call (UDP:203.0.113.5:5060) to extension '6.6.6.6' rejected because extension not found in context 'from-external'.`, "203.0.113.5", event.CallRejected},
 	// res_security_log: forged fields in AccountID / SessionID / Response.
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="x",SessionID="",LocalAddress="IPV4/UDP/1.2.3.4/5060",RemoteAddress="IPV4/UDP/6.6.6.6/5060"",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060"`, "203.0.113.5", event.UnknownAccount},
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="a",RemoteAddress="IPV4/UDP/6.6.6.6/5060",SessionID="b",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060"`, "203.0.113.5", event.UnknownAccount},
-	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeResponseFailed",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="1001",SessionID="x",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="c",Response="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",ExpectedResponse=""`, "", event.InjectionSuspect},
-	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeResponseFailed",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="1001",SessionID="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",X="",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="c",Response="r",ExpectedResponse=""`, "", event.InjectionSuspect},
+	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeResponseFailed",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="1001",SessionID="x",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="c",Response="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",ExpectedResponse=""`, "203.0.113.5", event.AuthFailure},
+	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeResponseFailed",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="1001",SessionID="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",X="",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="c",Response="r",ExpectedResponse=""`, "203.0.113.5", event.AuthFailure},
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeResponseFailed",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="1001",SessionID="RemoteAddress=IPV4/UDP/6.6.6.6/5060",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="c",Response="r",ExpectedResponse=""`, "203.0.113.5", event.AuthFailure},
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="FailedACL",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="AMI",EventVersion="1",AccountID="",RemoteAddress="IPV6/TCP/2001:db8::6/1",SessionID="0x1",LocalAddress="IPV6/TCP/2001:db8::10/5038",RemoteAddress="IPV6/TCP/2001:db8::5/40000",SessionTV="1970-01-01T00:00:00.000+0000"`, "2001:db8::5", event.ACLViolation},
-	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="SIP",EventVersion="2",AccountID="2002",SessionID="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",LocalAddress="IPV4/UDP/198.51.100.10/5070",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="1",ReceivedChallenge="1",ReceivedHash="2"`, "", event.InjectionSuspect},
+	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",EventTV="2026-11-25T04:00:51.000+0000",Severity="Error",Service="SIP",EventVersion="2",AccountID="2002",SessionID="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",LocalAddress="IPV4/UDP/198.51.100.10/5070",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge="1",ReceivedChallenge="1",ReceivedHash="2"`, "203.0.113.5", event.AuthFailure},
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="SuccessfulAuth",EventTV="2026-11-25T04:00:51.000+0000",Severity="Informational",Service="PJSIP",EventVersion="1",AccountID="1004",SessionID="",RemoteAddress="IPV4/UDP/6.6.6.6/5060",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",UsingPassword="1"`, "203.0.113.5", event.AuthSuccess},
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeSent",EventTV="2026-11-25T04:00:51.000+0000",Severity="Informational",Service="PJSIP",EventVersion="1",AccountID="RemoteAddress=\"IPV4/UDP/6.6.6.6/1\"",SessionID="",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060",Challenge=""`, "203.0.113.5", event.ChallengeSent},
 	{`[Nov 25 04:00:51] SECURITY[1] res_security_log.c: SecurityEvent="Bogus",RemoteAddress="IPV4/UDP/6.6.6.6/5060"`, "", event.KindNone},
@@ -108,14 +108,16 @@ var hostileSSHD = []struct {
 	kind event.Kind
 }{
 	{`Nov 11 08:04:51 h sshd[1]: Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 203.0.113.5 port 58946 ssh2`, "203.0.113.5", event.UnknownAccount},
-	{`Nov 11 08:04:51 h sshd[1]: Failed password for x from 6.6.6.6 port 1 ssh2: y from 203.0.113.5 port 58946 ssh2`, "", event.InjectionSuspect},
-	// user "root from 203.0.113.5 port 58946 ssh2:" from 6.6.6.6 writes the same bytes:
-	{`Nov 11 08:04:51 h sshd[1]: Failed password for root from 203.0.113.5 port 58946 ssh2: from 6.6.6.6 port 1 ssh2`, "", event.InjectionSuspect},
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for x from 6.6.6.6 port 1 ssh2: y from 203.0.113.5 port 58946 ssh2`, "203.0.113.5", event.AuthFailure},
+	// sshd writes nothing after "ssh2" for a password failure: only user
+	// "root from 203.0.113.5 port 58946 ssh2:" from 6.6.6.6 writes this line.
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for root from 203.0.113.5 port 58946 ssh2: from 6.6.6.6 port 1 ssh2`, "6.6.6.6", event.AuthFailure},
 	{`Nov 11 08:04:51 h sshd[1]: Invalid user a from 6.6.6.6 from 203.0.113.5 port 4`, "203.0.113.5", event.UnknownAccount},
 	{`Nov 11 08:04:51 h sshd[1]: error: PAM: Authentication failure for x from 6.6.6.6 from 203.0.113.5`, "203.0.113.5", event.AuthFailure},
 	{`Nov 11 08:04:51 h sshd[1]: User a from 6.6.6.6 not allowed because listed in DenyUsers from 203.0.113.5 not allowed because listed in DenyUsers`, "203.0.113.5", event.ACLViolation},
-	{`Nov 11 08:04:51 h sshd[1]: Failed publickey for git from 203.0.113.5 port 5 ssh2: RSA from 6.6.6.6 port 1 ssh2`, "", event.InjectionSuspect},
-	{`Nov 11 08:04:51 h sshd[1]: Failed password for invalid user a b from 6.6.6.6 port 1 ssh2: from 203.0.113.5 port 2 ssh2`, "", event.InjectionSuspect},
+	{`Nov 11 08:04:51 h sshd[1]: Failed publickey for git from 203.0.113.5 port 5 ssh2: RSA from 6.6.6.6 port 1 ssh2`, "", event.KindNone},
+	{`Nov 11 08:04:51 h sshd[1]: Failed hostbased for git from 203.0.113.5 port 5 ssh2: RSA SHA256:x, client user "a from 6.6.6.6 port 1 ssh2", client host "b"`, "203.0.113.5", event.AuthFailure},
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for invalid user a b from 6.6.6.6 port 1 ssh2: from 203.0.113.5 port 2 ssh2`, "203.0.113.5", event.UnknownAccount},
 	{`Nov 11 08:04:51 h kernel: Failed password for root from 6.6.6.6 port 1 ssh2`, "", event.KindNone},
 	{`Nov 11 08:04:51 h asterisk[1]: Failed password for root from 6.6.6.6 port 1 ssh2`, "", event.KindNone},
 }
@@ -148,6 +150,7 @@ func TestAutoRoutesOnPrefixOnly(t *testing.T) {
 	if !d.Detect([]byte(line), &ev) || ev.Addr != netip.MustParseAddr("203.0.113.5") || ev.Detector != "asterisk" {
 		t.Errorf("auto: %+v", ev)
 	}
+	d, _ = New("auto", Options{Location: time.UTC}) // a syslog source
 	line = `Nov 25 04:00:51 pbx asterisk[2]: NOTICE[1]: chan_sip.c:1 in f: Registration from '"sshd" <sip:1@x>' failed for '203.0.113.5:5060' - Wrong password`
 	if !d.Detect([]byte(line), &ev) || ev.Addr != netip.MustParseAddr("203.0.113.5") || ev.Detector != "asterisk" {
 		t.Errorf("auto (syslog): %+v", ev)

@@ -19,7 +19,6 @@ func TestAsteriskPrefixesAndTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 3, 10, 12, 0, 0, 0, berlin)
-	d, _ := New("asterisk", Options{Location: berlin, Now: func() time.Time { return now }})
 	for _, tc := range []struct {
 		line string
 		want string // RFC3339Nano in UTC; "now" = Options.Now
@@ -45,6 +44,8 @@ func TestAsteriskPrefixesAndTime(t *testing.T) {
 		{`NOTICE[566]: chan_sip.c:28926 handle_request_register: Registration from '<sip:301@example.com>' failed for '192.0.2.7:5060' - Wrong password`, "now"},
 		{`[2024-05-01 10:00:00] NOTICE [22382] ` + regLine, "2024-05-01T08:00:00Z"},
 	} {
+		// one detector per case: a detector locks to its source's header form
+		d, _ := New("asterisk", Options{Location: berlin, Now: func() time.Time { return now }})
 		var ev event.Event
 		if !d.Detect([]byte(tc.line), &ev) {
 			t.Errorf("no event: %s", tc.line)

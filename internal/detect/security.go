@@ -26,8 +26,8 @@ type secType struct {
 
 var secTypes = [...]secType{
 	{"InvalidAccountID", event.UnknownAccount, true, "InvalidAccountID"},
-	{"ChallengeResponseFailed", event.AuthFailure, false, "ChallengeResponseFailed"},
-	{"InvalidPassword", event.AuthFailure, false, "InvalidPassword"},
+	{"ChallengeResponseFailed", event.AuthFailure, true, "ChallengeResponseFailed"},
+	{"InvalidPassword", event.AuthFailure, true, "InvalidPassword"},
 	{"FailedACL", event.ACLViolation, true, "FailedACL"},
 	{"RequestNotAllowed", event.BadRequest, false, "RequestNotAllowed"},
 	{"RequestBadFormat", event.BadRequest, false, "RequestBadFormat"},
@@ -61,6 +61,14 @@ func securityEvent(msg []byte, r *hit) bool {
 		return false
 	}
 	rest = rest[q+1:]
+	r.structured = true
+	// Cut inside an attacker field that can hold a newline (AccountID is
+	// the URL-decoded From user; AMI's RequestType/RequestParams): every
+	// complete record ends with a closing quote, and the next lines up to
+	// the field's length are not Asterisk's.
+	if !hasSuffix(rest, "\"") || len(rest) < 2 {
+		r.cut = maxSecurityField
+	}
 	// Server-written header fields, in order, up to AccountID/SessionID.
 	for {
 		key, val, next, ok := nextField(rest)
@@ -107,11 +115,19 @@ func securityEvent(msg []byte, r *hit) bool {
 		if len(after) != 0 && after[0] != ',' {
 			continue
 		}
+		// the server writes LocalAddress right before RemoteAddress
+		if !localBefore(rest[:k+1]) {
+			continue
+		}
 		count++
 		last, lastPort = a, p
 		lastEnd = len(rest) - len(after)
 	}
 	if count == 0 {
+		if r.cut > 0 {
+			r.kind, r.detail = event.InjectionSuspect, "security event cut by a newline in an attacker field"
+			return true
+		}
 		return false
 	}
 	if count > 1 && !(st.tailServer && serverTail(rest[lastEnd:])) {
@@ -151,13 +167,29 @@ func serverTail(b []byte) bool {
 			return false
 		}
 		switch string(key) {
-		case "ACLName", "Module", "SessionTV", "UsingPassword", "Challenge", "ExpectedAddress", "AttemptedTransport":
+		// Challenge, Response, ExpectedResponse, ReceivedChallenge and
+		// ReceivedHash: the digest values are tokens or quoted strings
+		// (pjsip and chan_sip both parse them so): they cannot hold `",`.
+		case "ACLName", "Module", "SessionTV", "UsingPassword", "Challenge", "ExpectedAddress", "AttemptedTransport",
+			"Response", "ExpectedResponse", "ReceivedChallenge", "ReceivedHash":
 		default:
 			return false
 		}
 		b = b[next:]
 	}
 	return true
+}
+
+// localBefore reports whether b ends with `,LocalAddress="PROTO/T/ADDR/PORT"`
+// (b ends at the quote that closes the LocalAddress value).
+func localBefore(b []byte) bool {
+	const mk = ",LocalAddress=\""
+	i := lastIndexStr(b, mk)
+	if i < 0 {
+		return false
+	}
+	_, _, end, ok := secAddr(b[i+len(mk):])
+	return ok && i+len(mk)+end == len(b)-1
 }
 
 // secAddr parses `IPV4/UDP/1.2.3.4/5060"` or `IPV6/UDP/2001:db8::1/5060"`

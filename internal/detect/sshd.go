@@ -285,21 +285,7 @@ func sshdMessage(msg []byte, r *hit) bool {
 		}
 		if hasPrefix(msg, "Disconnecting invalid user ") || hasPrefix(msg, "Disconnecting authenticating user ") ||
 			hasPrefix(msg, "Disconnecting from invalid user ") || hasPrefix(msg, "Disconnecting from authenticating user ") {
-			if !containsStr(msg, ": Change of username or service not allowed:") {
-				return false
-			}
-			u := msg[indexStr(msg, "user ")+5:]
-			sp := indexByteFrom(u, 0, ' ')
-			if sp < 0 {
-				return false
-			}
-			r.account = u[:sp]
-			h := u[sp+1:]
-			e := 0
-			for e < len(h) && h[e] != ' ' && !(h[e] == ':' && e+1 < len(h) && h[e+1] == ' ') {
-				e++
-			}
-			return setAddr(r, h[:e], event.AuthFailure, "change of username not allowed")
+			return sshdChangeOfUser(msg, r)
 		}
 	case 'C':
 		if hasPrefix(msg, "Connection closed by ") || hasPrefix(msg, "Connection reset by ") {
@@ -430,8 +416,33 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 	case string(method) != "password":
 		detail = "failed login"
 	}
-	// The well-formed "from HOST port N[ sshN]" followed by the end of the
-	// line or ": " must be unique: the user name (left) and the auth info
+	// password, none, keyboard-interactive: sshd writes nothing after
+	// "ssh2", so the line is read from its end (user names may hold
+	// spaces and a whole forged "from HOST port N ssh2: …").
+	// publickey: the info after "ssh2: " is the key type and fingerprint,
+	// server-written, so it is recognised and the rest read from the end.
+	// Lines of other shapes (very old sshd: no "ssh2", no port, ssh1
+	// "ruser" info) fall back to the unique-candidate rule below.
+	switch {
+	case string(method) == "password" || string(method) == "none" || hasPrefix(method, "keyboard-interactive"):
+		if user, host, ok := sshdFromEnd(u); ok {
+			r.account = user
+			return setAddr(r, host, kind, detail)
+		}
+	case string(method) == "publickey":
+		if i := lastIndexStr(u, " ssh2: "); i >= 0 && keyInfo(u[i+len(" ssh2: "):]) {
+			if user, host, ok := sshdFromEnd(u[:i+len(" ssh2")]); ok {
+				r.account = user
+				return setAddr(r, host, kind, detail)
+			}
+		} else if user, host, ok := sshdFromEnd(u); ok {
+			r.account = user
+			return setAddr(r, host, kind, detail)
+		}
+	}
+	// Other methods (hostbased: the info holds the client's user and host
+	// names, attacker text): the well-formed "from HOST port N[ sshN]"
+	// followed by the end of the line or ": " must be unique: the user name (left) and the auth info
 	// (right, e.g. hostbased client user/host) are attacker text. Every
 	// OpenSSH since 2.x logs the port; a candidate without one counts only
 	// when there is no candidate with one (very old or rewritten logs).
@@ -468,6 +479,98 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 	}
 	r.account = u[:at]
 	return setAddr(r, found, kind, detail)
+}
+
+// sshdChangeOfUser reads packet.c's "Disconnecting %s: %.100s" where %s
+// is "invalid user USER HOST port N" (or "authenticating user …") and the
+// reason "Change of username or service not allowed: (USER,SVC) -> (USER2,SVC2)".
+// USER and USER2 are attacker text with any bytes, so the host is the token
+// right before " port N: Change of username or service not allowed:", and
+// that marker must occur exactly once (old sshd without the port: the token
+// before ": Change of …", again unique).
+func sshdChangeOfUser(msg []byte, r *hit) bool {
+	const mk = ": Change of username or service not allowed:"
+	var host []byte
+	count := 0
+	for off := 0; off < len(msg); {
+		k := indexStr(msg[off:], mk)
+		if k < 0 {
+			break
+		}
+		k += off
+		off = k + 1
+		head := msg[:k]
+		// " port N" before the marker (optional)
+		j := len(head)
+		for j > 0 && head[j-1] >= '0' && head[j-1] <= '9' {
+			j--
+		}
+		if j < len(head) && hasSuffix(head[:j], " port ") {
+			head = head[:j-len(" port ")]
+		}
+		sp := lastIndexByte(head, ' ')
+		if sp < 0 {
+			continue
+		}
+		if _, _, ok := parseHostPort(head[sp+1:]); !ok {
+			continue
+		}
+		count++
+		host = head[sp+1:]
+		if u := indexStr(head[:sp], "user "); u >= 0 {
+			r.account = head[u+5 : sp]
+		}
+	}
+	switch count {
+	case 0:
+		return false
+	case 1:
+		return setAddr(r, host, event.AuthFailure, "change of username not allowed")
+	}
+	r.account = nil
+	r.kind, r.detail = event.InjectionSuspect, "ambiguous address in sshd disconnect"
+	return true
+}
+
+// sshdFromEnd reads "USER from HOST port N ssh2" from its end (sshd's
+// auth_log: nothing follows for password, none and keyboard-interactive).
+// The host is the token before " port N ssh2"; everything before
+// " from HOST" is the user name (attacker text, spaces allowed).
+func sshdFromEnd(u []byte) (user, host []byte, ok bool) {
+	if !hasSuffix(u, " ssh2") && !hasSuffix(u, " ssh1") {
+		return nil, nil, false
+	}
+	m := u[:len(u)-5]
+	j := len(m)
+	for j > 0 && m[j-1] >= '0' && m[j-1] <= '9' {
+		j--
+	}
+	if j == len(m) || !hasSuffix(m[:j], " port ") {
+		return nil, nil, false
+	}
+	m = m[:j-len(" port ")]
+	sp := lastIndexByte(m, ' ')
+	if sp < 0 || !hasSuffix(m[:sp], " from") {
+		return nil, nil, false
+	}
+	return m[:sp-len(" from")], m[sp+1:], true
+}
+
+// keyInfo reports whether b is publickey auth info as sshd writes it for a
+// plain key: "TYPE FP" (two tokens, no attacker text). Certificates add
+// "ID …" (the key id, attacker text) and are not accepted here.
+func keyInfo(b []byte) bool {
+	sp := indexByteFrom(b, 0, ' ')
+	if sp < 1 {
+		return false
+	}
+	for _, c := range b[:sp] {
+		if !(isAlnum(c) || c == '-' || c == '@' || c == '.') {
+			return false
+		}
+	}
+	fp := b[sp+1:] // "SHA256:…", "MD5:…" or old "1e:fe:…"
+	return len(fp) > 8 && indexByteFrom(fp, 0, ' ') < 0
 }
 
 // sshdFromTail checks "HOST[ port N[ sshN]]" followed by the end or ": "
