@@ -110,14 +110,23 @@ func runTestLog(stdout, stderr io.Writer, stdin io.Reader, o testLogOpts, files 
 	res := &testLogResult{byAddr: make(map[netip.Addr]int64, 1024)}
 	start := time.Now()
 	var buf []byte
-	// Counting only (json, addrs, text without --missed) with a detector
-	// that keeps no state between lines: split the input over the cores.
+	// Counting only (json, addrs, text without --missed) with the asterisk
+	// detector: split the input over the cores, one detector per chunk.
+	// (The detector's only state between lines is its header form and the
+	// few lines after a packet dump or a newline-cut field; a chunk starts
+	// at a line start with that state fresh, so a dump that straddles a
+	// chunk boundary may count differently than in sequential mode.)
 	parallel := o.format != "events" && !o.missed && o.detector == "asterisk" && runtime.GOMAXPROCS(0) > 1
 	for i, r := range readers {
 		var err error
 		if parallel {
 			err = countParallel(r, o, res)
 		} else {
+			// one detector per file: a detector locks to its source's
+			// header form and carries per-source state.
+			if i > 0 {
+				det, _ = detect.New(o.detector, detect.Options{})
+			}
 			err = scanSequential(r, files[i], det, o, res, out, stderr)
 		}
 		if err != nil {
@@ -184,7 +193,7 @@ func scanSequential(r io.Reader, name string, det detect.Detector, o testLogOpts
 				buf = append(buf, ':')
 				buf = strconv.AppendInt(buf, lineNo, 10)
 				buf = append(buf, ": "...)
-				buf = append(buf, bytes.TrimRight(line, "\r\n")...)
+				buf = appendEscaped(buf, bytes.TrimRight(line, "\r\n"))
 				buf = append(buf, '\n')
 				if o.format == "text" {
 					out.Write(buf)
@@ -222,6 +231,26 @@ func (res *testLogResult) merge(o *testLogResult) {
 	}
 }
 
+// appendEscaped appends line with control bytes (a log line may carry an
+// attacker's ESC sequences) written as \xNN, tab as \t and the backslash
+// doubled, so that --missed output cannot drive the terminal.
+func appendEscaped(buf, line []byte) []byte {
+	const hex = "0123456789abcdef"
+	for _, c := range line {
+		switch {
+		case c == '\\':
+			buf = append(buf, '\\', '\\')
+		case c == '\t':
+			buf = append(buf, '\\', 't')
+		case c < 0x20 || c == 0x7f:
+			buf = append(buf, '\\', 'x', hex[c>>4], hex[c&15])
+		default:
+			buf = append(buf, c)
+		}
+	}
+	return buf
+}
+
 // chunkSize is the unit of work of countParallel; memory is bounded by
 // (workers + 2) chunks whatever the file size.
 const chunkSize = 1 << 20
@@ -240,10 +269,10 @@ func countParallel(r io.Reader, o testLogOpts, res *testLogResult) error {
 	results := make(chan *testLogResult, workers)
 	for range workers {
 		go func() {
-			det, _ := detect.New(o.detector, detect.Options{})
 			local := &testLogResult{byAddr: make(map[netip.Addr]int64, 1024)}
 			var ev event.Event
 			for ch := range work {
+				det, _ := detect.New(o.detector, detect.Options{})
 				c := ch.data
 				for len(c) > 0 {
 					line := c

@@ -76,7 +76,7 @@ func TestTestLogEventsAndStdin(t *testing.T) {
 	in := `[Nov 25 04:01:42] NOTICE[12721] chan_sip.c: Registration from '"2002" <sip:2002@198.51.100.10>' failed for '203.0.113.101:5060' - Wrong password
 noise
 [Nov 25 04:02:42] NOTICE[12973] manager.c: 203.0.113.222 failed to authenticate as 'a"b\` + "\xff" + `'
-[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '"x' failed for '6.6.6.6:5060' (callid: " <sip:100@1.1.1.1>' failed for '203.0.113.5:5060' (callid: abc) - No matching endpoint found
+[Nov 25 04:00:51] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'INVITE' from '<sip:x' failed for '6.6.6.6' (callid: @1.1.1.1>' failed for '203.0.113.5:5060' (callid: abc) - Failed to authenticate
 `
 	out, err := runTestLogCLI(t, in, "--format", "events", "-")
 	if err != nil {
@@ -210,5 +210,21 @@ func TestTestLogParallelMatchesSequential(t *testing.T) {
 	}
 	if p["lines"].(float64) < 1000 {
 		t.Errorf("lines = %v", p["lines"])
+	}
+}
+
+// TestTestLogMissedEscapes: --missed prints attacker text; control bytes
+// (terminal escapes) come out as \xNN.
+func TestTestLogMissedEscapes(t *testing.T) {
+	in := "[Nov 25 04:00:00] NOTICE[1] app_x.c: Wrong password \x1b[2J\x07\tx\\y\n"
+	out, err := runTestLogCLI(t, in, "--missed", "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("control bytes in output: %q", out)
+	}
+	if !strings.Contains(out, `Wrong password \x1b[2J\x07\tx\\y`) {
+		t.Errorf("missed line not escaped as expected:\n%s", out)
 	}
 }
