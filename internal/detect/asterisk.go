@@ -460,7 +460,11 @@ func parseRFC5424(line []byte) (date, prog []byte, pid uint32, msg []byte, ok bo
 	if sl := lastIndexByte(name, '/'); sl >= 0 {
 		name = name[sl+1:]
 	}
-	return date, name, atou(fields[3]), trimLeftSpace(f), true
+	f = trimLeftSpace(f)
+	if hasPrefix(f, "\xef\xbb\xbf") { // BOM before a UTF-8 MSG
+		f = f[3:]
+	}
+	return date, name, atou(fields[3]), f, true
 }
 
 func indexByteFrom(b []byte, from int, c byte) int {

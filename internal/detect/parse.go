@@ -308,14 +308,15 @@ func parseAnyStamp(b []byte, s *stamp) (int, bool) {
 
 // lineClock turns stamps into time.Time. It caches the start of the last
 // minute it resolved, so that a stream of lines costs a compare and an add,
-// and asks Options.Now only when the minute changes (year inference).
+// and asks Options.Now only when the minute changes (year inference) or
+// when a stamp lies beyond the last known "now + slack".
 type lineClock struct {
 	loc *time.Location
 	now func() time.Time
 
-	key    int64 // packed year-less month/day/hour/min (+ year when known)
-	base   time.Time
-	nowVal time.Time
+	key   int64 // packed year-less month/day/hour/min (+ year when known)
+	base  time.Time
+	limit time.Time // now + futureSlack, as of the last call to now
 }
 
 func newLineClock(o Options) lineClock {
@@ -323,8 +324,14 @@ func newLineClock(o Options) lineClock {
 	return lineClock{loc: o.Location, now: o.Now, key: -1}
 }
 
-// futureSlack is how far past Now a year-less stamp may lie and still be
-// given the current year (log writer and reader clocks differ a little).
+// futureSlack is how far past Now a stamp may lie and still be believed
+// (log writer and reader clocks differ a little). A year-less stamp gets
+// the latest year that does not put it beyond Now+futureSlack, so a
+// "Jan  1 00:00:03" read at Dec 31 23:59:58 is next year's. A stamp with
+// a year (or a year-less one at the edge) that is still beyond
+// Now+futureSlack — a wrong clock, or a forged "2099-…" — is replaced by
+// the receive time: a future event time would stay in a jail's window
+// forever.
 const futureSlack = 24 * time.Hour
 
 func (c *lineClock) resolve(s *stamp) time.Time {
@@ -333,7 +340,7 @@ func (c *lineClock) resolve(s *stamp) time.Time {
 			return c.now()
 		}
 		t := time.Date(s.year, time.Month(s.month), s.day, s.hour, s.min, s.sec, s.nsec, time.UTC)
-		return t.Add(-time.Duration(s.zoneOff) * time.Second)
+		return c.clamp(t.Add(-time.Duration(s.zoneOff) * time.Second))
 	}
 	key := int64(s.month)<<24 | int64(s.day)<<16 | int64(s.hour)<<8 | int64(s.min)
 	if s.hasYear {
@@ -347,16 +354,30 @@ func (c *lineClock) resolve(s *stamp) time.Time {
 			c.base = time.Date(s.year, time.Month(s.month), s.day, s.hour, s.min, 0, 0, c.loc)
 		} else {
 			now := c.now().In(c.loc)
-			c.nowVal = now
-			y := now.Year()
+			c.limit = now.Add(futureSlack)
+			y := now.Year() + 1
 			t := time.Date(y, time.Month(s.month), s.day, s.hour, s.min, 0, 0, c.loc)
-			if t.After(now.Add(futureSlack)) {
-				t = time.Date(y-1, time.Month(s.month), s.day, s.hour, s.min, 0, 0, c.loc)
+			for i := 0; i < 2 && t.After(c.limit); i++ {
+				y--
+				t = time.Date(y, time.Month(s.month), s.day, s.hour, s.min, 0, 0, c.loc)
 			}
 			c.base = t
 		}
 	}
-	return c.base.Add(time.Duration(s.sec)*time.Second + time.Duration(s.nsec))
+	return c.clamp(c.base.Add(time.Duration(s.sec)*time.Second + time.Duration(s.nsec)))
+}
+
+// clamp returns t, or the receive time when t lies beyond now+futureSlack.
+func (c *lineClock) clamp(t time.Time) time.Time {
+	if !t.After(c.limit) {
+		return t
+	}
+	now := c.now()
+	c.limit = now.Add(futureSlack)
+	if t.After(c.limit) {
+		return now
+	}
+	return t
 }
 
 // ---- interning ----

@@ -33,9 +33,9 @@ func TestAsteriskPrefixesAndTime(t *testing.T) {
 		{`[2024-05-01 10:00:00] NOTICE[1][C-0000001a] ` + regLine, "2024-05-01T08:00:00Z"},
 		{`[2024-05-01T10:00:00.5+00:00] NOTICE[1] ` + regLine, "2024-05-01T10:00:00.5Z"},
 		{`[Mar  2 09:08:07 2024] NOTICE[1] ` + regLine, "2024-03-02T08:08:07Z"},
-		// DST: Berlin switches at 2026-03-29 02:00 → 03:00
-		{`[2026-03-29 03:30:00] NOTICE[1] ` + regLine, "2026-03-29T01:30:00Z"},
-		{`[2026-03-29 01:30:00] NOTICE[1] ` + regLine, "2026-03-29T00:30:00Z"},
+		// DST: Berlin switched at 2025-03-30 02:00 → 03:00
+		{`[2025-03-30 03:30:00] NOTICE[1] ` + regLine, "2025-03-30T01:30:00Z"},
+		{`[2025-03-30 01:30:00] NOTICE[1] ` + regLine, "2025-03-30T00:30:00Z"},
 		// plain formatter and syslog / journald
 		{`[2024-05-01 10:00:00] NOTICE[1]: chan_sip.c:28468 handle_request_register: Registration from '<sip:301@example.com>' failed for '192.0.2.7:5060' - Wrong password`, "2024-05-01T08:00:00Z"},
 		{`Mar  1 15:35:53 pbx asterisk[2350]: NOTICE[1195]: chan_sip.c:23417 in handle_request_register: Registration from '<sip:301@example.com>' failed for '192.0.2.7:5060' - Wrong password`, "2026-03-01T14:35:53Z"},

@@ -122,7 +122,7 @@ func parseSSHDHeader(line []byte) (date []byte, pid uint32, msg []byte, ok bool)
 			fields[k], f = f[:sp], f[sp+1:]
 		}
 		// stamp host app procid msgid
-		if !isSSHDName(fields[2]) {
+		if !isSSHDName(baseName(fields[2])) {
 			return nil, 0, nil, false
 		}
 		pid = atou(fields[3])
@@ -179,7 +179,7 @@ func parseSSHDHeader(line []byte) (date []byte, pid uint32, msg []byte, ok bool)
 				pid = atou(name[b+1 : len(name)-1])
 				name = name[:b]
 			}
-			if !isSSHDName(name) {
+			if !isSSHDName(baseName(name)) {
 				return nil, 0, nil, false
 			}
 			return date, pid, line[sp+1:], true
@@ -187,6 +187,14 @@ func parseSSHDHeader(line []byte) (date []byte, pid uint32, msg []byte, ok bool)
 		i = sp + 1
 	}
 	return nil, 0, nil, false
+}
+
+// baseName strips a path ("/usr/sbin/sshd" → "sshd").
+func baseName(b []byte) []byte {
+	if sl := lastIndexByte(b, '/'); sl >= 0 {
+		return b[sl+1:]
+	}
+	return b
 }
 
 func isSSHDName(b []byte) bool {
