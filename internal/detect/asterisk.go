@@ -1095,6 +1095,15 @@ func aclReject(msg []byte, r *hit) bool {
 		return false
 	}
 	purpose := msg[:i]
+	// PURPOSE is a constant like "SIP ACL", "SIP Peer ACL", "Manager User ACL"
+	if !hasSuffix(purpose, "ACL: ") {
+		return false
+	}
+	for _, c := range purpose {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == ' ' || c == '(' || c == ')' || c == '-' || c == ':') {
+			return false
+		}
+	}
 	a := msg[i+len(mk):]
 	q := indexByteFrom(a, 0, '\'')
 	if q < 0 || !hasPrefix(a[q:], "' due to a failure to pass ACL '") {

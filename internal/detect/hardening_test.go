@@ -150,6 +150,27 @@ func TestCutFieldSkipsFollowingLines(t *testing.T) {
 	}
 }
 
+// TestSecurityAccountIDNewline: a 36-byte AccountID holds a newline and a
+// complete file-channel header; the rest of the record then reads as an
+// acl.c message naming the victim.
+func TestSecurityAccountIDNewline(t *testing.T) {
+	acct := "\n[Nov 25 04:00:51] NOTICE[1] acl.c: "
+	if len(acct) > 36 {
+		t.Fatalf("AccountID %d bytes", len(acct))
+	}
+	rec := rtFile + `SecurityEvent="InvalidAccountID",EventTV="2026-11-25T04:00:51.374+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="` + acct +
+		`",SessionID="Rejecting '198.51.100.21' due to a failure to pass ACL 'a'",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.5/5060"`
+	evs := run(newAt(t, "asterisk", noon), strings.Split(rec, "\n")...)
+	for i, ev := range evs {
+		if ev != nil && ev.Addr == victim {
+			t.Errorf("line %d: victim gets %v", i, ev.Kind)
+		}
+	}
+	if evs[0] == nil || evs[0].Kind != event.InjectionSuspect {
+		t.Errorf("cut record: %+v", evs[0])
+	}
+}
+
 // TestLongLinesUntrusted: Asterisk cuts messages at 8191 bytes.
 func TestLongLinesUntrusted(t *testing.T) {
 	l := rtFile + rtSec("InvalidAccountID", strings.Repeat("C", 8100), "")

@@ -124,11 +124,12 @@ func securityEvent(msg []byte, r *hit) bool {
 		lastEnd = len(rest) - len(after)
 	}
 	if count == 0 {
-		if r.cut > 0 {
-			r.kind, r.detail = event.InjectionSuspect, "security event cut by a newline in an attacker field"
-			return true
-		}
-		return false
+		// Every record has a RemoteAddress: without one, the line was cut
+		// (by a newline in AccountID, before it). What follows is not
+		// Asterisk's.
+		r.cut = maxSecurityField
+		r.kind, r.detail = event.InjectionSuspect, "security event cut by a newline in an attacker field"
+		return true
 	}
 	if count > 1 && !(st.tailServer && serverTail(rest[lastEnd:])) {
 		r.kind, r.detail = event.InjectionSuspect, "ambiguous RemoteAddress in security event"
