@@ -86,6 +86,8 @@ type asteriskDetector struct {
 	// endOfPacket: the line after a packet dump may be pjproject's
 	// "-- end of packet.".
 	endOfPacket bool
+	// jsonBuf holds the unescaped message of a [json] formatter line.
+	jsonBuf []byte
 }
 
 func newAsterisk(o Options) Detector {
@@ -156,7 +158,11 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 		}
 	}
 	var h astHeader
-	if !parseAsteriskHeader(line, &h) {
+	if len(line) > 0 && line[0] == '{' {
+		if !parseJSONHeader(line, &h, &d.jsonBuf) {
+			return false
+		}
+	} else if !parseAsteriskHeader(line, &h) {
 		return false
 	}
 	if d.form == formNone {
@@ -176,7 +182,7 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 	if !dispatchAsterisk(&h, &r) {
 		return false
 	}
-	if r.cut > 0 {
+	if r.cut > 0 && h.form != formJSON { // JSON escapes newlines: nothing follows
 		d.skip = min(r.cut, 8192)
 		d.endOfPacket = r.packet
 	}
@@ -223,6 +229,7 @@ const (
 	formNone    = iota
 	formBracket // file channel: "[DATE] LEVEL[LWP]…"
 	formSyslog  // syslog, journald, RFC 5424, bare "LEVEL[LWP]: …"
+	formJSON    // the [json] formatter: one JSON object per line
 )
 
 // parseAsteriskHeader reads the server-written prefix and refuses lines

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,27 @@ func fuzzSeeds(f *testing.F) {
 	for _, l := range readLines(f, sharedDir+"/conformance/fail2ban-1.0.2/asterisk", sharedDir+"/conformance/fail2ban-1.0.2/sshd") {
 		f.Add(l)
 	}
+	for _, lines := range rtCases() {
+		for _, l := range lines {
+			f.Add([]byte(l))
+		}
+	}
+	f.Add([]byte(jsonLine("Nov 25 04:00:51", "NOTICE", "chan_sip.c", `Registration from '"J" <sip:2002@x>' failed for '203.0.113.5' - Wrong password`)))
+	f.Add([]byte("[Nov 25 04:05:01] ERROR[12721] pjproject: \tsip_transport.c Error processing 10 bytes packet from UDP 203.0.113.5:5060 : x:"))
+}
+
+// addrWritten: the address appears in the line, or (a [json] line) in its
+// unescaped text.
+func addrWritten(line []byte, a netip.Addr) bool {
+	if addrInLine(line, a) {
+		return true
+	}
+	if len(line) > 0 && line[0] == '{' {
+		if u, ok := jsonUnescape(nil, line); ok {
+			return addrInLine(u, a)
+		}
+	}
+	return false
 }
 
 func fuzzDetector(f *testing.F, name string) {
@@ -120,8 +142,34 @@ func fuzzDetector(f *testing.F, name string) {
 		if ev.Kind == event.InjectionSuspect && ev.Addr.IsValid() {
 			t.Fatalf("injection_suspect with an address: %q", line)
 		}
-		if ev.Addr.IsValid() && !addrInLine(line, ev.Addr) {
+		if ev.Addr.IsValid() && !addrWritten(line, ev.Addr) {
 			t.Fatalf("address %v not written in the line: %q", ev.Addr, line)
+		}
+	})
+}
+
+// FuzzAsteriskStream: the input is a stream of lines read by one detector
+// (multi-line state: packet dumps, cut fields, the header-form lock). Every
+// event's address is written in its own line.
+func FuzzAsteriskStream(f *testing.F) {
+	for _, lines := range rtCases() {
+		f.Add([]byte(strings.Join(lines, "\n")))
+	}
+	f.Add([]byte("[Nov 25 04:05:01] ERROR[1] pjproject: Error processing 3 bytes packet from UDP 203.0.113.5:5060 : x:\nab\n[Nov 25 04:05:01] NOTICE[1] acl.c: SIP ACL: Rejecting '192.0.2.1' due to a failure to pass ACL 'a'"))
+	opts := Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		d, _ := New("asterisk", opts)
+		var ev event.Event
+		for _, line := range bytes.Split(stream, []byte("\n")) {
+			if !d.Detect(line, &ev) {
+				continue
+			}
+			if ev.Kind == event.KindNone || ev.Kind == event.InjectionSuspect && ev.Addr.IsValid() {
+				t.Fatalf("bad event %+v: %q", ev, line)
+			}
+			if ev.Addr.IsValid() && !addrWritten(line, ev.Addr) {
+				t.Fatalf("address %v not written in the line: %q", ev.Addr, line)
+			}
 		}
 	})
 }
