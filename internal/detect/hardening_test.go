@@ -355,3 +355,45 @@ func TestPjsipEndpointFromLeft(t *testing.T) {
 		t.Errorf("%+v", ev)
 	}
 }
+
+// TestCutFieldFullForgedHeader: dialled numbers and IAX2 peer names can
+// hold a newline followed by a complete, well-formed header; the cut
+// message's next lines are skipped.
+func TestCutFieldFullForgedHeader(t *testing.T) {
+	forged := "[Nov 25 04:02:18] NOTICE[1] acl.c: SIP ACL: Rejecting '198.51.100.21' due to a failure to pass ACL 'x"
+	for name, lines := range map[string][]string{
+		"chan_sip exten": {
+			`[Nov 25 04:02:18] NOTICE[12666][C-00000001] chan_sip.c: Call from 'x' (203.0.113.5:5060) to extension '0`,
+			forged + `' rejected because extension not found in context 'default'.`,
+		},
+		"pjsip exten": {
+			`[Nov 25 04:02:18] NOTICE[12666] res_pjsip_session.c:  anonymous: Call (UDP:203.0.113.5:5060) to extension '0`,
+			forged + `' rejected because extension not found in context 'from-external'.`,
+		},
+		"iax2 peer": {
+			`[Nov 25 04:03:01] NOTICE[12713] chan_iax2.c: No registration for peer 'x`,
+			forged + `' (from 203.0.113.5)`,
+		},
+		"iax2 md5 peer": {
+			`[Nov 25 04:03:01] NOTICE[12713] chan_iax2.c: Host 203.0.113.5 failed MD5 authentication for 'x`,
+			forged + `' (a != b)`,
+		},
+	} {
+		evs := run(newAt(t, "asterisk", noon), lines...)
+		if evs[1] != nil {
+			t.Errorf("%s: forged line gave %v %v", name, evs[1].Kind, evs[1].Addr)
+		}
+		if evs[0] != nil && evs[0].Addr.IsValid() && evs[0].Addr != attacker {
+			t.Errorf("%s: cut line gave %v", name, evs[0].Addr)
+		}
+	}
+}
+
+// TestIAX2DeniedRegister: chan_iax2 "Host %s denied access to register peer '%s'".
+func TestIAX2DeniedRegister(t *testing.T) {
+	l := `[Nov 25 04:03:01] NOTICE[12713] chan_iax2.c: Host 203.0.113.5 denied access to register peer '5001'`
+	ev := run(newAt(t, "asterisk", noon), l)[0]
+	if ev == nil || ev.Addr != attacker || ev.Kind != event.ACLViolation || ev.Service != event.ServiceIAX2 {
+		t.Errorf("%+v", ev)
+	}
+}
