@@ -114,6 +114,8 @@ type astHeader struct {
 	module []byte
 	msg    []byte
 	date   []byte // timestamp text, nil when the line has none
+	st     stamp  // date parsed, when stOK
+	stOK   bool
 }
 
 // hit is what a message parser found.
@@ -166,6 +168,11 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 		return false
 	}
 	if d.form == formNone {
+		if h.level == lvVerbose && h.form == formBracket {
+			if _, ok := parseAnyStamp(h.date, &h.st); !ok {
+				return false
+			}
+		}
 		d.form = h.form
 	} else if h.form != d.form {
 		return false
@@ -198,7 +205,7 @@ func (d *asteriskDetector) fill(h *astHeader, r *hit, ev *event.Event, name stri
 		r.kind = event.Scan
 	}
 	*ev = event.Event{
-		Time:       d.lineTime(h.date),
+		Time:       d.lineTime(h),
 		Addr:       r.addr,
 		Port:       r.port,
 		Service:    r.svc,
@@ -213,8 +220,11 @@ func (d *asteriskDetector) fill(h *astHeader, r *hit, ev *event.Event, name stri
 	}
 }
 
-func (d *asteriskDetector) lineTime(date []byte) time.Time {
-	if len(date) > 0 {
+func (d *asteriskDetector) lineTime(h *astHeader) time.Time {
+	if h.stOK {
+		return d.clock.resolve(&h.st)
+	}
+	if date := h.date; len(date) > 0 {
 		var s stamp
 		if _, ok := parseAnyStamp(date, &s); ok {
 			return d.clock.resolve(&s)
@@ -256,10 +266,6 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 		if j < 0 || j > 48 {
 			return false
 		}
-		var s stamp
-		if _, ok := parseAnyStamp(line[1:j], &s); !ok {
-			return false
-		}
 		h.date = line[1:j]
 		h.form = formBracket
 		i = skipSpaces(line, j+1)
@@ -279,12 +285,12 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 				if j < 0 || j-i > 48 {
 					return false
 				}
-				var s stamp
-				if _, ok := parseAnyStamp(line[i+1:j], &s); !ok {
+				if _, ok := parseAnyStamp(line[i+1:j], &h.st); !ok {
 					return false
 				}
 				if h.date == nil {
 					h.date = line[i+1 : j]
+					h.stOK = true
 				}
 				i = skipSpaces(line, j+1)
 			}
@@ -312,7 +318,13 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 	}
 	i = j + 1
 	if lv == lvVerbose {
-		return true
+		return true // the caller validates the stamp if it needs to
+	}
+	if h.form == formBracket {
+		if _, ok := parseAnyStamp(h.date, &h.st); !ok {
+			return false
+		}
+		h.stOK = true
 	}
 	if i+2 < n && line[i] == '[' && line[i+1] == 'C' && line[i+2] == '-' {
 		j = indexByteFrom(line, i, ']')

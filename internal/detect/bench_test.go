@@ -220,3 +220,34 @@ func TestZeroAllocs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAsteriskPerSource: like BenchmarkAsterisk, but each log file is
+// read by its own detector (a detector locks to its source's header form),
+// the files interleaved line by line.
+func BenchmarkAsteriskPerSource(b *testing.B) {
+	dir := sharedDir + "/corpus/asterisk-20/log/"
+	var srcs [][][]byte
+	var dets []Detector
+	var size, n int64
+	for _, f := range []string{"messages", "security", "syslog-local0.log", "full"} {
+		ls := readLines(b, dir+f)
+		d, _ := New("asterisk", Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
+		var ev event.Event
+		for _, l := range ls {
+			size += int64(len(l)) + 1
+			n++
+			d.Detect(l, &ev)
+		}
+		srcs = append(srcs, ls)
+		dets = append(dets, d)
+	}
+	var ev event.Event
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := i % len(srcs)
+		ls := srcs[s]
+		dets[s].Detect(ls[(i/len(srcs))%len(ls)], &ev)
+	}
+	b.SetBytes(size / n)
+}

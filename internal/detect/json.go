@@ -228,10 +228,10 @@ func parseJSONHeader(line []byte, h *astHeader, buf *[]byte) bool {
 	if !parseJSONRecord(line, &rec) || !rec.lwp || rec.message == nil {
 		return false
 	}
-	var s stamp
-	if _, ok := parseAnyStamp(rec.timestamp, &s); !ok {
+	if _, ok := parseAnyStamp(rec.timestamp, &h.st); !ok {
 		return false
 	}
+	h.stOK = true
 	lv, k := matchLevel(rec.level)
 	if lv == lvOther || k != len(rec.level) {
 		return false
