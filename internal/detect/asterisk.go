@@ -183,6 +183,20 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 	var r hit
 	if len(line) >= maxLineTrusted {
 		r.kind, r.detail = event.InjectionSuspect, "message cut at 8191 bytes by Asterisk"
+		// A res_pjsip Request line names its source before the Call-ID:
+		// when pjsip's From grammar leads to "' failed for 'ADDR' (callid: "
+		// well inside the first 8000 bytes, that part was written before
+		// the cut, so an 8 KB Call-ID does not hide the sender.
+		if m := h.msg; hasPrefix(m, "Request ") && (string(h.module) == "res_pjsip/pjsip_distributor.c" || string(h.module) == "pjsip_distributor.c") {
+			if room := len(m) - (len(line) - maxLineTrusted) - 100; room > 0 {
+				if a, disp, from, ok := pjsipFromLeft(m[:room]); ok {
+					r.svc, r.from, r.account = event.ServicePJSIP, disp, sipUser(from)
+					if !setAddr(&r, a, event.BadRequest, "pjsip request with an 8 KB field") {
+						r.kind = event.InjectionSuspect
+					}
+				}
+			}
+		}
 		d.fill(&h, &r, ev, "asterisk")
 		return true
 	}

@@ -178,6 +178,17 @@ func TestLongLinesUntrusted(t *testing.T) {
 	if ev == nil || ev.Kind != event.InjectionSuspect || ev.Addr.IsValid() {
 		t.Errorf("long line: %+v", ev)
 	}
+	// a res_pjsip Request names its source before the (8 KB) Call-ID
+	pj := `[Nov 25 04:01:39] NOTICE[12721] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '"1004" <sip:1004@198.51.100.10>' failed for '203.0.113.5:5060' (callid: ` +
+		strings.Repeat("D", 8200)
+	if ev := run(newAt(t, "asterisk", noon), pj[:8191]+`[Nov 25 04:01:40] NOTICE[1] acl.c: SIP ACL: Rejecting '198.51.100.21' due to a failure to pass ACL 'a'`)[0]; ev == nil || ev.Addr != attacker || ev.Kind != event.BadRequest {
+		t.Errorf("long pjsip request: %+v", ev)
+	}
+	// ... but not when the address would lie near or past the cut
+	pj = `[Nov 25 04:01:39] NOTICE[12721] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '"` + strings.Repeat("E", 8050) + `" <sip:1004@198.51.100.10>' failed for '203.0.113.5:5060' (callid: x`
+	if ev := run(newAt(t, "asterisk", noon), pj)[0]; ev == nil || ev.Kind != event.InjectionSuspect || ev.Addr.IsValid() {
+		t.Errorf("address near the cut: %+v", ev)
+	}
 	short := rtFile + rtSec("InvalidAccountID", strings.Repeat("C", 7000), "")
 	if ev := run(newAt(t, "asterisk", noon), short)[0]; ev == nil || ev.Addr != attacker {
 		t.Errorf("7 KB line: %+v", ev)
