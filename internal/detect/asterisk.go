@@ -1201,8 +1201,13 @@ func iax2(msg []byte, r *hit) bool {
 		}
 		r.account = quotedHead(msg[len("No registration for peer '"):])
 		return setAddr(r, msg[i+len(" (from "):len(msg)-1], event.UnknownAccount, "no registration for peer")
-	case hasPrefix(msg, "Rejected connect attempt from "):
-		a := msg[len("Rejected connect attempt from "):]
+	case hasPrefix(msg, "Rejected connect attempt from "), hasPrefix(msg, "Rejected dial attempt from "):
+		// "Rejected connect attempt from ADDR, who was trying to reach 'U@C'"
+		// "Rejected connect attempt from ADDR, request 'E@C' does not exist"
+		// "Rejected dial attempt from ADDR, request 'E@C' does not exist"
+		// (not: "…, requested 'X' incompatible with our capability": codecs)
+		a := msg[len("Rejected "):]
+		a = a[indexStr(a, " from ")+len(" from "):]
 		c := indexByteFrom(a, 0, ',')
 		if c < 0 {
 			return false
@@ -1212,7 +1217,10 @@ func iax2(msg []byte, r *hit) bool {
 			return false
 		}
 		if !hasSuffix(rest, "'") && !hasSuffix(rest, "' does not exist") {
-			r.cut = maxExtenField
+			r.cut = maxExtenField // cut inside the number
+		}
+		if hasPrefix(msg, "Rejected dial attempt") {
+			return setAddr(r, a[:c], event.UnknownAccount, "rejected dial attempt")
 		}
 		return setAddr(r, a[:c], event.UnknownAccount, "rejected connect attempt")
 	case hasPrefix(msg, "Call rejected, CallToken Support required."):

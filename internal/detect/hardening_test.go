@@ -400,11 +400,27 @@ func TestCutFieldFullForgedHeader(t *testing.T) {
 	}
 }
 
-// TestIAX2DeniedRegister: chan_iax2 "Host %s denied access to register peer '%s'".
-func TestIAX2DeniedRegister(t *testing.T) {
-	l := `[Nov 25 04:03:01] NOTICE[12713] chan_iax2.c: Host 203.0.113.5 denied access to register peer '5001'`
-	ev := run(newAt(t, "asterisk", noon), l)[0]
-	if ev == nil || ev.Addr != attacker || ev.Kind != event.ACLViolation || ev.Service != event.ServiceIAX2 {
-		t.Errorf("%+v", ev)
+// TestIAX2Formats: chan_iax2 "Host %s denied access to register peer '%s'"
+// and "Rejected dial attempt from %s, request '%s@%s' does not exist"
+// (format strings of channels/chan_iax2.c); a codec mismatch is no attack.
+func TestIAX2Formats(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		kind event.Kind
+	}{
+		{`[Nov 25 04:03:01] NOTICE[12713] chan_iax2.c: Host 203.0.113.5 denied access to register peer '5001'`, event.ACLViolation},
+		{`[Nov 25 04:03:01] WARNING[12713] chan_iax2.c: Rejected dial attempt from 203.0.113.5, request '0041@default' does not exist`, event.UnknownAccount},
+		{`[Nov 25 04:03:01] NOTICE[12713] chan_iax2.c: Rejected connect attempt from 203.0.113.5, requested 'ulaw' incompatible with our capability 'alaw'.`, event.KindNone},
+	} {
+		ev := run(newAt(t, "asterisk", noon), tc.line)[0]
+		if tc.kind == event.KindNone {
+			if ev != nil {
+				t.Errorf("%+v: %s", ev, tc.line)
+			}
+			continue
+		}
+		if ev == nil || ev.Addr != attacker || ev.Kind != tc.kind || ev.Service != event.ServiceIAX2 {
+			t.Errorf("%+v: %s", ev, tc.line)
+		}
 	}
 }
