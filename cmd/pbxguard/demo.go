@@ -194,7 +194,7 @@ jails:
 	if err != nil {
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
-	logLevel := slog.LevelWarn
+	logLevel := slog.LevelError // the demo tells the story itself
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: logLevel}))
 	if !o.quiet {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
@@ -270,6 +270,9 @@ jails:
 		}
 		res.Sent++
 		state := "arrived  -> PBX logs: No matching endpoint found"
+		if lab == nil {
+			state = "(simulated) PBX logs: No matching endpoint found"
+		}
 		if arrived {
 			if banned {
 				res.ArrivedAfterBan++
@@ -344,7 +347,11 @@ jails:
 		}
 		tw.Flush()
 		if res.Latency.Count > 0 {
-			pr.linef("from the log line to the kernel: %.3f ms (pbxguard_ban_latency_seconds)", res.Latency.P50ms)
+			where := "the kernel"
+			if lab == nil {
+				where = "the (dry-run) firewall"
+			}
+			pr.linef("from reading the 5th log line to %s: %.3f ms (pbxguard_ban_latency_seconds)", where, res.Latency.P50ms)
 		}
 	}
 	res.Seconds = time.Since(began).Seconds()
