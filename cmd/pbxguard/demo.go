@@ -428,6 +428,9 @@ func newDemoLab(ctx context.Context) (*demoLab, error) {
 	}
 	for _, s := range steps {
 		if out, err := exec.CommandContext(ctx, "ip", s...).CombinedOutput(); err != nil {
+			if ctx.Err() != nil {
+				return lab, errors.New("interrupted; lab cleaned up")
+			}
 			return lab, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
 		}
 	}
