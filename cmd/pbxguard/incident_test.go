@@ -15,7 +15,7 @@ import (
 const corpus20 = "../../../shared/corpus/asterisk-20"
 
 // runCmd runs the CLI in-process and returns stdout and the exit code.
-func runCmd(t *testing.T, args ...string) (string, int) {
+func runIncidentCLI(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	root := newRootCmd()
 	var out, errb bytes.Buffer
@@ -37,7 +37,7 @@ func runCmd(t *testing.T, args ...string) (string, int) {
 }
 
 func TestIncidentReportCorpusJSON(t *testing.T) {
-	out, code := runCmd(t, "incident", "report", "--json",
+	out, code := runIncidentCLI(t, "incident", "report", "--json",
 		"--cdr", corpus20+"/log/cdr-csv/Master.csv", "--log", corpus20+"/log/security")
 	if code != exitFindings {
 		t.Fatalf("exit %d, want %d (suspicious found)\n%s", code, exitFindings, out)
@@ -81,7 +81,7 @@ func TestIncidentReportCorpusJSON(t *testing.T) {
 }
 
 func TestIncidentReportText(t *testing.T) {
-	out, code := runCmd(t, "incident", "report", "--cdr", corpus20+"/log/cdr-csv/Master.csv", "--log", corpus20+"/log/security")
+	out, code := runIncidentCLI(t, "incident", "report", "--cdr", corpus20+"/log/cdr-csv/Master.csv", "--log", corpus20+"/log/security")
 	if code != exitFindings || !bytes.Contains([]byte(out), []byte("SUSPICIOUS extension 1004")) || !bytes.Contains([]byte(out), []byte("203.0.113.159")) {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
@@ -93,7 +93,7 @@ func TestIncidentReportRatesAndExitCodes(t *testing.T) {
 	if err := os.WriteFile(rates, []byte("key,rate\nGB,0.10\nIL,0.20\n+882,6.00\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, code := runCmd(t, "incident", "report", "--json", "--cdr", corpus20+"/log/cdr-csv/Master.csv", "--rates", rates)
+	out, code := runIncidentCLI(t, "incident", "report", "--json", "--cdr", corpus20+"/log/cdr-csv/Master.csv", "--rates", rates)
 	if code != exitFindings {
 		t.Fatalf("exit %d", code)
 	}
@@ -113,22 +113,22 @@ func TestIncidentReportRatesAndExitCodes(t *testing.T) {
 	if err := os.WriteFile(legit, []byte(`"","1001","0033170189999","outbound","""Alice"" <1001>","PJSIP/1001-0000003f","PJSIP/carrier-00000040","Dial","PJSIP/0033170189999@carrier,30","2026-11-25 04:03:37","2026-11-25 04:03:37","2026-11-25 04:03:42",5,5,"ANSWERED","DOCUMENTATION","1795579417.64","outbound"`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := runCmd(t, "incident", "report", "--cdr", legit); code != exitOK {
+	if out, code := runIncidentCLI(t, "incident", "report", "--cdr", legit); code != exitOK {
 		t.Errorf("legit only: exit %d\n%s", code, out)
 	}
 	// Bad input: exit 2.
-	if _, code := runCmd(t, "incident", "report", "--cdr", filepath.Join(dir, "missing.csv")); code != exitUsage {
+	if _, code := runIncidentCLI(t, "incident", "report", "--cdr", filepath.Join(dir, "missing.csv")); code != exitUsage {
 		t.Errorf("missing file: exit %d", code)
 	}
-	if _, code := runCmd(t, "incident", "report"); code != exitUsage {
+	if _, code := runIncidentCLI(t, "incident", "report"); code != exitUsage {
 		t.Errorf("no --cdr: exit %d", code)
 	}
-	if _, code := runCmd(t, "incident", "report", "--cdr", legit, "--since", "yesterday"); code != exitUsage {
+	if _, code := runIncidentCLI(t, "incident", "report", "--cdr", legit, "--since", "yesterday"); code != exitUsage {
 		t.Errorf("bad --since: exit %d", code)
 	}
 	garbage := filepath.Join(dir, "garbage.csv")
 	os.WriteFile(garbage, []byte("hello,world\nfoo\n"), 0o600)
-	if _, code := runCmd(t, "incident", "report", "--cdr", garbage); code != exitUsage {
+	if _, code := runIncidentCLI(t, "incident", "report", "--cdr", garbage); code != exitUsage {
 		t.Errorf("garbage: exit %d", code)
 	}
 }
