@@ -104,6 +104,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
 
 	var jails []JailSpec
+	var amiJails []string
 	for _, jc := range cfg.Enabled() {
 		judge, err := jail.New(jail.Config{
 			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
@@ -115,6 +116,11 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))
 		}
 		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
+		if jc.Source == "ami" {
+			amiJails = append(amiJails, jc.Name)
+			jails = append(jails, spec)
+			continue
+		}
 		newDetector := func() (Detector, error) {
 			d, err := detect.New(jc.Detector, detect.Options{Location: cfg.Location})
 			if err != nil {
@@ -157,11 +163,19 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		}
 		jails = append(jails, spec)
 	}
-	manual := config.DefaultBanTime
+	var workers []Worker
+	w, err := amiWorker(cfg, st, amiJails, log)
+	if err != nil {
+		backend.Close()
+		return fail(err)
+	}
+	if w != nil {
+		workers = append(workers, *w)
+	}
 	d, err := New(Options{
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
-		ManualBanTime: manual, Version: opts.Version,
+		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
 	})
 	if err != nil {
 		backend.Close()

@@ -99,6 +99,8 @@ type Options struct {
 	TickEvery time.Duration
 	// Version is shown by status.
 	Version string
+	// Workers run beside the sources (AMI listener, fraud monitor).
+	Workers []Worker
 }
 
 // Batching of decisions into one backend Add.
@@ -243,6 +245,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 			}()
 		}
+	}
+	for _, w := range d.opts.Workers {
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			if err := w.Run(srcCtx, d); err != nil && srcCtx.Err() == nil {
+				d.log.Error("worker stopped", "worker", w.Name, "err", err)
+			}
+		}()
 	}
 	bannerDone := make(chan struct{})
 	go func() { defer close(bannerDone); d.banner() }()
