@@ -717,3 +717,87 @@ func TestDaemonBanLatency(t *testing.T) {
 		t.Fatalf("latency samples = %d, want >= %d", st.Latency.Count, n)
 	}
 }
+
+// TestDaemonRotation: a writer appends failure lines at 50k lines/s for
+// 10 s, rotating every second (alternately rename and copytruncate); the
+// daemon counts exactly the events written.
+func TestDaemonRotation(t *testing.T) {
+	requireE2E(t)
+	dir := t.TempDir()
+	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: "dry-run", maxretry: 255, jail: "    ipv6_prefix: 128\n    max_tracked: 10000"})
+	d := startDaemon(t, nil, dir, cfg)
+	path := filepath.Join(dir, "messages.log")
+
+	const rate, seconds = 50000, 10
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := time.Now().Format("Jan _2 15:04:05")
+	a := netip.MustParseAddr("2001:db8:5::1")
+	written, renames, copies := 0, 0, 0
+	var buf []byte
+	start := time.Now()
+	nextRotate := start.Add(time.Second)
+	for written < rate*seconds {
+		// Pace: the lines due by now, in chunks.
+		due := min(int(time.Since(start).Seconds()*rate)+500, rate*seconds)
+		buf = buf[:0]
+		for ; written < due; written++ {
+			buf = fmt.Appendf(buf, "[%s] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '\"1000\" <sip:1000@192.0.2.1>' failed for '[%s]:5060' (callid: %d) - No matching endpoint found\n", stamp, a, written)
+			a = a.Next()
+		}
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(nextRotate) {
+			nextRotate = nextRotate.Add(time.Second)
+			if (renames+copies)%2 == 0 {
+				f.Close()
+				if err := os.Rename(path, path+".1"); err != nil {
+					t.Fatal(err)
+				}
+				if f, err = os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640); err != nil {
+					t.Fatal(err)
+				}
+				renames++
+			} else {
+				data, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path+".1", data, 0o640); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.Truncate(0); err != nil {
+					t.Fatal(err)
+				}
+				copies++
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.Close()
+	took := time.Since(start)
+	deadline := time.Now().Add(60 * time.Second)
+	var events uint64
+	for {
+		events = 0
+		for _, j := range d.status().Jails {
+			events += j.Events
+		}
+		if events >= uint64(written) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // nothing more may arrive (no double count)
+	events = 0
+	for _, j := range d.status().Jails {
+		events += j.Events
+	}
+	t.Logf("wrote %d lines in %v (%d renames, %d copytruncates); daemon counted %d events", written, took.Round(time.Millisecond), renames, copies, events)
+	if events != uint64(written) {
+		t.Fatalf("events counted %d != written %d", events, written)
+	}
+}
