@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -845,7 +846,16 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 		}
 	}
 	d.fwMu.Lock()
-	err = d.opts.Backend.Delete(ctx, append(gone, pfx.Masked()))
+	if len(gone) > 0 {
+		err = d.opts.Backend.Delete(ctx, gone)
+	}
+	if err == nil && !slices.Contains(gone, pfx.Masked()) {
+		// A kernel entry the store does not know (left by hand): best
+		// effort, as some backends report an absent entry as an error.
+		if derr := d.opts.Backend.Delete(ctx, []netip.Prefix{pfx.Masked()}); derr != nil {
+			d.log.Debug("unban: no kernel entry for the prefix itself", "prefix", pfx, "err", derr)
+		}
+	}
 	d.fwMu.Unlock()
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("delete").Inc()
