@@ -789,6 +789,14 @@ func (d *Daemon) Bans(ctx context.Context) ([]BanInfo, error) {
 // ErrAllowlisted is returned (wrapped) for a manual ban of an allowlisted address.
 var ErrAllowlisted = errors.New("allowlisted")
 
+type allowlistedError struct{ pfx, entry netip.Prefix }
+
+func (e allowlistedError) Error() string {
+	return fmt.Sprintf("refused: %s is in the allowlist (entry %s), which pbxguard never bans; to ban it, take it out of allowlist: in the config and restart", e.pfx, e.entry)
+}
+
+func (e allowlistedError) Is(target error) bool { return target == ErrAllowlisted }
+
 // Ban bans a prefix by hand (or for another part of pbxguard, e.g. fraud
 // containment). An allowlisted prefix is refused with the reason.
 func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, jail, reason string) (BanInfo, error) {
@@ -797,7 +805,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	}
 	pfx = normPrefix(pfx)
 	if entry, hit := d.opts.Allowed(pfx); hit {
-		return BanInfo{}, fmt.Errorf("refused: %s is in the allowlist (entry %s); remove it from allowlist: in the config first: %w", pfx, entry, ErrAllowlisted)
+		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
 	}
 	if jail == "" {
 		jail = "manual"
