@@ -820,3 +820,43 @@ func TestDaemonRotation(t *testing.T) {
 		t.Fatalf("events counted %d != written %d", events, written)
 	}
 }
+
+// TestDaemonRestore100k: 100k active bans in the store (as a previous run
+// left them), a fresh kernel: the start restores them all in one go. Logs
+// the time reconcile took (not asserted) and checks the kernel's count.
+func TestDaemonRestore100k(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "restore")
+	dir := t.TempDir()
+	cfg := writeDaemonConfig(t, dir, daemonConfig{jail: "    ipv6_prefix: 128"})
+	st, err := store.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 100000
+	now := time.Now()
+	bans := make([]store.Ban, 0, total)
+	a := netip.MustParseAddr("2001:db8:100a::1")
+	for i := 0; i < total; i++ {
+		bans = append(bans, store.Ban{Prefix: netip.PrefixFrom(a, 128), Addr: a, Jail: "asterisk", Reason: "restore test",
+			Since: now, Until: now.Add(time.Hour), Count: 1})
+		a = a.Next()
+	}
+	if err := st.AddBans(context.Background(), bans); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	start := time.Now()
+	d := startDaemon(t, ns, dir, cfg)
+	ready := time.Since(start)
+	n, _ := kernelCount(t, ns, "nftables")
+	took := regexp.MustCompile(`kernel reconciled with the store" restored=(\d+) .* kernel_add=(\S+) took=(\S+)`).FindStringSubmatch(d.out.String())
+	if took == nil {
+		t.Fatalf("no reconcile line in the log:\n%s", tail(d.out.String(), 20))
+	}
+	t.Logf("restore of %s bans: one backend Add %s, whole reconcile (store read, list, add) %s; daemon ready %v after exec; kernel holds %d",
+		took[1], took[2], took[3], ready.Round(time.Millisecond), n)
+	if n != total {
+		t.Fatalf("kernel holds %d of %d", n, total)
+	}
+}
