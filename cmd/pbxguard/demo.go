@@ -159,14 +159,23 @@ func runDemo(ctx context.Context, w io.Writer, o demoOptions) (*demoResult, erro
 	if kernel {
 		pr.stepf("Building the lab: two network namespaces joined by a virtual cable")
 		lab, err = newDemoLab(ctx)
-		if lab != nil {
-			defer lab.Close()
-		}
 		if err != nil {
-			return nil, err
+			if lab != nil {
+				lab.Close()
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// A container without the right to make namespaces: tell the
+			// story on the dry-run backend instead.
+			pr.linef("could not build the lab (%v): falling back to the dry-run backend", err)
+			lab, kernel = nil, false
+			res.Mode, res.Backend = "dry-run", "dry-run"
+		} else {
+			defer lab.Close()
+			pr.linef("pbx      %-15s  namespace %s  (listens on UDP %d, like Asterisk)", demoPBX, lab.pbx, demoSIPPort)
+			pr.linef("attacker %-15s  namespace %s", demoAttacker, lab.attacker)
 		}
-		pr.linef("pbx      %-15s  namespace %s  (listens on UDP %d, like Asterisk)", demoPBX, lab.pbx, demoSIPPort)
-		pr.linef("attacker %-15s  namespace %s", demoAttacker, lab.attacker)
 	}
 
 	pr.stepf("Starting pbxguard on the pbx, following %s", logPath)
