@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/detect"
 	"github.com/pbxguard/pbxguard/internal/event"
@@ -103,6 +105,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 
 	var jails []JailSpec
 	var amiJails []string
+	judges := map[string]*jail.Jail{}
 	for _, jc := range cfg.Enabled() {
 		judge, err := jail.New(jail.Config{
 			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
@@ -113,6 +116,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			backend.Close()
 			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))
 		}
+		judges[jc.Name] = judge
 		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
 		if jc.Source == "ami" {
 			amiJails = append(amiJails, jc.Name)
@@ -179,7 +183,34 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		backend.Close()
 		return fail(err)
 	}
+	registerJailMetrics(d.metrics, judges)
 	return &Built{Daemon: d, Store: st, Backend: backend}, nil
+}
+
+// registerJailMetrics exposes each jail's own counters (read at scrape time;
+// jail.Stats is safe from any goroutine).
+func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
+	type stat struct {
+		name, help string
+		counter    bool
+		get        func(jail.Stats) float64
+	}
+	for _, s := range []stat{
+		{"pbxguard_jail_tracked_addresses", "Addresses (or IPv6 prefixes) a jail tracks now.", false, func(s jail.Stats) float64 { return float64(s.Tracked) }},
+		{"pbxguard_jail_evicted_total", "Tracked addresses dropped because max_tracked was reached.", true, func(s jail.Stats) float64 { return float64(s.Evicted) }},
+		{"pbxguard_jail_allowlisted_total", "Events from allowlisted addresses, ignored.", true, func(s jail.Stats) float64 { return float64(s.AllowlistedSkipped) }},
+		{"pbxguard_jail_challenge_failures_total", "Challenges never answered by a successful authentication, counted as failures.", true, func(s jail.Stats) float64 { return float64(s.ChallengeFailures) }},
+	} {
+		for name, j := range judges {
+			labels := prometheus.Labels{"jail": name}
+			f := func() float64 { return s.get(j.Stats()) }
+			if s.counter {
+				m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
+			} else {
+				m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
+			}
+		}
+	}
 }
 
 // sourceAdapter turns a source.Source into the daemon's Source.

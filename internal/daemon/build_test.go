@@ -82,6 +82,19 @@ jails:
 	if len(list) != 1 || list[0].Prefix.String() != "203.0.113.66/32" {
 		t.Fatalf("kernel (dry-run) = %+v", list)
 	}
+	mfs, err := b.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "pbxguard_jail_tracked_addresses" && mf.GetMetric()[0].GetGauge().GetValue() == 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("pbxguard_jail_tracked_addresses{jail=asterisk} is not 1")
+	}
 	st := b.Status()
 	if st.Jails[0].Lines != 3 {
 		t.Fatalf("lines read = %d, want 3 (the line present at start is not read)", st.Jails[0].Lines)
