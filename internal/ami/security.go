@@ -42,7 +42,7 @@ var securityKinds = map[string]struct {
 func SecurityEvent(m *Message, ev *event.Event) bool {
 	ev.Reset()
 	var name, remote, service, account, tv string
-	var nEvent, nRemote int
+	var nEvent, nRemote, nPriv int
 	security := false
 	for _, h := range m.Headers {
 		if len(h.Key) < 5 || len(h.Key) > 13 {
@@ -55,7 +55,10 @@ func SecurityEvent(m *Message, ev *event.Event) bool {
 				name = h.Value
 			}
 		case strings.EqualFold(h.Key, "Privilege"):
-			security = security || hasClass(h.Value, "security")
+			nPriv++
+			if nPriv == 1 { // Asterisk's own, right after Event
+				security = hasClass(h.Value, "security")
+			}
 		case strings.EqualFold(h.Key, "RemoteAddress"):
 			nRemote++
 			if nRemote == 1 {

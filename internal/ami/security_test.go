@@ -42,6 +42,7 @@ func TestSecurityEventTable(t *testing.T) {
 		{"garbled address", "Event: FailedACL\r\n" + base + "Service: AMI\r\nRemoteAddress: IPV4/TCP/203.0.113.999/1\r\n", true,
 			event.Event{Time: tv, Service: event.ServiceAMI, Kind: event.ACLViolation, Detail: "FailedACL", Detector: "ami"}},
 		{"not security class", "Event: FailedACL\r\nPrivilege: system,all\r\nRemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
+		{"user event with forged privilege", "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: x\r\nPrivilege: security,all\r\nEvent: FailedACL\r\nRemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
 		{"user event", "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: InvalidAccountID\r\nRemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
 		{"other security event", "Event: SessionLimit\r\n" + base + "RemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
 		{"response", "Response: Success\r\nMessage: Authentication accepted\r\n", false, event.Event{}},
