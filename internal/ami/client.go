@@ -27,13 +27,13 @@ const (
 	EventReconnected  = "pbxguard.Reconnected"
 )
 
-// Client errors, for errors.Is.
+// Client errors, for errors.Is (always returned wrapped with context).
 var (
-	ErrClosed       = errors.New("ami: client closed")
-	ErrTimeout      = errors.New("ami: timed out")
-	ErrDisconnected = errors.New("ami: connection lost")
-	ErrAuth         = errors.New("ami: login refused")
-	ErrNotConnected = errors.New("ami: not connected")
+	ErrClosed       = errors.New("client closed")
+	ErrTimeout      = errors.New("timed out")
+	ErrDisconnected = errors.New("connection lost")
+	ErrAuth         = errors.New("login refused")
+	ErrNotConnected = errors.New("not connected")
 )
 
 // ActionError is returned with the response when Asterisk answers an

@@ -624,8 +624,7 @@ func TestSubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	isSecurity := func(m *Message) bool { return hasClass(m.Get("Privilege"), "security") }
-	sec := c.Subscribe(8, isSecurity)
+	sec := c.Subscribe(8, IsSecurity)
 	other := c.Subscribe(8, nil)
 	_, _ = c.Action(context.Background(), NewAction("UserEvent", "UserEvent", "go"))
 	var got []string

@@ -179,3 +179,9 @@ func parseEventTV(s string) time.Time {
 	}
 	return time.Time{}
 }
+
+// IsSecurity reports whether m is an event of the security class (cheap:
+// a Subscribe filter for the jails).
+func IsSecurity(m *Message) bool {
+	return m.IsEvent() && hasClass(m.Get("Privilege"), "security")
+}
