@@ -663,3 +663,95 @@ func TestSubscribe(t *testing.T) {
 		t.Fatal("subscription after Close is open")
 	}
 }
+
+// TestConcurrentActionsOutOfOrder: responses arriving in another order
+// than the actions still reach the right callers.
+func TestConcurrentActionsOutOfOrder(t *testing.T) {
+	const batch = 10
+	srv := newFakeAMI(t, nil, func(s *session) {
+		if !s.login(testLogin) {
+			return
+		}
+		for {
+			var as []action
+			for len(as) < batch {
+				a, err := s.read()
+				if err != nil {
+					return
+				}
+				as = append(as, a)
+			}
+			for i := len(as) - 1; i >= 0; i-- {
+				s.send("Event: Noise\r\nActionID: " + as[i].get("ActionID") + "x\r\n\r\n")
+				s.reply(as[i], "Success", "Variable: "+as[i].get("Variable"), "Value: value-of-"+as[i].get("Variable"))
+			}
+		}
+	})
+	c, err := Dial(context.Background(), testConfig(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for round := range 5 {
+		var wg sync.WaitGroup
+		errs := make(chan error, batch)
+		for i := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v := fmt.Sprintf("V%d_%d", round, i)
+				got, err := c.Getvar(context.Background(), "", v)
+				if err == nil && got != "value-of-"+v {
+					err = fmt.Errorf("Getvar %s = %q", v, got)
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := c.Stats(); st.Events != 5*batch || st.PendingActions != 0 {
+		t.Fatalf("stats %+v (the Noise events carry unknown ActionIDs and belong on Events())", st)
+	}
+}
+
+// TestActionListOldAndError: a list announced only by "Message: … will
+// follow" (old Asterisk) and an Error answer to a list action.
+func TestActionListOldAndError(t *testing.T) {
+	srv := newFakeAMI(t, nil, func(s *session) {
+		if !s.login(testLogin) {
+			return
+		}
+		s.serve(func(a action) bool {
+			id := a.get("ActionID")
+			switch a.get("Action") {
+			case "Status":
+				s.send("Response: Success\r\nActionID: " + id + "\r\nMessage: Channel status will follow\r\n\r\n" +
+					"Event: Status\r\nActionID: " + id + "\r\nChannel: SIP/2001-0000000a\r\n\r\n" +
+					"Event: StatusComplete\r\nActionID: " + id + "\r\nItems: 1\r\n\r\n")
+			default:
+				s.reply(a, "Error", "Message: Permission denied")
+			}
+			return true
+		})
+	})
+	c, err := Dial(context.Background(), testConfig(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, evs, err := c.ActionList(context.Background(), NewAction("Status"))
+	if err != nil || len(evs) != 2 || evs[1].Event() != "StatusComplete" {
+		t.Fatalf("old-style list: %v, %v", evs, err)
+	}
+	resp, evs, err := c.ActionList(context.Background(), NewAction("PJSIPShowContacts"))
+	var ae *ActionError
+	if !errors.As(err, &ae) || resp.Get("Message") != "Permission denied" || len(evs) != 0 || !strings.Contains(err.Error(), "write class") {
+		t.Fatalf("error list: %v %v %v", resp, evs, err)
+	}
+}
