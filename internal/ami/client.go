@@ -848,6 +848,10 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ami: %s not sent: %w", name, err)
 	}
+	limit := c.cfg.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		limit = time.Until(dl).Round(time.Millisecond)
+	}
 	id := c.nextID()
 	m := &Message{Headers: make([]Header, 0, len(action.Headers)+1)}
 	m.Headers = append(m.Headers, action.Headers...)
@@ -886,7 +890,7 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list 
 	case <-ctx.Done():
 		unregister()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("ami: %s (ActionID %s): %w: no complete response from %s within %v", name, id, ErrTimeout, c.cfg.Addr, c.cfg.Timeout)
+			return nil, fmt.Errorf("ami: %s (ActionID %s): %w: no complete response from %s within %v", name, id, ErrTimeout, c.cfg.Addr, limit)
 		}
 		return nil, fmt.Errorf("ami: %s: %w", name, ctx.Err())
 	}

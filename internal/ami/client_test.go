@@ -31,7 +31,7 @@ func testConfig(addr string) Config {
 		Username:     "pbxguard",
 		Secret:       "s3cret",
 		PingInterval: -1,
-		Timeout:      2 * time.Second,
+		Timeout:      5 * time.Second,
 		Backoff:      [2]time.Duration{10 * time.Millisecond, 50 * time.Millisecond},
 	}
 }
@@ -335,15 +335,15 @@ func TestServerNeverAnswers(t *testing.T) {
 			s.serve(func(action) bool { return true })
 		}
 	})
-	cfg = testConfig(mute.Addr())
-	cfg.Timeout = 200 * time.Millisecond
-	c, err := Dial(context.Background(), cfg)
+	c, err := Dial(context.Background(), testConfig(mute.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = c.Action(context.Background(), NewAction("CoreStatus"))
-	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "CoreStatus") {
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	_, err = c.Action(short, NewAction("CoreStatus"))
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "CoreStatus") || !strings.Contains(err.Error(), "no complete response") {
 		t.Fatalf("Action: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -374,7 +374,7 @@ func TestKeepaliveReconnects(t *testing.T) {
 	})
 	cfg := testConfig(deaf.Addr())
 	cfg.PingInterval = 50 * time.Millisecond
-	cfg.Timeout = 150 * time.Millisecond
+	cfg.Timeout = time.Second
 	c, err := Dial(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
