@@ -570,10 +570,16 @@ func TestCloseEndsEverything(t *testing.T) {
 			t.Errorf("last error %q", st.LastError)
 		}
 	}()
+	waitGoroutines(t, base)
+}
+
+// waitGoroutines waits (bounded) until no more than base goroutines run.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
 	for i := 0; ; i++ {
 		n := runtime.NumGoroutine()
 		if n <= base {
-			break
+			return
 		}
 		if i > 500 {
 			buf := make([]byte, 1<<16)
@@ -581,6 +587,44 @@ func TestCloseEndsEverything(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestDialFailuresLeaveNothing: every way a Dial can fail ends all it
+// started.
+func TestDialFailuresLeaveNothing(t *testing.T) {
+	base := runtime.NumGoroutine()
+	func() {
+		refuse := newFakeAMI(t, nil, func(s *session) { s.login(loginConf{user: "nobody"}) })
+		defer refuse.Close()
+		silent := newFakeAMI(t, nil, func(s *session) { _, _ = s.br.ReadByte() })
+		defer silent.Close()
+		filterFails := newFakeAMI(t, nil, func(s *session) {
+			if s.login(testLogin) {
+				s.serve(func(a action) bool { return s.reply(a, "Error", "Message: Permission denied") })
+			}
+		})
+		defer filterFails.Close()
+
+		if _, err := Dial(context.Background(), testConfig(refuse.Addr())); !errors.Is(err, ErrAuth) {
+			t.Errorf("refused: %v", err)
+		}
+		cfg := testConfig(silent.Addr())
+		cfg.Timeout = 100 * time.Millisecond
+		if _, err := Dial(context.Background(), cfg); !errors.Is(err, ErrTimeout) {
+			t.Errorf("silent: %v", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		if _, err := Dial(ctx, testConfig(silent.Addr())); !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled: %v", err)
+		}
+		cfg = testConfig(filterFails.Addr())
+		cfg.Filters = []string{"Event: Hangup"}
+		if _, err := Dial(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "Permission denied") || !strings.Contains(err.Error(), "write = system") {
+			t.Errorf("filter refused: %v", err)
+		}
+	}()
+	waitGoroutines(t, base)
 }
 
 // securityAddrs summarises what SecurityEvent finds in msgs.
