@@ -457,9 +457,12 @@ func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
 		}
 		return nil, err
 	}
-	if !stop() {
+	if !stop() { // ctx ended just as the login completed
 		nc.Close()
-		return nil, fmt.Errorf("ami: connect to %s: %w", addr, ctx.Err())
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("ami: connect to %s: %w", addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("ami: %s: %w: the login took longer than %v", addr, ErrTimeout, to)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	cn := &conn{nc: nc, r: r, dead: make(chan struct{}), pending: map[string]*call{}}
