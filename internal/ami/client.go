@@ -706,8 +706,11 @@ type Subscription struct {
 
 // Subscribe returns a new event stream with its own buffer (drop-oldest
 // when full, like Events()). match selects the events it wants (nil: all);
-// the pbxguard.* markers are always delivered. Its channel is closed by
-// Subscription.Close or Client.Close.
+// it runs on the read loop, so it must be cheap and must not call the
+// Client. The pbxguard.* markers are always delivered. A subscription sees
+// the events that arrive after Subscribe returns: subscribe right after
+// New (which logs in in the background) to see a session from its start.
+// Its channel is closed by Subscription.Close or Client.Close.
 func (c *Client) Subscribe(buffer int, match func(*Message) bool) *Subscription {
 	if buffer <= 0 {
 		buffer = c.cfg.EventBuffer
