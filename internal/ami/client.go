@@ -331,7 +331,7 @@ func (c *Client) run(cn *conn) {
 		err := c.supervise(cn)
 		c.clearConn(cn, err)
 		cn = nil
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || c.isClosed() { // the Logoff of Close can end the session first
 			return
 		}
 		c.disconnects.Add(1)
@@ -395,6 +395,12 @@ func (c *Client) clearConn(cn *conn, err error) {
 		c.lastErr = err
 	}
 	c.mu.Unlock()
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 func (c *Client) setLastErr(err error) {
