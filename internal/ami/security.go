@@ -36,6 +36,9 @@ var securityKinds = map[string]struct {
 // AMI), the account from AccountID (attacker-chosen text, used only as a
 // label), the time from EventTV (zero when absent: use the receipt time).
 //
+// Structured is always set: Asterisk wrote each field separately, and the
+// jail counts such an event and the NOTICE twin in the log once.
+//
 // Only events whose Privilege names the security class count. A message
 // that repeats Event or RemoteAddress (which Asterisk never does, so
 // something forged it) yields Kind InjectionSuspect with no address.
@@ -85,6 +88,7 @@ func SecurityEvent(m *Message, ev *event.Event) bool {
 	ev.Kind = k.kind
 	ev.Detail = k.detail
 	ev.Detector = "ami"
+	ev.Structured = true
 	ev.Service = parseService(service)
 	ev.Account = account
 	ev.Time = parseEventTV(tv)
