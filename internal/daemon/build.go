@@ -137,16 +137,18 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 				return fail(err)
 			}
 			key := jc.Name + ":" + path
-			saved, ok := positions[key]
-			start := source.Position{}
-			if ok && saved.Path == path {
-				start = source.Position{Path: saved.Path, Inode: saved.Inode, Size: saved.Size, Offset: saved.Offset, Check: saved.Check}
+			start := positions[key]
+			if start.Path != path {
+				start = store.Position{}
 			}
 			if _, err := os.Stat(path); err != nil {
 				log.Warn("log file not there yet; pbxguard waits for it", "jail", jc.Name, "file", path, "err", err)
 			}
-			f := source.NewFile(path, start, source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning})
-			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: sourceAdapter{f}, Detector: det})
+			fopts := source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning}
+			open := func(pos store.Position) Source {
+				return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
+			}
+			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: open(start), Detector: det, Reopen: open, start: start})
 		}
 		if len(jc.Journal) > 0 {
 			if _, err := exec.LookPath("journalctl"); err != nil {
@@ -159,9 +161,12 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 				return fail(err)
 			}
 			key := jc.Name + ":journal"
-			cursor := positions[key].Cursor
-			j := source.NewJournal(jc.Name, jc.Journal, cursor, source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")})
-			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: "journal", Source: sourceAdapter{j}, Detector: det})
+			start := positions[key]
+			jopts := source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")}
+			open := func(pos store.Position) Source {
+				return sourceAdapter{source.NewJournal(jc.Name, jc.Journal, pos.Cursor, jopts)}
+			}
+			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: "journal", Source: open(start), Detector: det, Reopen: open, start: start})
 		}
 		jails = append(jails, spec)
 	}

@@ -69,6 +69,13 @@ type SourceSpec struct {
 	Name     string // for logs and metrics (the path, or "journal")
 	Source   Source
 	Detector Detector
+	// Reopen, when set, makes a fresh source that resumes at pos (the
+	// position of the last line handled). A source that stops with an
+	// error is then reopened after a pause instead of stopping the daemon
+	// (journalctl exiting, a log directory that vanished).
+	Reopen func(pos store.Position) Source
+	// start is the position the first source was opened at.
+	start store.Position
 }
 
 // JailSpec is one jail and its sources.
@@ -240,9 +247,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			srcWG.Add(1)
 			go func() {
 				defer srcWG.Done()
-				if err := d.runSource(srcCtx, js, sp); err != nil && srcCtx.Err() == nil {
-					d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
-					srcErr <- fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
+				if err := d.superviseSource(srcCtx, js, sp); err != nil {
+					srcErr <- err
 				}
 			}()
 		}
@@ -291,6 +297,44 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	return runErr
+}
+
+// superviseSource runs a source; when it fails and can be reopened, it is
+// reopened at its last position after a pause (1 s, doubling to 30 s).
+func (d *Daemon) superviseSource(ctx context.Context, js *jailState, sp SourceSpec) error {
+	pause := time.Second
+	for {
+		started := time.Now()
+		err := d.runSource(ctx, js, sp)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		d.metrics.sourceErrors.WithLabelValues(js.spec.Name, sp.Name).Inc()
+		if sp.Reopen == nil {
+			d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
+			return fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
+		}
+		if time.Since(started) > time.Minute {
+			pause = time.Second
+		}
+		d.log.Error("source stopped; reopening it", "jail", js.spec.Name, "source", sp.Name, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+		d.posMu.Lock()
+		pos, ok := d.positions[sp.Key]
+		d.posMu.Unlock()
+		if !ok {
+			pos = sp.start
+		}
+		sp.Source = sp.Reopen(pos)
+	}
 }
 
 func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) error {
