@@ -312,3 +312,17 @@ func TestCDRRowsOfAMICallsSkipped(t *testing.T) {
 		t.Errorf("%+v %v %v", u, ok, err)
 	}
 }
+
+func FuzzParseCDR(f *testing.F) {
+	f.Add(`"","1004","011442079460349","outbound","""Reception"" <1004>","PJSIP/1004-00000005","PJSIP/carrier-00000006","Dial","PJSIP/011442079460349@carrier,30","2026-11-25 04:03:10","2026-11-25 04:03:10","2026-11-25 04:03:13",3,3,"ANSWERED","DOCUMENTATION","1795579390.6","outbound"`)
+	f.Fuzz(func(t *testing.T, line string) {
+		rec, err := SplitCDRLine(line)
+		if err != nil {
+			return
+		}
+		c, ok, err := ParseCDR(rec, time.UTC)
+		if err == nil && ok && (c.Extension == "" || c.Dialled == "") {
+			t.Fatalf("ok without extension or number: %+v", c)
+		}
+	})
+}

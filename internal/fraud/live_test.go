@@ -153,12 +153,12 @@ func TestLiveAMIReplay(t *testing.T) {
 	deadline := time.After(55 * time.Second)
 	for {
 		st := client.Stats()
-		if st.Events > 5000 && mon.Tracker.Stats().Messages == st.Events && !st.Connected {
+		if st.Events > 5000 && mon.Stats().Messages == st.Events && !st.Connected {
 			break
 		}
 		select {
 		case <-deadline:
-			t.Fatalf("monitor saw %d messages, client delivered %+v", mon.Tracker.Stats().Messages, client.Stats())
+			t.Fatalf("monitor saw %d messages, client delivered %+v", mon.Stats().Messages, client.Stats())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

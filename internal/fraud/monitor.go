@@ -215,3 +215,10 @@ func (m *Monitor) now() time.Time {
 	}
 	return time.Now()
 }
+
+// Stats returns the tracker's counters.
+func (m *Monitor) Stats() calls.Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.Tracker.Stats()
+}
