@@ -15,6 +15,7 @@ var checks = []func(*env) []Finding{
 	checkConfigDiags,
 	checkSIPGeneral,
 	checkSIPInsecure,
+	checkNoSecret,
 	checkPJSIPEndpoints,
 	checkWeakSecrets,
 	checkACLOpen,
@@ -224,6 +225,50 @@ func checkSIPInsecure(e *env) []Finding {
 		out = append(out, finding("sip.insecure", sev, v.Pos,
 			fmt.Sprintf("[%s] insecure=%s: INVITEs %s are accepted without a password challenge", s.Name, v.Value, where),
 			"Remove insecure=invite; for a carrier, match it by a fixed host= plus deny=0.0.0.0/0.0.0.0 and permit=<carrier address>."))
+	}
+	return out
+}
+
+func sipNoSecret(s *Section) bool {
+	return s.Value("secret", "") == "" && s.Value("md5secret", "") == "" && s.Value("remotesecret", "") == ""
+}
+
+func iaxNoSecret(s *Section) bool {
+	return s.Value("secret", "") == "" && s.Value("dbsecret", "") == "" && s.Value("inkeys", "") == ""
+}
+
+func checkNoSecret(e *env) []Finding {
+	var out []Finding
+	if e.sipEnabled() {
+		g := e.sipGeneral()
+		if v, ok := g.Get("autocreatepeer"); ok && !isFalse(v.Value) {
+			out = append(out, finding("sip.autocreatepeer", Critical, v.Pos,
+				"chan_sip autocreatepeer="+v.Value+": any device that registers becomes a peer, without a password, in context "+fmt.Sprintf("%q", g.Value("context", "default")),
+				"Set autocreatepeer=no in [general] of sip.conf."))
+		}
+		for _, s := range e.sipPeers() {
+			if !sipNoSecret(s) || !strings.EqualFold(s.Value("host", "dynamic"), "dynamic") {
+				continue
+			}
+			out = append(out, finding("sip.no-secret", High, s.Pos,
+				fmt.Sprintf("chan_sip %s %s has host=dynamic and no secret: anyone can register as %s and call into context %q", s.Value("type", ""), s.Name, s.Name, s.Value("context", g.Value("context", "default"))),
+				"Add secret=<16+ random characters> to the peer, or give it a fixed host= with deny/permit for a trunk."))
+		}
+	}
+	if e.iaxEnabled() {
+		for _, s := range e.file("iax.conf").Concrete() {
+			switch strings.ToLower(s.Value("type", "")) {
+			case "user", "friend":
+			default:
+				continue
+			}
+			if !iaxNoSecret(s) {
+				continue
+			}
+			out = append(out, finding("iax.no-secret", High, s.Pos,
+				fmt.Sprintf("IAX2 %s %s has no secret: calls that name it are accepted without a password into context %q", s.Value("type", ""), s.Name, s.Value("context", "default")),
+				"Add secret=<16+ random characters> (auth=md5) or inkeys= (auth=rsa), or remove the section (the stock [guest] user included)."))
+		}
 	}
 	return out
 }
@@ -791,10 +836,7 @@ func (e *env) entries() []entry {
 			out = append(out, entry{"chan_sip guests (allowguest)", "", gctx, true})
 		}
 		for _, s := range e.sipPeers() {
-			if strings.EqualFold(s.Value("type", ""), "peer") {
-				continue // peers only receive calls; users/friends place them
-			}
-			noSecret := s.Value("secret", "") == "" && s.Value("md5secret", "") == "" && s.Value("remotesecret", "") == ""
+			noSecret := sipNoSecret(s)
 			insecure := strings.Contains(strings.ToLower(s.Value("insecure", "")), "invite")
 			out = append(out, entry{"SIP/" + s.Name, s.Name, s.Value("context", gctx), noSecret || insecure})
 		}
@@ -806,8 +848,7 @@ func (e *env) entries() []entry {
 			default:
 				continue
 			}
-			noSecret := s.Value("secret", "") == "" && s.Value("dbsecret", "") == "" && s.Value("inkeys", "") == ""
-			out = append(out, entry{"IAX2/" + s.Name, s.Name, s.Value("context", "default"), noSecret})
+			out = append(out, entry{"IAX2/" + s.Name, s.Name, s.Value("context", "default"), iaxNoSecret(s)})
 		}
 	}
 	return out
@@ -826,7 +867,8 @@ func checkIntlOpen(e *env) []Finding {
 	}
 	byCtx := map[string][]entry{}
 	var order []string
-	for _, en := range e.entries() {
+	all := e.entries()
+	for _, en := range all {
 		if e.isTrusted(en) {
 			continue
 		}
@@ -869,9 +911,13 @@ func checkIntlOpen(e *env) []Finding {
 			}
 			who = append(who, l)
 		}
+		users := fmt.Sprintf("%d endpoint(s) not marked trusted", len(ens))
+		if len(ens) == len(all) && len(all) > 1 {
+			users = fmt.Sprintf("every endpoint (all %d, none marked trusted)", len(all))
+		}
 		out = append(out, finding("dialplan.intl-open", sev, first,
-			fmt.Sprintf("context %s can dial international numbers (%s) and is used by %d endpoint(s) not marked trusted: %s",
-				ctx, strings.Join(routes, ", "), len(ens), strings.Join(who, ", ")),
+			fmt.Sprintf("context %s can dial international numbers (%s) and is used by %s: %s",
+				ctx, strings.Join(routes, ", "), users, strings.Join(who, ", ")),
 			"Keep international patterns in a separate context (e.g. [intl]) included only by the contexts of trusted endpoints (pbxguard audit --trusted-endpoint NAME), and limit those calls (GROUP_COUNT, a PIN, per-destination rules)."))
 	}
 	return out
@@ -881,7 +927,7 @@ func checkWildcard(e *env) []Finding {
 	var out []Finding
 	for _, c := range e.dp.Contexts {
 		for _, x := range c.Extens {
-			if !isCatchAll(x.Pattern) || !x.routesOut() {
+			if !isCatchAll(x.Pattern) || !x.routesOut() { // routesOut: dialable too
 				continue
 			}
 			sev := Low
@@ -897,8 +943,10 @@ func checkWildcard(e *env) []Finding {
 	return out
 }
 
-// trunkTargets returns the trunk names a Dial() data string calls
-// ("PJSIP/${EXTEN}@carrier" -> carrier, "SIP/carrier/${EXTEN}" -> carrier).
+// trunkTargets returns the trunk names a Dial() data string calls:
+// PJSIP/${EXTEN}@carrier, SIP/carrier/${EXTEN}, SIP/${EXTEN}@carrier,
+// IAX2/user:secret@carrier/${EXTEN}@context, DAHDI/g1/${EXTEN} -> carrier
+// (or DAHDI/g1). A bare PJSIP/100 or SIP/100 is an internal device.
 func trunkTargets(data string) []string {
 	first, _, _ := strings.Cut(data, ",")
 	var out []string
@@ -909,15 +957,26 @@ func trunkTargets(data string) []string {
 		}
 		switch strings.ToUpper(tech) {
 		case "LOCAL":
-			continue
 		case "DAHDI", "ZAP":
-			out = append(out, tech+"/"+res)
-			continue
-		}
-		if _, peer, ok := strings.Cut(res, "@"); ok {
-			out = append(out, peer)
-		} else if peer, _, ok := strings.Cut(res, "/"); ok {
-			out = append(out, peer)
+			group, _, _ := strings.Cut(res, "/")
+			out = append(out, tech+"/"+group)
+		case "IAX2":
+			peer, _, hasExten := strings.Cut(res, "/")
+			if i := strings.LastIndexByte(peer, '@'); i >= 0 {
+				peer = peer[i+1:]
+			}
+			if hasExten {
+				out = append(out, peer)
+			}
+		default: // PJSIP, SIP and others
+			if peer, _, ok := strings.Cut(res, "/"); ok {
+				if i := strings.LastIndexByte(peer, '@'); i >= 0 {
+					peer = peer[i+1:]
+				}
+				out = append(out, peer)
+			} else if _, peer, ok := strings.Cut(res, "@"); ok {
+				out = append(out, peer)
+			}
 		}
 	}
 	return out

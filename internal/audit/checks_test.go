@@ -88,6 +88,13 @@ func TestChecks(t *testing.T) {
 		{"insecure=invite dynamic", "sip.insecure", map[string]string{"sip.conf": goodSIP + "[p]\ntype=friend\nhost=dynamic\ninsecure=port,invite\nsecret=Xk4vQ9mT2rLp8Wz\n"}, Options{}, []string{"sip.conf:8 high"}},
 		{"insecure=invite fixed host", "sip.insecure", map[string]string{"sip.conf": goodSIP + "[p]\ntype=peer\nhost=203.0.113.250\ninsecure=invite\n"}, Options{}, []string{"sip.conf:8 medium"}},
 		{"insecure=port only", "sip.insecure", map[string]string{"sip.conf": goodSIP + "[p]\ntype=peer\nhost=203.0.113.250\ninsecure=port\n"}, Options{}, nil},
+		// sip.no-secret, sip.autocreatepeer, iax.no-secret
+		{"dynamic peer without secret", "sip.no-secret", map[string]string{"sip.conf": goodSIP + "[2001]\ntype=friend\nhost=dynamic\n"}, Options{}, []string{"sip.conf:5 high"}},
+		{"trunk peer with fixed host", "sip.no-secret", map[string]string{"sip.conf": goodSIP + "[carrier]\ntype=peer\nhost=203.0.113.250\n"}, Options{}, nil},
+		{"autocreatepeer", "sip.autocreatepeer", map[string]string{"sip.conf": goodSIP + "autocreatepeer=yes\n"}, Options{}, []string{"sip.conf:5 critical"}},
+		{"autocreatepeer no", "sip.autocreatepeer", map[string]string{"sip.conf": goodSIP + "autocreatepeer=no\n"}, Options{}, nil},
+		{"iax guest user", "iax.no-secret", map[string]string{"iax.conf": "[general]\n[guest]\ntype=user\ncontext=guest\n"}, Options{}, []string{"iax.conf:2 high"}},
+		{"iax user with rsa keys", "iax.no-secret", map[string]string{"iax.conf": "[general]\n[hq]\ntype=user\nauth=rsa\ninkeys=hq\n"}, Options{}, nil},
 		// pjsip.anonymous-endpoint
 		{"anonymous endpoint", "pjsip.anonymous-endpoint", map[string]string{"pjsip.conf": goodPJSIP + "[anonymous]\ntype=endpoint\ncontext=from-external\n"}, Options{}, []string{"pjsip.conf:10 high"}},
 		{"endpoint without auth or identify", "pjsip.anonymous-endpoint", map[string]string{"pjsip.conf": goodPJSIP + "[200](t)\n"}, Options{}, []string{"pjsip.conf:10 high"}},
@@ -203,6 +210,17 @@ func TestSecurityLogMissingFile(t *testing.T) {
 	}
 }
 
+func TestIntlOpenEveryEndpoint(t *testing.T) {
+	all := auditOf(t, map[string]string{
+		"pjsip.conf":      goodPJSIP + "[101](t)\nauth=100\n",
+		"extensions.conf": "[from-internal]\nexten => _X.,1,Dial(PJSIP/${EXTEN}@carrier)\n",
+	}, Options{})
+	got := withID(all, "dialplan.intl-open")
+	if len(got) != 1 || !strings.Contains(got[0].Message, "every endpoint (all 2, none marked trusted): PJSIP/100, PJSIP/101") {
+		t.Fatalf("got:%s", show(all))
+	}
+}
+
 func TestSecretsNeverPrinted(t *testing.T) {
 	all := auditOf(t, map[string]string{
 		"pjsip.conf":   strings.Replace(goodPJSIP, "Xk4vQ9mT2rLp8Wz", "hunter2x", 1),
@@ -266,4 +284,37 @@ func TestParseACLPrefix(t *testing.T) {
 func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+func TestTrunkTargets(t *testing.T) {
+	tests := map[string]string{
+		"PJSIP/${EXTEN}@carrier,30":                        "carrier",
+		"PJSIP/carrier/sip:${EXTEN}@203.0.113.250":         "carrier",
+		"SIP/carrier/${EXTEN:1}":                           "carrier",
+		"SIP/${EXTEN}@carrier":                             "carrier",
+		"IAX2/user:secret@example.com/${EXTEN}@ctx":        "example.com",
+		"DAHDI/g1/${EXTEN}":                                "DAHDI/g1",
+		"PJSIP/${EXTEN},20":                                "",
+		"SIP/2001&PJSIP/1001":                              "",
+		"Local/100@internal":                               "",
+		"IAX2/5001":                                        "",
+		"PJSIP/${EXTEN}@carrier&SIP/backup/${EXTEN},30,tT": "carrier,backup",
+	}
+	for in, want := range tests {
+		if got := strings.Join(trunkTargets(in), ","); got != want {
+			t.Errorf("trunkTargets(%q) = %q want %q", in, got, want)
+		}
+	}
+}
+
+func TestSubroutineOnlyExtensionIsNotARoute(t *testing.T) {
+	all := auditOf(t, map[string]string{
+		"pjsip.conf":      goodPJSIP,
+		"extensions.conf": "[from-internal]\nexten => _X.,50000(stdexten),Dial(${ARG1},20)\n same => n,Return()\n",
+	}, Options{})
+	for _, id := range []string{"dialplan.intl-open", "dialplan.wildcard"} {
+		if len(withID(all, id)) != 0 {
+			t.Errorf("%s for a Gosub-only extension:%s", id, show(all))
+		}
+	}
 }

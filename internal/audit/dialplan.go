@@ -24,6 +24,10 @@ type Exten struct {
 	Pattern    string // as written, "_X." for a pattern
 	Pos        Pos    // where its first priority is written
 	Priorities []Priority
+	// Dialable is true when the extension has a priority 1: a call for
+	// this number starts there. Subroutine-only extensions (priority 50000
+	// reached by Gosub) are not entry points.
+	Dialable bool
 }
 
 // Priority is one step of an extension.
@@ -77,11 +81,15 @@ func parseDialplan(f *File) *Dialplan {
 				if i := strings.IndexByte(ext, '/'); i > 0 {
 					ext = ext[:i] // caller-id match: exten => 123/456,...
 				}
-				_, appl, _ := strings.Cut(rest, ",")
+				prio, appl, _ := strings.Cut(rest, ",")
 				e := c.exten(ext)
 				if e == nil {
 					e = &Exten{Pattern: ext, Pos: v.Pos}
 					c.Extens = append(c.Extens, e)
+				}
+				prio, _, _ = strings.Cut(strings.TrimSpace(prio), "(")
+				if prio == "1" {
+					e.Dialable = true
 				}
 				e.Priorities = append(e.Priorities, splitApp(appl, v.Pos))
 				last = e
@@ -250,6 +258,9 @@ var harmlessApps = map[string]bool{
 // routesOut reports whether an extension does anything that can place or
 // pass on a call (it is not only Hangup/Playback/NoOp...).
 func (e *Exten) routesOut() bool {
+	if !e.Dialable {
+		return false
+	}
 	for _, p := range e.Priorities {
 		if !harmlessApps[strings.ToLower(p.App)] {
 			return true

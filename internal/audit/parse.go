@@ -142,9 +142,9 @@ func (f *File) Concrete() []*Section {
 
 // Limits from main/config.c.
 const (
-	maxIncludeLevel   = 10  // MAX_INCLUDE_LEVEL
-	maxNestedComments = 128 // MAX_NESTED_COMMENTS
-	maxLineBytes      = 8191
+	maxIncludeLevel   = 10   // MAX_INCLUDE_LEVEL
+	maxNestedComments = 128  // MAX_NESTED_COMMENTS
+	maxLineBytes      = 8191 // config.c skips lines this long or longer (fgets into char buf[8192])
 )
 
 // Parse reads name from fsys (the configuration directory) and the files it
@@ -153,7 +153,7 @@ const (
 // astetcdir; absolute paths are read through absFS when it is not nil
 // (os.DirFS("/") for a real directory), else reported as missing.
 func Parse(fsys fs.FS, name string) *File {
-	return parseWith(fsys, nil, name)
+	return parseWith(fsys, nil, "", name)
 }
 
 // ParseBytes parses one file held in memory; its #include directives find
@@ -162,8 +162,8 @@ func ParseBytes(name string, data []byte) *File {
 	return Parse(fstest.MapFS{name: &fstest.MapFile{Data: data}}, name)
 }
 
-func parseWith(fsys, absFS fs.FS, name string) *File {
-	p := &parser{fsys: fsys, absFS: absFS, file: &File{Name: name}}
+func parseWith(fsys, absFS fs.FS, root, name string) *File {
+	p := &parser{fsys: fsys, absFS: absFS, root: root, file: &File{Name: name}}
 	p.load(name, nil)
 	return p.file
 }
@@ -171,6 +171,7 @@ func parseWith(fsys, absFS fs.FS, name string) *File {
 type parser struct {
 	fsys    fs.FS
 	absFS   fs.FS
+	root    string // absolute directory of fsys on absFS, "" if unknown
 	file    *File
 	current *Section // cfg->current: the category an included file starts in
 }
@@ -195,6 +196,9 @@ func (p *parser) glob(target string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, pat := range expandBraces(target, 0) {
+		if !strings.HasPrefix(pat, "/") && p.root != "" && !fs.ValidPath(path.Clean(pat)) {
+			pat = path.Join(p.root, pat) // "../x.conf": outside the directory
+		}
 		fsys, prefix, rel := p.fsys, "", pat
 		if strings.HasPrefix(pat, "/") {
 			if p.absFS == nil {
@@ -288,7 +292,7 @@ func (p *parser) load(name string, stack []string) bool {
 	for i, raw := range splitLines(data) {
 		lineno := i + 1
 		pos := Pos{name, lineno}
-		if len(raw) > maxLineBytes {
+		if len(raw) >= maxLineBytes {
 			p.diag(pos, false, "syntax", "line longer than 8191 bytes: Asterisk skips it")
 			continue
 		}
@@ -406,6 +410,7 @@ func (p *parser) category(cat **Section, text string, pos Pos) {
 	end := strings.IndexByte(text, ']')
 	if end < 0 {
 		p.diag(pos, true, "syntax", "no closing ']' in section header: Asterisk refuses the whole file")
+		*cat = detached(text, pos)
 		return
 	}
 	name := text[1:end]
@@ -416,7 +421,7 @@ func (p *parser) category(cat **Section, text string, pos Pos) {
 		close := strings.IndexByte(rest, ')')
 		if close < 0 {
 			p.diag(pos, true, "syntax", "no closing ')' after ["+name+"]: Asterisk refuses the whole file")
-			*cat = nil
+			*cat = detached(name, pos)
 			return
 		}
 		for _, item := range strings.Split(rest[1:close], ",") {
@@ -427,7 +432,7 @@ func (p *parser) category(cat **Section, text string, pos Pos) {
 				target := p.find(name, item[1:], false)
 				if target == nil {
 					p.diag(pos, true, "syntax", fmt.Sprintf("[%s](+) adds to a section %q that does not exist (yet): Asterisk refuses the whole file", name, name))
-					*cat = nil
+					*cat = detached(name, pos)
 					return
 				}
 				*cat = target
@@ -442,7 +447,7 @@ func (p *parser) category(cat **Section, text string, pos Pos) {
 				base := p.find(item, "", true)
 				if base == nil {
 					p.diag(pos, true, "syntax", fmt.Sprintf("[%s] inherits from %q, which is not defined above it: Asterisk refuses the whole file (define the template first; no spaces inside the parentheses)", name, item))
-					*cat = nil
+					*cat = detached(name, pos)
 					return
 				}
 				(*cat).Inherits = append((*cat).Inherits, base.Name)
@@ -461,6 +466,11 @@ func (p *parser) category(cat **Section, text string, pos Pos) {
 		p.current = newcat
 	}
 }
+
+// detached is a section that is not part of the file: after a header that
+// Asterisk refuses (it stops reading the file there), the values that follow
+// are swallowed instead of each being reported as outside any section.
+func detached(name string, pos Pos) *Section { return &Section{Name: name, Pos: pos} }
 
 // find is category_get_sep: the first category called name (case-insensitive)
 // matching filter. Templates match only when templates is true.

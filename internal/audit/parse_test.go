@@ -78,15 +78,15 @@ func TestParseSyntax(t *testing.T) {
 		{"inheritance copies the base as it is at that point", "[b]\na=1\n[e](b)\n[b](+)\nb=2\n",
 			"[b]@x.conf:1 a=1@x.conf:2 b=2@x.conf:5\n[e](b)@x.conf:3 a=1@x.conf:2<b\n", ""},
 		{"(+) cannot add to a template", "[t](!)\na=1\n[t](+)\nb=2\n",
-			"[t!]@x.conf:1 a=1@x.conf:2\n", "!syntax x.conf:3; !syntax x.conf:4"},
+			"[t!]@x.conf:1 a=1@x.conf:2\n", "!syntax x.conf:3"},
 		{"(+) adds to an existing section", "[a]\nx=1\n[b]\ny=1\n[A](+)\nz=2\n",
 			"[a]@x.conf:1 x=1@x.conf:2 z=2@x.conf:6\n[b]@x.conf:3 y=1@x.conf:4\n", ""},
-		{"(+) without the section is fatal", "[a](+)\nx=1\n", "", "!syntax x.conf:1; !syntax x.conf:2"},
-		{"inherit from an unknown template is fatal", "[e](nope)\nx=1\n", "", "!syntax x.conf:1; !syntax x.conf:2"},
+		{"(+) without the section is fatal", "[a](+)\nx=1\n", "", "!syntax x.conf:1"},
+		{"inherit from an unknown template is fatal", "[e](nope)\nx=1\n", "", "!syntax x.conf:1"},
 		{"space after comma is part of the name (Asterisk refuses it)", "[t](!)\n[e](t, t)\n",
 			"[t!]@x.conf:1\n", "!syntax x.conf:2"},
-		{"no closing bracket", "[a\nx=1\n", "", "!syntax x.conf:1; !syntax x.conf:2"},
-		{"no closing parenthesis", "[a](!\nx=1\n", "", "!syntax x.conf:1; !syntax x.conf:2"},
+		{"no closing bracket", "[a\nx=1\n", "", "!syntax x.conf:1"},
+		{"no closing parenthesis", "[a](!\nx=1\n", "", "!syntax x.conf:1"},
 		{"option outside a section", "x=1\n[a]\n", "[a]@x.conf:2\n", "!syntax x.conf:1"},
 		{"no equal sign is ignored", "[a]\njunk\nx=1\n", "[a]@x.conf:1 x=1@x.conf:3\n", "syntax x.conf:2"},
 		{"empty name is ignored", "[a]\n=1\n", "[a]@x.conf:1\n", "syntax x.conf:2"},
@@ -199,7 +199,7 @@ func TestParseAbsoluteInclude(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsys := fstest.MapFS{"main.conf": {Data: []byte("#include " + filepath.Join(dir, "abs.conf") + "\n")}}
-	f := parseWith(fsys, os.DirFS("/"), "main.conf")
+	f := parseWith(fsys, os.DirFS("/"), "", "main.conf")
 	if len(f.Sections) != 1 || f.Sections[0].Name != "abs" || len(f.Diags) != 0 {
 		t.Fatalf("sections %s diags %v", dump(f), f.Diags)
 	}
@@ -262,4 +262,41 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = Check(&Config{Files: map[string]*File{"sip.conf": p, "pjsip.conf": p, "extensions.conf": p, "manager.conf": p, "http.conf": p, "logger.conf": p}}, Options{})
 	})
+}
+
+func TestRunIncludeOutsideDir(t *testing.T) {
+	base := t.TempDir()
+	etc := filepath.Join(base, "etc")
+	if err := os.MkdirAll(filepath.Join(base, "common"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		filepath.Join(etc, "sip.conf"):              "[general]\n#include ../common/guest.conf\n",
+		filepath.Join(base, "common", "guest.conf"): "allowguest=yes\n",
+		filepath.Join(etc, "logger.conf"):           "[logfiles]\nsecurity => security\n",
+	}
+	for n, c := range files {
+		if err := os.WriteFile(n, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := Run(etc, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Findings) != 1 || r.Findings[0].ID != "sip.allowguest" || !strings.HasSuffix(r.Findings[0].File, "/common/guest.conf") || r.Findings[0].Line != 1 {
+		t.Fatalf("findings:%s", show(r.Findings))
+	}
+}
+
+func TestParseLongLine(t *testing.T) {
+	long := "x=" + strings.Repeat("a", maxLineBytes-2) // 8191 bytes: skipped
+	ok := "y=" + strings.Repeat("b", maxLineBytes-3)   // 8190 bytes: read
+	f := ParseBytes("x.conf", []byte("[a]\n"+long+"\n"+ok+"\n"))
+	if len(f.Sections[0].Vars) != 1 || f.Sections[0].Vars[0].Name != "y" || len(f.Diags) != 1 {
+		t.Fatalf("vars %d diags %v", len(f.Sections[0].Vars), f.Diags)
+	}
 }

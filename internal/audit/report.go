@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -133,7 +134,11 @@ func Run(dir string, opts Options) (*Report, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory (give the directory that holds sip.conf/pjsip.conf)", ErrUnreadable, dir)
 	}
-	r, err := run(os.DirFS(dir), os.DirFS("/"), opts)
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
+	}
+	r, err := run(os.DirFS(dir), os.DirFS("/"), filepath.ToSlash(root), opts)
 	if r != nil {
 		r.Dir = dir
 	}
@@ -142,10 +147,10 @@ func Run(dir string, opts Options) (*Report, error) {
 
 // RunFS audits a configuration directory given as a file system.
 func RunFS(fsys fs.FS, opts Options) (*Report, error) {
-	return run(fsys, nil, opts)
+	return run(fsys, nil, "", opts)
 }
 
-func run(fsys, absFS fs.FS, opts Options) (*Report, error) {
+func run(fsys, absFS fs.FS, root string, opts Options) (*Report, error) {
 	if _, err := fs.ReadDir(fsys, "."); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
 	}
@@ -155,7 +160,7 @@ func run(fsys, absFS fs.FS, opts Options) (*Report, error) {
 		if _, err := fs.Stat(fsys, name); err != nil {
 			continue
 		}
-		cfg.Files[name] = parseWith(fsys, absFS, name)
+		cfg.Files[name] = parseWith(fsys, absFS, root, name)
 		rep.Files = append(rep.Files, name)
 	}
 	rep.Findings = Check(cfg, opts)

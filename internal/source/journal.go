@@ -94,11 +94,42 @@ func (j *Journal) resumeCursor() string {
 // command exiting on its own is an error (the daemon restarts the source;
 // Run resumes after the last entry handed on).
 func (j *Journal) Run(ctx context.Context, handle func(Line) error) error {
+	err := j.run(ctx, handle)
+	if err != nil && errors.Is(err, errBadCursor) {
+		// The journal no longer holds the cursor (rotated or vacuumed while
+		// we were down): what was logged in between is gone with it.
+		j.c.gaps.Add(1)
+		j.log.Warn("source: the saved journal cursor is no longer in the journal; following from now on (entries since the cursor may be lost)",
+			"source", j.name, "cursor", j.resumeCursor())
+		j.mu.Lock()
+		j.cursor, j.lastCur = "", ""
+		j.mu.Unlock()
+		err = j.run(ctx, handle)
+	}
+	if errors.Is(err, errBadCursor) {
+		err = errors.Unwrap(err)
+	}
+	return err
+}
+
+// errBadCursor wraps the error of a command that rejected the cursor
+// before handing on any entry.
+var errBadCursor = errors.New("journal cursor rejected")
+
+type badCursorError struct{ err error }
+
+func (e badCursorError) Error() string        { return e.err.Error() }
+func (e badCursorError) Unwrap() error        { return e.err }
+func (e badCursorError) Is(target error) bool { return target == errBadCursor }
+
+func (j *Journal) run(ctx context.Context, handle func(Line) error) error {
 	bin := j.opts.Command[0]
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		return fmt.Errorf("source %s: %q not found (%w): install systemd's journalctl, or follow the log file instead (e.g. files: [/var/log/auth.log])", j.name, bin, err)
 	}
+	hadCursor := j.resumeCursor() != ""
+	linesBefore := j.c.lines.Load()
 	args := append(append([]string(nil), j.opts.Command[1:]...), j.Args()...)
 	cmd := exec.CommandContext(ctx, path, args...)
 	var stderr tailBuffer
@@ -127,10 +158,14 @@ func (j *Journal) Run(ctx context.Context, handle func(Line) error) error {
 	if werr == nil {
 		werr = errors.New("exited")
 	}
+	err = fmt.Errorf("source %s: %s stopped: %w", j.name, bin, werr)
 	if msg != "" {
-		return fmt.Errorf("source %s: %s stopped: %w: %s", j.name, bin, werr, msg)
+		err = fmt.Errorf("source %s: %s stopped: %w: %s", j.name, bin, werr, msg)
 	}
-	return fmt.Errorf("source %s: %s stopped: %w", j.name, bin, werr)
+	if j.c.lines.Load() == linesBefore && hadCursor && strings.Contains(strings.ToLower(msg), "cursor") {
+		return badCursorError{err}
+	}
+	return err
 }
 
 // journalEntry holds the fields we use. Fields absent from an entry keep

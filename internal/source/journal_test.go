@@ -105,3 +105,33 @@ func TestJournalMissingCommand(t *testing.T) {
 		t.Fatalf("want a clear not-found error, got %v", err)
 	}
 }
+
+// A cursor the journal no longer holds: journalctl fails at once; the
+// source warns, counts a gap and follows from now on.
+func TestJournalStaleCursor(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "journalctl")
+	script := `#!/bin/sh
+case "$*" in
+*--after-cursor*) echo "Failed to seek to cursor: Invalid argument" >&2; exit 1;;
+esac
+echo '{"__CURSOR":"s=new;i=9","MESSAGE":"hello","SYSLOG_IDENTIFIER":"sshd"}'
+exec sleep 30
+`
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	j := NewJournal("j", nil, "s=gone;i=1", JournalOptions{Logger: testLogger(t), Command: []string{bin}})
+	c := &collector{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- j.Run(ctx, c.handle) }()
+	got := c.waitN(t, 1)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(got[0], " sshd: hello") || j.Stats().Gaps != 1 || j.Cursor() != "s=new;i=9" {
+		t.Fatalf("got %q, stats %+v, cursor %q", got, j.Stats(), j.Cursor())
+	}
+}

@@ -52,7 +52,7 @@ type Stats struct {
 	Rotations   uint64 // rename rotations followed (file sources)
 	Truncations uint64 // truncations (copytruncate or plain) seen (file sources)
 	CopiesRead  uint64 // rotated copies read to recover lines (file sources)
-	Gaps        uint64 // times bytes were certainly or possibly lost (file sources)
+	Gaps        uint64 // times lines were certainly or possibly lost (truncation without copy, stale journal cursor)
 	Malformed   uint64 // malformed entries skipped (journal)
 }
 
@@ -80,8 +80,7 @@ type splitter struct {
 	c        *counters
 	buf      []byte
 	pend     int
-	skipping bool // inside an over-long line: drop until the next '\n'
-	quiet    bool // the skip is a start-at-end alignment, not a long line
+	skipping bool // inside an over-long line (or a line we start inside): drop until the next '\n'
 }
 
 func newSplitter(name string, log *slog.Logger, c *counters) splitter {
@@ -106,11 +105,16 @@ func (s *splitter) feed(n int, endOff int64, pos Position, now time.Time, handle
 		}
 		end := i + j
 		if s.skipping {
-			s.skipping, s.quiet = false, false
+			s.skipping = false
 			start, i = end+1, end+1
 			continue
 		}
 		line := data[start:end]
+		for len(line) > 0 && line[0] == 0 {
+			// NULs left by a writer that kept its offset across a
+			// copytruncate (no O_APPEND): the file restarts with a hole.
+			line = line[1:]
+		}
 		if len(line) > 0 && line[len(line)-1] == '\r' {
 			line = line[:len(line)-1]
 		}
@@ -141,7 +145,7 @@ func (s *splitter) feed(n int, endOff int64, pos Position, now time.Time, handle
 // its file is finished, e.g. after a rename rotation).
 func (s *splitter) flush(pos Position, now time.Time, handle func(Line) error) error {
 	if s.skipping || s.pend == 0 {
-		s.pend, s.skipping, s.quiet = 0, false, false
+		s.pend, s.skipping = 0, false
 		return nil
 	}
 	line := s.buf[:s.pend]
@@ -152,7 +156,7 @@ func (s *splitter) flush(pos Position, now time.Time, handle func(Line) error) e
 }
 
 // drop forgets pending bytes (their continuation is lost).
-func (s *splitter) drop() { s.pend, s.skipping, s.quiet = 0, false, false }
+func (s *splitter) drop() { s.pend, s.skipping = 0, false }
 
 const checkLen = 32
 
