@@ -19,6 +19,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/numbers"
+	"github.com/pbxguard/pbxguard/internal/store"
 )
 
 var t0 = time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
@@ -410,5 +411,27 @@ func TestSyslogAlerter(t *testing.T) {
 	got := string(buf[:n])
 	if !strings.Contains(got, "pbxguard") || !strings.Contains(got, "extension=1004") || !strings.Contains(got, "addrs=203.0.113.159") {
 		t.Errorf("syslog got %q", got)
+	}
+}
+
+func TestStoreRecorder(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec := StoreRecorder{Store: st}
+	inc := &Incident{ID: "x", Time: t0, Rule: RulePrefixGuessing, Extension: "1004", Addrs: []netip.Addr{netip.MustParseAddr("203.0.113.159")},
+		Actions: []Action{{Kind: "lock", Target: "1004", Time: t0}}}
+	if err := rec.RecordIncident(context.Background(), inc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Incidents(context.Background(), t0.Add(-time.Hour), 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%v %v", got, err)
+	}
+	var back Incident
+	if got[0].Kind != "fraud/prefix_guessing" || got[0].Subject != "1004" || json.Unmarshal([]byte(got[0].Detail), &back) != nil || back.Actions[0].Target != "1004" {
+		t.Errorf("stored %+v", got[0])
 	}
 }
