@@ -432,8 +432,9 @@ func contactAddrs(ctx context.Context, s amiSession) map[string][]netip.Addr {
 
 // liveState keeps the engine across refreshes so the rules see history.
 type liveState struct {
-	eng  *fraud.Engine
-	seen map[string]bool
+	eng    *fraud.Engine
+	seen   map[string]bool
+	trunks []string
 }
 
 func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Normalizer) ([]extView, error) {
@@ -445,6 +446,9 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 	now := time.Now()
 	views := make([]extView, 0, len(snap))
 	for ext, lcs := range snap {
+		if slices.Contains(ls.trunks, ext) {
+			continue
+		}
 		v := extView{Extension: ext, Calls: len(lcs), Channels: lcs, Destinations: []string{}, Countries: []string{}, Addrs: []netip.Addr{}}
 		for _, lc := range lcs {
 			if !ls.seen[lc.id] {
@@ -523,7 +527,7 @@ func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
 	if err != nil {
 		return usageErr("incident: %v", err)
 	}
-	ls := &liveState{eng: eng, seen: map[string]bool{}}
+	ls := &liveState{eng: eng, seen: map[string]bool{}, trunks: nf.trunks}
 	out := cmd.OutOrStdout()
 	if lf.interval <= 0 {
 		lf.interval = 2 * time.Second
