@@ -1,6 +1,7 @@
 package numbers
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -163,15 +164,15 @@ func BenchmarkNormalizeCached(b *testing.B) {
 
 func BenchmarkNormalizeUncached(b *testing.B) {
 	n, _ := New(Config{HomeRegion: "US", CacheSize: 1})
+	dialled := make([]string, 1000)
+	for i := range dialled {
+		dialled[i] = fmt.Sprintf("01144207946%04d", i)
+	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
+		n.Normalize(dialled[i%len(dialled)])
 		i++
-		if i%2 == 0 {
-			n.Normalize("011442079460349")
-		} else {
-			n.Normalize("00442079460349")
-		}
 	}
 }
 
