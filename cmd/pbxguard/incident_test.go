@@ -132,3 +132,23 @@ func TestIncidentReportRatesAndExitCodes(t *testing.T) {
 		t.Errorf("garbage: exit %d", code)
 	}
 }
+
+func TestIncidentReportCorpus22(t *testing.T) {
+	const c22 = "../../../shared/corpus/asterisk-22"
+	if _, err := os.Stat(c22 + "/log/cdr-csv/Master.csv"); err != nil {
+		t.Skip("no asterisk-22 corpus")
+	}
+	out, code := runIncidentCLI(t, "incident", "report", "--json", "--cdr", c22+"/log/cdr-csv/Master.csv", "--log", c22+"/log/security")
+	if code != exitFindings {
+		t.Fatalf("exit %d", code)
+	}
+	var rep fraud.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	sus := rep.Suspicious()
+	if len(sus) != 1 || sus[0].Extension != "204" || !sus[0].PrefixGuessing || !slices.Equal(sus[0].Countries, []string{"GB", "IL"}) ||
+		!slices.Equal(sus[0].Addrs, []string{"203.0.113.187"}) {
+		t.Errorf("suspicious %+v", sus)
+	}
+}
