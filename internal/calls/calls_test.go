@@ -326,3 +326,23 @@ func FuzzParseCDR(f *testing.F) {
 		}
 	})
 }
+
+func TestFullyBootedResets(t *testing.T) {
+	tr := NewTracker(Config{})
+	msg := func(kv ...string) *ami.Message {
+		m := &ami.Message{}
+		for i := 0; i < len(kv); i += 2 {
+			m.Headers = append(m.Headers, ami.Header{Key: kv[i], Value: kv[i+1]})
+		}
+		return m
+	}
+	if u, ok := tr.Handle(msg("Event", "Newchannel", "Channel", "PJSIP/1004-00000005", "Uniqueid", "1.1", "Linkedid", "1.1", "Exten", "011442079460349"), time.Time{}); !ok || u.Kind != CallStarted {
+		t.Fatalf("%+v %v", u, ok)
+	}
+	if len(tr.Live("1004")) != 1 {
+		t.Fatal("not live")
+	}
+	if u, ok := tr.Handle(msg("Event", "FullyBooted"), time.Time{}); !ok || u.Kind != Reset || len(tr.Live("")) != 0 {
+		t.Errorf("FullyBooted: %+v %v live %d", u, ok, len(tr.Live("")))
+	}
+}

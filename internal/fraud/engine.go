@@ -216,6 +216,10 @@ type Finding struct {
 	Response  Response     `json:"response"`
 }
 
+// maxCallAge: a call the engine still thinks live after this long had its
+// end missed (the tracker forgets such calls too).
+const maxCallAge = 4 * time.Hour
+
 // intlCall is an international call the engine remembers.
 type intlCall struct {
 	id         string
@@ -351,6 +355,11 @@ func (e *Engine) Risk(ext string, now time.Time) int {
 }
 
 func (e *Engine) prune(s *extState, now time.Time) {
+	for i := range s.recent {
+		if s.recent[i].live && now.Sub(s.recent[i].at) > maxCallAge {
+			s.recent[i].live = false // its end was missed
+		}
+	}
 	cut := now.Add(-e.cfg.Window)
 	i := 0
 	for i < len(s.recent) && s.recent[i].at.Before(cut) && !s.recent[i].live {
@@ -374,6 +383,12 @@ func (e *Engine) Observe(u calls.Update, now time.Time) []Finding {
 		return e.observeAuth(u, now)
 	case calls.CallStarted:
 		return e.observeCall(u.Call, now, false)
+	case calls.Reset:
+		for _, st := range e.ext {
+			for i := range st.recent {
+				st.recent[i].live = false
+			}
+		}
 	case calls.CallEnded:
 		if u.Call.Source == calls.SourceCDR {
 			return e.observeCall(u.Call, now, true)

@@ -435,3 +435,26 @@ func TestStoreRecorder(t *testing.T) {
 		t.Errorf("stored %+v", got[0])
 	}
 }
+
+func TestResetForgetsLiveCalls(t *testing.T) {
+	e := newEngine(t, Config{CountriesPerWindow: 10})
+	runSteps(e, []step{
+		{0, calls.CallStarted, "1001", "011442079460001", "a", ""},
+		{time.Second, calls.CallStarted, "1001", "011442079460002", "b", ""},
+	})
+	e.Observe(calls.Update{Kind: calls.Reset}, t0.Add(2*time.Second)) // AMI reconnected: the hang-ups were missed
+	fs := runSteps(e, []step{{3 * time.Second, calls.CallStarted, "1001", "011442079460003", "c", ""}})
+	if len(fs) != 0 {
+		t.Errorf("after a reset: %v", rules(fs))
+	}
+	// A missed hang-up also ages out.
+	e = newEngine(t, Config{CountriesPerWindow: 10, IntlPerWindow: 100})
+	runSteps(e, []step{
+		{0, calls.CallStarted, "1001", "011442079460001", "a", ""},
+		{time.Second, calls.CallStarted, "1001", "011442079460002", "b", ""},
+	})
+	fs = runSteps(e, []step{{5 * time.Hour, calls.CallStarted, "1001", "011442079460003", "c", ""}})
+	if len(fs) != 0 {
+		t.Errorf("after 5 h: %v", rules(fs))
+	}
+}
