@@ -181,7 +181,13 @@ func TestParseSecurityLine(t *testing.T) {
 	if a, ok := ParseSecurityLine(v6); !ok || a.Addr != netip.MustParseAddr("2001:db8:203::bad:66") {
 		t.Errorf("v6: %+v %v", a, ok)
 	}
+	syslogLine := `Nov 25 04:03:11 vm asterisk[12637]: SECURITY[12729]: res_security_log.c:114 in security_event_stasis_cb: SecurityEvent="SuccessfulAuth",EventTV="2026-11-25T04:03:11.664+0000",Severity="Informational",Service="PJSIP",EventVersion="1",AccountID="1004",SessionID="x",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.159/5062",UsingPassword="1"`
+	if a, ok := ParseSecurityLine(syslogLine); !ok || a.Addr != netip.MustParseAddr("203.0.113.159") {
+		t.Errorf("syslog form: %+v %v", a, ok)
+	}
 	for _, bad := range []string{
+		strings.Replace(syslogLine, ":114 in security_event_stasis_cb: ", ": x: ", 1),
+		strings.Replace(line, "res_security_log.c: ", "chan_sip.c: ", 1),
 		strings.Replace(line, "SuccessfulAuth", "InvalidPassword", 1),
 		strings.Replace(line, "IPV4/UDP/203.0.113.159/5062", "IPV4/UDP/2001:db8::1/5062", 1),
 		strings.Replace(line, `EventTV="2026-11-25T04:03:11.664+0000"`, `EventTV="now"`, 1),
