@@ -21,6 +21,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/fraud"
 	"github.com/pbxguard/pbxguard/internal/numbers"
@@ -36,12 +37,65 @@ type numberFlags struct {
 	country    string
 	accessCode string
 	trunks     []string
+	config     string
 }
 
 func (nf *numberFlags) add(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVarP(&nf.config, "config", "c", "", "configuration file whose fraud: section gives the defaults of these flags (default "+defaultConfigPath+" if present)")
 	cmd.PersistentFlags().StringVar(&nf.country, "country", "US", "the PBX's home country (ISO 3166 alpha-2: US, GB, AU, DE, …)")
 	cmd.PersistentFlags().StringVar(&nf.accessCode, "access-code", "", "outbound access code users dial first (e.g. 9)")
 	cmd.PersistentFlags().StringSliceVar(&nf.trunks, "trunk", []string{"carrier"}, "endpoints that are trunks, not extensions (never judged)")
+}
+
+// fromConfig fills the flags the user did not give from the configuration
+// file's fraud: and control: sections (lf may be nil).
+func (nf *numberFlags) fromConfig(cmd *cobra.Command, lf *liveFlags) error {
+	path, required := nf.config, true
+	if path == "" {
+		path, required = defaultConfigPath, false
+		if _, err := os.Stat(path); err != nil {
+			return nil
+		}
+	}
+	cfg, err := loadConfig(cmd.ErrOrStderr(), path, required)
+	if err != nil || cfg == nil {
+		return err
+	}
+	if lf != nil && lf.socket == "" {
+		lf.socket = cfg.Control.Socket
+	}
+	if cfg.Fraud == nil {
+		return nil
+	}
+	set, err := fraud.ParseSettings(cfg.Fraud)
+	if err != nil {
+		return usageErr("%s: %v", path, err)
+	}
+	unset := func(name string) bool { f := cmd.Flag(name); return f != nil && !f.Changed }
+	if unset("country") {
+		nf.country = set.Country
+	}
+	if unset("access-code") {
+		nf.accessCode = set.AccessCode
+	}
+	if unset("trunk") && set.Trunks != nil {
+		nf.trunks = set.Trunks
+	}
+	if lf != nil {
+		if unset("ami") {
+			lf.addr = set.AMIAddr
+		}
+		if unset("ami-user") {
+			lf.user = set.AMIUser
+		}
+		if unset("ami-secret-file") {
+			lf.secretFile = set.AMISecretFile
+		}
+		if unset("ami-md5") {
+			lf.md5 = set.AMIMD5
+		}
+	}
+	return nil
 }
 
 func (nf *numberFlags) normalizer() (*numbers.Normalizer, error) {
@@ -91,6 +145,9 @@ Exit code 0: nothing suspicious; 1: suspicious extensions found; 2: bad input.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cdrPath == "" {
 				return usageErr("incident report: --cdr is required (e.g. --cdr /var/log/asterisk/cdr-csv/Master.csv)")
+			}
+			if err := nf.fromConfig(cmd, nil); err != nil {
+				return err
 			}
 			nums, err := nf.normalizer()
 			if err != nil {
@@ -274,7 +331,7 @@ func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
 	cmd.Flags().DurationVar(&lf.interval, "interval", 2*time.Second, "refresh interval of the live view")
 	cmd.Flags().StringVar(&lf.contain, "contain", "", "contain extension EXT: hang up its calls, lock it, ban its addresses")
 	cmd.Flags().DurationVar(&lf.banFor, "ban-for", 24*time.Hour, "ban duration for --contain")
-	cmd.Flags().StringVar(&lf.socket, "socket", "/run/pbxguard/control.sock", "pbxguard daemon control socket (bans go through the daemon)")
+	cmd.Flags().StringVar(&lf.socket, "socket", "", "pbxguard daemon control socket; bans go through the daemon (default: control.socket of the config, else "+config.DefaultSocket+")")
 	cmd.Flags().BoolVar(&lf.asJSON, "json", false, "JSON output")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runLive(cmd, nf, lf) }
 	return lf
@@ -509,6 +566,9 @@ func printView(w io.Writer, views []extView, at time.Time) {
 }
 
 func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
+	if err := nf.fromConfig(cmd, lf); err != nil {
+		return err
+	}
 	nums, err := nf.normalizer()
 	if err != nil {
 		return err
@@ -576,7 +636,11 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 		addrs = contactAddrs(ctx, s)[ext]
 		from = "its registered contacts"
 	}
-	client := daemon.NewClient(lf.socket)
+	sock := lf.socket
+	if sock == "" {
+		sock = config.DefaultSocket
+	}
+	client := daemon.NewClient(sock)
 	resp := &fraud.Responder{
 		Hanger: &fraud.AMIHanger{AMI: s},
 		Locker: &fraud.AMILocker{AMI: s},
@@ -627,7 +691,10 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 	return nil
 }
 
-func runUnlock(cmd *cobra.Command, _ *numberFlags, lf *liveFlags, ext string) error {
+func runUnlock(cmd *cobra.Command, nf *numberFlags, lf *liveFlags, ext string) error {
+	if err := nf.fromConfig(cmd, lf); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := dialAMI(ctx, lf)

@@ -152,3 +152,23 @@ func TestIncidentReportCorpus22(t *testing.T) {
 		t.Errorf("suspicious %+v", sus)
 	}
 }
+
+func TestIncidentConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("fraud:\n  country: US\n  trunks: [carrier]\n"), 0o600)
+	os.WriteFile(bad, []byte("fraud:\n  country: US\n  window: soon\n"), 0o600)
+	if out, code := runIncidentCLI(t, "incident", "report", "--config", good, "--cdr", corpus20+"/log/cdr-csv/Master.csv"); code != exitFindings {
+		t.Errorf("good config: exit %d\n%s", code, out)
+	}
+	if _, code := runIncidentCLI(t, "incident", "report", "--config", bad, "--cdr", corpus20+"/log/cdr-csv/Master.csv"); code != exitUsage {
+		t.Errorf("bad config: exit %d", code)
+	}
+	// The config's country is used unless --country is given.
+	gb := filepath.Join(dir, "gb.yaml")
+	os.WriteFile(gb, []byte("fraud:\n  country: XX\n"), 0o600)
+	if _, code := runIncidentCLI(t, "incident", "report", "--config", gb, "--cdr", corpus20+"/log/cdr-csv/Master.csv"); code != exitUsage {
+		t.Errorf("config country XX: exit %d", code)
+	}
+}
