@@ -306,17 +306,18 @@ func printReport(w io.Writer, rep *fraud.Report, haveLogs bool) {
 
 // liveFlags are the AMI connection and view options of "incident".
 type liveFlags struct {
-	addr       string
-	user       string
-	secretFile string
-	md5        bool
-	once       bool
-	interval   time.Duration
-	contain    string
-	dryRun     bool
-	banFor     time.Duration
-	socket     string
-	asJSON     bool
+	addr        string
+	user        string
+	secretFile  string
+	md5         bool
+	once        bool
+	interval    time.Duration
+	contain     string
+	dryRun      bool
+	banFor      time.Duration
+	socket      string
+	asJSON      bool
+	banContacts bool
 }
 
 func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
@@ -333,6 +334,7 @@ func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
 	cmd.Flags().DurationVar(&lf.banFor, "ban-for", 24*time.Hour, "ban duration for --contain")
 	cmd.Flags().StringVar(&lf.socket, "socket", "", "pbxguard daemon control socket; bans go through the daemon (default: control.socket of the config, else "+config.DefaultSocket+")")
 	cmd.Flags().BoolVar(&lf.asJSON, "json", false, "JSON output")
+	cmd.Flags().BoolVar(&lf.banContacts, "ban-contacts", false, "with --contain, also ban the addresses in its registered Contact headers (client-written: check them first)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runLive(cmd, nf, lf) }
 	return lf
 }
@@ -393,7 +395,8 @@ type extView struct {
 	InternationalCalls int          `json:"international_calls"`
 	Destinations       []string     `json:"destinations"`
 	Countries          []string     `json:"countries"`
-	Addrs              []netip.Addr `json:"addrs"`
+	Addrs              []netip.Addr `json:"addrs"`    // where its calls come from (the channels' transport address)
+	Contacts           []netip.Addr `json:"contacts"` // its registered contacts (the Contact header: client-written, not proof)
 	Risk               int          `json:"risk"`
 	Contain            bool         `json:"contain"` // the fraud rules would contain it
 	Channels           []liveCall   `json:"channels"`
@@ -506,7 +509,7 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 		if slices.Contains(ls.trunks, ext) {
 			continue
 		}
-		v := extView{Extension: ext, Calls: len(lcs), Channels: lcs, Destinations: []string{}, Countries: []string{}, Addrs: []netip.Addr{}}
+		v := extView{Extension: ext, Calls: len(lcs), Channels: lcs, Destinations: []string{}, Countries: []string{}, Addrs: []netip.Addr{}, Contacts: []netip.Addr{}}
 		for _, lc := range lcs {
 			if !ls.seen[lc.id] {
 				ls.seen[lc.id] = true
@@ -526,11 +529,7 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 				v.Addrs = append(v.Addrs, lc.Addr)
 			}
 		}
-		for _, a := range contacts[ext] {
-			if !slices.Contains(v.Addrs, a) {
-				v.Addrs = append(v.Addrs, a)
-			}
-		}
+		v.Contacts = append(v.Contacts, contacts[ext]...)
 		v.Risk = ls.eng.Risk(ext, now)
 		v.Contain = ls.eng.Contained(ext)
 		views = append(views, v)
@@ -547,7 +546,7 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 func printView(w io.Writer, views []extView, at time.Time) {
 	fmt.Fprintf(w, "pbxguard incident  %s  %d extensions with live calls\n", at.UTC().Format(time.RFC3339), len(views))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXT\tRISK\tCALLS\tINTL\tCOUNTRIES\tADDRESSES\tDESTINATIONS")
+	fmt.Fprintln(tw, "EXT\tRISK\tCALLS\tINTL\tCOUNTRIES\tCALLS FROM\tCONTACTS\tDESTINATIONS")
 	for _, v := range views {
 		dest := v.Destinations
 		more := ""
@@ -555,14 +554,18 @@ func printView(w io.Writer, views []extView, at time.Time) {
 			more = fmt.Sprintf(" +%d", len(dest)-4)
 			dest = dest[:4]
 		}
-		addrs := make([]string, len(v.Addrs))
-		for i, a := range v.Addrs {
-			addrs[i] = a.String()
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s%s\n", v.Extension, v.Risk, v.Calls, v.InternationalCalls,
-			strings.Join(v.Countries, ","), strings.Join(addrs, ","), strings.Join(dest, ","), more)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s%s\n", v.Extension, v.Risk, v.Calls, v.InternationalCalls,
+			strings.Join(v.Countries, ","), joinAddrs(v.Addrs), joinAddrs(v.Contacts), strings.Join(dest, ","), more)
 	}
 	tw.Flush()
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
 }
 
 func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
@@ -631,10 +634,17 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 			addrs = append(addrs, lc.Addr)
 		}
 	}
-	from := "its live calls"
-	if len(addrs) == 0 {
-		addrs = contactAddrs(ctx, s)[ext]
-		from = "its registered contacts"
+	// Contact headers are written by the client: an attacker can name any
+	// host there. They are shown, and banned only with --ban-contacts.
+	contacts := contactAddrs(ctx, s)[ext]
+	from := "its live calls (the channels' transport address)"
+	if lf.banContacts {
+		for _, a := range contacts {
+			if !slices.Contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
+		}
+		from += " and its registered contacts"
 	}
 	sock := lf.socket
 	if sock == "" {
@@ -679,7 +689,10 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 			fmt.Fprintf(out, "  %-7s %-28s %s\n", a.Kind, a.Target, res)
 		}
 		if len(addrs) == 0 {
-			fmt.Fprintln(out, "  no address to ban: none of its calls or contacts has one")
+			fmt.Fprintln(out, "  no address to ban: it has no live call (add --ban-contacts to ban its registered contacts)")
+		}
+		if len(contacts) > 0 && !lf.banContacts {
+			fmt.Fprintf(out, "  registered contacts (client-written, not banned without --ban-contacts): %s\n", joinAddrs(contacts))
 		}
 		fmt.Fprintf(out, "next: change the password of %s, then `pbxguard incident unlock %s`\n", ext, ext)
 	}
