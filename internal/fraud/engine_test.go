@@ -458,3 +458,31 @@ func TestResetForgetsLiveCalls(t *testing.T) {
 		t.Errorf("after 5 h: %v", rules(fs))
 	}
 }
+
+func TestMonitorReleasesWhenUnlockedByHand(t *testing.T) {
+	var clock time.Time
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	locked := true
+	mon.LockCheck = func(context.Context, string) (bool, error) { return locked, nil }
+	ctx := context.Background()
+	start := func(i int, dialled string) []*Incident {
+		clock = t0.Add(time.Duration(i) * time.Second)
+		return mon.HandleUpdate(ctx, calls.Update{Kind: calls.CallStarted, Call: calls.Call{ID: fmt.Sprint(i), Extension: "1004",
+			Channel: fmt.Sprintf("PJSIP/1004-%08d", i), Dialled: dialled, Start: clock, Live: true}}, clock)
+	}
+	start(0, "011442079460349")
+	if incs := start(1, "00442079460349"); len(incs) != 1 || incs[0].Rule != RulePrefixGuessing {
+		t.Fatalf("%+v", incs)
+	}
+	if incs := start(2, "2125550142"); len(incs) != 1 || incs[0].Rule != RuleLocked {
+		t.Fatalf("locked call: %+v", incs)
+	}
+	locked = false // pbxguard incident unlock 1004, from another process
+	if incs := start(3, "2125550142"); len(incs) != 0 {
+		t.Errorf("after unlock: %+v", incs)
+	}
+	if mon.Engine.Contained("1004") {
+		t.Error("still contained after unlock")
+	}
+}

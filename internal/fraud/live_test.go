@@ -58,6 +58,7 @@ func (s *streamServer) serve(t *testing.T, speedup float64, maxGap time.Duration
 		return
 	}
 	write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: login.ActionID()}, {Key: "Message", Value: "Authentication accepted"}}})
+	astdb := map[string]string{}
 	done := make(chan struct{})
 	go func() { // actions from the client
 		defer close(done)
@@ -73,7 +74,25 @@ func (s *streamServer) serve(t *testing.T, speedup float64, maxGap time.Duration
 			s.mu.Lock()
 			s.received = append(s.received, receivedAction{m, s.calls})
 			s.mu.Unlock()
-			write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: m.ActionID()}, {Key: "Message", Value: "ok"}}})
+			id := m.ActionID()
+			key := m.Get("Family") + "/" + m.Get("Key")
+			switch m.Get("Action") {
+			case "DBPut":
+				astdb[key] = m.Get("Val")
+			case "DBDel":
+				delete(astdb, key)
+			case "DBGet":
+				v, ok := astdb[key]
+				if !ok {
+					write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Error"}, {Key: "ActionID", Value: id}, {Key: "Message", Value: "Database entry not found"}}})
+					continue
+				}
+				write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: id}, {Key: "EventList", Value: "start"}, {Key: "Message", Value: "Result will follow"}}})
+				write(&ami.Message{Headers: []ami.Header{{Key: "Event", Value: "DBGetResponse"}, {Key: "Family", Value: m.Get("Family")}, {Key: "Key", Value: m.Get("Key")}, {Key: "Val", Value: v}, {Key: "ActionID", Value: id}}})
+				write(&ami.Message{Headers: []ami.Header{{Key: "Event", Value: "DBGetComplete"}, {Key: "ActionID", Value: id}, {Key: "EventList", Value: "Complete"}, {Key: "ListItems", Value: "1"}}})
+				continue
+			}
+			write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: id}, {Key: "Message", Value: "ok"}}})
 		}
 	}()
 	var last time.Time
@@ -169,6 +188,7 @@ func TestLiveAMIReplay(t *testing.T) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	var firstHangup, firstLock *receivedAction
+	puts := 0
 	for i := range srv.received {
 		ra := &srv.received[i]
 		switch ra.msg.Get("Action") {
@@ -186,10 +206,14 @@ func TestLiveAMIReplay(t *testing.T) {
 			if firstLock == nil {
 				firstLock = ra
 			}
+			puts++
 		}
 	}
 	if firstHangup == nil || firstLock == nil {
 		t.Fatalf("no hangup/lock received: %d actions", len(srv.received))
+	}
+	if puts != 1 {
+		t.Errorf("%d DBPut, want 1 (the lock holds: later findings neither re-lock nor release)", puts)
 	}
 	if firstHangup.msg.Get("Channel") != "PJSIP/1004-00000005" {
 		t.Errorf("first hangup %s, want the first fraud call PJSIP/1004-00000005", firstHangup.msg.Get("Channel"))

@@ -2,6 +2,7 @@ package fraud
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -31,6 +32,11 @@ type Monitor struct {
 	// times the messages carry instead (replays).
 	Now       func() time.Time
 	EventTime bool
+	// LockCheck reports whether ext is still locked in the AstDB. Before
+	// hanging up a call of an extension it contained, the monitor asks: an
+	// administrator who ran "pbxguard incident unlock" (another process)
+	// deleted the key, and the extension is then released. Nil: never asked.
+	LockCheck func(ctx context.Context, ext string) (bool, error)
 }
 
 // HandleMessage feeds one AMI message received at now.
@@ -97,6 +103,12 @@ func (m *Monitor) respond(ctx context.Context, fs []Finding) []*Incident {
 	}
 	out := make([]*Incident, 0, len(fs))
 	for _, f := range fs {
+		if f.Rule == RuleLocked && m.LockCheck != nil && (m.Responder == nil || !m.Responder.DryRun) {
+			if locked, err := m.LockCheck(ctx, f.Extension); err == nil && !locked {
+				m.Engine.Release(f.Extension) // unlocked by hand: judge it afresh from now on
+				continue
+			}
+		}
 		if m.Responder == nil {
 			out = append(out, &Incident{Time: f.Time, Rule: f.Rule, Severity: f.Severity, Score: f.Score,
 				Extension: f.Extension, Addrs: f.Addrs, Reason: f.Reason, Evidence: f.Evidence})
@@ -173,6 +185,17 @@ func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 			}
 			a, _ := netip.ParseAddr(strings.Trim(strings.TrimSpace(v), "[]"))
 			return a.Unmap()
+		}
+	}
+	if g, ok := d.AMI.(interface {
+		DBGet(ctx context.Context, family, key string) (string, error)
+	}); ok {
+		m.LockCheck = func(ctx context.Context, ext string) (bool, error) {
+			_, err := g.DBGet(ctx, LockFamily, ext)
+			if errors.Is(err, ami.ErrNotFound) {
+				return false, nil
+			}
+			return err == nil, err
 		}
 	}
 	return m, nil
