@@ -237,6 +237,19 @@ func (t *Tracker) Handle(m *ami.Message, now time.Time) (Update, bool) {
 		return t.newchannel(m, now)
 	case "DialBegin":
 		return t.dialBegin(m, now)
+	case "DialEnd":
+		if c := t.chans[m.Get("Uniqueid")]; c != nil {
+			switch m.Get("DialStatus") {
+			case "ANSWER":
+				c.Disposition = "ANSWERED"
+			case "BUSY":
+				c.Disposition = "BUSY"
+			case "NOANSWER", "CANCEL":
+				c.Disposition = "NO ANSWER"
+			case "CONGESTION", "CHANUNAVAIL":
+				c.Disposition = "FAILED"
+			}
+		}
 	case "Newstate":
 		return t.newstate(m, now)
 	case "Hangup":
