@@ -227,6 +227,7 @@ type intlCall struct {
 	dialled    string
 	e164       string
 	prefix     string
+	form       numbers.Form
 	countryKey string // ISO code, or "+882" for non-geographic numbers
 	live       bool
 }
@@ -494,7 +495,7 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		return e.decorate(out, s, best)
 	}
 	ic := intlCall{
-		id: c.ID, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix,
+		id: c.ID, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix, form: best.Form,
 		countryKey: countryKey(best), live: !ended,
 	}
 	if ic.at.IsZero() {
@@ -511,15 +512,24 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		s.addrs = append(s.addrs, c.SourceAddr)
 	}
 
-	// Prefix guessing: this number reached through ≥ PrefixForms prefixes.
+	// Prefix guessing: this number reached through ≥ PrefixForms prefixes,
+	// one of them a prefix this PBX's own users do not dial (another
+	// country's IDD, a truncated IDD, a bare country code), or ≥ 3 of them.
+	// "+44…" from a phone's contact list and "01144…" typed on a US desk
+	// phone are both normal: two such forms alone are not guessing.
 	var forms, evidence []string
+	odd := false
 	for _, r := range s.recent {
 		if r.e164 == ic.e164 && !slices.Contains(forms, r.prefix) {
 			forms = append(forms, r.prefix)
 			evidence = append(evidence, r.dialled)
+			switch r.form {
+			case numbers.FormForeignIDD, numbers.FormTruncated, numbers.FormBare:
+				odd = true
+			}
 		}
 	}
-	if len(forms) >= e.cfg.PrefixForms {
+	if len(forms) >= e.cfg.PrefixForms && (odd || len(forms) >= 3) {
 		f := e.finding(s, RulePrefixGuessing, SeverityCritical, 95, now, c,
 			fmt.Sprintf("%s dialled with %d prefixes (%s) within %s", ic.e164, len(forms), strings.Join(evidence, ", "), e.cfg.Window))
 		f.Evidence = evidence

@@ -90,6 +90,15 @@ func TestRules(t *testing.T) {
 			{0, start, "1004", "011442079460349", "", "203.0.113.159"},
 			{time.Second, start, "1004", "00442079460349", "", "203.0.113.159"},
 		}, []string{"1004:prefix_guessing"}},
+		{"plus and home IDD alone are normal dialling", Config{}, []step{
+			{0, start, "1001", "+442079460349", "", ""},
+			{time.Minute, start, "1001", "011442079460349", "", ""},
+		}, nil},
+		{"a third form is guessing", Config{ConcurrentIntl: 10}, []step{
+			{0, start, "1001", "+442079460349", "", ""},
+			{time.Minute, start, "1001", "011442079460349", "", ""},
+			{2 * time.Minute, start, "1001", "442079460349", "", ""},
+		}, []string{"1001:prefix_guessing"}},
 		{"same number same form twice is not guessing", Config{}, []step{
 			{0, start, "1001", "011442079460349", "a", ""}, {time.Second, calls.CallEnded, "1001", "011442079460349", "a", ""},
 			{time.Minute, start, "1001", "011442079460349", "b", ""},
@@ -137,7 +146,7 @@ func TestFindingCarriesAddrsAndResponse(t *testing.T) {
 	e := newEngine(t, Config{})
 	fs := runSteps(e, []step{
 		{0, calls.CallStarted, "1004", "011442079460349", "", "203.0.113.159"},
-		{time.Second, calls.CallStarted, "1004", "+442079460349", "", "203.0.113.159"},
+		{time.Second, calls.CallStarted, "1004", "00442079460349", "", "203.0.113.159"},
 	})
 	if len(fs) != 1 {
 		t.Fatalf("findings %v", rules(fs))
