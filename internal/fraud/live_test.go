@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -302,5 +303,28 @@ colour: blue
 	}
 	if _, err := ParseSettings(&n); err == nil || !strings.Contains(err.Error(), "fraud.country: missing") {
 		t.Errorf("missing country: %v", err)
+	}
+}
+
+func TestSettingsAMIConfig(t *testing.T) {
+	secret := t.TempDir() + "/ami.secret"
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("country: US\nami: {addr: \"127.0.0.1:5039\", user: guard, secret_file: "+secret+"}\n"), &n); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseSettings(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.AMIConfig(nil)
+	if err != nil || c.Addr != "127.0.0.1:5039" || c.Username != "guard" || c.Secret != "s3cret" || !c.UseMD5 || c.Events != "system,call,security" {
+		t.Errorf("%+v %v", c, err)
+	}
+	s.AMISecretFile = secret + ".missing"
+	if _, err := s.AMIConfig(nil); err == nil || !strings.Contains(err.Error(), "secret_file") {
+		t.Errorf("missing secret: %v", err)
 	}
 }

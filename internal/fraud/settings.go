@@ -2,6 +2,7 @@ package fraud
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
 
@@ -412,4 +414,34 @@ func (s *Settings) Alerters() []Alerter {
 		out = append(out, s.Syslog)
 	}
 	return out
+}
+
+// AMIConfig returns the AMI client configuration of the settings, reading
+// the secret from AMISecretFile. The daemon dials it with ami.Dial and
+// hands the client to NewMonitor (Deps.AMI) and its Events() to Monitor.Run:
+//
+//	set, err := fraud.ParseSettings(cfg.Fraud)
+//	acfg, err := set.AMIConfig(log)
+//	client, err := ami.Dial(ctx, acfg)
+//	mon, err := fraud.NewMonitor(set, fraud.Deps{AMI: client, Log: log,
+//		Banner:   fraud.BanFunc(func(ctx context.Context, a netip.Addr, d time.Duration, reason string) error {
+//			_, err := daemon.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), d, "fraud", reason)
+//			return err
+//		}),
+//		Recorder: fraud.StoreRecorder{Store: st}})
+//	go mon.Run(ctx, client.Events())
+//	// log-detector events (CallRejected, AuthSuccess): mon.HandleEvent(ctx, ev, ev.Time)
+//	// CDR lines when set.CDR is followed: mon.HandleCDRLine(ctx, line, cfg.Location, time.Now())
+func (s *Settings) AMIConfig(log *slog.Logger) (ami.Config, error) {
+	b, err := os.ReadFile(s.AMISecretFile)
+	if err != nil {
+		return ami.Config{}, fmt.Errorf("fraud: ami.secret_file: %w (write the secret of the manager.conf user %q into it, mode 0600)", err, s.AMIUser)
+	}
+	return ami.Config{
+		Addr: s.AMIAddr, Username: s.AMIUser, Secret: strings.TrimSpace(string(b)), UseMD5: s.AMIMD5,
+		// call events for the tracker, security events for the addresses,
+		// system for FullyBooted/Shutdown (forget live calls after a gap);
+		// the responses (Hangup, DBPut) need write = call,system in manager.conf.
+		Events: "system,call,security", Logger: log,
+	}, nil
 }
