@@ -352,3 +352,27 @@ func TestFullyBootedResets(t *testing.T) {
 		t.Errorf("FullyBooted: %+v %v live %d", u, ok, len(tr.Live("")))
 	}
 }
+
+func TestCELMessage(t *testing.T) {
+	rec, _ := SplitCDRLine(`"CHAN_START","1795579390.665133","Reception","1004","","","","011442079460349","from-internal","PJSIP/1004-00000005","","","3","","1795579390.6","1795579390.6","","","",""`)
+	m, at, ok, err := CELMessage(rec)
+	if err != nil || !ok || m.Event() != "Newchannel" || m.Get("Exten") != "011442079460349" || m.Get("Channel") != "PJSIP/1004-00000005" ||
+		!at.Equal(time.Unix(1795579390, 665133000)) {
+		t.Fatalf("%v %v %v %v", m, at, ok, err)
+	}
+	tr := NewTracker(Config{})
+	if u, ok := tr.Handle(m, at); !ok || u.Kind != CallStarted || u.Call.Extension != "1004" {
+		t.Errorf("%+v %v", u, ok)
+	}
+	rec[celEventType] = "BRIDGE_ENTER"
+	if _, _, ok, err := CELMessage(rec); ok || err != nil {
+		t.Errorf("BRIDGE_ENTER: %v %v", ok, err)
+	}
+	rec[celEventTime] = "2026-11-25 04:03:10"
+	if _, _, _, err := CELMessage(rec); err == nil {
+		t.Error("a date as eventtime accepted")
+	}
+	if _, _, _, err := CELMessage(rec[:5]); err == nil {
+		t.Error("short record accepted")
+	}
+}

@@ -245,3 +245,18 @@ func (m *Monitor) Stats() calls.Stats {
 	defer m.mu.Unlock()
 	return m.Tracker.Stats()
 }
+
+// HandleCELLine feeds one line of the CEL custom CSV (the legacy mapping,
+// see calls.CELMessage): call starts are seen when they happen, so this
+// log source contains as fast as AMI. The time is the event's own.
+func (m *Monitor) HandleCELLine(ctx context.Context, line string) ([]*Incident, error) {
+	rec, err := calls.SplitCDRLine(line)
+	if err != nil {
+		return nil, err
+	}
+	msg, at, ok, err := calls.CELMessage(rec)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return m.HandleMessage(ctx, msg, at), nil
+}
