@@ -52,6 +52,7 @@ type Settings struct {
 	AMIAddr, AMIUser, AMISecretFile string
 	AMIMD5                          bool
 	CDR                             string
+	CEL                             string
 
 	Engine      Config // thresholds, lists, hours, responses (CountryOf set when new_country)
 	DryRun      bool
@@ -199,7 +200,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
 	}
-	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "window", "intl_per_window", "concurrent_intl",
+	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "cel", "window", "intl_per_window", "concurrent_intl",
 		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
 		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log")
 	s.Country = strings.ToUpper(p.str(m, "country", "country"))
@@ -230,6 +231,12 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	}
 	s.AMIMD5 = p.boolean(am, "md5", "ami.md5", true)
 	s.CDR = p.str(m, "cdr", "cdr")
+	s.CEL = p.str(m, "cel", "cel")
+	for _, k := range []string{"cdr", "cel"} {
+		if v := p.str(m, k, k); v != "" && !strings.HasPrefix(v, "/") {
+			p.errf(m[k], k, "%q is not an absolute path (write it from /)", v)
+		}
+	}
 	s.Engine.Window = p.duration(m, "window", "window")
 	s.Engine.IntlPerWindow = p.integer(m, "intl_per_window", "intl_per_window", 1, 100000)
 	s.Engine.ConcurrentIntl = p.integer(m, "concurrent_intl", "concurrent_intl", 1, 100000)
@@ -432,6 +439,7 @@ func (s *Settings) Alerters() []Alerter {
 //	go mon.Run(ctx, client.Events())
 //	// log-detector events (CallRejected, AuthSuccess): mon.HandleEvent(ctx, ev, ev.Time)
 //	// CDR lines when set.CDR is followed: mon.HandleCDRLine(ctx, line, cfg.Location, time.Now())
+//	// CEL lines when set.CEL is followed:  mon.HandleCELLine(ctx, line)
 func (s *Settings) AMIConfig(log *slog.Logger) (ami.Config, error) {
 	b, err := os.ReadFile(s.AMISecretFile)
 	if err != nil {
