@@ -294,6 +294,9 @@ func (t *Tracker) newchannel(m *ami.Message, now time.Time) (Update, bool) {
 	if uid == "" || (lid != "" && lid != uid) {
 		return Update{}, false // only the channel that starts a call counts
 	}
+	if _, dup := t.chans[uid]; dup || t.SeenByAMI(uid) {
+		return Update{}, false // the same call from a second source (AMI and CEL both followed)
+	}
 	ch := m.Get("Channel")
 	tech, ext, ok := SplitChannel(ch)
 	if !ok {

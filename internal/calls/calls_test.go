@@ -376,3 +376,19 @@ func TestCELMessage(t *testing.T) {
 		t.Error("short record accepted")
 	}
 }
+
+func TestSecondSourceNotCountedTwice(t *testing.T) {
+	tr := NewTracker(Config{})
+	rec, _ := SplitCDRLine(`"CHAN_START","1795579390.665133","Reception","1004","","","","011442079460349","from-internal","PJSIP/1004-00000005","","","3","","1795579390.6","1795579390.6","","","",""`)
+	m, at, _, _ := CELMessage(rec)
+	if _, ok := tr.Handle(m, at); !ok {
+		t.Fatal("first source ignored")
+	}
+	if u, ok := tr.Handle(m, at); ok {
+		t.Errorf("second source counted: %+v", u)
+	}
+	tr.Handle(&ami.Message{Headers: []ami.Header{{Key: "Event", Value: "Hangup"}, {Key: "Uniqueid", Value: "1795579390.6"}}}, at)
+	if u, ok := tr.Handle(m, at); ok {
+		t.Errorf("late second source counted: %+v", u)
+	}
+}
