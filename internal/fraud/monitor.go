@@ -82,6 +82,13 @@ func (m *Monitor) HandleCDRLine(ctx context.Context, line string, loc *time.Loca
 func (m *Monitor) HandleEvent(ctx context.Context, ev event.Event, now time.Time) []*Incident {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if ev.Kind == event.AuthSuccess {
+		switch ev.Service {
+		case event.ServicePJSIP, event.ServiceSIP, event.ServiceIAX2, event.ServiceUnknown:
+		default:
+			return nil // an AMI or SSH login names no extension
+		}
+	}
 	if ev.Kind == event.AuthSuccess && ev.Account != "" && ev.Addr.IsValid() {
 		m.Tracker.SetEndpointAddr(ev.Account, ev.Addr, now)
 		return m.respond(ctx, m.Engine.Observe(calls.Update{Kind: calls.EndpointAuth,
