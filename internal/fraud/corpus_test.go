@@ -16,6 +16,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/detect"
 	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
@@ -399,4 +400,68 @@ func TestCorpusCELContainment(t *testing.T) {
 		t.Errorf("containment %d calls / %s", atContain, contained.Sub(first))
 	}
 	checkQuiet(t, incs, "1004", "1001", "1002", "2001")
+}
+
+// TestCorpusCDRWithDetector is the daemon's log-only path: the asterisk
+// detector reads the security log (AuthSuccess gives the extension's
+// address), the CDR rows give the calls.
+func TestCorpusCDRWithDetector(t *testing.T) {
+	det, err := detect.New("asterisk", detect.Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secData, err := os.ReadFile(corpus20 + "/log/security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []event.Event
+	for _, line := range strings.Split(string(secData), "\n") {
+		var ev event.Event
+		if det.Detect([]byte(line), &ev) && ev.Kind == event.AuthSuccess {
+			evs = append(evs, ev)
+		}
+	}
+	if len(evs) < 40 {
+		t.Fatalf("detector gave %d AuthSuccess events", len(evs))
+	}
+	cdr, err := os.ReadFile(corpus20 + "/log/cdr-csv/Master.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock time.Time
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	ctx := context.Background()
+	ei, rows := 0, 0
+	var incs []*Incident
+	for _, line := range strings.Split(strings.TrimSpace(string(cdr)), "\n") {
+		rec, _ := calls.SplitCDRLine(line)
+		c, ok, err := calls.ParseCDR(rec, time.UTC)
+		if err != nil || !ok {
+			continue
+		}
+		clock = c.End
+		for ; ei < len(evs) && !evs[ei].Time.After(clock); ei++ {
+			incs = append(incs, mon.HandleEvent(ctx, evs[ei], evs[ei].Time)...)
+		}
+		if c.Extension == "1004" {
+			rows++
+		}
+		got, err := mon.HandleCDRLine(ctx, line, time.UTC, clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		incs = append(incs, got...)
+		if len(fa.bans) > 0 && rows > 0 {
+			break
+		}
+	}
+	if len(fa.bans) != 1 || fa.bans[0] != netip.MustParseAddr("203.0.113.159") || len(fa.locks) != 1 {
+		t.Fatalf("bans %v locks %v", fa.bans, fa.locks)
+	}
+	t.Logf("CDR + detector: 1004 locked and 203.0.113.159 banned at the %d-th fraudulent CDR row", rows)
+	if rows > 3 {
+		t.Errorf("%d rows", rows)
+	}
+	checkQuiet(t, incs, "1004")
 }
