@@ -495,3 +495,21 @@ func TestMonitorReleasesWhenUnlockedByHand(t *testing.T) {
 		t.Error("still contained after unlock")
 	}
 }
+
+func TestBanOnlyTheOffendingAddresses(t *testing.T) {
+	e := newEngine(t, Config{})
+	fs := runSteps(e, []step{
+		// the real user, from the office, one legitimate call to London
+		{0, calls.CallStarted, "1004", "011442079460001", "a", "198.51.100.21"},
+		{time.Minute, calls.CallEnded, "1004", "011442079460001", "a", "198.51.100.21"},
+		// the attacker, minutes later, from elsewhere
+		{3 * time.Minute, calls.CallStarted, "1004", "011442079460349", "b", "203.0.113.159"},
+		{3*time.Minute + time.Second, calls.CallStarted, "1004", "00442079460349", "c", "203.0.113.159"},
+	})
+	if len(fs) != 1 || fs[0].Rule != RulePrefixGuessing {
+		t.Fatalf("%v", rules(fs))
+	}
+	if len(fs[0].Addrs) != 1 || fs[0].Addrs[0] != netip.MustParseAddr("203.0.113.159") {
+		t.Errorf("would ban %v, want only 203.0.113.159", fs[0].Addrs)
+	}
+}
