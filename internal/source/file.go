@@ -103,8 +103,22 @@ func (f *File) Name() string { return f.path }
 // Stats returns the counters.
 func (f *File) Stats() Stats { return f.c.stats() }
 
-// Run follows the file until ctx is done.
+// Run follows the file until ctx is done. Run may be called again after it
+// returned (the daemon restarting a source): it resumes after the last line
+// handed on.
 func (f *File) Run(ctx context.Context, handle func(Line) error) error {
+	inner := handle
+	handle = func(l Line) error {
+		if err := inner(l); err != nil {
+			return err
+		}
+		f.start = l.Pos // where a later Run resumes
+		return nil
+	}
+	defer func() {
+		f.sp.drop()
+		f.readOff, f.tailN, f.watched, f.watcher = 0, 0, false, nil
+	}()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		f.log.Warn("source: inotify unavailable, polling only", "path", f.path, "poll", f.opts.Poll, "err", err)

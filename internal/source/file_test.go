@@ -492,6 +492,29 @@ func TestFileResume(t *testing.T) {
 	}
 }
 
+func TestFileRunAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "messages.log")
+	appendFile(t, path, numbered("a", 1, 3)+"a part")
+	f := NewFile(path, Position{}, FileOptions{Logger: testLogger(t), Poll: 20 * time.Millisecond})
+	for round, want := range [][]string{wantLines("a", 1, 3), append([]string{"a partial"}, wantLines("a", 4, 5)...)} {
+		c := &collector{}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- f.Run(ctx, c.handle) }()
+		if round == 1 {
+			appendFile(t, path, "ial\n"+numbered("a", 4, 5))
+		}
+		c.waitN(t, len(want))
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		got, _ := c.snapshot()
+		assertLines(t, got, want)
+	}
+}
+
 // TestFileStress: a writer appends numbered lines as fast as ~50k/s for 2 s,
 // alternating rename rotation and copytruncate every 0.5 s; every line must
 // be handed on exactly once.
