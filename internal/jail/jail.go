@@ -334,7 +334,11 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 	}
 	now := j.rel(t)
 	if now > j.hwm {
-		j.hwm, j.hwmWall = now, j.clock.Now()
+		// The event-time high-water mark, for Tick. An event stamped in the
+		// future (a wrong clock or year) may not drag it past wall time:
+		// challenges would then expire before their answer arrives.
+		wall := j.clock.Now()
+		j.hwm, j.hwmWall = min(now, j.rel(wall)+1), wall
 	}
 	k := j.key(addr.As16())
 	i, ok := j.idx.find(j, &k)
