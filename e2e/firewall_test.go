@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"sort"
@@ -59,8 +61,14 @@ func kernelCount(t *testing.T, ns *Netns, backend string) (n int, remaining map[
 	remaining = map[string]float64{}
 	switch backend {
 	case "nftables":
-		for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
-			out := ns.Run(t, "nft", "-j", "list", "set", "inet", firewall.NftTable, set)
+		for _, set := range []string{firewall.NftSet4, firewall.NftSet6, firewall.NftSet4Net, firewall.NftSet6Net} {
+			out, err := ns.Try("nft", "-j", "list", "set", "inet", firewall.NftTable, set)
+			if err != nil {
+				if set == firewall.NftSet4 || set == firewall.NftSet6 {
+					t.Fatalf("nft list set %s: %v\n%s", set, err, out)
+				}
+				continue // prefix sets exist only with Options.Prefixes
+			}
 			var doc struct {
 				Nftables []struct {
 					Set *struct {
@@ -297,10 +305,10 @@ func checkSingleHook(t *testing.T, ns *Netns, backend string) {
 	switch backend {
 	case "nftables":
 		out := ns.Run(t, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput)
-		if c := strings.Count(out, "@"+firewall.NftSet4); c != 1 {
+		if c := strings.Count(out, "@"+firewall.NftSet4+" "); c != 1 {
 			t.Fatalf("input chain has %d rules for banned4, want 1:\n%s", c, out)
 		}
-		if c := strings.Count(out, "@"+firewall.NftSet6); c != 1 {
+		if c := strings.Count(out, "@"+firewall.NftSet6+" "); c != 1 {
 			t.Fatalf("input chain has %d rules for banned6, want 1:\n%s", c, out)
 		}
 		if !strings.Contains(out, "priority filter - 10") && !strings.Contains(out, "priority -10") {
@@ -386,6 +394,18 @@ func TestFirewallDropsPackets(t *testing.T) {
 				got := probeUDP(t, att, c.ln, c.from, c.to)
 				if got == c.banned {
 					t.Errorf("from %s (banned=%v): arrived=%v", c.from, c.banned, got)
+				}
+			}
+			if bk.name == "nftables" {
+				// The drops were ours: the rules' counters saw them (3 sends each).
+				out := pbx.Run(t, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput)
+				re := regexp.MustCompile(`saddr @(banned[46]) counter packets (\d+)`)
+				seen := map[string]int{}
+				for _, m := range re.FindAllStringSubmatch(out, -1) {
+					seen[m[1]], _ = strconv.Atoi(m[2])
+				}
+				if seen[firewall.NftSet4] < 3 || seen[firewall.NftSet6] < 3 {
+					t.Errorf("drop counters %v, want >= 3 each:\n%s", seen, out)
 				}
 			}
 			if err := b.Delete(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("2001:db8:ff::10/128")}); err != nil {
@@ -503,12 +523,357 @@ func probeUDP(t *testing.T, ns *Netns, l *udpListener, src, dst string) bool {
 	}
 }
 
-// sortedKeys is for failure messages.
-func sortedKeys(m map[string]float64) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
+// requireRootBench skips a benchmark without root and nft.
+func requireRootBench(b *testing.B) {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
 	}
-	sort.Strings(ks)
-	return ks
+}
+
+// benchNetns makes a namespace for a benchmark (newNetns takes *testing.T).
+func benchNetns(b *testing.B) string {
+	b.Helper()
+	name := fmt.Sprintf("pbxg-bench-%d-%d", os.Getpid()%100000, nsCounter.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Fatalf("ip netns add: %v %s", err, out)
+	}
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	return name
+}
+
+// BenchmarkNftablesAdd100k: 100k bans in one Add (the backend chunks the
+// netlink messages), the sets emptied between runs outside the timing.
+// ipv4 = 100k IPv4 addresses; mixed = 50k IPv4 + 50k IPv6.
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesAdd100k' -benchtime 5x
+func BenchmarkNftablesAdd100k(b *testing.B) {
+	requireRootBench(b)
+	for _, mix := range []struct {
+		name   string
+		n4, n6 int
+	}{{"ipv4", 100000, 0}, {"mixed", 50000, 50000}} {
+		b.Run(mix.name, func(b *testing.B) {
+			ns := benchNetns(b)
+			be, err := firewall.NewNftables(firewall.Options{NetNS: ns, MaxElem: 200000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer be.Close()
+			ctx := context.Background()
+			if err := be.Init(ctx); err != nil {
+				b.Fatal(err)
+			}
+			bans := bulkBans(mix.n4, mix.n6, time.Hour)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				flushSets(b, ns)
+				b.StartTimer()
+				if err := be.Add(ctx, bans); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if got := countSets(b, ns); got != len(bans) {
+				b.Fatalf("kernel holds %d of %d", got, len(bans))
+			}
+		})
+	}
+}
+
+func flushSets(b *testing.B, ns string) {
+	b.Helper()
+	for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "flush", "set", "inet", firewall.NftTable, set).CombinedOutput(); err != nil {
+			b.Fatalf("flush: %v %s", err, out)
+		}
+	}
+}
+
+// countSets counts the elements with nft itself (never trust a silent success).
+func countSets(b *testing.B, ns string) int {
+	b.Helper()
+	n := 0
+	for _, set := range []string{firewall.NftSet4, firewall.NftSet6} {
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", firewall.NftTable, set).Output()
+		if err != nil {
+			b.Fatalf("nft list set: %v", err)
+		}
+		var doc struct {
+			Nftables []struct {
+				Set *struct {
+					Elem []json.RawMessage `json:"elem"`
+				} `json:"set"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			b.Fatal(err)
+		}
+		for _, it := range doc.Nftables {
+			if it.Set != nil {
+				n += len(it.Set.Elem)
+			}
+		}
+	}
+	return n
+}
+
+// BenchmarkNftablesAdd100kVsNftF: the same 100k IPv4 bans loaded by Add and
+// by one `nft -f` file (enforce-bench.py's nft-1stmt), alternating in the
+// same namespace, so that machine load hits both alike. Reports both
+// medians and their ratio (add/nft-f; < 1 means netlink is faster).
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesAdd100kVsNftF' -benchtime 5x
+func BenchmarkNftablesAdd100kVsNftF(b *testing.B) {
+	requireRootBench(b)
+	ns := benchNetns(b)
+	be, err := firewall.NewNftables(firewall.Options{NetNS: ns, MaxElem: 200000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	ctx := context.Background()
+	if err := be.Init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	bans := bulkBans(100000, 0, time.Hour)
+	f, err := os.CreateTemp("", "pbxguard-bench-*.nft")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	fmt.Fprintf(f, "add element inet %s %s { ", firewall.NftTable, firewall.NftSet4)
+	for i, ban := range bans {
+		if i > 0 {
+			f.WriteString(", ")
+		}
+		fmt.Fprintf(f, "%s timeout 3600s", ban.Prefix.Addr())
+	}
+	f.WriteString(" }\n")
+	f.Close()
+	var tAdd, tNft []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		flushSets(b, ns)
+		t0 := time.Now()
+		if err := be.Add(ctx, bans); err != nil {
+			b.Fatal(err)
+		}
+		tAdd = append(tAdd, time.Since(t0))
+		if got := countSets(b, ns); got != len(bans) {
+			b.Fatalf("Add: kernel holds %d of %d", got, len(bans))
+		}
+		flushSets(b, ns)
+		t0 = time.Now()
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-f", f.Name()).CombinedOutput(); err != nil {
+			b.Fatalf("nft -f: %v %s", err, out)
+		}
+		tNft = append(tNft, time.Since(t0))
+	}
+	b.StopTimer()
+	med := func(d []time.Duration) time.Duration {
+		s := append([]time.Duration(nil), d...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return s[len(s)/2]
+	}
+	ratios := make([]time.Duration, len(tAdd)) // ratio*1000 as a Duration, to reuse med
+	for i := range tAdd {
+		ratios[i] = time.Duration(1000 * float64(tAdd[i]) / float64(tNft[i]))
+	}
+	b.ReportMetric(med(tAdd).Seconds(), "add-s")
+	b.ReportMetric(med(tNft).Seconds(), "nft-f-s")
+	b.ReportMetric(float64(med(ratios))/1000, "add/nft-f")
+}
+
+// BenchmarkNftablesSingleBan: latency of one Add with one ban (what the
+// daemon does per decision), over 1000 bans; reports p50 and p99.
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesSingleBan' -benchtime 1x
+func BenchmarkNftablesSingleBan(b *testing.B) {
+	requireRootBench(b)
+	ns := benchNetns(b)
+	be, err := firewall.NewNftables(firewall.Options{NetNS: ns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	ctx := context.Background()
+	if err := be.Init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	bans := bulkBans(500, 500, time.Hour)
+	var lat []time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, ban := range bans {
+			t0 := time.Now()
+			if err := be.Add(ctx, []firewall.Ban{ban}); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(time.Duration(int64(b.Elapsed())/int64(len(lat))).Microseconds()), "µs/ban")
+	if list, err := be.List(ctx); err != nil || len(list) != len(bans) {
+		b.Fatalf("kernel holds %d of %d (%v)", len(list), len(bans), err)
+	}
+}
+
+// TestFirewallExpiryAndRestart: a second backend instance (a restarted
+// daemon) sees the same entries with the same remaining times, and an entry
+// with a short timeout leaves the kernel by itself.
+func TestFirewallExpiryAndRestart(t *testing.T) {
+	requireE2E(t, "nft", "ipset", "iptables")
+	for _, bk := range fwBackends {
+		t.Run(bk.name, func(t *testing.T) {
+			requireE2E(t, bk.tools...)
+			ns := newNetns(t, "fwx")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			opts := firewall.Options{NetNS: ns.Name, Prefixes: true}
+			b1 := fwBackend(t, bk.name, opts)
+			if err := b1.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			short := netip.MustParsePrefix("198.51.100.77/32")
+			bans := []firewall.Ban{
+				{Prefix: short, Timeout: 2 * time.Second},
+				{Prefix: netip.MustParsePrefix("198.51.100.78/32"), Timeout: 10 * time.Minute},
+				{Prefix: netip.MustParsePrefix("2001:db8:77::/64"), Timeout: 20 * time.Minute},
+			}
+			if err := b1.Add(ctx, bans); err != nil {
+				t.Fatal(err)
+			}
+			b1.Close()
+			b2 := fwBackend(t, bk.name, opts)
+			if err := b2.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer b2.Remove(context.Background())
+			list, err := b2.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[netip.Prefix]time.Duration{}
+			for _, e := range list {
+				got[e.Prefix] = e.Timeout
+			}
+			for _, want := range bans[1:] {
+				d, ok := got[want.Prefix]
+				if !ok {
+					t.Fatalf("after restart, %v missing from List %v", want.Prefix, list)
+				}
+				if diff := d - want.Timeout; diff > 2*time.Second || diff < -2*time.Second {
+					t.Errorf("after restart, %v remaining %v, want %v ±2s", want.Prefix, d, want.Timeout)
+				}
+			}
+			// The short one leaves the kernel by itself (bounded wait).
+			deadline := time.Now().Add(8 * time.Second)
+			for {
+				_, rem := kernelCount(t, ns, bk.name)
+				if _, ok := rem[short.String()]; !ok {
+					if len(rem) != 2 {
+						t.Fatalf("after expiry the kernel holds %v, want the 2 long entries", rem)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%v still in the kernel 8 s after a 2 s ban", short)
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestNftablesReconcile: Init repairs a damaged ruleset, follows the
+// Prefixes and Forward options both ways, refuses prefixes when they are
+// off, and auto-detection picks nftables.
+func TestNftablesReconcile(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "fwr")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rules := func() string { return ns.Run(t, "nft", "list", "table", "inet", firewall.NftTable) }
+
+	b := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name})
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Add(ctx, []firewall.Ban{
+		{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour},
+		{Prefix: netip.MustParsePrefix("198.51.100.5/32"), Timeout: time.Hour},
+	})
+	if !errors.Is(err, firewall.ErrUnsupportedPrefix) {
+		t.Fatalf("a /64 without Prefixes: err = %v, want ErrUnsupportedPrefix", err)
+	}
+	if n, _ := kernelCount(t, ns, "nftables"); n != 1 {
+		t.Fatalf("the valid entry of the batch: kernel holds %d, want 1", n)
+	}
+	// Someone flushes our chain: Init puts the rules back, keeps the set.
+	ns.Run(t, "nft", "flush", "chain", "inet", firewall.NftTable, firewall.NftInput)
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkSingleHook(t, ns, "nftables")
+	if n, _ := kernelCount(t, ns, "nftables"); n != 1 {
+		t.Fatalf("Init lost entries: %d", n)
+	}
+	// Someone deletes a set (and the rule using it): Init recreates it.
+	ns.Run(t, "nft", "flush", "chain", "inet", firewall.NftTable, firewall.NftInput)
+	ns.Run(t, "nft", "delete", "set", "inet", firewall.NftTable, firewall.NftSet6)
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkSingleHook(t, ns, "nftables")
+
+	b2 := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name, Prefixes: true, Forward: true})
+	if err := b2.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := rules()
+	for _, want := range []string{"set " + firewall.NftSet6Net, "flags interval,timeout", "hook forward priority filter - 10", "@" + firewall.NftSet6Net} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("with Prefixes+Forward, ruleset lacks %q:\n%s", want, out)
+		}
+	}
+	if c := strings.Count(out, "@"+firewall.NftSet6Net); c != 2 {
+		t.Fatalf("want the prefix rule in input and forward, found %d:\n%s", c, out)
+	}
+	if err := b2.Add(ctx, []firewall.Ban{{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Timeout: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Delete(ctx, []netip.Prefix{netip.MustParsePrefix("2001:db8:5::/64")}); err != nil {
+		t.Fatal(err)
+	}
+	// The address added before (same hash set, kept across the switch) stays.
+	if n, rem := kernelCount(t, ns, "nftables"); n != 1 || rem["198.51.100.5/32"] == 0 {
+		t.Fatalf("after deleting the /64 the kernel holds %v, want only 198.51.100.5", rem)
+	}
+	b3 := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name})
+	if err := b3.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out = rules()
+	if strings.Contains(out, firewall.NftSet6Net) || strings.Contains(out, "hook forward") {
+		t.Fatalf("Prefixes/Forward off, yet:\n%s", out)
+	}
+	d, err := firewall.Detect(ctx, firewall.Options{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Name() != "nftables" {
+		t.Fatalf("Detect picked %s on a kernel with nftables", d.Name())
+	}
+	if out := ns.Run(t, "nft", "list", "tables"); strings.Contains(out, "probe") {
+		t.Fatalf("Detect left its probe table:\n%s", out)
+	}
 }

@@ -23,10 +23,10 @@ import (
 
 // daemonCommands returns run, status, bans, ban and unban.
 func daemonCommands() []*cobra.Command {
-	return []*cobra.Command{runCmd(), statusCmd(), bansCmd(), banCmd(), unbanCmd()}
+	return []*cobra.Command{daemonRunCmd(), statusCmd(), bansCmd(), banCmd(), unbanCmd()}
 }
 
-func runCmd() *cobra.Command {
+func daemonRunCmd() *cobra.Command {
 	var cfgPath string
 	cmd := &cobra.Command{
 		Use:   "run",

@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
 
@@ -355,12 +355,10 @@ func showCmd(o *firewallOpts) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(live)
 			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "PACKETS\tBYTES\t VERDICT\t RULE: WHY\t")
+			fmt.Fprintf(out, "%10s %12s  %-7s  %s\n", "PACKETS", "BYTES", "VERDICT", "RULE: WHY")
 			for _, r := range live.Rules {
-				fmt.Fprintf(tw, "%d\t%d\t %s\t %s\t\n", r.Packets, r.Bytes, r.Verdict, r.Comment)
+				fmt.Fprintf(out, "%10d %12d  %-7s  %s\n", r.Packets, r.Bytes, r.Verdict, r.Comment)
 			}
-			tw.Flush()
 			fmt.Fprintln(out, "\nsets (guard sets hold the sources being dropped):")
 			for _, s := range live.Sets {
 				members := ""
@@ -382,12 +380,14 @@ func showCmd(o *firewallOpts) *cobra.Command {
 }
 
 func removeCmd(o *firewallOpts) *cobra.Command {
-	return &cobra.Command{
+	var keepBans bool
+	c := &cobra.Command{
 		Use:   "remove",
-		Short: "Delete pbxguard's policy table and forget the policy state; other tables stay",
+		Short: "Delete pbxguard's tables (the policy and the daemon's ban table) and forget the policy state; other tables stay",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.kernel().DeleteTable(cmd.Context()); err != nil {
+			ctx := cmd.Context()
+			if err := o.kernel().DeleteTable(ctx); err != nil {
 				return failErr(err)
 			}
 			if err := policy.Forget(o.state()); err != nil {
@@ -395,8 +395,21 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "removed table %s %s (the hardened policy); no rollback pending any more\n", policy.TableFamily, policy.TableName)
-			fmt.Fprintln(out, "the daemon's ban table (inet pbxguard) is not removed by this build; stop the daemon and run `nft delete table inet pbxguard` to drop it")
+			if keepBans {
+				return nil
+			}
+			b, err := firewall.New("nftables", firewall.Options{NetNS: o.netns, Logger: slog.Default()})
+			if err != nil {
+				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
+			}
+			defer b.Close()
+			if err := b.Remove(ctx); err != nil {
+				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
+			}
+			fmt.Fprintf(out, "removed table inet %s (the daemon's bans; a running daemon recreates it)\n", firewall.NftTable)
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&keepBans, "keep-bans", false, "remove only the policy table, keep the daemon's ban table")
+	return c
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ injection_suspect (an event whose address could not be trusted).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runTestLog(cmd.OutOrStdout(), cmd.InOrStdin(), o, args)
+			return runTestLog(cmd.OutOrStdout(), cmd.ErrOrStderr(), cmd.InOrStdin(), o, args)
 		},
 	}
 	f := cmd.Flags()
@@ -75,7 +76,7 @@ type testLogResult struct {
 	missed  int64
 }
 
-func runTestLog(stdout io.Writer, stdin io.Reader, o testLogOpts, files []string) error {
+func runTestLog(stdout, stderr io.Writer, stdin io.Reader, o testLogOpts, files []string) error {
 	switch o.format {
 	case "text", "json", "events", "addrs":
 	default:
@@ -108,60 +109,19 @@ func runTestLog(stdout io.Writer, stdin io.Reader, o testLogOpts, files []string
 	defer out.Flush()
 	res := &testLogResult{byAddr: make(map[netip.Addr]int64, 1024)}
 	start := time.Now()
-	br := bufio.NewReaderSize(nil, 1<<20)
-	var ev event.Event
 	var buf []byte
+	// Counting only (json, addrs, text without --missed) with a detector
+	// that keeps no state between lines: split the input over the cores.
+	parallel := o.format != "events" && !o.missed && o.detector == "asterisk" && runtime.GOMAXPROCS(0) > 1
 	for i, r := range readers {
-		br.Reset(r)
-		name := files[i]
-		var lineNo int64
-		for {
-			line, err := br.ReadSlice('\n')
-			if errors.Is(err, bufio.ErrBufferFull) {
-				// A line longer than 1 MiB: look at its start, skip the rest.
-				for errors.Is(err, bufio.ErrBufferFull) {
-					_, err = br.ReadSlice('\n')
-				}
-				if err != nil && err != io.EOF {
-					return failErr(fmt.Errorf("test-log: reading %s: %w", name, err))
-				}
-				err = nil
-			}
-			if len(line) > 0 {
-				lineNo++
-				res.lines++
-				if det.Detect(line, &ev) {
-					res.matched++
-					res.byKind[ev.Kind]++
-					if ev.Kind.IsFailure() && ev.Addr.IsValid() {
-						res.byAddr[ev.Addr]++
-					}
-					if o.format == "events" {
-						buf = appendEventJSON(buf[:0], name, lineNo, det.Name(), &ev)
-						out.Write(buf)
-					}
-				} else if o.missed && looksLikeFailure(line) {
-					res.missed++
-					buf = append(buf[:0], "missed "...)
-					buf = append(buf, name...)
-					buf = append(buf, ':')
-					buf = strconv.AppendInt(buf, lineNo, 10)
-					buf = append(buf, ": "...)
-					buf = append(buf, bytes.TrimRight(line, "\r\n")...)
-					buf = append(buf, '\n')
-					if o.format == "text" {
-						out.Write(buf)
-					} else {
-						os.Stderr.Write(buf)
-					}
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return failErr(fmt.Errorf("test-log: reading %s: %w", name, err))
-			}
+		var err error
+		if parallel {
+			err = countParallel(r, o, res)
+		} else {
+			err = scanSequential(r, files[i], det, o, res, out, stderr)
+		}
+		if err != nil {
+			return failErr(fmt.Errorf("test-log: reading %s: %w", files[i], err))
 		}
 	}
 	secs := time.Since(start).Seconds()
@@ -180,6 +140,181 @@ func runTestLog(stdout io.Writer, stdin io.Reader, o testLogOpts, files []string
 		writeTestLogText(out, res, secs, det.Name(), o.missed)
 	}
 	return nil
+}
+
+// scanSequential reads r line by line in order (events and --missed need
+// the order; stateful detectors need one detector for the whole stream).
+func scanSequential(r io.Reader, name string, det detect.Detector, o testLogOpts, res *testLogResult, out *bufio.Writer, stderr io.Writer) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	var ev event.Event
+	var buf []byte
+	var lineNo int64
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than 1 MiB: Asterisk and sshd never write one.
+			// Count it and skip it: a cut line ends in attacker text, and
+			// the parsers trust the end of a line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil && err != io.EOF {
+				return err
+			}
+			lineNo++
+			res.lines++
+			if err == io.EOF {
+				return nil
+			}
+			continue
+		}
+		if len(line) > 0 {
+			lineNo++
+			res.lines++
+			if det.Detect(line, &ev) {
+				res.add(&ev)
+				if o.format == "events" {
+					buf = appendEventJSON(buf[:0], name, lineNo, det.Name(), &ev)
+					out.Write(buf)
+				}
+			} else if o.missed && looksLikeFailure(line) {
+				res.missed++
+				buf = append(buf[:0], "missed "...)
+				buf = append(buf, name...)
+				buf = append(buf, ':')
+				buf = strconv.AppendInt(buf, lineNo, 10)
+				buf = append(buf, ": "...)
+				buf = append(buf, bytes.TrimRight(line, "\r\n")...)
+				buf = append(buf, '\n')
+				if o.format == "text" {
+					out.Write(buf)
+				} else {
+					stderr.Write(buf)
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (res *testLogResult) add(ev *event.Event) {
+	res.matched++
+	res.byKind[ev.Kind]++
+	if ev.Kind.IsFailure() && ev.Addr.IsValid() {
+		res.byAddr[ev.Addr]++
+	}
+}
+
+func (res *testLogResult) merge(o *testLogResult) {
+	res.lines += o.lines
+	res.matched += o.matched
+	res.missed += o.missed
+	for k, n := range o.byKind {
+		res.byKind[k] += n
+	}
+	for a, n := range o.byAddr {
+		res.byAddr[a] += n
+	}
+}
+
+// chunkSize is the unit of work of countParallel; memory is bounded by
+// (workers + 2) chunks whatever the file size.
+const chunkSize = 1 << 20
+
+// countParallel counts events in r with one detector per worker. The reader
+// cuts the input into chunks at line ends; a line longer than a chunk is
+// counted and skipped.
+func countParallel(r io.Reader, o testLogOpts, res *testLogResult) error {
+	workers := min(runtime.GOMAXPROCS(0), 4)
+	free := make(chan []byte, workers+2)
+	for range workers + 2 {
+		free <- make([]byte, chunkSize)
+	}
+	type chunk struct{ buf, data []byte }
+	work := make(chan chunk, workers)
+	results := make(chan *testLogResult, workers)
+	for range workers {
+		go func() {
+			det, _ := detect.New(o.detector, detect.Options{})
+			local := &testLogResult{byAddr: make(map[netip.Addr]int64, 1024)}
+			var ev event.Event
+			for ch := range work {
+				c := ch.data
+				for len(c) > 0 {
+					line := c
+					if i := bytes.IndexByte(c, '\n'); i >= 0 {
+						line, c = c[:i+1], c[i+1:]
+					} else {
+						c = nil
+					}
+					local.lines++
+					if det.Detect(line, &ev) {
+						local.add(&ev)
+					}
+				}
+				free <- ch.buf
+			}
+			results <- local
+		}()
+	}
+	var rerr error
+	var carry []byte  // start of a line continued in the next chunk
+	skipping := false // inside an over-long line: drop bytes up to its end
+	for {
+		b := <-free
+		b = b[:cap(b)]
+		n := copy(b, carry)
+		m, err := io.ReadFull(r, b[n:])
+		n += m
+		eof := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !eof {
+			rerr = err
+		}
+		data := b[:n]
+		stillSkipping := false
+		if skipping {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				data = data[:0]
+				stillSkipping = true
+			} else {
+				data = data[i+1:]
+				skipping = false
+			}
+		}
+		cut := len(data)
+		if !eof && rerr == nil && !stillSkipping {
+			if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+				cut = i + 1
+			} else if n == len(b) {
+				// No line end in a whole chunk: an over-long line. Count it,
+				// never detect on it (its cut end would be attacker text).
+				res.lines++
+				skipping = true
+				cut = 0
+				data = data[:0]
+			}
+		}
+		carry = append(carry[:0], data[cut:]...)
+		if cut > 0 {
+			work <- chunk{buf: b, data: data[:cut]}
+		} else {
+			free <- b
+		}
+		if eof || rerr != nil {
+			break
+		}
+	}
+	close(work)
+	for range workers {
+		res.merge(<-results)
+	}
+	return rerr
 }
 
 // looksLikeFailure is the --missed heuristic: words servers use when they

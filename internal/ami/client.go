@@ -74,7 +74,8 @@ type Config struct {
 	// Timeout bounds each action, the connect and the login (default 5s).
 	Timeout time.Duration
 	// Backoff is the min and max delay between reconnect attempts
-	// (default 500ms, 30s); it doubles after each failure, with jitter.
+	// (default 500ms, 30s); it doubles after each failed attempt and each
+	// session shorter than the max, with jitter (50–100% of the delay).
 	Backoff [2]time.Duration
 	// EventBuffer is the capacity of the event channel (default 4096).
 	// When it is full the oldest event is dropped and counted.
@@ -152,7 +153,7 @@ type Stats struct {
 type Client struct {
 	cfg    Config
 	log    *slog.Logger
-	events chan *Message
+	main   *Subscription // the stream of Events()
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -165,7 +166,11 @@ type Client struct {
 	lastErr error
 	banner  string
 
-	connects, disconnects, delivered, dropped, malformed atomic.Uint64
+	smu        sync.RWMutex
+	subs       []*Subscription
+	subsClosed bool
+
+	connects, disconnects, malformed atomic.Uint64
 }
 
 // conn is one TCP/TLS session.
@@ -198,15 +203,16 @@ func newClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{
+	c := &Client{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "ami", "addr", cfg.Addr),
-		events: make(chan *Message, cfg.EventBuffer),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
 		up:     make(chan struct{}),
-	}, nil
+	}
+	c.main = c.Subscribe(cfg.EventBuffer, nil)
+	return c, nil
 }
 
 // Dial connects and logs in once, and returns a Client that from then on
@@ -217,7 +223,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cn, err := c.connect(ctx)
+	cn, err := c.connect(ctx, false)
 	if err != nil {
 		c.cancel()
 		return nil, err
@@ -242,7 +248,7 @@ func New(cfg Config) (*Client, error) {
 // Events returns the event channel. It survives reconnects (with
 // EventDisconnected / EventReconnected markers in between) and is closed
 // by Close.
-func (c *Client) Events() <-chan *Message { return c.events }
+func (c *Client) Events() <-chan *Message { return c.main.ch }
 
 // Stats returns the Client's counters.
 func (c *Client) Stats() Stats {
@@ -260,8 +266,8 @@ func (c *Client) Stats() Stats {
 	}
 	s.Connects = c.connects.Load()
 	s.Disconnects = c.disconnects.Load()
-	s.Events = c.delivered.Load()
-	s.EventsDropped = c.dropped.Load()
+	s.Events = c.main.delivered.Load()
+	s.EventsDropped = c.main.dropped.Load()
 	s.Malformed = c.malformed.Load()
 	return s
 }
@@ -294,16 +300,16 @@ func (c *Client) nextID() string {
 }
 
 // run is the supervisor: it owns the current connection, pings it, and
-// reconnects with backoff. It is the only goroutine that closes c.events.
+// reconnects with backoff. It closes the event channels when it ends.
 func (c *Client) run(cn *conn) {
 	defer close(c.done)
-	defer close(c.events)
+	defer c.closeSubscriptions()
 	backoff := c.cfg.Backoff[0]
 	wasUp := false
 	for {
 		if cn == nil {
 			var err error
-			cn, err = c.connect(c.ctx)
+			cn, err = c.connect(c.ctx, wasUp)
 			if err != nil {
 				if c.ctx.Err() != nil {
 					return
@@ -317,12 +323,9 @@ func (c *Client) run(cn *conn) {
 				backoff = min(backoff*2, c.cfg.Backoff[1])
 				continue
 			}
-			backoff = c.cfg.Backoff[0]
-			if wasUp {
-				c.deliver(&Message{Headers: []Header{{"Event", EventReconnected}, {"Address", c.cfg.Addr}}})
-			}
 		}
 		wasUp = true
+		upSince := time.Now()
 		c.setConn(cn)
 		c.log.Info("AMI connected", "banner", cn.r.Banner())
 		err := c.supervise(cn)
@@ -333,10 +336,16 @@ func (c *Client) run(cn *conn) {
 		}
 		c.disconnects.Add(1)
 		c.log.Warn("AMI connection lost", "err", err)
-		c.deliver(&Message{Headers: []Header{{"Event", EventDisconnected}, {"Address", c.cfg.Addr}, {"Reason", err.Error()}}})
-		if !sleep(c.ctx, jitter(c.cfg.Backoff[0])) {
+		c.deliver(c.disconnectedEvent(err))
+		// A session that lasted is retried at once (after the minimum
+		// delay); one that keeps dropping right after login backs off.
+		if time.Since(upSince) >= c.cfg.Backoff[1] {
+			backoff = c.cfg.Backoff[0]
+		}
+		if !sleep(c.ctx, jitter(backoff)) {
 			return
 		}
+		backoff = min(backoff*2, c.cfg.Backoff[1])
 	}
 }
 
@@ -412,9 +421,15 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+func (c *Client) disconnectedEvent(err error) *Message {
+	return &Message{Headers: []Header{{"Event", EventDisconnected}, {"Address", c.cfg.Addr}, {"Reason", err.Error()}}}
+}
+
 // connect dials, reads the banner, logs in, sends the filters and starts
-// the read loop. On error nothing of the attempt is left running.
-func (c *Client) connect(ctx context.Context) (*conn, error) {
+// the read loop. On error nothing of the attempt is left running. With
+// reconnect, the Reconnected marker goes out before the first event of the
+// new session.
+func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
 	addr, to := c.cfg.Addr, c.cfg.Timeout
 	dctx, cancel := context.WithTimeout(ctx, to)
 	defer cancel()
@@ -448,6 +463,9 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	cn := &conn{nc: nc, r: r, dead: make(chan struct{}), pending: map[string]*call{}}
+	if reconnect {
+		c.deliver(&Message{Headers: []Header{{"Event", EventReconnected}, {"Address", c.cfg.Addr}}})
+	}
 	go c.readLoop(cn)
 	for _, f := range c.cfg.Filters {
 		fctx, fcancel := context.WithTimeout(ctx, to)
@@ -456,7 +474,11 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		if err != nil {
 			cn.shutdown(err)
 			<-cn.dead
-			return nil, fmt.Errorf("ami: filter %q refused: %w (Filter needs write = system in manager.conf)", f, err)
+			err = fmt.Errorf("ami: filter %q refused: %w (Filter needs write = system in manager.conf)", f, err)
+			if reconnect {
+				c.deliver(c.disconnectedEvent(err))
+			}
+			return nil, err
 		}
 	}
 	c.connects.Add(1)
@@ -578,9 +600,15 @@ func (c *Client) readLoop(cn *conn) {
 		err = fmt.Errorf("%w: %w", ErrDisconnected, err)
 	}
 	cn.shutdown(err)
+	c.mu.Lock()
+	closing := c.closed
+	c.mu.Unlock()
 	cn.mu.Lock()
 	cn.gone = true
 	cerr := cn.err
+	if closing {
+		cerr = ErrClosed // the Logoff of Close made the server hang up
+	}
 	for id, cl := range cn.pending {
 		cl.err = cerr
 		close(cl.done)
@@ -598,7 +626,7 @@ func (c *Client) dispatch(cn *conn, m *Message) {
 			switch {
 			case !isEvent && cl.resp == nil:
 				cl.resp = m
-				if !cl.list || !strings.EqualFold(m.Get("EventList"), "start") {
+				if !cl.list || !listStart(m) {
 					delete(cn.pending, id)
 					close(cl.done)
 				}
@@ -606,7 +634,10 @@ func (c *Client) dispatch(cn *conn, m *Message) {
 				return
 			case isEvent && cl.list:
 				cl.events = append(cl.events, m)
-				if listEnd(m) {
+				if len(cl.events) >= maxListEvents {
+					cl.err = fmt.Errorf("%w: event list longer than %d events", ErrTooLarge, maxListEvents)
+				}
+				if listEnd(m) || cl.err != nil {
 					delete(cn.pending, id)
 					close(cl.done)
 				}
@@ -621,6 +652,18 @@ func (c *Client) dispatch(cn *conn, m *Message) {
 	}
 }
 
+// maxListEvents bounds the events one ActionList collects.
+const maxListEvents = 200000
+
+// listStart reports a response that announces an event list: "EventList:
+// start", or on old versions only "Message: … will follow".
+func listStart(m *Message) bool {
+	if el := m.Get("EventList"); el != "" {
+		return strings.EqualFold(el, "start")
+	}
+	return strings.EqualFold(m.Response(), "Success") && strings.HasSuffix(strings.ToLower(m.Get("Message")), "will follow")
+}
+
 // listEnd reports the event that ends an event list.
 func listEnd(m *Message) bool {
 	switch el := m.Get("EventList"); {
@@ -632,20 +675,99 @@ func listEnd(m *Message) bool {
 	return false
 }
 
-// deliver puts m into the event channel, dropping the oldest event when
-// the channel is full.
+// deliver puts m into every subscription that wants it (markers go to
+// all), dropping a subscription's oldest event when its channel is full.
+// It never blocks, so a slow consumer cannot stall the read loop (and with
+// it the responses to actions and keepalives).
 func (c *Client) deliver(m *Message) {
+	marker := strings.HasPrefix(m.Event(), "pbxguard.")
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	for _, s := range c.subs {
+		if s.match == nil || marker || s.match(m) {
+			s.put(m, c.log)
+		}
+	}
+}
+
+// Subscription is one event stream of a Client. Events() is the first;
+// Subscribe adds more, so that several consumers (the jails, the call
+// tracker) share one AMI session.
+type Subscription struct {
+	c                  *Client
+	ch                 chan *Message
+	match              func(*Message) bool
+	closed             bool
+	delivered, dropped atomic.Uint64
+}
+
+// Subscribe returns a new event stream with its own buffer (drop-oldest
+// when full, like Events()). match selects the events it wants (nil: all);
+// the pbxguard.* markers are always delivered. Its channel is closed by
+// Subscription.Close or Client.Close.
+func (c *Client) Subscribe(buffer int, match func(*Message) bool) *Subscription {
+	if buffer <= 0 {
+		buffer = c.cfg.EventBuffer
+	}
+	s := &Subscription{c: c, ch: make(chan *Message, buffer), match: match}
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.subsClosed {
+		s.closed = true
+		close(s.ch)
+		return s
+	}
+	c.subs = append(c.subs, s)
+	return s
+}
+
+// C is the subscription's channel.
+func (s *Subscription) C() <-chan *Message { return s.ch }
+
+// Dropped is the number of events dropped because the channel was full.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close ends the subscription and closes its channel.
+func (s *Subscription) Close() {
+	c := s.c
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for i, x := range c.subs {
+		if x == s {
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			break
+		}
+	}
+	close(s.ch)
+}
+
+func (c *Client) closeSubscriptions() {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	for _, s := range c.subs {
+		s.closed = true
+		close(s.ch)
+	}
+	c.subs = nil
+	c.subsClosed = true
+}
+
+func (s *Subscription) put(m *Message, log *slog.Logger) {
 	for {
 		select {
-		case c.events <- m:
-			c.delivered.Add(1)
+		case s.ch <- m:
+			s.delivered.Add(1)
 			return
 		default:
 		}
 		select {
-		case <-c.events:
-			if n := c.dropped.Add(1); n == 1 || n%1000 == 0 {
-				c.log.Warn("AMI event buffer full: dropping the oldest events (consumer too slow?)", "dropped_total", n, "buffer", c.cfg.EventBuffer)
+		case <-s.ch:
+			if n := s.dropped.Add(1); n == 1 || n%1000 == 0 {
+				log.Warn("AMI event buffer full: dropping the oldest events (consumer too slow?)", "dropped_total", n, "buffer", cap(s.ch))
 			}
 		default:
 		}
@@ -723,6 +845,9 @@ func (c *Client) do(ctx context.Context, action *Message, list bool) (*call, err
 
 func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list bool) (*call, error) {
 	name := action.Get("Action")
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ami: %s not sent: %w", name, err)
+	}
 	id := c.nextID()
 	m := &Message{Headers: make([]Header, 0, len(action.Headers)+1)}
 	m.Headers = append(m.Headers, action.Headers...)
@@ -740,11 +865,9 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list 
 		delete(cn.pending, id)
 		cn.mu.Unlock()
 	}
-	to := c.cfg.Timeout
-	if dl, ok := ctx.Deadline(); ok {
-		to = time.Until(dl)
-	}
-	if err := cn.write(m.appendWire(nil), to); err != nil {
+	// The write gets the full Timeout whatever is left of ctx: a write cut
+	// short would leave half an action on the wire and cost the connection.
+	if err := cn.write(m.appendWire(nil), c.cfg.Timeout); err != nil {
 		unregister()
 		return nil, fmt.Errorf("ami: %s: %w", name, err)
 	}

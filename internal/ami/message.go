@@ -1,4 +1,3 @@
-// Package ami is pbxguard's own Asterisk Manager Interface client.
 package ami
 
 import (

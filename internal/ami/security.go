@@ -45,6 +45,9 @@ func SecurityEvent(m *Message, ev *event.Event) bool {
 	var nEvent, nRemote int
 	security := false
 	for _, h := range m.Headers {
+		if len(h.Key) < 5 || len(h.Key) > 13 {
+			continue // none of the keys below
+		}
 		switch {
 		case strings.EqualFold(h.Key, "Event"):
 			nEvent++
@@ -162,7 +165,7 @@ func parseEventTV(s string) time.Time {
 		return time.Time{}
 	}
 	if t, err := time.Parse("2006-01-02T15:04:05-0700", s); err == nil {
-		return t
+		return t.UTC()
 	}
 	if sec, usec, ok := strings.Cut(s, "-"); ok {
 		a, err1 := strconv.ParseInt(sec, 10, 64)

@@ -11,6 +11,7 @@ package calls
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,6 +122,11 @@ type Tracker struct {
 	chans    map[string]*Call // originating channel Uniqueid → call
 	endpoint map[string]addrSeen
 	stats    Stats
+	// ended remembers the IDs of the last calls AMI saw end, so that the
+	// CDR row written for the same call is not counted twice.
+	ended    [1024]string
+	endedSet map[string]struct{}
+	endedPos int
 }
 
 // NewTracker returns an empty tracker.
@@ -139,7 +145,27 @@ func NewTracker(cfg Config) *Tracker {
 		calls:    make(map[string]*Call),
 		chans:    make(map[string]*Call),
 		endpoint: make(map[string]addrSeen),
+		endedSet: make(map[string]struct{}),
 	}
+}
+
+func (t *Tracker) rememberEnded(id string) {
+	if id == "" {
+		return
+	}
+	if old := t.ended[t.endedPos]; old != "" {
+		delete(t.endedSet, old)
+	}
+	t.ended[t.endedPos] = id
+	t.endedSet[id] = struct{}{}
+	t.endedPos = (t.endedPos + 1) % len(t.ended)
+}
+
+// SeenByAMI reports whether AMI already reported the call with this ID
+// (a Linkedid, which is the uniqueid of its CDR row) ending recently.
+func (t *Tracker) SeenByAMI(id string) bool {
+	_, ok := t.endedSet[id]
+	return ok
 }
 
 // Stats returns the counters.
@@ -163,7 +189,8 @@ func (t *Tracker) EndpointAddr(ext string) (netip.Addr, bool) {
 	return a.addr, ok
 }
 
-// Live returns copies of the live calls (of every extension when ext is "").
+// Live returns copies of the live calls (of every extension when ext is
+// ""), oldest first.
 func (t *Tracker) Live(ext string) []Call {
 	var out []Call
 	for _, c := range t.calls {
@@ -171,6 +198,12 @@ func (t *Tracker) Live(ext string) []Call {
 			out = append(out, *c)
 		}
 	}
+	slices.SortFunc(out, func(a, b Call) int {
+		if c := a.Start.Compare(b.Start); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Channel, b.Channel)
+	})
 	return out
 }
 
@@ -295,6 +328,7 @@ func (t *Tracker) hangup(m *ami.Message, now time.Time) (Update, bool) {
 	}
 	delete(t.chans, uid)
 	delete(t.calls, c.ID)
+	t.rememberEnded(c.ID)
 	c.End, c.Live = now, false
 	if c.Disposition == "" {
 		if c.Answer.IsZero() {

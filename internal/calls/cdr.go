@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -90,7 +91,7 @@ func (t *Tracker) HandleCDR(rec []string, loc *time.Location) (Update, bool, err
 		t.stats.BadRows++
 		return Update{}, false, err
 	}
-	if !ok {
+	if !ok || (c.ID != "" && t.SeenByAMI(c.ID)) {
 		return Update{}, false, nil
 	}
 	if a, ok := t.endpoint[c.Extension]; ok {
@@ -98,6 +99,18 @@ func (t *Tracker) HandleCDR(rec []string, loc *time.Location) (Update, bool, err
 	}
 	t.stats.Ended++
 	return Update{Kind: CallEnded, Call: c}, true, nil
+}
+
+// SplitCDRLine splits one Master.csv line (as a file follower hands it
+// on) into its fields.
+func SplitCDRLine(line string) ([]string, error) {
+	r := csv.NewReader(strings.NewReader(line))
+	r.FieldsPerRecord = -1
+	rec, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("cdr: %w", err)
+	}
+	return rec, nil
 }
 
 // CDRReader reads Master.csv rows from r, one call per Next.

@@ -85,7 +85,7 @@ type Jail struct {
 	MaxBanTime       time.Duration
 	Increment        float64
 	IPv6Prefix       int
-	Weights          map[event.Kind]int
+	Weights          map[event.Kind]int // only the kinds the user set; the jail defaults the rest
 	ChallengeTimeout time.Duration
 	MaxTracked       int
 }
@@ -536,12 +536,18 @@ func HostPrefixes() []netip.Prefix {
 	return out
 }
 
+// mergePrefixes drops duplicates and entries inside another entry.
 func mergePrefixes(in []netip.Prefix) []netip.Prefix {
-	seen := map[netip.Prefix]bool{}
 	out := in[:0:0]
-	for _, p := range in {
-		if !seen[p] {
-			seen[p] = true
+	for i, p := range in {
+		covered := false
+		for j, q := range in {
+			if i != j && q.Bits() <= p.Bits() && q.Contains(p.Addr()) && (q.Bits() < p.Bits() || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
 			out = append(out, p)
 		}
 	}

@@ -80,8 +80,8 @@ jails:
 	if j.MaxRetry != 5 || j.FindTime != 10*time.Minute || j.BanTime != time.Hour || len(j.Files) != 2 {
 		t.Fatalf("jail = %+v", j)
 	}
-	if j.Weights[event.Scan] != 5 || j.Weights[event.AuthFailure] != 1 || j.Weights[event.AuthSuccess] != 0 {
-		t.Fatalf("weights = %v", j.Weights)
+	if len(j.Weights) != 0 {
+		t.Fatalf("weights = %v (want the jail's defaults)", j.Weights)
 	}
 	if c.Firewall.Backend != "auto" || c.Control.Socket != "/run/pbxguard/pbxguard.sock" || c.Metrics.Listen != "127.0.0.1:9469" {
 		t.Fatalf("config = %+v", c)
@@ -105,7 +105,7 @@ jails:
     findtime: 10m
     bantime: 1hr
     bantiem: 1h
-    weights: {scna: 3}
+    weights: {scna: 3, scan: 2}
 allowlist: [not-an-ip]
 metrics: {listen: nonsense}
 `
@@ -128,6 +128,10 @@ metrics: {listen: nonsense}
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q\ngot:\n%s", want, got)
 		}
+	}
+	c2, err := Parse([]byte("jails:\n  asterisk:\n    weights: {scan: 2, challenge_sent: 0}\n"), testOpts(t))
+	if err != nil || c2.Jails[0].Weights[event.Scan] != 2 || len(c2.Jails[0].Weights) != 2 {
+		t.Fatalf("weights: %v %v", c2.Jails[0].Weights, err)
 	}
 	if len(es) != 8 {
 		t.Errorf("got %d errors, want 8:\n%s", len(es), got)
@@ -231,4 +235,33 @@ func FuzzParse(f *testing.F) {
 			AuthLog: "/nonexistent", HostPrefixes: func() []netip.Prefix { return nil }, HaveJournal: func() bool { return false }}
 		Parse(data, opts)
 	})
+}
+
+func TestDeployExampleIsValid(t *testing.T) {
+	c, err := Load("../../deploy/pbxguard.yaml", testOpts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Jails) != 2 || c.Jails[0].IPv6Prefix != 64 || c.Jails[0].Weights[event.Scan] != 5 || c.Jails[1].Journal == nil {
+		t.Fatalf("deploy example = %+v", c.Jails)
+	}
+	for _, p := range c.Allowlist {
+		if p.String() == "127.0.0.1/32" {
+			t.Fatalf("allowlist keeps 127.0.0.1 inside 127.0.0.0/8: %v", c.Allowlist)
+		}
+	}
+}
+
+func TestMergePrefixes(t *testing.T) {
+	var in []netip.Prefix
+	for _, s := range []string{"127.0.0.1/32", "127.0.0.0/8", "::1/128", "192.0.2.0/24", "192.0.2.0/24", "192.0.2.7/32", "2001:db8::1/128"} {
+		in = append(in, netip.MustParsePrefix(s))
+	}
+	var got []string
+	for _, p := range mergePrefixes(in) {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "127.0.0.0/8 ::1/128 192.0.2.0/24 2001:db8::1/128" {
+		t.Fatalf("merged = %v", got)
+	}
 }

@@ -21,8 +21,8 @@ const (
 	DefaultMaxBanTime       = 7 * 24 * time.Hour
 	DefaultIncrement        = 2.0
 	DefaultIPv6Prefix       = 64
-	DefaultChallengeTimeout = 10 * time.Second
-	DefaultMaxTracked       = 200000
+	DefaultChallengeTimeout = 5 * time.Second
+	DefaultMaxTracked       = 100000
 )
 
 // DefaultJailNames are the jails of a configuration without `jails:`.
@@ -119,7 +119,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 					j.Journal = append(j.Journal, m)
 				}
 			},
-			"maxretry":          func(k string, v *yaml.Node) { j.MaxRetry = p.intRange(k, v, 1, 1000000) },
+			"maxretry":          func(k string, v *yaml.Node) { j.MaxRetry = p.intRange(k, v, 1, 255) },
 			"findtime":          func(k string, v *yaml.Node) { j.FindTime = p.duration(k, v) },
 			"bantime":           func(k string, v *yaml.Node) { j.BanTime = p.duration(k, v) },
 			"maxbantime":        func(k string, v *yaml.Node) { j.MaxBanTime = p.duration(k, v) },
@@ -148,7 +148,11 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 						}
 						continue
 					}
-					j.Weights[kd] = p.intRange(join(k, kn.Value), wn, 0, 1000000)
+					if kd == event.AuthSuccess {
+						p.errorf(kn.Line, join(k, kn.Value), "a success cannot count as a failure (remove it)")
+						continue
+					}
+					j.Weights[kd] = p.intRange(join(k, kn.Value), wn, 0, 255)
 				}
 			},
 		}
@@ -189,21 +193,10 @@ func (p *parser) float(k string, v *yaml.Node, lo, hi float64) float64 {
 	return f
 }
 
-// finishJail fills in files, journal and weights the user left out.
+// finishJail fills in the files or journal the user left out. Weights the
+// user left out take the jail's defaults (1 per failure and per unanswered
+// challenge, maxretry for a scan).
 func (p *parser) finishJail(j *Jail, set map[string]bool) {
-	// Weights: every failure kind counts 1; a scan bans at once.
-	w := map[event.Kind]int{}
-	for kd := event.Kind(1); int(kd) < event.NumKinds; kd++ {
-		if kd.IsFailure() {
-			w[kd] = 1
-		}
-	}
-	w[event.Scan] = j.MaxRetry
-	for kd, n := range j.Weights {
-		w[kd] = n
-	}
-	j.Weights = w
-
 	if j.Source == "ami" || set["files"] || set["journal"] {
 		return
 	}

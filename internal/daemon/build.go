@@ -46,11 +46,6 @@ func (b *Built) Close() error {
 	return errors.Join(b.Backend.Close(), b.Store.Close())
 }
 
-// realClock is jail.Clock on the wall clock.
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
 // Build makes a daemon from a checked configuration: the store, the
 // firewall backend (wrapped so that the allowlist is enforced at the
 // kernel's door too), and per enabled jail its judge, sources and detectors.
@@ -106,7 +101,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			return fail(fmt.Errorf("firewall.backend %s: %w", cfg.Firewall.Backend, err))
 		}
 	}
-	backend = firewall.WithAllowlist(backend, func(p netip.Prefix) bool { _, hit := allowed(p); return hit })
+	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
 
 	var jails []JailSpec
 	for _, jc := range cfg.Enabled() {
@@ -114,7 +109,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
 			MaxBanTime: jc.MaxBanTime, Increment: jc.Increment, Weights: jc.Weights,
 			ChallengeTimeout: jc.ChallengeTimeout, IPv6Prefix: jc.IPv6Prefix, MaxTracked: jc.MaxTracked,
-		}, allow, st, realClock{})
+		}, allow, st, jail.SystemClock{})
 		if err != nil {
 			backend.Close()
 			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))

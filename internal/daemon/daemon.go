@@ -139,6 +139,7 @@ type Daemon struct {
 	started time.Time
 
 	decisions chan pending
+	storeQ    chan storeReq // bans to write, off the kernel path
 
 	fwMu sync.Mutex // serialises the backend
 
@@ -181,6 +182,7 @@ func New(opts Options) (*Daemon, error) {
 		metrics:   NewMetrics(),
 		byName:    map[string]*jailState{},
 		decisions: make(chan pending, 4096),
+		storeQ:    make(chan storeReq, 1024),
 		positions: map[string]store.Position{},
 		active:    map[netip.Prefix]string{},
 	}
@@ -244,6 +246,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	bannerDone := make(chan struct{})
 	go func() { defer close(bannerDone); d.banner() }()
+	storeDone := make(chan struct{})
+	go func() { defer close(storeDone); d.storeWriter() }()
 
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	bgWG.Add(1)
@@ -264,9 +268,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bgWG.Wait()
 	close(d.decisions)
 	<-bannerDone
+	close(d.storeQ)
+	<-storeDone
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.savePositions(sctx); err != nil {
+	if err := d.savePositions(sctx, false); err != nil {
 		d.log.Error("saving positions at shutdown", "err", err)
 		if runErr == nil {
 			runErr = err
@@ -352,8 +358,9 @@ func (d *Daemon) Inject(ctx context.Context, jail string, ev *event.Event) error
 	return nil
 }
 
-// banner collects decisions for at most batchWait or batchMax items and
-// applies each batch with one backend Add and one store transaction.
+// banner applies decisions with one backend Add and one store transaction
+// per batch. A lone decision goes at once; when more are already queued (a
+// burst), it collects for at most batchWait or batchMax items.
 func (d *Daemon) banner() {
 	batch := make([]pending, 0, batchMax)
 	timer := time.NewTimer(time.Hour)
@@ -364,20 +371,34 @@ func (d *Daemon) banner() {
 			return
 		}
 		batch = append(batch[:0], p)
-		timer.Reset(batchWait)
-	collect:
+	drain:
 		for len(batch) < batchMax {
 			select {
 			case p, ok := <-d.decisions:
 				if !ok {
-					break collect
+					break drain
 				}
 				batch = append(batch, p)
-			case <-timer.C:
-				break collect
+			default:
+				break drain
 			}
 		}
-		timer.Stop()
+		if len(batch) > 1 && len(batch) < batchMax {
+			timer.Reset(batchWait)
+		collect:
+			for len(batch) < batchMax {
+				select {
+				case p, ok := <-d.decisions:
+					if !ok {
+						break collect
+					}
+					batch = append(batch, p)
+				case <-timer.C:
+					break collect
+				}
+			}
+			timer.Stop()
+		}
 		d.apply(batch)
 	}
 }
@@ -426,10 +447,16 @@ func (d *Daemon) apply(batch []pending) {
 	if len(fw) == 0 {
 		return
 	}
+	t0 := time.Now()
 	d.fwMu.Lock()
 	err := d.opts.Backend.Add(ctx, fw)
 	d.fwMu.Unlock()
 	done := time.Now()
+	defer func() {
+		if took := time.Since(t0); took > 20*time.Millisecond {
+			d.log.Debug("slow ban batch", "bans", len(fw), "kernel", done.Sub(t0), "total", took)
+		}
+	}()
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("add").Inc()
 		d.log.Error("firewall refused bans; will retry", "count", len(fw), "err", err)
@@ -443,13 +470,70 @@ func (d *Daemon) apply(batch []pending) {
 			}
 		}
 	}
-	if err := d.opts.Store.AddBans(ctx, rows); err != nil {
-		d.log.Error("saving bans", "count", len(rows), "err", err)
-	}
+	d.storeQ <- storeReq{rows: rows}
 	d.noteActive(rows)
 	for _, r := range rows {
 		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
 			"count", r.Count, "reason", r.Reason)
+	}
+}
+
+// storeReq is a batch of bans to record, or (done != nil) a flush barrier.
+type storeReq struct {
+	rows []store.Ban
+	done chan struct{}
+}
+
+// storeWriter records bans in the store, merging what is queued into one
+// transaction, so that the kernel path never waits for the disk.
+func (d *Daemon) storeWriter() {
+	var rows []store.Ban
+	var barriers []chan struct{}
+	for req := range d.storeQ {
+		rows = append(rows[:0], req.rows...)
+		barriers = barriers[:0]
+		if req.done != nil {
+			barriers = append(barriers, req.done)
+		}
+	drain:
+		for len(rows) < 4096 {
+			select {
+			case r, ok := <-d.storeQ:
+				if !ok {
+					break drain
+				}
+				rows = append(rows, r.rows...)
+				if r.done != nil {
+					barriers = append(barriers, r.done)
+				}
+			default:
+				break drain
+			}
+		}
+		if len(rows) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := d.opts.Store.AddBans(ctx, rows); err != nil {
+				d.log.Error("saving bans", "count", len(rows), "err", err)
+			}
+			cancel()
+		}
+		for _, b := range barriers {
+			close(b)
+		}
+	}
+}
+
+// flushStore waits until the bans queued so far are in the store.
+func (d *Daemon) flushStore(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case d.storeQ <- storeReq{done: done}:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 
@@ -490,7 +574,7 @@ func (d *Daemon) loop(ctx context.Context) {
 		case <-tick.C:
 			d.tick(ctx)
 		case <-save.C:
-			if err := d.savePositions(ctx); err != nil && ctx.Err() == nil {
+			if err := d.savePositions(ctx, true); err != nil && ctx.Err() == nil {
 				d.log.Error("saving positions", "err", err)
 			}
 		}
@@ -560,7 +644,7 @@ func (d *Daemon) tick(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) savePositions(ctx context.Context) error {
+func (d *Daemon) savePositions(ctx context.Context, flush bool) error {
 	d.posMu.Lock()
 	if !d.posDirty {
 		d.posMu.Unlock()
@@ -572,6 +656,11 @@ func (d *Daemon) savePositions(ctx context.Context) error {
 	}
 	d.posDirty = false
 	d.posMu.Unlock()
+	if flush {
+		// The bans of the lines up to these positions are in the store
+		// before the positions are.
+		d.flushStore(ctx)
+	}
 	if err := d.opts.Store.SavePositions(ctx, ps); err != nil {
 		d.posMu.Lock()
 		d.posDirty = true

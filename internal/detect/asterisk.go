@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 
@@ -270,12 +271,14 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 }
 
 func indexByteFrom(b []byte, from int, c byte) int {
-	for i := from; i < len(b); i++ {
-		if b[i] == c {
-			return i
-		}
+	if from >= len(b) {
+		return -1
 	}
-	return -1
+	i := bytes.IndexByte(b[from:], c)
+	if i < 0 {
+		return -1
+	}
+	return from + i
 }
 
 func skipSpaces(b []byte, i int) int {

@@ -102,11 +102,14 @@ func fuzzSeeds(f *testing.F) {
 
 func fuzzDetector(f *testing.F, name string) {
 	fuzzSeeds(f)
-	d, err := New(name, Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
-	if err != nil {
+	opts := Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }}
+	if _, err := New(name, opts); err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
+		// A fresh detector per input: sshd attributes a host-less failure to
+		// the address its pid logged earlier, which is another line.
+		d, _ := New(name, opts)
 		var ev event.Event
 		if !d.Detect(line, &ev) {
 			return
@@ -124,3 +127,23 @@ func fuzzDetector(f *testing.F, name string) {
 }
 
 func FuzzAsterisk(f *testing.F) { fuzzDetector(f, "asterisk") }
+
+// BenchmarkSSHD: one line per op over fail2ban's sshd sample log lines.
+func BenchmarkSSHD(b *testing.B) {
+	var lines [][]byte
+	for _, l := range readLines(b, sharedDir+"/conformance/fail2ban-1.0.2/sshd") {
+		if len(l) > 0 && l[0] != '#' {
+			lines = append(lines, l)
+		}
+	}
+	benchDetector(b, "sshd", lines)
+}
+
+// BenchmarkAuto: the auto detector over Asterisk and sshd lines mixed.
+func BenchmarkAuto(b *testing.B) {
+	dir := sharedDir + "/corpus/asterisk-20/log/"
+	benchDetector(b, "auto", readLines(b, dir+"messages", dir+"security", sharedDir+"/conformance/fail2ban-1.0.2/sshd"))
+}
+
+func FuzzSSHD(f *testing.F) { fuzzDetector(f, "sshd") }
+func FuzzAuto(f *testing.F) { fuzzDetector(f, "auto") }

@@ -426,33 +426,3 @@ func trimLeftSpace(b []byte) []byte {
 	}
 	return b
 }
-
-// containsFold reports whether b contains the lower-case ASCII needle,
-// ignoring ASCII case in b.
-func containsFold(b []byte, needle string) bool {
-	n := len(needle)
-	if n == 0 {
-		return true
-	}
-	first := needle[0]
-	for i := 0; i+n <= len(b); i++ {
-		c := b[i] | 0x20
-		if c != first {
-			continue
-		}
-		j := 1
-		for ; j < n; j++ {
-			d := b[i+j]
-			if d >= 'A' && d <= 'Z' {
-				d |= 0x20
-			}
-			if d != needle[j] {
-				break
-			}
-		}
-		if j == n {
-			return true
-		}
-	}
-	return false
-}

@@ -75,6 +75,9 @@ func ensureChain(ctx context.Context, r runner, f ipt, rules [][]string, hooks [
 			}
 		}
 	}
+	if len(hooks) == 1 { // forward off: take away a jump left from when it was on
+		_, _ = r.run(ctx, nil, f.tables, "-w", "-D", "FORWARD", "-j", IPTChain)
+	}
 	for _, h := range hooks {
 		if _, err := r.run(ctx, nil, f.tables, "-w", "-C", h, "-j", IPTChain); err != nil {
 			if _, err := r.run(ctx, nil, f.tables, "-w", "-I", h, "1", "-j", IPTChain); err != nil {

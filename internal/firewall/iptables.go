@@ -145,52 +145,70 @@ func (t *IPTables) expireLocked(ctx context.Context) error {
 	return t.applyLocked(ctx, nil, del)
 }
 
-// applyLocked writes one restore script per family: deletions of the rules
-// as they are now, then additions, and updates the map on success.
+// iptRewriteMin: from this many deletions in one family on, the chain is
+// flushed and written anew inside the same restore transaction. iptables
+// (nft backend) finds a rule to delete by comparing it with every rule of
+// the chain, so thousands of -D lines cost O(n²); a rewrite costs O(n).
+const iptRewriteMin = 64
+
+// applyLocked writes one restore script (one transaction) per family:
+// deletions of the rules as they are now, then additions, and updates the
+// map on success.
 func (t *IPTables) applyLocked(ctx context.Context, add map[netip.Prefix]int64, del []netip.Prefix) error {
 	var errs error
 	for _, f := range ipFamilies {
+		var famDel, famAdd []netip.Prefix
+		for _, p := range del {
+			if _, ok := t.entries[p]; ok && p.Addr().Is6() == f.v6 {
+				famDel = append(famDel, p)
+			}
+		}
+		for p, until := range add {
+			if old, ok := t.entries[p]; p.Addr().Is6() == f.v6 && (!ok || old != until) {
+				famAdd = append(famAdd, p)
+			}
+		}
+		if len(famDel)+len(famAdd) == 0 {
+			continue
+		}
 		var buf bytes.Buffer
 		buf.WriteString("*filter\n")
-		n := 0
-		var gone []netip.Prefix
-		for _, p := range del {
-			if p.Addr().Is6() != f.v6 {
-				continue
+		if len(famDel) >= iptRewriteMin {
+			skip := make(map[netip.Prefix]bool, len(famDel)+len(famAdd))
+			for _, p := range famDel {
+				skip[p] = true
 			}
-			if until, ok := t.entries[p]; ok {
-				fmt.Fprintf(&buf, "-D %s %s\n", IPTChain, iptRule(p, until))
-				gone = append(gone, p)
-				n++
+			for _, p := range famAdd {
+				skip[p] = true
 			}
-		}
-		var added []netip.Prefix
-		for p, until := range add {
-			if p.Addr().Is6() != f.v6 {
-				continue
-			}
-			if old, ok := t.entries[p]; ok {
-				if old == until {
-					continue
+			fmt.Fprintf(&buf, "-F %s\n", IPTChain)
+			for p, until := range t.entries {
+				if p.Addr().Is6() == f.v6 && !skip[p] {
+					fmt.Fprintf(&buf, "-A %s %s\n", IPTChain, iptRule(p, until))
 				}
-				fmt.Fprintf(&buf, "-D %s %s\n", IPTChain, iptRule(p, old))
 			}
-			fmt.Fprintf(&buf, "-A %s %s\n", IPTChain, iptRule(p, until))
-			added = append(added, p)
-			n++
+		} else {
+			for _, p := range famDel {
+				fmt.Fprintf(&buf, "-D %s %s\n", IPTChain, iptRule(p, t.entries[p]))
+			}
+			for _, p := range famAdd {
+				if old, ok := t.entries[p]; ok {
+					fmt.Fprintf(&buf, "-D %s %s\n", IPTChain, iptRule(p, old))
+				}
+			}
 		}
-		if n == 0 {
-			continue
+		for _, p := range famAdd {
+			fmt.Fprintf(&buf, "-A %s %s\n", IPTChain, iptRule(p, add[p]))
 		}
 		buf.WriteString("COMMIT\n")
 		if _, err := t.r.run(ctx, &buf, f.restore, "-w", "5", "--noflush"); err != nil {
-			errs = errors.Join(errs, fmt.Errorf("iptables: %d changes: %w", n, err))
+			errs = errors.Join(errs, fmt.Errorf("iptables: %d deletions, %d additions: %w", len(famDel), len(famAdd), err))
 			continue
 		}
-		for _, p := range gone {
+		for _, p := range famDel {
 			delete(t.entries, p)
 		}
-		for _, p := range added {
+		for _, p := range famAdd {
 			t.entries[p] = add[p]
 		}
 	}

@@ -25,8 +25,10 @@ import (
 // anybody else's rules.
 const (
 	NftTable   = "pbxguard"
-	NftSet4    = "banned4"
-	NftSet6    = "banned6"
+	NftSet4    = "banned4"    // single IPv4 addresses (hash, timeout)
+	NftSet6    = "banned6"    // single IPv6 addresses (hash, timeout)
+	NftSet4Net = "banned4net" // IPv4 prefixes (interval, timeout), with Options.Prefixes
+	NftSet6Net = "banned6net" // IPv6 prefixes such as /64 (interval, timeout), with Options.Prefixes
 	NftInput   = "input"
 	NftForward = "forward"
 )
@@ -55,11 +57,13 @@ const (
 	nftSockBuf       = 16 << 20
 )
 
-// userdata tags on our rules, so Init can tell its own rules from others.
-var (
-	nftTag4 = []byte("pbxguard:drop4")
-	nftTag6 = []byte("pbxguard:drop6")
-)
+// nftSet is one of our sets and the rule that drops its members.
+type nftSet struct {
+	set   *nftables.Set
+	proto byte   // NFPROTO_IPV4 / NFPROTO_IPV6
+	off   uint32 // source address offset in the network header
+	tag   []byte // userdata on the rule, so Init can recognise it
+}
 
 // Nftables is the netlink nftables backend: table inet pbxguard with sets
 // banned4 and banned6 (flags timeout, and interval when Options.Prefixes)
@@ -72,8 +76,7 @@ type Nftables struct {
 	conn   *nftables.Conn
 	nsFile *os.File
 	table  *nftables.Table
-	set4   *nftables.Set
-	set6   *nftables.Set
+	sets   []nftSet // banned4, banned6 [, banned4net, banned6net]
 }
 
 // NewNftables opens a netlink connection (in Options.NetNS / NetNSFd when
@@ -99,10 +102,33 @@ func NewNftables(opts Options) (*Nftables, error) {
 		return nil, fmt.Errorf("nftables: opening netlink: %w", err)
 	}
 	n.conn = c
-	n.table = &nftables.Table{Name: NftTable, Family: nftables.TableFamilyINet}
-	n.set4 = &nftables.Set{Table: n.table, Name: NftSet4, KeyType: nftables.TypeIPAddr, HasTimeout: true, Interval: opts.Prefixes, Size: uint32(opts.maxElem())}
-	n.set6 = &nftables.Set{Table: n.table, Name: NftSet6, KeyType: nftables.TypeIP6Addr, HasTimeout: true, Interval: opts.Prefixes, Size: uint32(opts.maxElem())}
+	n.defineSets()
 	return n, nil
+}
+
+// defineSets describes our table and sets (nothing is sent).
+func (n *Nftables) defineSets() {
+	n.table = &nftables.Table{Name: NftTable, Family: nftables.TableFamilyINet}
+	// Single addresses live in hash sets (fast: 100k in one batch), prefixes
+	// in separate interval sets that exist only with Options.Prefixes:
+	// an rbtree interval set with timeouts takes ~10x longer to load, and
+	// a hash set cannot hold prefixes.
+	size := uint32(n.opts.maxElem())
+	mk := func(name string, kt nftables.SetDatatype, interval bool, proto byte, off uint32) nftSet {
+		return nftSet{
+			set:   &nftables.Set{Table: n.table, Name: name, KeyType: kt, HasTimeout: true, Interval: interval, Size: size},
+			proto: proto, off: off, tag: []byte("pbxguard:drop:" + name),
+		}
+	}
+	n.sets = []nftSet{
+		mk(NftSet4, nftables.TypeIPAddr, false, unix.NFPROTO_IPV4, 12),
+		mk(NftSet6, nftables.TypeIP6Addr, false, unix.NFPROTO_IPV6, 8),
+	}
+	if n.opts.Prefixes {
+		n.sets = append(n.sets,
+			mk(NftSet4Net, nftables.TypeIPAddr, true, unix.NFPROTO_IPV4, 12),
+			mk(NftSet6Net, nftables.TypeIP6Addr, true, unix.NFPROTO_IPV6, 8))
+	}
 }
 
 // raiseBuffers lets one batch carry megabytes (100k elements) and the
@@ -157,13 +183,19 @@ func (n *Nftables) Init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// A set that exists with other flags (Prefixes switched) cannot be
-	// altered in place: drop the whole table and build it fresh.
+	// A set that exists with other flags, or a prefix set while prefixes
+	// are now off, cannot be altered in place (rules reference it): drop
+	// the whole table and build it fresh.
+	want := map[string]*nftables.Set{}
+	for _, s := range n.sets {
+		want[s.set.Name] = s.set
+	}
 	if sets, err := n.conn.GetSets(n.table); err == nil {
 		for _, s := range sets {
-			if (s.Name == NftSet4 || s.Name == NftSet6) && (s.Interval != n.opts.Prefixes || !s.HasTimeout) {
-				n.log.Warn("nftables: set has other flags than configured; recreating table inet pbxguard (bans are reloaded by the daemon)",
-					"set", s.Name, "interval", s.Interval, "want_interval", n.opts.Prefixes)
+			w, ok := want[s.Name]
+			if !ok || s.Interval != w.Interval || !s.HasTimeout || s.KeyType.Name != w.KeyType.Name {
+				n.log.Warn("nftables: set differs from the configuration; recreating table inet pbxguard (bans are reloaded by the daemon)",
+					"set", s.Name, "interval", s.Interval, "prefixes", n.opts.Prefixes)
 				n.conn.DelTable(n.table)
 				if err := n.conn.Flush(); err != nil {
 					return fmt.Errorf("nftables: deleting mismatched table inet %s: %w", NftTable, err)
@@ -175,11 +207,10 @@ func (n *Nftables) Init(ctx context.Context) error {
 	// Create-if-missing: NEWTABLE/NEWSET/NEWCHAIN without NLM_F_EXCL are
 	// no-ops for what exists.
 	n.conn.AddTable(n.table)
-	if err := n.conn.AddSet(n.set4, nil); err != nil {
-		return fmt.Errorf("nftables: set %s: %w", NftSet4, err)
-	}
-	if err := n.conn.AddSet(n.set6, nil); err != nil {
-		return fmt.Errorf("nftables: set %s: %w", NftSet6, err)
+	for _, s := range n.sets {
+		if err := n.conn.AddSet(s.set, nil); err != nil {
+			return fmt.Errorf("nftables: set %s: %w", s.set.Name, err)
+		}
 	}
 	if err := n.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables: creating table inet %s and its sets: %w", NftTable, err)
@@ -225,15 +256,22 @@ func (n *Nftables) reconcileChain(name string, hook *nftables.ChainHook, want bo
 	}
 	if exists {
 		rules, err := n.conn.GetRules(n.table, ch)
-		if err == nil && len(rules) == 2 && bytes.Equal(rules[0].UserData, nftTag4) && bytes.Equal(rules[1].UserData, nftTag6) {
-			return nil // intact: keep it, and its counters
+		if err == nil && len(rules) == len(n.sets) {
+			intact := true
+			for i, r := range rules {
+				intact = intact && bytes.Equal(r.UserData, n.sets[i].tag)
+			}
+			if intact {
+				return nil // keep it, and its counters
+			}
 		}
 	}
 	// Chain, flush and rules in one transaction: never a moment without the drop rules.
 	n.conn.AddChain(ch)
 	n.conn.FlushChain(ch)
-	n.conn.AddRule(&nftables.Rule{Table: n.table, Chain: ch, UserData: nftTag4, Exprs: dropExprs(unix.NFPROTO_IPV4, 12, 4, NftSet4)})
-	n.conn.AddRule(&nftables.Rule{Table: n.table, Chain: ch, UserData: nftTag6, Exprs: dropExprs(unix.NFPROTO_IPV6, 8, 16, NftSet6)})
+	for _, s := range n.sets {
+		n.conn.AddRule(&nftables.Rule{Table: n.table, Chain: ch, UserData: s.tag, Exprs: dropExprs(s.proto, s.off, s.set.KeyType.Bytes, s.set.Name)})
+	}
 	if err := n.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables: chain %s and its rules: %w", name, err)
 	}
@@ -276,25 +314,37 @@ func elemSize(keyLen int, intervalEnd, timeout bool) int {
 
 // toElems turns a prefix into set elements: one key for a hash set, a
 // [start, end) pair for an interval set.
-func (n *Nftables) toElems(p netip.Prefix, timeout time.Duration) ([]nftables.SetElement, *nftables.Set, int) {
-	set := n.set6
-	if p.Addr().Is4() {
-		set = n.set4
-	}
+func (n *Nftables) toElems(p netip.Prefix, timeout time.Duration) (els [2]nftables.SetElement, count int, set *nftables.Set, size int) {
+	set = n.setFor(p)
 	start := p.Addr().AsSlice()
 	keyLen := len(start)
+	els[0] = nftables.SetElement{Key: start, Timeout: timeout}
+	size = elemSize(keyLen, false, timeout > 0)
 	if !set.Interval {
-		return []nftables.SetElement{{Key: start, Timeout: timeout}}, set, elemSize(keyLen, false, timeout > 0)
+		return els, 1, set, size
 	}
-	els := []nftables.SetElement{{Key: start, Timeout: timeout}}
-	size := elemSize(keyLen, false, timeout > 0)
-	if end, ok := prefixEnd(p); ok {
-		// The kernel refuses (EINVAL) a timeout on an interval's end
-		// element: the start element's timeout governs the interval.
-		els = append(els, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
-		size += elemSize(keyLen, true, false)
+	end, ok := prefixEnd(p)
+	if !ok {
+		return els, 1, set, size
 	}
-	return els, set, size
+	// The kernel refuses (EINVAL) a timeout on an interval's end element:
+	// the start element's timeout governs the interval.
+	els[1] = nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true}
+	return els, 2, set, size + elemSize(keyLen, true, false)
+}
+
+// setFor picks the set for a normalized prefix: the hash set of its family
+// for a single address, else the family's interval set (present when
+// Options.Prefixes; normalize refuses prefixes otherwise).
+func (n *Nftables) setFor(p netip.Prefix) *nftables.Set {
+	i := 0
+	if p.Addr().Is6() {
+		i = 1
+	}
+	if !p.IsSingleIP() && len(n.sets) == 4 {
+		i += 2
+	}
+	return n.sets[i].set
 }
 
 // prefixEnd is the first address after p; false when p reaches the top of
@@ -324,21 +374,22 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 		if timeouts != nil {
 			to = timeouts[i]
 		}
-		els, set, size := n.toElems(p, to)
+		els, k, set, size := n.toElems(p, to)
 		op := cur[set]
-		if op == nil || len(op.elems)+len(els) > nftMaxElems || op.bytes+size > nftMaxListBytes {
+		if op == nil || len(op.elems)+k > nftMaxElems || op.bytes+size > nftMaxListBytes {
 			if op != nil {
 				ops = append(ops, *op)
 			}
-			op = &elemOp{set: set}
+			c := min(len(prefixes)-i, nftMaxElems/2)
+			op = &elemOp{set: set, elems: make([]nftables.SetElement, 0, 2*c), bans: make([]netip.Prefix, 0, c)}
 			cur[set] = op
 		}
-		op.elems = append(op.elems, els...)
+		op.elems = append(op.elems, els[:k]...)
 		op.bytes += size
 		op.bans = append(op.bans, p)
 	}
-	for _, s := range []*nftables.Set{n.set4, n.set6} {
-		if op := cur[s]; op != nil {
+	for _, s := range n.sets {
+		if op := cur[s.set]; op != nil {
 			ops = append(ops, *op)
 		}
 	}
@@ -519,7 +570,8 @@ func (n *Nftables) List(ctx context.Context) ([]Ban, error) {
 
 func (n *Nftables) listLocked() ([]Ban, error) {
 	var out []Ban
-	for _, s := range []*nftables.Set{n.set4, n.set6} {
+	for _, ns := range n.sets {
+		s := ns.set
 		els, err := n.conn.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("nftables: reading set %s: %w (run 'pbxguard firewall init'?)", s.Name, err)

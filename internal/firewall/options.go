@@ -140,3 +140,8 @@ func seconds(d time.Duration) int64 {
 	}
 	return s
 }
+
+func (n *Nftables) logger() *slog.Logger { return n.log }
+func (s *IPSet) logger() *slog.Logger    { return s.log }
+func (t *IPTables) logger() *slog.Logger { return t.log }
+func (d *DryRun) logger() *slog.Logger   { return d.log }

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -20,8 +22,7 @@ import (
 const corpus20 = "../../../shared/corpus/asterisk-20"
 const corpus22 = "../../../shared/corpus/asterisk-22"
 
-// readRawAMI parses a recorded AMI byte stream (test-only: packets are
-// separated by an empty line; the first line is the banner).
+// readRawAMI parses a recorded AMI byte stream with the AMI client's reader.
 func readRawAMI(t testing.TB, path string) []*ami.Message {
 	t.Helper()
 	f, err := os.Open(path)
@@ -33,29 +34,23 @@ func readRawAMI(t testing.TB, path string) []*ami.Message {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	r := ami.NewReader(zr)
 	var out []*ami.Message
-	cur := &ami.Message{}
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" {
-			if len(cur.Headers) > 0 {
-				out = append(out, cur)
-				cur = &ami.Message{}
-			}
+	for {
+		m, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		var pe *ami.ParseError
+		if errors.As(err, &pe) {
+			t.Errorf("corpus: %v", err)
 			continue
 		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue // banner
+		if err != nil {
+			t.Fatalf("corpus: %v", err)
 		}
-		cur.Headers = append(cur.Headers, ami.Header{Key: k, Value: strings.TrimPrefix(v, " ")})
+		out = append(out, m)
 	}
-	if len(cur.Headers) > 0 {
-		out = append(out, cur)
-	}
-	return out
 }
 
 type fakeActions struct {
@@ -106,6 +101,11 @@ func newTestMonitor(t testing.TB, clock *time.Time, fa *fakeActions, home string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestMonitorNums(t, clock, fa, nums)
+}
+
+func newTestMonitorNums(t testing.TB, clock *time.Time, fa *fakeActions, nums *numbers.Normalizer) *Monitor {
+	t.Helper()
 	eng, err := NewEngine(Config{IgnoreExtensions: []string{"carrier"}, CountryOf: IPCountry}, nums)
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +191,9 @@ func TestCorpusAMIContainment(t *testing.T) {
 	if r.fraudCalls > 3 || after > 5*time.Second {
 		t.Errorf("containment took %d calls / %s, want ≤ 3 calls and ≤ 5 s", r.fraudCalls, after)
 	}
+	if len(r.incidents) > 0 {
+		t.Logf("first incident: %s %s: %s; actions: %+v", r.incidents[0].Rule, r.incidents[0].Extension, r.incidents[0].Reason, r.incidents[0].Actions)
+	}
 	if r.attackerCalls != 40 {
 		t.Errorf("attacker calls seen = %d, want 40 (ground truth)", r.attackerCalls)
 	}
@@ -242,10 +245,10 @@ func replayCDR(t testing.TB, dir, ext, attacker string) (rowsAtContain, startedA
 	var clock time.Time
 	fa := newFakeActions(&clock)
 	mon := newTestMonitor(t, &clock, fa, "US")
-	// CDRs carry no address: the security log's SuccessfulAuth gives it (the
-	// report does the same); here the attacker's address is set as the
-	// tracker learns it from a log or a contact listing.
-	mon.Tracker.SetEndpointAddr(ext, netip.MustParseAddr(attacker), time.Time{})
+	// CDRs carry no address: follow the security log beside them and feed
+	// its SuccessfulAuth lines (in time order, up to each row's time).
+	auths := readAuths(t, dir+"/log/security")
+	ai := 0
 	cr := calls.NewCDRReader(bytes.NewReader(data), time.UTC)
 	var all []calls.Call
 	rows := 0
@@ -257,6 +260,12 @@ func replayCDR(t testing.TB, dir, ext, attacker string) (rowsAtContain, startedA
 		all = append(all, c)
 		if c.End.After(clock) {
 			clock = c.End
+		}
+		for ; ai < len(auths) && !auths[ai].Time.After(clock); ai++ {
+			a := auths[ai]
+			mon.HandleUpdate(context.Background(), calls.Update{Kind: calls.EndpointAuth,
+				Call: calls.Call{Extension: a.Account, SourceAddr: a.Addr, Start: a.Time}}, a.Time)
+			mon.Tracker.SetEndpointAddr(a.Account, a.Addr, a.Time)
 		}
 		if c.Extension == ext {
 			rows++
@@ -283,6 +292,24 @@ func replayCDR(t testing.TB, dir, ext, attacker string) (rowsAtContain, startedA
 		}
 	}
 	return
+}
+
+func readAuths(t testing.TB, path string) []calls.Auth {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []calls.Auth
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if a, ok := calls.ParseSecurityLine(sc.Text()); ok && a.Service != "AMI" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func TestCorpusCDRContainment(t *testing.T) {

@@ -72,6 +72,17 @@ func (s Severity) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Severity) UnmarshalText(b []byte) error {
+	for i, n := range severityNames {
+		if n == string(b) {
+			*s = Severity(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("fraud: severity %q: use info, low, medium, high or critical", b)
+}
+
 // Response is what to do when a rule fires. Each action can be dry-run in
 // the Responder.
 type Response struct {
@@ -222,6 +233,7 @@ type extState struct {
 	fired     map[Rule]time.Time
 	countries []string // countries it authenticated from (new-country rule)
 	contained bool
+	banned    []netip.Addr // addresses a finding already asked to ban
 	lastSeen  time.Time
 	score     int
 }
@@ -314,6 +326,7 @@ func (e *Engine) Release(ext string) {
 		s.contained = false
 		s.recent = s.recent[:0]
 		s.addrs = s.addrs[:0]
+		s.banned = s.banned[:0]
 		clear(s.fired)
 		s.score = 0
 	}
@@ -557,8 +570,29 @@ func (e *Engine) decorate(out []Finding, s *extState, best numbers.Candidate) []
 			f.E164 = best.E164
 			f.Country = best.Country
 		}
+		// Once contained, later findings do not lock again nor ban the
+		// same addresses again; they still hang up and alert.
 		if f.Response.Lock {
+			if s.contained {
+				f.Response.Lock = false
+			}
 			s.contained = true
+		}
+		if f.Response.Ban {
+			fresh := f.Addrs[:0:0]
+			for _, a := range f.Addrs {
+				if !slices.Contains(s.banned, a) {
+					fresh = append(fresh, a)
+					if len(s.banned) < 64 {
+						s.banned = append(s.banned, a)
+					}
+				}
+			}
+			if len(fresh) == 0 {
+				f.Response.Ban = false
+			} else {
+				f.Addrs = fresh
+			}
 		}
 	}
 	return out

@@ -173,6 +173,8 @@ type Config struct {
 	// dotted keys ("trusted.hosts") to their line in it.
 	Source string
 	Lines  map[string]int
+
+	trustedHostsFlow bool // trusted.hosts is written [a, b] (for the lock-out fix message)
 }
 
 // Trusted sources are accepted for everything.

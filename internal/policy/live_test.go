@@ -73,3 +73,26 @@ func TestStripDynamicElements(t *testing.T) {
 		t.Errorf("stripped:\n%s", out)
 	}
 }
+
+func FuzzParseLive(f *testing.F) {
+	f.Add([]byte(liveJSON))
+	f.Add([]byte(`{"nftables":[{"rule":{"table":"pbxguard_policy","expr":[{"counter":1},{"jump":5}]}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseLive(data)
+		if err == nil && l == nil {
+			t.Fatal("nil result without error")
+		}
+	})
+}
+
+func FuzzParseProcNetTCP(f *testing.F) {
+	f.Add([]byte(procTCP))
+	f.Add([]byte(procTCP6))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, s := range ParseProcNetTCP(data, "fuzz", 22) {
+			if !s.Client.IsValid() || s.Port != 22 {
+				t.Fatalf("bad session %v", s)
+			}
+		}
+	})
+}

@@ -29,6 +29,9 @@ type Set struct {
 	Timeout  time.Duration
 	Size     int
 	Elements []string
+	Why      string   // the set's comment
+	Typeof   string   // instead of Type, e.g. "@th,64,128"
+	Notes    []string // lines shown as # comments in the plan (not stored in the kernel)
 }
 
 // Chain is an nftables chain; a base chain has a Hook.
@@ -68,8 +71,8 @@ func (b *builder) add(name, why, nft, verdict string) {
 
 func (b *builder) set(s Set) { b.sets = append(b.sets, s) }
 
-// dynSet declares the IPv4 and IPv6 variants of a dynamic set.
-func (b *builder) dynSets(name string, timeout time.Duration) {
+// dynSets declares the IPv4 and IPv6 variants of a dynamic set.
+func (b *builder) dynSets(name string, timeout time.Duration, why string) {
 	for _, fam := range []string{"4", "6"} {
 		typ := "ipv4_addr"
 		if fam == "6" {
@@ -79,7 +82,7 @@ func (b *builder) dynSets(name string, timeout time.Duration) {
 		if timeout > 0 {
 			flags = append(flags, "timeout")
 		}
-		b.set(Set{Name: name + fam, Type: typ, Flags: flags, Timeout: timeout, Size: 65536})
+		b.set(Set{Name: name + fam, Type: typ, Flags: flags, Timeout: timeout, Size: 65536, Why: why})
 	}
 }
 
@@ -224,7 +227,7 @@ func Compile(cfg *Config) (*Ruleset, error) {
 		if len(el) == 0 {
 			continue
 		}
-		b.set(Set{Name: "trusted" + f.suffix, Type: map[string]string{"4": "ipv4_addr", "6": "ipv6_addr"}[f.suffix], Flags: []string{"interval"}, Elements: el})
+		b.set(Set{Name: "trusted" + f.suffix, Type: map[string]string{"4": "ipv4_addr", "6": "ipv6_addr"}[f.suffix], Flags: []string{"interval"}, Elements: el, Why: "trusted hosts and networks: accepted for everything"})
 		b.add("trusted"+f.suffix, "trusted "+f.label+" hosts and networks (firewall.policy.trusted, allowlist) reach everything", f.saddr+" @trusted"+f.suffix, "accept")
 	}
 	b.add("icmpv6-nd", "IPv6 neighbour and router discovery: without it IPv6 stops working",
@@ -252,7 +255,7 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	b.add("ct-invalid", "conntrack cannot place the packet in any connection: drop it", "ct state invalid", "drop")
 
 	if cfg.PortScan.Enabled {
-		b.dynSets("portscan_ban", cfg.PortScan.Ban)
+		b.dynSets("portscan_ban", cfg.PortScan.Ban, "sources caught port scanning (filled by the portscan rules)")
 		for _, f := range fams {
 			b.add("portscan-ban"+f.suffix, fmt.Sprintf("source caught port scanning: dropped for %s", nftDuration(cfg.PortScan.Ban)), f.saddr+" @portscan_ban"+f.suffix, "drop")
 		}
@@ -260,7 +263,7 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	sip := cfg.Services.SIP
 	scanner := cfg.SIPScanner.Enabled && sip.Enabled && len(sip.UDP) > 0 && len(cfg.SIPScanner.UserAgents) > 0
 	if scanner {
-		b.dynSets("sipscan_ban", cfg.SIPScanner.Ban)
+		b.dynSets("sipscan_ban", cfg.SIPScanner.Ban, "sources that sent a SIP scanner User-Agent")
 		for _, f := range fams {
 			b.add("sipscan-ban"+f.suffix, fmt.Sprintf("source sent a SIP scanner User-Agent: dropped for %s", nftDuration(cfg.SIPScanner.Ban)), f.saddr+" @sipscan_ban"+f.suffix, "drop")
 		}
@@ -268,14 +271,14 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	if sip.Enabled && sip.RateLimit.Enabled && sip.From.Kind != FromTrusted && sip.From.Kind != FromLoopback {
 		l := sip.RateLimit
 		if len(sip.UDP) > 0 {
-			b.dynSets("sip_udp_rate", time.Minute)
+			b.dynSets("sip_udp_rate", time.Minute, "per-source meter of SIP datagrams")
 			for _, f := range fams {
 				b.add("sip-rate-udp"+f.suffix, fmt.Sprintf("over %s burst %d SIP datagrams from one source (floods ride one conntrack flow, so every packet counts)", l.Rate, l.Burst),
 					fmt.Sprintf("udp dport %s update @sip_udp_rate%s { %s limit rate over %s burst %d packets }", nftPorts(sip.UDP), f.suffix, f.saddr, l.Rate, l.Burst), "drop")
 			}
 		}
 		if len(sip.TCP) > 0 {
-			b.dynSets("sip_tcp_rate", time.Minute)
+			b.dynSets("sip_tcp_rate", time.Minute, "per-source meter of new SIP TCP/TLS connections")
 			for _, f := range fams {
 				b.add("sip-rate-tcp"+f.suffix, fmt.Sprintf("over %s burst %d new SIP TCP/TLS connections from one source", l.Rate, l.Burst),
 					fmt.Sprintf("tcp dport %s ct state new update @sip_tcp_rate%s { %s limit rate over %s burst %d packets }", nftPorts(sip.TCP), f.suffix, f.saddr, l.Rate, l.Burst), "drop")
@@ -286,7 +289,9 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	if scanner {
 		b.add("sip-scanner", "first datagram of a SIP flow is searched for scanner User-Agents",
 			fmt.Sprintf("udp dport %s ct state new", nftPorts(sip.UDP)), "jump sip_scanner")
-		scannerChains = compileScanner(cfg.SIPScanner)
+		var sigSet Set
+		scannerChains, sigSet = compileScanner(cfg.SIPScanner)
+		b.set(sigSet)
 	}
 
 	b.add("established", "replies and packets of connections already accepted", "ct state established,related", "accept")
@@ -294,7 +299,7 @@ func Compile(cfg *Config) (*Ruleset, error) {
 		b.add("tcp-new-not-syn", "a new TCP connection must start with SYN (nmap -sA, -sW, stray packets)", "tcp flags & (fin|syn|rst|ack) != syn ct state new", "drop")
 	}
 	if pr.SynFlood.Enabled {
-		b.dynSets("synflood", time.Minute)
+		b.dynSets("synflood", time.Minute, "per-source meter of new TCP connections")
 		for _, f := range fams {
 			b.add("syn-flood"+f.suffix, fmt.Sprintf("over %s burst %d new TCP connections from one source (SYN flood)", pr.SynFlood.Rate, pr.SynFlood.Burst),
 				fmt.Sprintf("tcp flags & (fin|syn|rst|ack) == syn ct state new update @synflood%s { %s limit rate over %s burst %d packets }", f.suffix, f.saddr, pr.SynFlood.Rate, pr.SynFlood.Burst), "drop")
@@ -314,7 +319,7 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	}
 	ssh := cfg.Services.SSH
 	if pr.SSHConnLimit > 0 && ssh.Enabled {
-		b.dynSets("ssh_conn", 0)
+		b.dynSets("ssh_conn", 0, "per-source count of open SSH connections")
 		for _, f := range fams {
 			b.add("ssh-conn-limit"+f.suffix, fmt.Sprintf("more than %d concurrent SSH connections from one source (password guessing)", pr.SSHConnLimit),
 				fmt.Sprintf("tcp dport %d ct state new add @ssh_conn%s { %s ct count over %d }", ssh.Port, f.suffix, f.saddr, pr.SSHConnLimit), "drop")
@@ -326,7 +331,7 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	if cfg.PortScan.Enabled {
 		ps := cfg.PortScan
 		r := portScanRate(ps)
-		b.dynSets("portscan_rate", ps.Within)
+		b.dynSets("portscan_rate", ps.Within, "per-source meter of new connections to closed ports")
 		for _, f := range fams {
 			b.add("portscan"+f.suffix, fmt.Sprintf("more than %d new connections to closed ports within %s: source banned for %s", ps.Ports, nftDuration(ps.Within), nftDuration(ps.Ban)),
 				fmt.Sprintf("meta l4proto { tcp, udp } ct state new update @portscan_rate%s { %s limit rate over %s burst %d packets } add @portscan_ban%s { %s }", f.suffix, f.saddr, r, ps.Ports, f.suffix, f.saddr), "drop")
@@ -347,19 +352,20 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	return &Ruleset{Sets: b.sets, Chains: chains}, nil
 }
 
-func compileScanner(ss SIPScanner) []Chain {
+func compileScanner(ss SIPScanner) ([]Chain, Set) {
 	sigs := UASignatures(ss.UserAgents)
-	vals := make([]string, len(sigs))
-	for i, s := range sigs {
-		vals[i] = "0x" + hex.EncodeToString(s)
+	set := Set{Name: "sip_scanner_ua", Typeof: "@th,64,128", Why: "16-byte signatures of scanner User-Agents",
+		Notes: []string{"the last 16 bytes of \"User-Agent: <prefix>\" for each sip_scanner.user_agents entry:"}}
+	for _, sig := range sigs {
+		set.Elements = append(set.Elements, "0x"+hex.EncodeToString(sig))
+		set.Notes = append(set.Notes, fmt.Sprintf("  %q", sig))
 	}
-	set := nftSet(vals)
 	var rules []Rule
 	for off := 0; off+16 <= ss.SearchBytes; off++ {
 		rules = append(rules, Rule{
 			Name:    fmt.Sprintf("sip-ua@%d", off),
 			Why:     "scanner User-Agent at this payload byte",
-			NFT:     fmt.Sprintf("@th,%d,128 %s", 64+8*off, set),
+			NFT:     fmt.Sprintf("@th,%d,128 @sip_scanner_ua", 64+8*off),
 			Verdict: "jump sip_scanner_hit",
 		})
 	}
@@ -370,7 +376,7 @@ func compileScanner(ss SIPScanner) []Chain {
 	return []Chain{
 		{Name: "sip_scanner", Why: "nftables cannot search a payload: one fixed-offset compare per byte of the first datagram", Rules: rules},
 		{Name: "sip_scanner_hit", Why: "a scanner User-Agent was found", Rules: hit},
-	}
+	}, set
 }
 
 func (b *builder) service(s Service) {
@@ -432,7 +438,15 @@ func (rs *Ruleset) NFTTable() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "table %s %s {\n", TableFamily, TableName)
 	for _, s := range rs.Sets {
-		fmt.Fprintf(&sb, "\tset %s {\n\t\ttype %s\n", s.Name, s.Type)
+		fmt.Fprintf(&sb, "\tset %s {\n", s.Name)
+		for _, n := range s.Notes {
+			fmt.Fprintf(&sb, "\t\t# %s\n", n)
+		}
+		if s.Typeof != "" {
+			fmt.Fprintf(&sb, "\t\ttypeof %s\n", s.Typeof)
+		} else {
+			fmt.Fprintf(&sb, "\t\ttype %s\n", s.Type)
+		}
 		if s.Size > 0 {
 			fmt.Fprintf(&sb, "\t\tsize %d\n", s.Size)
 		}
@@ -444,6 +458,9 @@ func (rs *Ruleset) NFTTable() string {
 		}
 		if len(s.Elements) > 0 {
 			fmt.Fprintf(&sb, "\t\telements = { %s }\n", strings.Join(s.Elements, ", "))
+		}
+		if s.Why != "" {
+			fmt.Fprintf(&sb, "\t\tcomment %q\n", s.Why)
 		}
 		sb.WriteString("\t}\n\n")
 	}

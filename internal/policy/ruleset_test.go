@@ -223,7 +223,7 @@ func TestUASignatures(t *testing.T) {
 	if scanner == nil || len(scanner.Rules) != cfg.SIPScanner.SearchBytes-15 {
 		t.Fatalf("sip_scanner chain has %d rules", len(scanner.Rules))
 	}
-	if r := scanner.Rules[215]; r.NFT[:14] != "@th,1784,128 {" || !strings.Contains(r.NFT, "0x667269656e646c792d7363616e6e6572") {
+	if r := scanner.Rules[215]; r.NFT != "@th,1784,128 @sip_scanner_ua" {
 		t.Errorf("rule at offset 215 = %s", r.NFT)
 	}
 }
@@ -316,5 +316,22 @@ func TestIPTables(t *testing.T) {
 	cfg.PortScan.Ports = 30
 	if _, err := IPTables(cfg, "4"); err == nil || !strings.Contains(err.Error(), "recent") {
 		t.Errorf("ports above recent's memory accepted: %v", err)
+	}
+}
+
+// TestDeployConfigCompiles keeps the example configuration that ships in
+// deploy/ (written by the daemon's owner) readable by the policy: its
+// firewall.policy, if any, must parse and compile.
+func TestDeployConfigCompiles(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/pbxguard.yaml")
+	if err != nil {
+		t.Skipf("no deploy/pbxguard.yaml yet: %v", err)
+	}
+	cfg, err := parseDoc(t, string(data))
+	if err != nil {
+		t.Fatalf("deploy/pbxguard.yaml: %v", err)
+	}
+	if _, err := PlanText(cfg); err != nil {
+		t.Fatalf("deploy/pbxguard.yaml: %v", err)
 	}
 }

@@ -129,7 +129,10 @@ func (c *Config) trustFix(a netip.Addr) string {
 		item = fmt.Sprintf("%q", item)
 	}
 	if l := c.Lines["trusted.hosts"]; l > 0 {
-		return fmt.Sprintf("add `- %s` to firewall.policy.trusted.hosts (line %d of %s)", item, l, file)
+		if c.trustedHostsFlow {
+			return fmt.Sprintf("add %s to the list firewall.policy.trusted.hosts (line %d of %s)", item, l, file)
+		}
+		return fmt.Sprintf("add a line `- %s` to firewall.policy.trusted.hosts (line %d of %s)", item, l, file)
 	}
 	if l := c.Lines["trusted"]; l > 0 {
 		return fmt.Sprintf("add `hosts: [%s]` under firewall.policy.trusted (line %d of %s)", item, l, file)

@@ -62,11 +62,17 @@ func TestCheckLockout(t *testing.T) {
 		t.Fatalf("lockouts = %+v, want 192.0.2.10 and 2001:db8::10", got)
 	}
 	if got[0].Session.Client != netip.MustParseAddr("192.0.2.10") ||
-		got[0].Fix != "add `- 192.0.2.10` to firewall.policy.trusted.hosts (line 4 of /etc/pbxguard/pbxguard.yaml)" {
+		got[0].Fix != "add 192.0.2.10 to the list firewall.policy.trusted.hosts (line 4 of /etc/pbxguard/pbxguard.yaml)" {
 		t.Errorf("fix = %q", got[0].Fix)
 	}
 	if !strings.Contains(got[1].Fix, `"2001:db8::10"`) {
 		t.Errorf("IPv6 fix not quoted: %q", got[1].Fix)
+	}
+	// a block list gets a line to add
+	cfg, _ = parseDoc(t, "firewall:\n  policy:\n    trusted:\n      hosts:\n        - 192.0.2.99\n    services: {ssh: {from: trusted}}\n")
+	cfg.Source = "f.yaml"
+	if got := CheckLockout(cfg, sessions[:1]); len(got) != 1 || got[0].Fix != "add a line `- 192.0.2.10` to firewall.policy.trusted.hosts (line 4 of f.yaml)" {
+		t.Errorf("block-list fix = %+v", got)
 	}
 	// without a trusted key the fix points at the policy key
 	cfg, _ = parseDoc(t, "state_dir: /x\nfirewall:\n  policy:\n    services:\n      ssh: {from: [198.51.100.0/24]}\n")

@@ -372,6 +372,7 @@ func (p *parser) trusted(n *yaml.Node, base string) error {
 	t := &p.cfg.Trusted
 	return p.mapping(n, base, map[string]func(*yaml.Node, string) error{
 		"hosts": func(n *yaml.Node, k string) error {
+			p.cfg.trustedHostsFlow = n.Kind != yaml.SequenceNode || n.Style&yaml.FlowStyle != 0
 			list, err := p.prefixes(n, k)
 			if err != nil {
 				return err
