@@ -27,7 +27,8 @@ type FileOptions struct {
 	// Position (a file that appears later is always read from its start).
 	StartAtEnd bool
 	// RotatedGlobs are where rotated copies of the file go; default
-	// path+".1" and path+"-*". Compressed copies (.gz, .bz2, .xz, .zst) are ignored.
+	// path+".[0-9]*" (logrotate .1, Asterisk .0 .1 … and timestamps) and path+"-*"
+	// (dateext). Compressed copies (.gz, .bz2, .xz, .zst) are ignored.
 	RotatedGlobs []string
 }
 
@@ -87,7 +88,7 @@ func NewFile(path string, start Position, opts FileOptions) *File {
 	}
 	globs := opts.RotatedGlobs
 	if len(globs) == 0 {
-		globs = []string{path + ".1", path + "-*"}
+		globs = []string{path + ".[0-9]*", path + "-*"}
 	}
 	f := &File{
 		path: path, dir: filepath.Dir(path), base: filepath.Base(path),

@@ -522,6 +522,13 @@ func TestFileResume(t *testing.T) {
 			}
 			appendFile(t, path, numbered("b", 1, 2))
 		}, append(wantLines("a", 4, 5), wantLines("b", 1, 2)...), 0},
+		{"renamed to .0 (Asterisk logger rotate)", func(t *testing.T, path string) {
+			appendFile(t, path, numbered("a", 4, 5))
+			if err := os.Rename(path, path+".0"); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, numbered("b", 1, 2))
+		}, append(wantLines("a", 4, 5), wantLines("b", 1, 2)...), 0},
 		{"renamed, new file not there yet", func(t *testing.T, path string) {
 			appendFile(t, path, numbered("a", 4, 5))
 			if err := os.Rename(path, path+"-20261125"); err != nil {
