@@ -877,3 +877,43 @@ func TestNftablesReconcile(t *testing.T) {
 		t.Fatalf("Detect left its probe table:\n%s", out)
 	}
 }
+
+// TestNftablesLegacyRefresh: the delete-and-add refresh used on kernels
+// before 6.10 keeps every element (new and present) with the new timeout.
+func TestNftablesLegacyRefresh(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "fwl")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name, Prefixes: true, LegacyRefresh: true})
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := bulkBans(1500, 1499, time.Hour)
+	first = append(first, firewall.Ban{Prefix: prefix64, Timeout: time.Hour})
+	if err := b.Add(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	// Half of the old ones again plus 1000 new, all for 2h.
+	again := append([]firewall.Ban(nil), first[1500:]...)
+	for i := range again {
+		again[i].Timeout = 2 * time.Hour
+	}
+	fresh := bulkBans(2500, 0, 2*time.Hour)[1500:]
+	again = append(again, fresh...)
+	if err := b.Add(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	n, rem := kernelCount(t, ns, "nftables")
+	if n != 4000 {
+		t.Fatalf("kernel holds %d, want 4000", n)
+	}
+	for _, c := range []struct {
+		key  string
+		want float64
+	}{{"100.64.0.1/32", 3600}, {"2001:db8:1::1/128", 7200}, {prefix64.String(), 7200}, {"100.64.9.196/32", 7200}} {
+		if got := rem[c.key]; got > c.want+2 || got < c.want-2 {
+			t.Errorf("%s: %.0fs remaining, want %v ±2s", c.key, got, c.want)
+		}
+	}
+}

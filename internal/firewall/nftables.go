@@ -77,6 +77,10 @@ type Nftables struct {
 	nsFile *os.File
 	table  *nftables.Table
 	sets   []nftSet // banned4, banned6 [, banned4net, banned6net]
+
+	// legacyRefresh: re-adding a present element does not update its
+	// timeout on this kernel (before 6.10), so Add re-creates elements.
+	legacyRefresh bool
 }
 
 // NewNftables opens a netlink connection (in Options.NetNS / NetNSFd when
@@ -103,6 +107,10 @@ func NewNftables(opts Options) (*Nftables, error) {
 	}
 	n.conn = c
 	n.defineSets()
+	n.legacyRefresh = opts.LegacyRefresh || !kernelAtLeast(6, 10)
+	if n.legacyRefresh {
+		n.log.Debug("nftables: kernel before 6.10, refreshing timeouts by delete and add")
+	}
 	return n, nil
 }
 
@@ -129,6 +137,20 @@ func (n *Nftables) defineSets() {
 			mk(NftSet4Net, nftables.TypeIPAddr, true, unix.NFPROTO_IPV4, 12),
 			mk(NftSet6Net, nftables.TypeIP6Addr, true, unix.NFPROTO_IPV6, 8))
 	}
+}
+
+// kernelAtLeast reports whether the running kernel is at least major.minor.
+// Unknown versions count as old (the legacy path is correct everywhere).
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || (ma == major && mi >= minor)
 }
 
 // raiseBuffers lets one batch carry megabytes (100k elements) and the
@@ -400,6 +422,7 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 // transaction. del selects delete instead of add. On a failed batch, the
 // failed batch's ops are returned for the caller to retry smaller.
 func (n *Nftables) send(ops []elemOp, del bool) (failed []elemOp, err error) {
+	readd := !del && n.legacyRefresh
 	var batch []elemOp
 	size := 0
 	flush := func() {
@@ -413,20 +436,37 @@ func (n *Nftables) send(ops []elemOp, del bool) (failed []elemOp, err error) {
 		batch, size = batch[:0], 0
 	}
 	for _, op := range ops {
-		if size+op.bytes > nftMaxBatchBytes {
+		cost := op.bytes
+		if readd {
+			cost *= 3
+		}
+		if size+cost > nftMaxBatchBytes {
 			flush()
 		}
 		var e error
-		if del {
+		switch {
+		case del:
 			e = n.conn.SetDeleteElements(op.set, op.elems)
-		} else {
+		case readd:
+			// Kernels before 6.10 keep the old timeout when a present
+			// element is added again. Add (creates what is missing),
+			// delete, add again, all in one transaction: every element
+			// ends up fresh with the new timeout, with no gap.
+			keys := make([]nftables.SetElement, len(op.elems))
+			for i, el := range op.elems {
+				keys[i] = nftables.SetElement{Key: el.Key, IntervalEnd: el.IntervalEnd}
+			}
+			e = errors.Join(n.conn.SetAddElements(op.set, op.elems),
+				n.conn.SetDeleteElements(op.set, keys),
+				n.conn.SetAddElements(op.set, op.elems))
+		default:
 			e = n.conn.SetAddElements(op.set, op.elems)
 		}
 		if e != nil {
 			return nil, fmt.Errorf("nftables: encoding elements: %w", e)
 		}
 		batch = append(batch, op)
-		size += op.bytes
+		size += cost
 	}
 	flush()
 	return failed, err
