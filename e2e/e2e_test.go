@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -149,4 +150,14 @@ func TestE2EPrerequisites(t *testing.T) {
 	if !strings.Contains(out, "UP") && !strings.Contains(out, "UNKNOWN") {
 		t.Fatalf("loopback not up in namespace: %s", out)
 	}
+}
+
+// sortedKeys returns the keys of m in order, for stable messages.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

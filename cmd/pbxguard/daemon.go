@@ -1,6 +1,313 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
 
-// daemonCommands returns this group's commands (not yet built).
-func daemonCommands() []*cobra.Command { return nil }
+	"github.com/spf13/cobra"
+
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/daemon"
+)
+
+// daemonCommands returns run, status, bans, ban and unban.
+func daemonCommands() []*cobra.Command {
+	return []*cobra.Command{daemonRunCmd(), statusCmd(), bansCmd(), banCmd(), unbanCmd()}
+}
+
+func daemonRunCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon: follow the logs, ban attackers in the kernel firewall",
+		Long: `Run the daemon in the foreground (systemd runs it as deploy/pbxguard.service).
+It follows the jails' logs, bans in the kernel firewall, keeps its state in
+state_dir, answers 'pbxguard status/bans/ban/unban' on the control socket and
+serves Prometheus /metrics. SIGTERM or SIGINT stop it cleanly; bans stay in
+the kernel with their timeouts and are restored at the next start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd.ErrOrStderr(), cfgPath, true)
+			if err != nil {
+				return err
+			}
+			log := slog.Default()
+			for _, w := range cfg.Warnings {
+				log.Warn(w)
+			}
+			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log})
+			if err != nil {
+				return failErr(err)
+			}
+			defer b.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if err := b.Run(ctx); err != nil {
+				return failErr(err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", defaultConfigPath, "configuration file")
+	return cmd
+}
+
+// loadConfig reads the config; required=false tolerates a missing default file.
+func loadConfig(stderr io.Writer, path string, required bool) (*config.Config, error) {
+	cfg, err := config.Load(path, config.Options{})
+	if err == nil {
+		return cfg, nil
+	}
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			fmt.Fprintln(stderr, e.Error())
+		}
+		return nil, usageErr("%s: %d error(s); check it with: pbxguard config check %s", path, len(es), path)
+	}
+	if !required {
+		return nil, nil
+	}
+	return nil, usageErr("%v", err)
+}
+
+// socketFlags adds --socket and --config to a command that talks to the daemon.
+type socketFlags struct {
+	socket string
+	config string
+}
+
+func (s *socketFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.socket, "socket", "", "control socket (default: control.socket of the config, else "+config.DefaultSocket+")")
+	cmd.Flags().StringVarP(&s.config, "config", "c", "", "configuration file to read the socket path from (default "+defaultConfigPath+" if present)")
+}
+
+func (s *socketFlags) client(cmd *cobra.Command) (*daemon.Client, error) {
+	if s.socket != "" {
+		return daemon.NewClient(s.socket), nil
+	}
+	path, required := s.config, true
+	if path == "" {
+		path, required = defaultConfigPath, false
+		if _, err := os.Stat(path); err != nil {
+			return daemon.NewClient(config.DefaultSocket), nil
+		}
+	}
+	cfg, err := loadConfig(cmd.ErrOrStderr(), path, required)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return daemon.NewClient(config.DefaultSocket), nil
+	}
+	return daemon.NewClient(cfg.Control.Socket), nil
+}
+
+// daemonErr maps a client error to the exit code contract.
+func daemonErr(err error) error {
+	if errors.Is(err, daemon.ErrUnreachable) {
+		return failErr(err)
+	}
+	if errors.Is(err, daemon.ErrRefused) {
+		return &exitError{code: exitFindings, err: err}
+	}
+	return failErr(err)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func statusCmd() *cobra.Command {
+	var sf socketFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running daemon's state: jails, lines, events, bans, ban latency",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := sf.client(cmd)
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return daemonErr(err)
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return writeJSON(w, st)
+			}
+			fmt.Fprintf(w, "pbxguard running since %s (up %s), firewall %s, %d active ban(s)\n",
+				st.Started.Local().Format("2006-01-02 15:04:05"), config.FormatDuration(time.Duration(st.Uptime*float64(time.Second))), st.Backend, st.ActiveBans)
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JAIL\tLINES\tEVENTS\tBANS\tSOURCES")
+			for _, j := range st.Jails {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", j.Name, j.Lines, j.Events, j.ActiveBans, strings.Join(j.Sources, ", "))
+			}
+			tw.Flush()
+			if st.Latency.Count > 0 {
+				fmt.Fprintf(w, "line-to-kernel ban latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d bans)\n",
+					st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms, st.Latency.Count)
+			}
+			return nil
+		},
+	}
+	sf.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func bansCmd() *cobra.Command {
+	var sf socketFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "bans",
+		Short: "List active bans (addr, jail, reason, since, until, count)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := sf.client(cmd)
+			if err != nil {
+				return err
+			}
+			bans, err := c.Bans(cmd.Context())
+			if err != nil {
+				return daemonErr(err)
+			}
+			if bans == nil {
+				bans = []daemon.BanInfo{}
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), bans)
+			}
+			printBans(cmd.OutOrStdout(), bans)
+			return nil
+		},
+	}
+	sf.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printBans(w io.Writer, bans []daemon.BanInfo) {
+	if len(bans) == 0 {
+		fmt.Fprintln(w, "no active bans")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDR\tJAIL\tREASON\tSINCE\tUNTIL\tLEFT\tCOUNT")
+	for _, b := range bans {
+		addr := b.Addr
+		if p, err := netip.ParsePrefix(b.Prefix); err == nil && p.Bits() != p.Addr().BitLen() {
+			addr = b.Prefix
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", addr, b.Jail, b.Reason,
+			b.Since.Local().Format("01-02 15:04:05"), b.Until.Local().Format("01-02 15:04:05"),
+			config.FormatDuration(time.Duration(b.Remaining*float64(time.Second))), b.Count)
+	}
+	tw.Flush()
+}
+
+func parseAddrArg(s string) (netip.Prefix, error) {
+	p, err := config.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, usageErr("%q is not an address or prefix (write 203.0.113.7 or 2001:db8::/64)", s)
+	}
+	return p, nil
+}
+
+func banCmd() *cobra.Command {
+	var sf socketFlags
+	var dur, jailName, reason string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ban ADDR|PREFIX",
+		Short: "Ban an address or prefix by hand (refused for allowlisted ones)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := parseAddrArg(args[0])
+			if err != nil {
+				return err
+			}
+			var d time.Duration
+			if dur != "" {
+				if d, err = config.ParseDuration(dur); err != nil || d <= 0 {
+					return usageErr("--for %q is not a duration (try 1h, 30m, 1w)", dur)
+				}
+			}
+			c, err := sf.client(cmd)
+			if err != nil {
+				return err
+			}
+			b, err := c.Ban(cmd.Context(), p, d, jailName, reason)
+			if err != nil {
+				return daemonErr(err)
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), b)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "banned %s (jail %s) until %s\n", b.Prefix, b.Jail, b.Until.Local().Format("2006-01-02 15:04:05"))
+			return nil
+		},
+	}
+	sf.add(cmd)
+	cmd.Flags().StringVar(&dur, "for", "", "ban duration (default: the jail's bantime, 1h for manual)")
+	cmd.Flags().StringVar(&jailName, "jail", "", "jail to file the ban under (default manual)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (shown by pbxguard bans)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func unbanCmd() *cobra.Command {
+	var sf socketFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "unban ADDR|PREFIX",
+		Short: "Lift the bans covering an address or prefix",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := parseAddrArg(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := sf.client(cmd)
+			if err != nil {
+				return err
+			}
+			gone, err := c.Unban(cmd.Context(), p)
+			if err != nil {
+				return daemonErr(err)
+			}
+			if gone == nil {
+				gone = []daemon.BanInfo{}
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), gone)
+			}
+			if len(gone) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s was not banned (any kernel entry removed anyway)\n", p)
+				return nil
+			}
+			for _, b := range gone {
+				fmt.Fprintf(cmd.OutOrStdout(), "unbanned %s (jail %s)\n", b.Prefix, b.Jail)
+			}
+			return nil
+		},
+	}
+	sf.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

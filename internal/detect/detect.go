@@ -42,7 +42,11 @@ func (o Options) withDefaults() Options {
 }
 
 // constructors is the explicit registry of detectors.
-var constructors = map[string]func(Options) Detector{}
+var constructors = map[string]func(Options) Detector{
+	"asterisk": newAsterisk,
+	"sshd":     newSSHD,
+	"auto":     newAuto,
+}
 
 // Names lists the registered detectors, sorted.
 func Names() []string {

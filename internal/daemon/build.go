@@ -1,0 +1,209 @@
+//go:build wired
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/detect"
+	"github.com/pbxguard/pbxguard/internal/event"
+	"github.com/pbxguard/pbxguard/internal/firewall"
+	"github.com/pbxguard/pbxguard/internal/jail"
+	"github.com/pbxguard/pbxguard/internal/source"
+	"github.com/pbxguard/pbxguard/internal/store"
+)
+
+// BuildOptions tune Build.
+type BuildOptions struct {
+	Logger  *slog.Logger
+	Version string
+	// NetNS runs the firewall backend in a named network namespace (demo, tests).
+	NetNS string
+	// Backend, when set, replaces the configured one (tests, demo).
+	Backend firewall.Backend
+	// StartAtBeginning reads files without a saved position from their start
+	// (replays); by default a file already present is followed from its end.
+	StartAtBeginning bool
+}
+
+// Built is a daemon with the parts Build opened; Close releases them.
+type Built struct {
+	*Daemon
+	Store   *store.Store
+	Backend firewall.Backend
+}
+
+// Close closes the backend (kernel entries stay) and the store.
+func (b *Built) Close() error {
+	return errors.Join(b.Backend.Close(), b.Store.Close())
+}
+
+// Build makes a daemon from a checked configuration: the store, the
+// firewall backend (wrapped so that the allowlist is enforced at the
+// kernel's door too), and per enabled jail its judge, sources and detectors.
+func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Built, error) {
+		st.Close()
+		return nil, err
+	}
+	positions, err := st.Positions(context.Background())
+	if err != nil {
+		return fail(err)
+	}
+	allow := jail.NewAllowlist(cfg.Allowlist)
+	allowed := func(p netip.Prefix) (netip.Prefix, bool) {
+		if !allow.Overlaps(p) {
+			return netip.Prefix{}, false
+		}
+		for _, e := range cfg.Allowlist {
+			if e.Overlaps(p) {
+				return e, true
+			}
+		}
+		return p, true
+	}
+
+	backend := opts.Backend
+	if backend == nil {
+		prefixes := false
+		maxElem := cfg.Firewall.MaxElem
+		sumTracked := 0
+		for _, j := range cfg.Enabled() {
+			if j.IPv6Prefix < 128 {
+				prefixes = true
+			}
+			sumTracked += j.MaxTracked
+		}
+		if maxElem == 0 {
+			maxElem = max(sumTracked, 65536)
+		}
+		backend, err = firewall.New(cfg.Firewall.Backend, firewall.Options{
+			Logger: log.With("component", "firewall"), NetNS: opts.NetNS, Forward: cfg.Firewall.Forward,
+			Prefixes: prefixes, MaxElem: maxElem,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("firewall.backend %s: %w", cfg.Firewall.Backend, err))
+		}
+	}
+	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
+
+	var jails []JailSpec
+	for _, jc := range cfg.Enabled() {
+		judge, err := jail.New(jail.Config{
+			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
+			MaxBanTime: jc.MaxBanTime, Increment: jc.Increment, Weights: jc.Weights,
+			ChallengeTimeout: jc.ChallengeTimeout, IPv6Prefix: jc.IPv6Prefix, MaxTracked: jc.MaxTracked,
+		}, allow, st, jail.SystemClock{})
+		if err != nil {
+			backend.Close()
+			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))
+		}
+		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
+		newDetector := func() (Detector, error) {
+			d, err := detect.New(jc.Detector, detect.Options{Location: cfg.Location})
+			if err != nil {
+				return nil, fmt.Errorf("jail %s: %w", jc.Name, err)
+			}
+			return d, nil
+		}
+		for _, path := range jc.Files {
+			det, err := newDetector()
+			if err != nil {
+				backend.Close()
+				return fail(err)
+			}
+			key := jc.Name + ":" + path
+			saved, ok := positions[key]
+			start := source.Position{}
+			if ok && saved.Path == path {
+				start = source.Position{Path: saved.Path, Inode: saved.Inode, Size: saved.Size, Offset: saved.Offset, Check: saved.Check}
+			}
+			if _, err := os.Stat(path); err != nil {
+				log.Warn("log file not there yet; pbxguard waits for it", "jail", jc.Name, "file", path, "err", err)
+			}
+			f := source.NewFile(path, start, source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning})
+			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: sourceAdapter{f}, Detector: det})
+		}
+		if len(jc.Journal) > 0 {
+			if _, err := exec.LookPath("journalctl"); err != nil {
+				backend.Close()
+				return fail(fmt.Errorf("jail %s: journal needs journalctl, which is not installed (install systemd, or set jails.%s.files: [/var/log/auth.log])", jc.Name, jc.Name))
+			}
+			det, err := newDetector()
+			if err != nil {
+				backend.Close()
+				return fail(err)
+			}
+			key := jc.Name + ":journal"
+			cursor := positions[key].Cursor
+			j := source.NewJournal(jc.Name, jc.Journal, cursor, source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")})
+			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: "journal", Source: sourceAdapter{j}, Detector: det})
+		}
+		jails = append(jails, spec)
+	}
+	manual := config.DefaultBanTime
+	d, err := New(Options{
+		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
+		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
+		ManualBanTime: manual, Version: opts.Version,
+	})
+	if err != nil {
+		backend.Close()
+		return fail(err)
+	}
+	return &Built{Daemon: d, Store: st, Backend: backend}, nil
+}
+
+// sourceAdapter turns a source.Source into the daemon's Source.
+type sourceAdapter struct{ s source.Source }
+
+func (a sourceAdapter) Run(ctx context.Context, handle func(Line) error) error {
+	return a.s.Run(ctx, func(l source.Line) error {
+		return handle(Line{Data: l.Data, Received: l.Received, Pos: store.Position{
+			Path: l.Pos.Path, Inode: l.Pos.Inode, Size: l.Pos.Size, Offset: l.Pos.Offset, Cursor: l.Pos.Cursor, Check: l.Pos.Check,
+		}})
+	})
+}
+
+// jailJudge turns a *jail.Jail into the daemon's Judge.
+type jailJudge struct{ j *jail.Jail }
+
+func (a jailJudge) Observe(ev *event.Event) (Decision, bool) {
+	d, ok := a.j.Observe(ev)
+	return fromJail(d), ok
+}
+
+func (a jailJudge) Tick(now time.Time) []Decision {
+	ds := a.j.Tick(now)
+	if len(ds) == 0 {
+		return nil
+	}
+	out := make([]Decision, len(ds))
+	for i, d := range ds {
+		out[i] = fromJail(d)
+	}
+	return out
+}
+
+func (a jailJudge) Forget(addr netip.Addr) { a.j.Forget(addr) }
+
+func fromJail(d jail.Decision) Decision {
+	return Decision{Jail: d.Jail, Addr: d.Addr, Prefix: d.Prefix, At: d.At, Duration: d.Duration, Until: d.Until,
+		BanCount: d.BanCount, Reason: d.Reason, Failures: d.Failures}
+}

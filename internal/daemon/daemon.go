@@ -1,0 +1,902 @@
+// Package daemon wires pbxguard's stages together and owns their
+// goroutines: per jail, sources feed detectors, detectors feed the jail,
+// the jail's decisions go (batched) to the kernel firewall and the store.
+// It also runs the expiry loop, the control socket and /metrics.
+//
+// The stages reach the daemon through the small interfaces below, so that
+// the core is tested with fakes and the real packages are plugged in by
+// Build (build.go).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/event"
+	"github.com/pbxguard/pbxguard/internal/firewall"
+	"github.com/pbxguard/pbxguard/internal/store"
+)
+
+// Line is one log line handed to the daemon by a source.
+type Line struct {
+	Data     []byte // valid only during the callback
+	Pos      store.Position
+	Received time.Time
+}
+
+// Source produces lines until ctx is done.
+type Source interface {
+	Run(ctx context.Context, handle func(Line) error) error
+}
+
+// Detector turns a line into at most one event (detect.Detector).
+type Detector interface {
+	Name() string
+	Detect(line []byte, ev *event.Event) bool
+}
+
+// Decision is a jail's verdict: ban Prefix until Until.
+type Decision struct {
+	Jail     string
+	Addr     netip.Addr
+	Prefix   netip.Prefix
+	At       time.Time
+	Duration time.Duration
+	Until    time.Time
+	BanCount int
+	Reason   string
+	Failures int
+}
+
+// Judge is a jail: events in, decisions out. The daemon serialises calls.
+type Judge interface {
+	Observe(ev *event.Event) (Decision, bool)
+	Tick(now time.Time) []Decision
+	Forget(addr netip.Addr)
+}
+
+// SourceSpec is one source of a jail, with its own detector.
+type SourceSpec struct {
+	Key      string // store key of its position: "jail:path" or "jail:journal"
+	Name     string // for logs and metrics (the path, or "journal")
+	Source   Source
+	Detector Detector
+}
+
+// JailSpec is one jail and its sources.
+type JailSpec struct {
+	Name    string
+	Judge   Judge
+	Sources []SourceSpec
+	BanTime time.Duration // default duration of manual bans into this jail
+}
+
+// Options are the daemon's parts.
+type Options struct {
+	Logger  *slog.Logger
+	Store   *store.Store
+	Backend firewall.Backend
+	// Allowed reports whether a prefix touches the allowlist (and so must
+	// never reach the kernel), with the allowlist entry for the message.
+	Allowed       func(netip.Prefix) (netip.Prefix, bool)
+	Jails         []JailSpec
+	ControlSocket string // "" = no control socket
+	MetricsListen string // "" = no /metrics
+	// Now is the clock; nil = time.Now.
+	Now func() time.Time
+	// ManualBanTime is the default duration of `pbxguard ban` (default 1h).
+	ManualBanTime time.Duration
+	// SaveEvery is the position save period (default 2s).
+	SaveEvery time.Duration
+	// TickEvery is the expiry/challenge period (default 1s).
+	TickEvery time.Duration
+	// Version is shown by status.
+	Version string
+}
+
+// Batching of decisions into one backend Add.
+const (
+	batchWait = time.Millisecond
+	batchMax  = 256
+)
+
+type pending struct {
+	d        Decision
+	received time.Time // when the line that caused it was read (zero for ticks)
+}
+
+type jailState struct {
+	spec   JailSpec
+	mu     sync.Mutex // serialises the Judge
+	lines  atomic.Uint64
+	events atomic.Uint64
+}
+
+// normPrefix turns IPv4-mapped IPv6 into IPv4 and clears host bits.
+func normPrefix(p netip.Prefix) netip.Prefix {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() {
+		a, bits = a.Unmap(), max(bits-96, 0)
+	}
+	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
+}
+
+// Daemon is a running pbxguard.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *Metrics
+	jails   []*jailState
+	byName  map[string]*jailState
+	started time.Time
+
+	decisions chan pending
+	storeQ    chan storeReq // bans to write, off the kernel path
+
+	fwMu sync.Mutex // serialises the backend
+
+	posMu     sync.Mutex
+	positions map[string]store.Position
+	posDirty  bool
+
+	activeMu sync.Mutex
+	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
+	retry    []store.Ban             // bans the kernel refused, retried on tick
+}
+
+// New checks the options and makes a daemon; Run starts it.
+func New(opts Options) (*Daemon, error) {
+	if opts.Store == nil || opts.Backend == nil {
+		return nil, errors.New("daemon: a store and a firewall backend are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Allowed == nil {
+		opts.Allowed = func(netip.Prefix) (netip.Prefix, bool) { return netip.Prefix{}, false }
+	}
+	if opts.ManualBanTime <= 0 {
+		opts.ManualBanTime = time.Hour
+	}
+	if opts.SaveEvery <= 0 {
+		opts.SaveEvery = 2 * time.Second
+	}
+	if opts.TickEvery <= 0 {
+		opts.TickEvery = time.Second
+	}
+	d := &Daemon{
+		opts:      opts,
+		log:       opts.Logger,
+		now:       opts.Now,
+		metrics:   NewMetrics(),
+		byName:    map[string]*jailState{},
+		decisions: make(chan pending, 4096),
+		storeQ:    make(chan storeReq, 1024),
+		positions: map[string]store.Position{},
+		active:    map[netip.Prefix]string{},
+	}
+	for _, j := range opts.Jails {
+		if _, dup := d.byName[j.Name]; dup {
+			return nil, fmt.Errorf("daemon: jail %q twice", j.Name)
+		}
+		js := &jailState{spec: j}
+		d.jails = append(d.jails, js)
+		d.byName[j.Name] = js
+		d.metrics.activeBans.WithLabelValues(j.Name).Set(0)
+	}
+	return d, nil
+}
+
+// Metrics returns the daemon's metrics (for tests and embedding).
+func (d *Daemon) Metrics() *Metrics { return d.metrics }
+
+// Run reconciles the kernel with the store, starts every stage and blocks
+// until ctx is done (SIGTERM), then shuts down in order: sources stop,
+// pending decisions reach the kernel and the store, positions are saved.
+// Kernel entries stay: they carry their own timeouts and are restored by
+// the next start.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.started = d.now()
+	if err := d.reconcile(ctx); err != nil {
+		return err
+	}
+
+	var ctl *controlServer
+	if d.opts.ControlSocket != "" {
+		var err error
+		if ctl, err = listenControl(d.opts.ControlSocket, d, d.log); err != nil {
+			return err
+		}
+		defer ctl.Close()
+	}
+	if d.opts.MetricsListen != "" {
+		stop, err := d.metrics.Serve(d.opts.MetricsListen, d.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	srcCtx, stopSources := context.WithCancel(ctx)
+	defer stopSources()
+	var srcWG, bgWG sync.WaitGroup
+	srcErr := make(chan error, 64)
+	for _, js := range d.jails {
+		for _, sp := range js.spec.Sources {
+			srcWG.Add(1)
+			go func() {
+				defer srcWG.Done()
+				if err := d.runSource(srcCtx, js, sp); err != nil && srcCtx.Err() == nil {
+					d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
+					srcErr <- fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
+				}
+			}()
+		}
+	}
+	bannerDone := make(chan struct{})
+	go func() { defer close(bannerDone); d.banner() }()
+	storeDone := make(chan struct{})
+	go func() { defer close(storeDone); d.storeWriter() }()
+
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); d.loop(bgCtx) }()
+
+	d.log.Info("pbxguard running", "jails", len(d.jails), "backend", d.opts.Backend.Name(),
+		"control", d.opts.ControlSocket, "metrics", d.opts.MetricsListen)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-srcErr:
+	}
+	d.log.Info("shutting down")
+	stopSources()
+	srcWG.Wait()
+	stopBG()
+	bgWG.Wait()
+	close(d.decisions)
+	<-bannerDone
+	close(d.storeQ)
+	<-storeDone
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.savePositions(sctx, false); err != nil {
+		d.log.Error("saving positions at shutdown", "err", err)
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	return runErr
+}
+
+func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) error {
+	lines := d.metrics.lines.WithLabelValues(js.spec.Name, sp.Name)
+	detName := sp.Detector.Name()
+	var byKind [event.NumKinds]interface{ Inc() }
+	for k := range byKind {
+		byKind[k] = d.metrics.events.WithLabelValues(detName, event.Kind(k).String())
+	}
+	var ev event.Event
+	return sp.Source.Run(ctx, func(l Line) error {
+		lines.Inc()
+		js.lines.Add(1)
+		ev.Reset()
+		if sp.Detector.Detect(l.Data, &ev) {
+			byKind[ev.Kind].Inc()
+			js.events.Add(1)
+			if ev.Addr.IsValid() {
+				if ev.Time.IsZero() {
+					ev.Time = l.Received
+				}
+				js.mu.Lock()
+				dec, ok := js.spec.Judge.Observe(&ev)
+				js.mu.Unlock()
+				if ok {
+					if dec.Jail == "" {
+						dec.Jail = js.spec.Name
+					}
+					select {
+					case d.decisions <- pending{d: dec, received: l.Received}:
+					case <-ctx.Done():
+						// Shutting down: the position below is not saved for
+						// this line, so it is read again at the next start.
+						return nil
+					}
+				}
+			}
+		}
+		l.Pos.Source = sp.Key
+		d.posMu.Lock()
+		d.positions[sp.Key] = l.Pos
+		d.posDirty = true
+		d.posMu.Unlock()
+		return nil
+	})
+}
+
+// Inject hands an event from outside the log pipeline (the AMI security
+// events of a `source: ami` jail) to a jail.
+func (d *Daemon) Inject(ctx context.Context, jail string, ev *event.Event) error {
+	js, ok := d.byName[jail]
+	if !ok {
+		return fmt.Errorf("daemon: no jail %q", jail)
+	}
+	if !ev.Addr.IsValid() {
+		return nil
+	}
+	received := d.now()
+	if ev.Time.IsZero() {
+		ev.Time = received
+	}
+	d.metrics.events.WithLabelValues(ev.Detector, ev.Kind.String()).Inc()
+	js.events.Add(1)
+	js.mu.Lock()
+	dec, ok := js.spec.Judge.Observe(ev)
+	js.mu.Unlock()
+	if ok {
+		if dec.Jail == "" {
+			dec.Jail = jail
+		}
+		select {
+		case d.decisions <- pending{d: dec, received: received}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// banner applies decisions with one backend Add and one store transaction
+// per batch. A lone decision goes at once; when more are already queued (a
+// burst), it collects for at most batchWait or batchMax items.
+func (d *Daemon) banner() {
+	batch := make([]pending, 0, batchMax)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		p, ok := <-d.decisions
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], p)
+	drain:
+		for len(batch) < batchMax {
+			select {
+			case p, ok := <-d.decisions:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		if len(batch) > 1 && len(batch) < batchMax {
+			timer.Reset(batchWait)
+		collect:
+			for len(batch) < batchMax {
+				select {
+				case p, ok := <-d.decisions:
+					if !ok {
+						break collect
+					}
+					batch = append(batch, p)
+				case <-timer.C:
+					break collect
+				}
+			}
+			timer.Stop()
+		}
+		d.apply(batch)
+	}
+}
+
+func (d *Daemon) apply(batch []pending) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := d.now()
+	fw := make([]firewall.Ban, 0, len(batch))
+	rows := make([]store.Ban, 0, len(batch))
+	received := make([]time.Time, 0, len(batch))
+	seen := map[netip.Prefix]int{}
+	for _, p := range batch {
+		dec := p.d
+		pfx := dec.Prefix
+		if !pfx.IsValid() {
+			pfx = netip.PrefixFrom(dec.Addr, dec.Addr.BitLen())
+		}
+		pfx = pfx.Masked()
+		if entry, hit := d.opts.Allowed(pfx); hit {
+			d.log.Warn("decision refused: allowlisted", "jail", dec.Jail, "prefix", pfx, "allowlist", entry)
+			continue
+		}
+		until := dec.Until
+		if until.IsZero() {
+			until = now.Add(dec.Duration)
+		}
+		remaining := until.Sub(now)
+		if remaining <= 0 {
+			continue
+		}
+		since := dec.At
+		if since.IsZero() {
+			since = now
+		}
+		row := store.Ban{Prefix: pfx, Addr: dec.Addr, Jail: dec.Jail, Reason: dec.Reason, Since: since, Until: until, Count: dec.BanCount}
+		if i, dup := seen[pfx]; dup { // the later decision wins
+			rows[i], fw[i].Timeout, received[i] = row, remaining, p.received
+			continue
+		}
+		seen[pfx] = len(rows)
+		fw = append(fw, firewall.Ban{Prefix: pfx, Timeout: remaining})
+		rows = append(rows, row)
+		received = append(received, p.received)
+	}
+	if len(fw) == 0 {
+		return
+	}
+	t0 := time.Now()
+	d.fwMu.Lock()
+	err := d.opts.Backend.Add(ctx, fw)
+	d.fwMu.Unlock()
+	done := time.Now()
+	defer func() {
+		if took := time.Since(t0); took > 20*time.Millisecond {
+			d.log.Debug("slow ban batch", "bans", len(fw), "kernel", done.Sub(t0), "total", took)
+		}
+	}()
+	if err != nil {
+		d.metrics.backendErrors.WithLabelValues("add").Inc()
+		d.log.Error("firewall refused bans; will retry", "count", len(fw), "err", err)
+		d.activeMu.Lock()
+		d.retry = append(d.retry, rows...)
+		d.activeMu.Unlock()
+	} else {
+		for _, r := range received {
+			if !r.IsZero() {
+				d.metrics.banLatency.Observe(done.Sub(r).Seconds())
+			}
+		}
+	}
+	d.storeQ <- storeReq{rows: rows}
+	d.noteActive(rows)
+	for _, r := range rows {
+		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
+			"count", r.Count, "reason", r.Reason)
+	}
+}
+
+// storeReq is a batch of bans to record, or (done != nil) a flush barrier.
+type storeReq struct {
+	rows []store.Ban
+	done chan struct{}
+}
+
+// storeWriter records bans in the store, merging what is queued into one
+// transaction, so that the kernel path never waits for the disk.
+func (d *Daemon) storeWriter() {
+	var rows []store.Ban
+	var barriers []chan struct{}
+	for req := range d.storeQ {
+		rows = append(rows[:0], req.rows...)
+		barriers = barriers[:0]
+		if req.done != nil {
+			barriers = append(barriers, req.done)
+		}
+	drain:
+		for len(rows) < 4096 {
+			select {
+			case r, ok := <-d.storeQ:
+				if !ok {
+					break drain
+				}
+				rows = append(rows, r.rows...)
+				if r.done != nil {
+					barriers = append(barriers, r.done)
+				}
+			default:
+				break drain
+			}
+		}
+		if len(rows) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := d.opts.Store.AddBans(ctx, rows); err != nil {
+				d.log.Error("saving bans", "count", len(rows), "err", err)
+			}
+			cancel()
+		}
+		for _, b := range barriers {
+			close(b)
+		}
+	}
+}
+
+// flushStore waits until the bans queued so far are in the store.
+func (d *Daemon) flushStore(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case d.storeQ <- storeReq{done: done}:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (d *Daemon) noteActive(rows []store.Ban) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	for _, r := range rows {
+		if old, ok := d.active[r.Prefix]; ok {
+			d.metrics.activeBans.WithLabelValues(old).Dec()
+		}
+		d.active[r.Prefix] = r.Jail
+		d.metrics.activeBans.WithLabelValues(r.Jail).Inc()
+	}
+}
+
+func (d *Daemon) noteGone(prefixes []netip.Prefix) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	for _, p := range prefixes {
+		if j, ok := d.active[p]; ok {
+			d.metrics.activeBans.WithLabelValues(j).Dec()
+			delete(d.active, p)
+		}
+	}
+}
+
+// loop runs the periodic work: jail ticks (challenge timeouts), expiry,
+// retries, position saves.
+func (d *Daemon) loop(ctx context.Context) {
+	tick := time.NewTicker(d.opts.TickEvery)
+	defer tick.Stop()
+	save := time.NewTicker(d.opts.SaveEvery)
+	defer save.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			d.tick(ctx)
+		case <-save.C:
+			if err := d.savePositions(ctx, true); err != nil && ctx.Err() == nil {
+				d.log.Error("saving positions", "err", err)
+			}
+		}
+	}
+}
+
+func (d *Daemon) tick(ctx context.Context) {
+	now := d.now()
+	for _, js := range d.jails {
+		js.mu.Lock()
+		decs := js.spec.Judge.Tick(now)
+		js.mu.Unlock()
+		for _, dec := range decs {
+			if dec.Jail == "" {
+				dec.Jail = js.spec.Name
+			}
+			select {
+			case d.decisions <- pending{d: dec}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	expired, err := d.opts.Store.ExpireBans(ctx, now)
+	if err != nil {
+		d.log.Error("expiring bans", "err", err)
+	}
+	if len(expired) > 0 {
+		prefixes := make([]netip.Prefix, len(expired))
+		for i, b := range expired {
+			prefixes[i] = b.Prefix
+		}
+		// The kernel entries time out by themselves; Delete covers backends
+		// and clocks that disagree by a little.
+		d.fwMu.Lock()
+		err := d.opts.Backend.Delete(ctx, prefixes)
+		d.fwMu.Unlock()
+		if err != nil {
+			d.metrics.backendErrors.WithLabelValues("delete").Inc()
+			d.log.Error("firewall: removing expired bans", "err", err)
+		}
+		d.noteGone(prefixes)
+		d.log.Info("bans expired", "count", len(expired))
+	}
+	d.activeMu.Lock()
+	retry := d.retry
+	d.retry = nil
+	d.activeMu.Unlock()
+	if len(retry) > 0 {
+		var fw []firewall.Ban
+		var keep []store.Ban
+		for _, b := range retry {
+			if r := b.Remaining(now); r > 0 {
+				fw = append(fw, firewall.Ban{Prefix: b.Prefix, Timeout: r})
+				keep = append(keep, b)
+			}
+		}
+		d.fwMu.Lock()
+		err := d.opts.Backend.Add(ctx, fw)
+		d.fwMu.Unlock()
+		if err != nil {
+			d.metrics.backendErrors.WithLabelValues("add").Inc()
+			d.activeMu.Lock()
+			d.retry = append(d.retry, keep...)
+			d.activeMu.Unlock()
+		}
+	}
+}
+
+func (d *Daemon) savePositions(ctx context.Context, flush bool) error {
+	d.posMu.Lock()
+	if !d.posDirty {
+		d.posMu.Unlock()
+		return nil
+	}
+	ps := make([]store.Position, 0, len(d.positions))
+	for _, p := range d.positions {
+		ps = append(ps, p)
+	}
+	d.posDirty = false
+	d.posMu.Unlock()
+	if flush {
+		// The bans of the lines up to these positions are in the store
+		// before the positions are.
+		d.flushStore(ctx)
+	}
+	if err := d.opts.Store.SavePositions(ctx, ps); err != nil {
+		d.posMu.Lock()
+		d.posDirty = true
+		d.posMu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// reconcile makes the kernel match the store: every active ban is put back
+// with its remaining time, kernel entries the store does not know go.
+func (d *Daemon) reconcile(ctx context.Context) error {
+	start := time.Now()
+	d.fwMu.Lock()
+	defer d.fwMu.Unlock()
+	b := d.opts.Backend
+	if err := b.Init(ctx); err != nil {
+		d.metrics.backendErrors.WithLabelValues("init").Inc()
+		return fmt.Errorf("firewall %s: %w", b.Name(), err)
+	}
+	now := d.now()
+	active, err := d.opts.Store.ActiveBans(ctx, now)
+	if err != nil {
+		return err
+	}
+	var restore []firewall.Ban
+	var refused []netip.Prefix
+	want := map[netip.Prefix]bool{}
+	var rows []store.Ban
+	for _, ban := range active {
+		if entry, hit := d.opts.Allowed(ban.Prefix); hit {
+			d.log.Warn("stored ban dropped: now allowlisted", "prefix", ban.Prefix, "allowlist", entry)
+			refused = append(refused, ban.Prefix)
+			continue
+		}
+		want[ban.Prefix] = true
+		restore = append(restore, firewall.Ban{Prefix: ban.Prefix, Timeout: ban.Remaining(now)})
+		rows = append(rows, ban)
+	}
+	if len(refused) > 0 {
+		if err := d.opts.Store.RemoveBans(ctx, refused); err != nil {
+			return err
+		}
+	}
+	kernel, err := b.List(ctx)
+	if err != nil {
+		d.metrics.backendErrors.WithLabelValues("list").Inc()
+		return fmt.Errorf("firewall %s: listing bans: %w", b.Name(), err)
+	}
+	var stale []netip.Prefix
+	for _, k := range kernel {
+		if !want[k.Prefix.Masked()] {
+			stale = append(stale, k.Prefix)
+		}
+	}
+	if len(stale) > 0 {
+		if err := b.Delete(ctx, stale); err != nil {
+			d.metrics.backendErrors.WithLabelValues("delete").Inc()
+			return fmt.Errorf("firewall %s: removing unknown entries: %w", b.Name(), err)
+		}
+	}
+	if len(restore) > 0 {
+		if err := b.Add(ctx, restore); err != nil {
+			d.metrics.backendErrors.WithLabelValues("add").Inc()
+			return fmt.Errorf("firewall %s: restoring %d bans: %w", b.Name(), len(restore), err)
+		}
+	}
+	d.activeMu.Lock()
+	for _, r := range rows {
+		d.active[r.Prefix] = r.Jail
+		d.metrics.activeBans.WithLabelValues(r.Jail).Inc()
+	}
+	d.activeMu.Unlock()
+	d.log.Info("kernel reconciled with the store", "restored", len(restore), "removed_unknown", len(stale),
+		"dropped_allowlisted", len(refused), "took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// BanInfo is one active ban as the control socket reports it.
+type BanInfo struct {
+	Addr      string    `json:"addr"`
+	Prefix    string    `json:"prefix"`
+	Jail      string    `json:"jail"`
+	Reason    string    `json:"reason"`
+	Since     time.Time `json:"since"`
+	Until     time.Time `json:"until"`
+	Remaining float64   `json:"remaining_seconds"`
+	Count     int       `json:"count"`
+}
+
+func banInfo(b store.Ban, now time.Time) BanInfo {
+	addr := b.Addr
+	if !addr.IsValid() {
+		addr = b.Prefix.Addr()
+	}
+	return BanInfo{Addr: addr.String(), Prefix: b.Prefix.String(), Jail: b.Jail, Reason: b.Reason,
+		Since: b.Since.UTC(), Until: b.Until.UTC(), Remaining: b.Remaining(now).Seconds(), Count: b.Count}
+}
+
+// Bans lists the active bans.
+func (d *Daemon) Bans(ctx context.Context) ([]BanInfo, error) {
+	now := d.now()
+	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]BanInfo, len(bans))
+	for i, b := range bans {
+		out[i] = banInfo(b, now)
+	}
+	return out, nil
+}
+
+// ErrAllowlisted is returned (wrapped) for a manual ban of an allowlisted address.
+var ErrAllowlisted = errors.New("allowlisted")
+
+// Ban bans a prefix by hand (or for another part of pbxguard, e.g. fraud
+// containment). An allowlisted prefix is refused with the reason.
+func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, jail, reason string) (BanInfo, error) {
+	if !pfx.IsValid() {
+		return BanInfo{}, errors.New("invalid address or prefix")
+	}
+	pfx = normPrefix(pfx)
+	if entry, hit := d.opts.Allowed(pfx); hit {
+		return BanInfo{}, fmt.Errorf("refused: %s is in the allowlist (entry %s); remove it from allowlist: in the config first: %w", pfx, entry, ErrAllowlisted)
+	}
+	if jail == "" {
+		jail = "manual"
+	}
+	if dur <= 0 {
+		dur = d.opts.ManualBanTime
+		if js, ok := d.byName[jail]; ok && js.spec.BanTime > 0 {
+			dur = js.spec.BanTime
+		}
+	}
+	if reason == "" {
+		reason = "manual ban"
+	}
+	now := d.now()
+	row := store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: jail, Reason: reason, Since: now, Until: now.Add(dur),
+		Count: d.opts.Store.PriorBans(pfx.Addr()) + 1}
+	d.fwMu.Lock()
+	err := d.opts.Backend.Add(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
+	d.fwMu.Unlock()
+	if err != nil {
+		d.metrics.backendErrors.WithLabelValues("add").Inc()
+		return BanInfo{}, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
+	}
+	if err := d.opts.Store.AddBans(ctx, []store.Ban{row}); err != nil {
+		return BanInfo{}, err
+	}
+	d.noteActive([]store.Ban{row})
+	d.log.Info("banned by hand", "jail", jail, "prefix", pfx, "until", row.Until.Format(time.RFC3339), "reason", reason)
+	return banInfo(row, now), nil
+}
+
+// Unban removes every active ban that covers pfx (an address unbans the
+// /64 that holds it too) and makes the jails forget the address.
+func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error) {
+	now := d.now()
+	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	var gone []netip.Prefix
+	var out []BanInfo
+	for _, b := range bans {
+		if b.Prefix.Overlaps(pfx) {
+			gone = append(gone, b.Prefix)
+			out = append(out, banInfo(b, now))
+		}
+	}
+	d.fwMu.Lock()
+	err = d.opts.Backend.Delete(ctx, append(gone, pfx.Masked()))
+	d.fwMu.Unlock()
+	if err != nil {
+		d.metrics.backendErrors.WithLabelValues("delete").Inc()
+		return nil, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
+	}
+	if err := d.opts.Store.RemoveBans(ctx, gone); err != nil {
+		return nil, err
+	}
+	d.noteGone(gone)
+	for _, js := range d.jails {
+		js.mu.Lock()
+		js.spec.Judge.Forget(pfx.Addr())
+		for _, b := range out {
+			if a, err := netip.ParseAddr(b.Addr); err == nil {
+				js.spec.Judge.Forget(a)
+			}
+		}
+		js.mu.Unlock()
+	}
+	d.log.Info("unbanned", "prefix", pfx, "removed", len(gone))
+	return out, nil
+}
+
+// Status is what `pbxguard status` shows.
+type Status struct {
+	Version    string         `json:"version,omitempty"`
+	Started    time.Time      `json:"started"`
+	Uptime     float64        `json:"uptime_seconds"`
+	Backend    string         `json:"backend"`
+	ActiveBans int            `json:"active_bans"`
+	Jails      []JailStatus   `json:"jails"`
+	Latency    LatencySummary `json:"ban_latency"`
+}
+
+// JailStatus is one jail in Status.
+type JailStatus struct {
+	Name       string   `json:"name"`
+	Sources    []string `json:"sources"`
+	Lines      uint64   `json:"lines"`
+	Events     uint64   `json:"events"`
+	ActiveBans int      `json:"active_bans"`
+}
+
+// Status reports the daemon's state.
+func (d *Daemon) Status() Status {
+	now := d.now()
+	st := Status{Version: d.opts.Version, Started: d.started.UTC(), Uptime: now.Sub(d.started).Seconds(),
+		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary()}
+	perJail := map[string]int{}
+	d.activeMu.Lock()
+	st.ActiveBans = len(d.active)
+	for _, j := range d.active {
+		perJail[j]++
+	}
+	d.activeMu.Unlock()
+	for _, js := range d.jails {
+		js2 := JailStatus{Name: js.spec.Name, ActiveBans: perJail[js.spec.Name], Lines: js.lines.Load(), Events: js.events.Load()}
+		for _, sp := range js.spec.Sources {
+			js2.Sources = append(js2.Sources, sp.Name)
+		}
+		st.Jails = append(st.Jails, js2)
+	}
+	sort.Slice(st.Jails, func(a, b int) bool { return st.Jails[a].Name < st.Jails[b].Name })
+	return st
+}

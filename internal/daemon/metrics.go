@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the daemon's Prometheus metrics, on their own registry.
+type Metrics struct {
+	Registry      *prometheus.Registry
+	lines         *prometheus.CounterVec
+	events        *prometheus.CounterVec
+	activeBans    *prometheus.GaugeVec
+	banLatency    latencyObserver
+	backendErrors *prometheus.CounterVec
+}
+
+// latencyObserver feeds the histogram and keeps the last samples for
+// exact quantiles in `pbxguard status`.
+type latencyObserver struct {
+	hist prometheus.Histogram
+	mu   sync.Mutex
+	ring []float64
+	next int
+	n    uint64
+}
+
+const latencyRing = 4096
+
+func (l *latencyObserver) Observe(v float64) {
+	l.hist.Observe(v)
+	l.mu.Lock()
+	if len(l.ring) < latencyRing {
+		l.ring = append(l.ring, v)
+	} else {
+		l.ring[l.next] = v
+		l.next = (l.next + 1) % latencyRing
+	}
+	l.n++
+	l.mu.Unlock()
+}
+
+// LatencySummary is the line-to-kernel ban latency over the last bans.
+type LatencySummary struct {
+	Count uint64  `json:"count"`
+	P50ms float64 `json:"p50_ms"`
+	P99ms float64 `json:"p99_ms"`
+	Maxms float64 `json:"max_ms"`
+}
+
+// LatencySummary returns quantiles of the last (up to 4096) ban latencies.
+func (m *Metrics) LatencySummary() LatencySummary {
+	l := &m.banLatency
+	l.mu.Lock()
+	s := append([]float64(nil), l.ring...)
+	n := l.n
+	l.mu.Unlock()
+	if len(s) == 0 {
+		return LatencySummary{}
+	}
+	sort.Float64s(s)
+	q := func(p float64) float64 { return s[min(len(s)-1, int(p*float64(len(s))))] * 1000 }
+	return LatencySummary{Count: n, P50ms: q(0.50), P99ms: q(0.99), Maxms: s[len(s)-1] * 1000}
+}
+
+// NewMetrics makes the metrics on a fresh registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pbxguard_lines_total", Help: "Log lines read, per jail and source.",
+		}, []string{"jail", "source"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pbxguard_events_total", Help: "Events detected, per detector and kind.",
+		}, []string{"detector", "kind"}),
+		activeBans: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pbxguard_active_bans", Help: "Bans in force, per jail.",
+		}, []string{"jail"}),
+		banLatency: latencyObserver{hist: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pbxguard_ban_latency_seconds",
+			Help:    "From reading the line that triggered a ban to the firewall backend's Add returning.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 18), // 25µs .. 3.3s
+		})},
+		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pbxguard_backend_errors_total", Help: "Firewall backend operations that failed, per operation.",
+		}, []string{"op"}),
+	}
+	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, op := range []string{"init", "add", "delete", "list"} {
+		m.backendErrors.WithLabelValues(op)
+	}
+	return m
+}
+
+// Serve exposes /metrics on addr until stop is called.
+func (m *Metrics) Serve(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen %s: %w (another process on that port? set metrics.listen, or \"\" to turn it off)", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}

@@ -1,0 +1,149 @@
+package detect
+
+import (
+	"bufio"
+	"bytes"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/event"
+)
+
+func readLines(tb testing.TB, paths ...string) [][]byte {
+	tb.Helper()
+	var out [][]byte
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			tb.Fatalf("open %s: %v", p, err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			out = append(out, bytes.Clone(sc.Bytes()))
+		}
+		f.Close()
+	}
+	return out
+}
+
+func benchDetector(b *testing.B, name string, lines [][]byte) {
+	d, err := New(name, Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ev event.Event
+	var size int64
+	for _, l := range lines {
+		size += int64(len(l)) + 1
+		d.Detect(l, &ev) // warm the interning table
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	matched := 0
+	for i := 0; i < b.N; i++ {
+		if d.Detect(lines[i%len(lines)], &ev) {
+			matched++
+		}
+	}
+	b.SetBytes(size / int64(len(lines)))
+	_ = matched
+}
+
+// BenchmarkAsterisk: one line per op over the real Asterisk 20 logs (file,
+// security and syslog formats; ~60% of the lines are events).
+func BenchmarkAsterisk(b *testing.B) {
+	dir := sharedDir + "/corpus/asterisk-20/log/"
+	benchDetector(b, "asterisk", readLines(b, dir+"messages", dir+"security", dir+"syslog-local0.log", dir+"full"))
+}
+
+// addrInLine reports whether a appears literally in line as an address
+// token (IPv6 in any spelling that parses to a).
+func addrInLine(line []byte, a netip.Addr) bool {
+	if a.Is4() && bytes.Contains(line, []byte(a.String())) {
+		return true
+	}
+	start := -1
+	for i := 0; i <= len(line); i++ {
+		if i < len(line) && (isAddrByte(line[i]) && line[i] != '[' && line[i] != ']') {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			tok := line[start:i]
+			for k := 0; k < len(tok); k++ {
+				if k == 0 || tok[k-1] == ':' {
+					if got, ok := parseAddr(tok[k:]); ok && got == a {
+						return true
+					}
+					if got, _, ok := parseHostPort(tok[k:]); ok && got == a {
+						return true
+					}
+				}
+			}
+			start = -1
+		}
+	}
+	return false
+}
+
+func fuzzSeeds(f *testing.F) {
+	for _, h := range hostileLines {
+		f.Add([]byte(h.line))
+	}
+	for _, l := range readLines(f, sharedDir+"/conformance/fail2ban-1.0.2/asterisk", sharedDir+"/conformance/fail2ban-1.0.2/sshd") {
+		f.Add(l)
+	}
+}
+
+func fuzzDetector(f *testing.F, name string) {
+	fuzzSeeds(f)
+	opts := Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }}
+	if _, err := New(name, opts); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		// A fresh detector per input: sshd attributes a host-less failure to
+		// the address its pid logged earlier, which is another line.
+		d, _ := New(name, opts)
+		var ev event.Event
+		if !d.Detect(line, &ev) {
+			return
+		}
+		if ev.Kind == event.KindNone {
+			t.Fatalf("event with kind none: %q", line)
+		}
+		if ev.Kind == event.InjectionSuspect && ev.Addr.IsValid() {
+			t.Fatalf("injection_suspect with an address: %q", line)
+		}
+		if ev.Addr.IsValid() && !addrInLine(line, ev.Addr) {
+			t.Fatalf("address %v not written in the line: %q", ev.Addr, line)
+		}
+	})
+}
+
+func FuzzAsterisk(f *testing.F) { fuzzDetector(f, "asterisk") }
+
+// BenchmarkSSHD: one line per op over fail2ban's sshd sample log lines.
+func BenchmarkSSHD(b *testing.B) {
+	var lines [][]byte
+	for _, l := range readLines(b, sharedDir+"/conformance/fail2ban-1.0.2/sshd") {
+		if len(l) > 0 && l[0] != '#' {
+			lines = append(lines, l)
+		}
+	}
+	benchDetector(b, "sshd", lines)
+}
+
+// BenchmarkAuto: the auto detector over Asterisk and sshd lines mixed.
+func BenchmarkAuto(b *testing.B) {
+	dir := sharedDir + "/corpus/asterisk-20/log/"
+	benchDetector(b, "auto", readLines(b, dir+"messages", dir+"security", sharedDir+"/conformance/fail2ban-1.0.2/sshd"))
+}
+
+func FuzzSSHD(f *testing.F) { fuzzDetector(f, "sshd") }
+func FuzzAuto(f *testing.F) { fuzzDetector(f, "auto") }

@@ -1,0 +1,643 @@
+// Package fraud finds toll fraud in the call stream and decides what to do
+// about it.
+//
+// The Engine is pure: call updates (from internal/calls) and log events in,
+// findings out, each finding carrying the response its rule is configured
+// for (hang up, lock, ban, alert). A Responder carries the responses out
+// through small interfaces (Hanger, Locker, Banner, Alerter,
+// IncidentRecorder) and records every incident and action; a Monitor glues
+// tracker, engine and responder together for the daemon.
+package fraud
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/event"
+	"github.com/pbxguard/pbxguard/internal/numbers"
+)
+
+// Rule names a fraud rule. The names are stable: config, JSON and the store use them.
+type Rule string
+
+// Rules.
+const (
+	RuleIntlRate        Rule = "intl_rate"         // international calls per extension per window
+	RuleConcurrentIntl  Rule = "concurrent_intl"   // international calls up at once
+	RuleCountries       Rule = "countries"         // distinct destination countries per window
+	RulePrefixGuessing  Rule = "prefix_guessing"   // one number dialled with ≥2 prefix forms
+	RulePremium         Rule = "premium"           // premium-rate number
+	RuleSharedCost      Rule = "shared_cost"       // shared-cost number
+	RuleSatellite       Rule = "satellite"         // satellite / international network (+870/881/882/883)
+	RuleHighRiskCountry Rule = "high_risk_country" // destination on the high-risk list
+	RuleOffHours        Rule = "off_hours"         // international call outside business hours
+	RuleNewCountry      Rule = "new_country"       // extension authenticated from a new country
+	RuleUnauthIntl      Rule = "unauth_intl"       // unauthenticated call attempt to an international number
+	RuleLocked          Rule = "locked_extension"  // a call from an extension pbxguard has contained
+)
+
+// AllRules lists every rule, in the order findings are evaluated.
+var AllRules = []Rule{
+	RulePrefixGuessing, RuleSatellite, RulePremium, RuleIntlRate, RuleConcurrentIntl,
+	RuleCountries, RuleHighRiskCountry, RuleSharedCost, RuleOffHours, RuleNewCountry,
+	RuleUnauthIntl, RuleLocked,
+}
+
+// Severity grades a finding.
+type Severity uint8
+
+// Severities.
+const (
+	SeverityInfo Severity = iota
+	SeverityLow
+	SeverityMedium
+	SeverityHigh
+	SeverityCritical
+)
+
+var severityNames = [...]string{"info", "low", "medium", "high", "critical"}
+
+// String returns the lower-case name.
+func (s Severity) String() string {
+	if int(s) < len(severityNames) {
+		return severityNames[s]
+	}
+	return "unknown"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Severity) UnmarshalText(b []byte) error {
+	for i, n := range severityNames {
+		if n == string(b) {
+			*s = Severity(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("fraud: severity %q: use info, low, medium, high or critical", b)
+}
+
+// Response is what to do when a rule fires. Each action can be dry-run in
+// the Responder.
+type Response struct {
+	Hangup bool `json:"hangup" yaml:"hangup"` // hang up the extension's live calls
+	Lock   bool `json:"lock" yaml:"lock"`     // lock the extension (AstDB pbxguard/locked/<ext>)
+	Ban    bool `json:"ban" yaml:"ban"`       // ban the extension's (or the event's) source addresses
+	Alert  bool `json:"alert" yaml:"alert"`   // send an alert
+}
+
+// Contain is hang-up + lock + ban + alert.
+var Contain = Response{Hangup: true, Lock: true, Ban: true, Alert: true}
+
+// AlertOnly only alerts.
+var AlertOnly = Response{Alert: true}
+
+// Hours is a business-hours window in a time zone; calls outside it are "off hours".
+type Hours struct {
+	Start, End time.Duration // since midnight, e.g. 8h and 19h; End < Start wraps midnight
+	Days       []time.Weekday
+	Location   *time.Location
+}
+
+// Within reports whether t is inside the window.
+func (h *Hours) Within(t time.Time) bool {
+	loc := h.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	t = t.In(loc)
+	if len(h.Days) > 0 && !slices.Contains(h.Days, t.Weekday()) {
+		return false
+	}
+	tod := time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute + time.Duration(t.Second())*time.Second
+	if h.Start <= h.End {
+		return tod >= h.Start && tod < h.End
+	}
+	return tod >= h.Start || tod < h.End
+}
+
+// DefaultHighRiskCountries are destinations that International Revenue
+// Share Fraud favours (small island networks and African/other routes with
+// high termination rates). Override in the config for your traffic.
+var DefaultHighRiskCountries = []string{
+	"CU", "SO", "SL", "GN", "GW", "LR", "GM", "ZW", "ER", "TD", "MR", "KM", "ST",
+	"MV", "PG", "SB", "VU", "NR", "TV", "TK", "NU", "CK", "WF", "TO", "KI", "FM",
+}
+
+// Config configures the engine. The zero value of each field takes the default.
+type Config struct {
+	Window             time.Duration // 10m: the sliding window of the rate rules and each rule's cool-down
+	IntlPerWindow      int           // 5 international calls per extension per window
+	ConcurrentIntl     int           // 3 international calls up at once
+	CountriesPerWindow int           // 3 distinct destination countries per window
+	PrefixForms        int           // 2 prefix forms for one number
+	HighRiskCountries  []string      // nil: DefaultHighRiskCountries
+	Hours              *Hours        // nil: the off-hours rule is off
+	// IgnoreExtensions are endpoints never judged (trunks, e.g. "carrier").
+	IgnoreExtensions []string
+	// NeverBan are addresses no response may ban (office LAN, carriers).
+	// The daemon's allowlist is enforced again behind the Banner.
+	NeverBan []netip.Prefix
+	// Responses per rule; missing rules take DefaultResponses.
+	Responses map[Rule]Response
+	// CountryOf maps an address to an ISO country, "" when unknown (see
+	// IPCountry). nil disables the new-country rule.
+	CountryOf func(netip.Addr) string
+	// MaxPerExtension bounds the calls remembered per extension (256);
+	// MaxExtensions bounds the extensions tracked (10000).
+	MaxPerExtension, MaxExtensions int
+}
+
+// DefaultResponses are the responses of each rule unless configured.
+var DefaultResponses = map[Rule]Response{
+	RulePrefixGuessing:  Contain,
+	RuleSatellite:       Contain,
+	RulePremium:         Contain,
+	RuleIntlRate:        Contain,
+	RuleConcurrentIntl:  Contain,
+	RuleCountries:       Contain,
+	RuleLocked:          {Hangup: true},
+	RuleHighRiskCountry: AlertOnly,
+	RuleSharedCost:      AlertOnly,
+	RuleOffHours:        AlertOnly,
+	RuleNewCountry:      AlertOnly,
+	RuleUnauthIntl:      {Ban: true, Alert: true},
+}
+
+func (c *Config) defaults() {
+	if c.Window <= 0 {
+		c.Window = 10 * time.Minute
+	}
+	if c.IntlPerWindow <= 0 {
+		c.IntlPerWindow = 5
+	}
+	if c.ConcurrentIntl <= 0 {
+		c.ConcurrentIntl = 3
+	}
+	if c.CountriesPerWindow <= 0 {
+		c.CountriesPerWindow = 3
+	}
+	if c.PrefixForms <= 0 {
+		c.PrefixForms = 2
+	}
+	if c.HighRiskCountries == nil {
+		c.HighRiskCountries = DefaultHighRiskCountries
+	}
+	if c.MaxPerExtension <= 0 {
+		c.MaxPerExtension = 256
+	}
+	if c.MaxExtensions <= 0 {
+		c.MaxExtensions = 10000
+	}
+}
+
+// Finding is one rule firing.
+type Finding struct {
+	Rule      Rule         `json:"rule"`
+	Severity  Severity     `json:"severity"`
+	Score     int          `json:"score"` // 0..100
+	Time      time.Time    `json:"time"`
+	Extension string       `json:"extension,omitempty"`
+	Addrs     []netip.Addr `json:"addrs,omitempty"`
+	Call      calls.Call   `json:"-"`
+	CallID    string       `json:"call_id,omitempty"`
+	Channel   string       `json:"channel,omitempty"`
+	Dialled   string       `json:"dialled,omitempty"`
+	E164      string       `json:"e164,omitempty"`
+	Country   string       `json:"country,omitempty"`
+	Reason    string       `json:"reason"`
+	Evidence  []string     `json:"evidence,omitempty"` // dialled strings that made the case
+	Response  Response     `json:"response"`
+}
+
+// intlCall is an international call the engine remembers.
+type intlCall struct {
+	id         string
+	at, end    time.Time
+	dialled    string
+	e164       string
+	prefix     string
+	countryKey string // ISO code, or "+882" for non-geographic numbers
+	live       bool
+}
+
+type extState struct {
+	recent    []intlCall
+	addrs     []netip.Addr // source addresses of its international calls in the window
+	fired     map[Rule]time.Time
+	countries []string // countries it authenticated from (new-country rule)
+	contained bool
+	banned    []netip.Addr // addresses a finding already asked to ban
+	lastSeen  time.Time
+	score     int
+}
+
+// Engine evaluates the rules. It is not safe for concurrent use.
+type Engine struct {
+	cfg      Config
+	nums     *numbers.Normalizer
+	ext      map[string]*extState
+	ignore   map[string]bool
+	highRisk map[string]bool
+	unauth   map[netip.Addr]time.Time
+}
+
+// NewEngine returns an engine reading dialled strings with nums.
+func NewEngine(cfg Config, nums *numbers.Normalizer) (*Engine, error) {
+	if nums == nil {
+		return nil, fmt.Errorf("fraud: no number normaliser (configure the home country)")
+	}
+	cfg.defaults()
+	e := &Engine{
+		cfg:      cfg,
+		nums:     nums,
+		ext:      make(map[string]*extState),
+		ignore:   make(map[string]bool),
+		highRisk: make(map[string]bool),
+		unauth:   make(map[netip.Addr]time.Time),
+	}
+	for _, x := range cfg.IgnoreExtensions {
+		e.ignore[x] = true
+	}
+	for _, c := range cfg.HighRiskCountries {
+		if len(c) != 2 {
+			return nil, fmt.Errorf("fraud: high-risk country %q is not an ISO 3166 alpha-2 code (e.g. CU, SO)", c)
+		}
+		e.highRisk[strings.ToUpper(c)] = true
+	}
+	for r := range cfg.Responses {
+		if _, ok := DefaultResponses[r]; !ok {
+			return nil, fmt.Errorf("fraud: responses: unknown rule %q (rules: %v)", r, AllRules)
+		}
+	}
+	return e, nil
+}
+
+// Config returns the effective configuration.
+func (e *Engine) Config() Config { return e.cfg }
+
+func (e *Engine) response(r Rule) Response {
+	if resp, ok := e.cfg.Responses[r]; ok {
+		return resp
+	}
+	return DefaultResponses[r]
+}
+
+func (e *Engine) state(ext string, now time.Time) *extState {
+	s := e.ext[ext]
+	if s == nil {
+		if len(e.ext) >= e.cfg.MaxExtensions {
+			e.evict(now)
+			if len(e.ext) >= e.cfg.MaxExtensions {
+				return nil
+			}
+		}
+		s = &extState{fired: make(map[Rule]time.Time, 4)}
+		e.ext[ext] = s
+	}
+	s.lastSeen = now
+	return s
+}
+
+// evict drops extensions idle for longer than the window and not contained.
+func (e *Engine) evict(now time.Time) {
+	for k, s := range e.ext {
+		if !s.contained && now.Sub(s.lastSeen) > e.cfg.Window {
+			delete(e.ext, k)
+		}
+	}
+}
+
+// Contained reports whether ext has been contained (locked) by a finding.
+func (e *Engine) Contained(ext string) bool {
+	s := e.ext[ext]
+	return s != nil && s.contained
+}
+
+// Release forgets that ext was contained (after "incident unlock").
+func (e *Engine) Release(ext string) {
+	if s := e.ext[ext]; s != nil {
+		s.contained = false
+		s.recent = s.recent[:0]
+		s.addrs = s.addrs[:0]
+		s.banned = s.banned[:0]
+		clear(s.fired)
+		s.score = 0
+	}
+}
+
+// Risk returns ext's risk score (0..100): the highest finding score in the
+// window, or a small score for international calls alone.
+func (e *Engine) Risk(ext string, now time.Time) int {
+	s := e.ext[ext]
+	if s == nil {
+		return 0
+	}
+	e.prune(s, now)
+	r := s.score
+	if r == 0 {
+		r = min(10*len(s.recent), 40)
+	}
+	if s.contained {
+		r = 100
+	}
+	return r
+}
+
+func (e *Engine) prune(s *extState, now time.Time) {
+	cut := now.Add(-e.cfg.Window)
+	i := 0
+	for i < len(s.recent) && s.recent[i].at.Before(cut) && !s.recent[i].live {
+		i++
+	}
+	if i > 0 {
+		s.recent = append(s.recent[:0], s.recent[i:]...)
+	}
+	if len(s.recent) == 0 {
+		s.addrs = s.addrs[:0]
+		if !s.contained {
+			s.score = 0
+		}
+	}
+}
+
+// Observe feeds one call update at now and returns the findings it caused.
+func (e *Engine) Observe(u calls.Update, now time.Time) []Finding {
+	switch u.Kind {
+	case calls.EndpointAuth:
+		return e.observeAuth(u, now)
+	case calls.CallStarted:
+		return e.observeCall(u.Call, now, false)
+	case calls.CallEnded:
+		if u.Call.Source == calls.SourceCDR {
+			return e.observeCall(u.Call, now, true)
+		}
+		if s := e.ext[u.Call.Extension]; s != nil {
+			for i := range s.recent {
+				if s.recent[i].id == u.Call.ID {
+					s.recent[i].live = false
+					s.recent[i].end = u.Call.End
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (e *Engine) observeAuth(u calls.Update, now time.Time) []Finding {
+	if e.cfg.CountryOf == nil || e.ignore[u.Call.Extension] {
+		return nil
+	}
+	country := e.cfg.CountryOf(u.Call.SourceAddr)
+	if country == "" {
+		return nil // unknown (private, documentation, unrouted): neither a baseline nor news
+	}
+	s := e.state(u.Call.Extension, now)
+	if s == nil || slices.Contains(s.countries, country) {
+		return nil
+	}
+	first := len(s.countries) == 0
+	if len(s.countries) < 16 {
+		s.countries = append(s.countries, country)
+	}
+	if first {
+		return nil // the first country is the baseline
+	}
+	f := e.finding(s, RuleNewCountry, SeverityMedium, 50, now, u.Call,
+		fmt.Sprintf("extension %s authenticated from %s (%s), new after %s", u.Call.Extension, u.Call.SourceAddr, country, strings.Join(s.countries[:len(s.countries)-1], ",")))
+	f.Addrs = []netip.Addr{u.Call.SourceAddr}
+	f.Country = country
+	if !e.cooldown(s, f.Rule, now) {
+		return nil
+	}
+	return []Finding{f}
+}
+
+// cooldown reports whether rule may fire for s now, and marks it fired.
+func (e *Engine) cooldown(s *extState, r Rule, now time.Time) bool {
+	if last, ok := s.fired[r]; ok && now.Sub(last) < e.cfg.Window {
+		return false
+	}
+	s.fired[r] = now
+	return true
+}
+
+func (e *Engine) finding(s *extState, r Rule, sev Severity, score int, now time.Time, c calls.Call, reason string) Finding {
+	if s != nil && score > s.score {
+		s.score = score
+	}
+	return Finding{
+		Rule: r, Severity: sev, Score: score, Time: now, Extension: c.Extension, Call: c,
+		CallID: c.ID, Channel: c.Channel, Dialled: c.Dialled, Reason: reason, Response: e.response(r),
+	}
+}
+
+func countryKey(c numbers.Candidate) string {
+	if c.Country != "" {
+		return c.Country
+	}
+	return fmt.Sprintf("+%d", c.CountryCode)
+}
+
+func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding {
+	if c.Extension == "" || e.ignore[c.Extension] {
+		return nil
+	}
+	res := e.nums.Normalize(c.Dialled)
+	best, ok := res.BestCandidate()
+	if !ok || !best.Valid {
+		if e.Contained(c.Extension) && !ended {
+			return e.lockedCall(c, now)
+		}
+		return nil
+	}
+	s := e.state(c.Extension, now)
+	if s == nil {
+		return nil
+	}
+	e.prune(s, now)
+	var out []Finding
+	if s.contained && !ended {
+		out = append(out, e.lockedCall(c, now)...)
+	}
+	// Per-number type rules (domestic premium numbers count too).
+	switch best.Type {
+	case numbers.TypePremium:
+		out = e.fire(out, s, RulePremium, SeverityCritical, 90, now, c, fmt.Sprintf("call to premium-rate number %s (%s)", best.E164, c.Dialled))
+	case numbers.TypeSharedCost:
+		out = e.fire(out, s, RuleSharedCost, SeverityMedium, 40, now, c, fmt.Sprintf("call to shared-cost number %s (%s)", best.E164, c.Dialled))
+	case numbers.TypeSatellite, numbers.TypeInternationalNetwork:
+		out = e.fire(out, s, RuleSatellite, SeverityCritical, 90, now, c, fmt.Sprintf("call to satellite/international-network number %s (%s)", best.E164, c.Dialled))
+	}
+	if !best.International {
+		return e.decorate(out, s, best)
+	}
+	ic := intlCall{
+		id: c.ID, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix,
+		countryKey: countryKey(best), live: !ended,
+	}
+	if ic.at.IsZero() {
+		ic.at = now
+	}
+	if ended {
+		ic.end = c.End
+	}
+	if len(s.recent) >= e.cfg.MaxPerExtension {
+		s.recent = append(s.recent[:0], s.recent[1:]...)
+	}
+	s.recent = append(s.recent, ic)
+	if c.SourceAddr.IsValid() && !slices.Contains(s.addrs, c.SourceAddr) && len(s.addrs) < 16 {
+		s.addrs = append(s.addrs, c.SourceAddr)
+	}
+
+	// Prefix guessing: this number reached through ≥ PrefixForms prefixes.
+	var forms, evidence []string
+	for _, r := range s.recent {
+		if r.e164 == ic.e164 && !slices.Contains(forms, r.prefix) {
+			forms = append(forms, r.prefix)
+			evidence = append(evidence, r.dialled)
+		}
+	}
+	if len(forms) >= e.cfg.PrefixForms {
+		f := e.finding(s, RulePrefixGuessing, SeverityCritical, 95, now, c,
+			fmt.Sprintf("%s dialled with %d prefixes (%s) within %s", ic.e164, len(forms), strings.Join(evidence, ", "), e.cfg.Window))
+		f.Evidence = evidence
+		out = e.fireF(out, s, f, now)
+	}
+	if n := len(s.recent); n >= e.cfg.IntlPerWindow {
+		out = e.fire(out, s, RuleIntlRate, SeverityHigh, 80, now, c, fmt.Sprintf("%d international calls within %s (threshold %d)", n, e.cfg.Window, e.cfg.IntlPerWindow))
+	}
+	concurrent := 0
+	for _, r := range s.recent {
+		if ended { // CDR: the calls whose span covers this call's start
+			if !r.at.After(ic.at) && (r.end.IsZero() || r.end.After(ic.at)) {
+				concurrent++
+			}
+		} else if r.live {
+			concurrent++
+		}
+	}
+	if concurrent >= e.cfg.ConcurrentIntl {
+		out = e.fire(out, s, RuleConcurrentIntl, SeverityHigh, 80, now, c, fmt.Sprintf("%d international calls at once (threshold %d)", concurrent, e.cfg.ConcurrentIntl))
+	}
+	var countries []string
+	for _, r := range s.recent {
+		if !slices.Contains(countries, r.countryKey) {
+			countries = append(countries, r.countryKey)
+		}
+	}
+	if len(countries) >= e.cfg.CountriesPerWindow {
+		out = e.fire(out, s, RuleCountries, SeverityHigh, 75, now, c, fmt.Sprintf("%d destination countries within %s: %s", len(countries), e.cfg.Window, strings.Join(countries, ",")))
+	}
+	if e.highRisk[best.Country] {
+		out = e.fire(out, s, RuleHighRiskCountry, SeverityMedium, 60, now, c, fmt.Sprintf("call to high-risk country %s: %s", best.Country, best.E164))
+	}
+	if e.cfg.Hours != nil && !e.cfg.Hours.Within(ic.at) {
+		out = e.fire(out, s, RuleOffHours, SeverityMedium, 50, now, c, fmt.Sprintf("international call to %s outside business hours", best.E164))
+	}
+	return e.decorate(out, s, best)
+}
+
+func (e *Engine) fire(out []Finding, s *extState, r Rule, sev Severity, score int, now time.Time, c calls.Call, reason string) []Finding {
+	return e.fireF(out, s, e.finding(s, r, sev, score, now, c, reason), now)
+}
+
+func (e *Engine) fireF(out []Finding, s *extState, f Finding, now time.Time) []Finding {
+	if !e.cooldown(s, f.Rule, now) {
+		return out
+	}
+	return append(out, f)
+}
+
+// decorate fills the addresses, number and country of the findings, and
+// marks the extension contained when a finding's response locks it.
+func (e *Engine) decorate(out []Finding, s *extState, best numbers.Candidate) []Finding {
+	for i := range out {
+		f := &out[i]
+		if f.Addrs == nil {
+			f.Addrs = append([]netip.Addr(nil), s.addrs...)
+			if f.Call.SourceAddr.IsValid() && !slices.Contains(f.Addrs, f.Call.SourceAddr) {
+				f.Addrs = append(f.Addrs, f.Call.SourceAddr)
+			}
+		}
+		if f.E164 == "" {
+			f.E164 = best.E164
+			f.Country = best.Country
+		}
+		// Once contained, later findings do not lock again nor ban the
+		// same addresses again; they still hang up and alert.
+		if f.Response.Lock {
+			if s.contained {
+				f.Response.Lock = false
+			}
+			s.contained = true
+		}
+		if f.Response.Ban {
+			fresh := f.Addrs[:0:0]
+			for _, a := range f.Addrs {
+				if !slices.Contains(s.banned, a) {
+					fresh = append(fresh, a)
+					if len(s.banned) < 64 {
+						s.banned = append(s.banned, a)
+					}
+				}
+			}
+			if len(fresh) == 0 {
+				f.Response.Ban = false
+			} else {
+				f.Addrs = fresh
+			}
+		}
+	}
+	return out
+}
+
+func (e *Engine) lockedCall(c calls.Call, now time.Time) []Finding {
+	return []Finding{{
+		Rule: RuleLocked, Severity: SeverityHigh, Score: 100, Time: now, Extension: c.Extension,
+		Call: c, CallID: c.ID, Channel: c.Channel, Dialled: c.Dialled,
+		Reason:   fmt.Sprintf("call from contained extension %s to %s", c.Extension, c.Dialled),
+		Response: e.response(RuleLocked),
+	}}
+}
+
+// ObserveEvent feeds a log-detector event. A CallRejected event whose
+// Account is an international number (an unauthenticated INVITE to
+// "011972…") becomes an unauth_intl finding against the event's address,
+// once per address per window.
+func (e *Engine) ObserveEvent(ev event.Event, now time.Time) []Finding {
+	if ev.Kind != event.CallRejected || !ev.Addr.IsValid() || ev.Account == "" {
+		return nil
+	}
+	res := e.nums.Normalize(ev.Account)
+	best, ok := res.BestCandidate()
+	if !ok || !best.Valid || !best.International {
+		return nil
+	}
+	if last, ok := e.unauth[ev.Addr]; ok && now.Sub(last) < e.cfg.Window {
+		return nil
+	}
+	if len(e.unauth) >= e.cfg.MaxExtensions {
+		for a, t := range e.unauth {
+			if now.Sub(t) >= e.cfg.Window {
+				delete(e.unauth, a)
+			}
+		}
+		if len(e.unauth) >= e.cfg.MaxExtensions {
+			return nil
+		}
+	}
+	e.unauth[ev.Addr] = now
+	return []Finding{{
+		Rule: RuleUnauthIntl, Severity: SeverityHigh, Score: 70, Time: now, Addrs: []netip.Addr{ev.Addr},
+		Dialled: ev.Account, E164: best.E164, Country: best.Country,
+		Reason:   fmt.Sprintf("unauthenticated %s call attempt from %s to international number %s (%s)", ev.Service, ev.Addr, best.E164, ev.Account),
+		Response: e.response(RuleUnauthIntl),
+	}}
+}

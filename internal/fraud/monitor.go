@@ -1,0 +1,217 @@
+package fraud
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/event"
+)
+
+// Monitor glues the call tracker, the engine and the responder. Its
+// methods are safe for concurrent use (one lock: AMI events, CDR lines and
+// log events are handled one at a time, responses included).
+type Monitor struct {
+	mu        sync.Mutex
+	Tracker   *calls.Tracker
+	Engine    *Engine
+	Responder *Responder
+	// OnIncident, when set, sees every incident after it was handled.
+	OnIncident func(*Incident)
+	// AddrLookup finds a call's source address when the tracker has none
+	// (an endpoint identified by IP raises no SuccessfulAuth): e.g. Getvar
+	// CHANNEL(pjsip,remote_addr). Nil: none.
+	AddrLookup func(ctx context.Context, channel string) netip.Addr
+	// Now is the clock of Run (nil: time.Now); EventTime makes Run use the
+	// times the messages carry instead (replays).
+	Now       func() time.Time
+	EventTime bool
+}
+
+// HandleMessage feeds one AMI message received at now.
+func (m *Monitor) HandleMessage(ctx context.Context, msg *ami.Message, now time.Time) []*Incident {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.Tracker.Handle(msg, now)
+	if !ok {
+		return nil
+	}
+	if u.Kind == calls.CallStarted && !u.Call.SourceAddr.IsValid() && m.AddrLookup != nil {
+		if a := m.AddrLookup(ctx, u.Call.Channel); a.IsValid() {
+			u.Call.SourceAddr = a
+			m.Tracker.SetEndpointAddr(u.Call.Extension, a, now)
+		}
+	}
+	return m.respond(ctx, m.Engine.Observe(u, now))
+}
+
+// HandleCDR feeds one CDR CSV record (written at hang-up) at now. Rows of
+// calls AMI already reported are skipped, so both sources can run.
+func (m *Monitor) HandleCDR(ctx context.Context, rec []string, loc *time.Location, now time.Time) ([]*Incident, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok, err := m.Tracker.HandleCDR(rec, loc)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return m.respond(ctx, m.Engine.Observe(u, now)), nil
+}
+
+// HandleCDRLine feeds one Master.csv line, as a file follower hands it on.
+func (m *Monitor) HandleCDRLine(ctx context.Context, line string, loc *time.Location, now time.Time) ([]*Incident, error) {
+	rec, err := calls.SplitCDRLine(line)
+	if err != nil {
+		return nil, err
+	}
+	return m.HandleCDR(ctx, rec, loc, now)
+}
+
+// HandleEvent feeds one log-detector event (CallRejected to an
+// international number, AuthSuccess for an extension's address).
+func (m *Monitor) HandleEvent(ctx context.Context, ev event.Event, now time.Time) []*Incident {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ev.Kind == event.AuthSuccess && ev.Account != "" && ev.Addr.IsValid() {
+		m.Tracker.SetEndpointAddr(ev.Account, ev.Addr, now)
+		return m.respond(ctx, m.Engine.Observe(calls.Update{Kind: calls.EndpointAuth,
+			Call: calls.Call{Extension: ev.Account, SourceAddr: ev.Addr, Start: now}}, now))
+	}
+	return m.respond(ctx, m.Engine.ObserveEvent(ev, now))
+}
+
+// HandleUpdate feeds one call update.
+func (m *Monitor) HandleUpdate(ctx context.Context, u calls.Update, now time.Time) []*Incident {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.respond(ctx, m.Engine.Observe(u, now))
+}
+
+func (m *Monitor) respond(ctx context.Context, fs []Finding) []*Incident {
+	if len(fs) == 0 {
+		return nil
+	}
+	out := make([]*Incident, 0, len(fs))
+	for _, f := range fs {
+		if m.Responder == nil {
+			out = append(out, &Incident{Time: f.Time, Rule: f.Rule, Severity: f.Severity, Score: f.Score,
+				Extension: f.Extension, Addrs: f.Addrs, Reason: f.Reason, Evidence: f.Evidence})
+			continue
+		}
+		var live []calls.Call
+		switch {
+		case f.Rule == RuleLocked:
+			live = []calls.Call{f.Call} // only the new call: the others were hung up already
+		case f.Response.Hangup && f.Extension != "":
+			live = m.Tracker.Live(f.Extension)
+		}
+		inc := m.Responder.Respond(ctx, f, live)
+		if m.OnIncident != nil {
+			m.OnIncident(inc)
+		}
+		out = append(out, inc)
+	}
+	return out
+}
+
+// Deps are the edges a Monitor built from Settings acts through.
+type Deps struct {
+	// AMI is the manager connection (e.g. *ami.Client); nil: no hang-up,
+	// no lock (recorded as errors).
+	AMI AMIActions
+	// Banner bans through the daemon (whose allowlist wins).
+	Banner Banner
+	// Recorder stores incidents (the daemon's store); nil with
+	// Settings.IncidentLog set: a JSON-lines file there.
+	Recorder IncidentRecorder
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// NewMonitor builds tracker, engine and responder from the settings.
+func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
+	nums, err := s.Normalizer()
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.Engine
+	eng, err := NewEngine(cfg, nums)
+	if err != nil {
+		return nil, err
+	}
+	r := &Responder{Banner: d.Banner, Alerters: s.Alerters(), Recorder: d.Recorder, DryRun: s.DryRun, BanFor: s.BanFor,
+		NeverBan: cfg.NeverBan, Now: d.Now, Log: d.Log}
+	if d.AMI != nil {
+		r.Hanger = &AMIHanger{AMI: d.AMI, Cause: s.HangupCause, UsePJSIPHangup: s.PJSIPHangup}
+		r.Locker = &AMILocker{AMI: d.AMI, Maintenance: s.Maintenance, Now: d.Now}
+	}
+	if r.Recorder == nil && s.IncidentLog != "" {
+		fr, err := OpenFileRecorder(s.IncidentLog)
+		if err != nil {
+			return nil, err
+		}
+		r.Recorder = fr
+	}
+	m := &Monitor{Tracker: calls.NewTracker(calls.Config{}), Engine: eng, Responder: r, Now: d.Now}
+	if g, ok := d.AMI.(interface {
+		Getvar(ctx context.Context, channel, variable string) (string, error)
+	}); ok && d.AMI != nil {
+		m.AddrLookup = func(ctx context.Context, channel string) netip.Addr {
+			if !strings.HasPrefix(channel, "PJSIP/") {
+				return netip.Addr{}
+			}
+			v, err := g.Getvar(ctx, channel, "CHANNEL(pjsip,remote_addr)")
+			if err != nil {
+				return netip.Addr{}
+			}
+			if ap, err := netip.ParseAddrPort(strings.TrimSpace(v)); err == nil {
+				return ap.Addr().Unmap()
+			}
+			a, _ := netip.ParseAddr(strings.Trim(strings.TrimSpace(v), "[]"))
+			return a.Unmap()
+		}
+	}
+	return m, nil
+}
+
+// Run feeds the monitor from an AMI event channel until ctx ends or the
+// channel closes. The time of each event is Now() (or, with EventTime, the
+// time the message itself carries when it has one, never going backwards:
+// for replays).
+func (m *Monitor) Run(ctx context.Context, events <-chan *ami.Message) error {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case msg, ok := <-events:
+			if !ok {
+				return nil
+			}
+			now := m.now()
+			if m.EventTime {
+				if t, ok := calls.MessageTime(msg, time.Local); ok {
+					now = t
+				} else if !last.IsZero() {
+					now = last
+				}
+				if now.Before(last) {
+					now = last
+				}
+				last = now
+			}
+			m.HandleMessage(ctx, msg, now)
+		}
+	}
+}
+
+func (m *Monitor) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,47 @@
+package fraud
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// FileRecorder appends each incident as one JSON line to a file. The
+// daemon's SQLite store is the other IncidentRecorder.
+type FileRecorder struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// OpenFileRecorder opens (creating, mode 0600) path for appending.
+func OpenFileRecorder(path string) (*FileRecorder, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("fraud: incident log: %w (check the directory exists and is writable)", err)
+	}
+	return &FileRecorder{f: f}, nil
+}
+
+// RecordIncident appends inc as one line.
+func (r *FileRecorder) RecordIncident(_ context.Context, inc *Incident) error {
+	b, err := json.Marshal(inc)
+	if err != nil {
+		return fmt.Errorf("fraud: incident %s: %w", inc.ID, err)
+	}
+	b = append(b, '\n')
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := r.f.Write(b); err != nil {
+		return fmt.Errorf("fraud: incident log %s: %w", r.f.Name(), err)
+	}
+	return nil
+}
+
+// Close closes the file.
+func (r *FileRecorder) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.f.Close()
+}

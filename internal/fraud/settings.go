@@ -1,0 +1,415 @@
+package fraud
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pbxguard/pbxguard/internal/numbers"
+)
+
+// Settings is the `fraud:` section of the configuration file:
+//
+//	fraud:
+//	  country: US                 # the PBX's home country (required)
+//	  access_code: "9"            # outbound access code, if users dial one
+//	  trunks: [carrier]           # endpoints that are trunks, never judged
+//	  ami: {addr: 127.0.0.1:5038, user: pbxguard, secret_file: /etc/pbxguard/ami.secret, md5: true}
+//	  cdr: /var/log/asterisk/cdr-csv/Master.csv   # fallback source (optional)
+//	  window: 10m
+//	  intl_per_window: 5
+//	  concurrent_intl: 3
+//	  countries_per_window: 3
+//	  prefix_forms: 2
+//	  high_risk_countries: [CU, SO, SL]
+//	  business_hours: {start: "08:00", end: "19:00", days: [mon, tue, wed, thu, fri], timezone: Europe/London}
+//	  new_country: true
+//	  never_ban: [198.51.100.0/24]
+//	  dry_run: false
+//	  ban_for: 24h
+//	  hangup_cause: 21
+//	  pjsip_hangup: false
+//	  maintenance: false
+//	  responses: {high_risk_country: [alert], prefix_guessing: [hangup, lock, ban, alert]}
+//	  alerts:
+//	    webhook: {url: "https://hooks.example.org/pbx", headers: {Authorization: "Bearer …"}}
+//	    email: {addr: "127.0.0.1:25", from: pbxguard@example.org, to: [admin@example.org]}
+//	    syslog: {tag: pbxguard}
+//	  incident_log: /var/lib/pbxguard/incidents.jsonl
+type Settings struct {
+	Country    string
+	AccessCode string
+	Trunks     []string
+
+	AMIAddr, AMIUser, AMISecretFile string
+	AMIMD5                          bool
+	CDR                             string
+
+	Engine      Config // thresholds, lists, hours, responses (CountryOf set when new_country)
+	DryRun      bool
+	BanFor      time.Duration
+	HangupCause int
+	PJSIPHangup bool
+	Maintenance bool
+
+	Webhook     *WebhookAlerter
+	Email       *SMTPAlerter
+	Syslog      *SyslogAlerter
+	IncidentLog string
+}
+
+// SettingsError is a configuration error with its line.
+type SettingsError struct {
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *SettingsError) Error() string {
+	return fmt.Sprintf("config: line %d: fraud.%s: %s", e.Line, e.Key, e.Msg)
+}
+
+type sp struct{ errs []error }
+
+func (p *sp) errf(n *yaml.Node, key, format string, args ...any) {
+	p.errs = append(p.errs, &SettingsError{Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// mapping returns key → value nodes, reporting unknown keys.
+func (p *sp) mapping(n *yaml.Node, prefix string, known ...string) map[string]*yaml.Node {
+	out := map[string]*yaml.Node{}
+	if n == nil {
+		return out
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errf(n, strings.TrimSuffix(prefix, "."), "expected a mapping (key: value)")
+		return out
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !slices.Contains(known, k.Value) {
+			p.errf(k, prefix+k.Value, "unknown key (known here: %s)", strings.Join(known, ", "))
+			continue
+		}
+		if _, dup := out[k.Value]; dup {
+			p.errf(k, prefix+k.Value, "appears twice (keep one)")
+		}
+		out[k.Value] = v
+	}
+	return out
+}
+
+func (p *sp) str(m map[string]*yaml.Node, k, key string) string {
+	v := m[k]
+	if v == nil {
+		return ""
+	}
+	if v.Kind != yaml.ScalarNode {
+		p.errf(v, key, "expected a single value")
+		return ""
+	}
+	return v.Value
+}
+
+func (p *sp) boolean(m map[string]*yaml.Node, k, key string, def bool) bool {
+	s := p.str(m, k, key)
+	if s == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		p.errf(m[k], key, "%q is not true or false", s)
+	}
+	return b
+}
+
+func (p *sp) integer(m map[string]*yaml.Node, k, key string, lo, hi int) int {
+	s := p.str(m, k, key)
+	if s == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		p.errf(m[k], key, "%q is not a whole number from %d to %d", s, lo, hi)
+	}
+	return n
+}
+
+func (p *sp) duration(m map[string]*yaml.Node, k, key string) time.Duration {
+	s := p.str(m, k, key)
+	if s == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		p.errf(m[k], key, "%q is not a duration (try 10m, 1h, 24h)", s)
+	}
+	return d
+}
+
+func (p *sp) list(m map[string]*yaml.Node, k, key string) []string {
+	v := m[k]
+	if v == nil {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		p.errf(v, key, "expected a list ([a, b])")
+		return nil
+	}
+	out := make([]string, 0, len(v.Content))
+	for _, e := range v.Content {
+		if e.Kind != yaml.ScalarNode {
+			p.errf(e, key, "expected single values in the list")
+			continue
+		}
+		out = append(out, e.Value)
+	}
+	return out
+}
+
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+func clockTime(s string) (time.Duration, bool) {
+	h, m, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, false
+	}
+	hh, err1 := strconv.Atoi(h)
+	mm, err2 := strconv.Atoi(m)
+	if err1 != nil || err2 != nil || hh < 0 || hh > 24 || mm < 0 || mm > 59 || hh == 24 && mm != 0 {
+		return 0, false
+	}
+	return time.Duration(hh)*time.Hour + time.Duration(mm)*time.Minute, true
+}
+
+// ParseSettings reads the `fraud:` section. Errors carry the line and say
+// what to write instead; all of them are returned joined.
+func ParseSettings(n *yaml.Node) (*Settings, error) {
+	p := &sp{}
+	s := &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
+		BanFor: 24 * time.Hour, HangupCause: 21}
+	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "window", "intl_per_window", "concurrent_intl",
+		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
+		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log")
+	s.Country = strings.ToUpper(p.str(m, "country", "country"))
+	if s.Country == "" {
+		line := 0
+		if n != nil {
+			line = n.Line
+		}
+		p.errs = append(p.errs, &SettingsError{Line: line, Key: "country", Msg: "missing: set the PBX's home country (ISO 3166: US, GB, AU, DE, …)"})
+	} else if _, err := numbers.New(numbers.Config{HomeRegion: s.Country}); err != nil {
+		p.errf(m["country"], "country", "%q is not a country code libphonenumber knows (try US, GB, AU, DE)", s.Country)
+	}
+	s.AccessCode = p.str(m, "access_code", "access_code")
+	if strings.Trim(s.AccessCode, "0123456789") != "" {
+		p.errf(m["access_code"], "access_code", "%q must be digits (e.g. \"9\")", s.AccessCode)
+	}
+	s.Trunks = p.list(m, "trunks", "trunks")
+	s.Engine.IgnoreExtensions = s.Trunks
+	am := p.mapping(m["ami"], "ami.", "addr", "user", "secret_file", "md5")
+	if v := p.str(am, "addr", "ami.addr"); v != "" {
+		s.AMIAddr = v
+	}
+	if v := p.str(am, "user", "ami.user"); v != "" {
+		s.AMIUser = v
+	}
+	if v := p.str(am, "secret_file", "ami.secret_file"); v != "" {
+		s.AMISecretFile = v
+	}
+	s.AMIMD5 = p.boolean(am, "md5", "ami.md5", true)
+	s.CDR = p.str(m, "cdr", "cdr")
+	s.Engine.Window = p.duration(m, "window", "window")
+	s.Engine.IntlPerWindow = p.integer(m, "intl_per_window", "intl_per_window", 1, 100000)
+	s.Engine.ConcurrentIntl = p.integer(m, "concurrent_intl", "concurrent_intl", 1, 100000)
+	s.Engine.CountriesPerWindow = p.integer(m, "countries_per_window", "countries_per_window", 1, 300)
+	s.Engine.PrefixForms = p.integer(m, "prefix_forms", "prefix_forms", 2, 10)
+	if l := p.list(m, "high_risk_countries", "high_risk_countries"); l != nil {
+		for _, c := range l {
+			if len(c) != 2 {
+				p.errf(m["high_risk_countries"], "high_risk_countries", "%q is not an ISO 3166 alpha-2 code (e.g. CU)", c)
+			}
+		}
+		s.Engine.HighRiskCountries = l
+	}
+	if bh := m["business_hours"]; bh != nil {
+		hm := p.mapping(bh, "business_hours.", "start", "end", "days", "timezone")
+		h := &Hours{Location: time.Local}
+		var ok bool
+		if h.Start, ok = clockTime(p.str(hm, "start", "business_hours.start")); !ok {
+			p.errf(bh, "business_hours.start", "want a time of day like \"08:00\"")
+		}
+		if h.End, ok = clockTime(p.str(hm, "end", "business_hours.end")); !ok {
+			p.errf(bh, "business_hours.end", "want a time of day like \"19:00\"")
+		}
+		for _, d := range p.list(hm, "days", "business_hours.days") {
+			wd, ok := weekdays[strings.ToLower(d)]
+			if !ok {
+				p.errf(hm["days"], "business_hours.days", "%q is not a day (mon, tue, wed, thu, fri, sat, sun)", d)
+			}
+			h.Days = append(h.Days, wd)
+		}
+		if tz := p.str(hm, "timezone", "business_hours.timezone"); tz != "" {
+			loc, err := time.LoadLocation(tz)
+			if err != nil {
+				p.errf(hm["timezone"], "business_hours.timezone", "%q is not a time zone (e.g. Europe/London)", tz)
+			} else {
+				h.Location = loc
+			}
+		}
+		s.Engine.Hours = h
+	}
+	if p.boolean(m, "new_country", "new_country", true) {
+		s.Engine.CountryOf = IPCountry
+	}
+	for _, v := range p.list(m, "never_ban", "never_ban") {
+		pfx, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, err2 := netip.ParseAddr(v)
+			if err2 != nil {
+				p.errf(m["never_ban"], "never_ban", "%q is neither an address nor a prefix (e.g. 198.51.100.0/24)", v)
+				continue
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		s.Engine.NeverBan = append(s.Engine.NeverBan, pfx.Masked())
+	}
+	s.DryRun = p.boolean(m, "dry_run", "dry_run", false)
+	if d := p.duration(m, "ban_for", "ban_for"); d > 0 {
+		s.BanFor = d
+	}
+	if c := p.integer(m, "hangup_cause", "hangup_cause", 1, 127); c > 0 {
+		s.HangupCause = c
+	}
+	s.PJSIPHangup = p.boolean(m, "pjsip_hangup", "pjsip_hangup", false)
+	s.Maintenance = p.boolean(m, "maintenance", "maintenance", false)
+	if rn := m["responses"]; rn != nil {
+		known := make([]string, 0, len(DefaultResponses))
+		for r := range DefaultResponses {
+			known = append(known, string(r))
+		}
+		slices.Sort(known)
+		rm := p.mapping(rn, "responses.", known...)
+		s.Engine.Responses = map[Rule]Response{}
+		for r, v := range rm {
+			var resp Response
+			for _, a := range p.list(rm, r, "responses."+r) {
+				switch a {
+				case "hangup":
+					resp.Hangup = true
+				case "lock":
+					resp.Lock = true
+				case "ban":
+					resp.Ban = true
+				case "alert":
+					resp.Alert = true
+				case "none":
+				default:
+					p.errf(v, "responses."+r, "%q is not an action (hangup, lock, ban, alert, none)", a)
+				}
+			}
+			s.Engine.Responses[Rule(r)] = resp
+		}
+	}
+	al := p.mapping(m["alerts"], "alerts.", "webhook", "email", "syslog")
+	if wn := al["webhook"]; wn != nil {
+		wm := p.mapping(wn, "alerts.webhook.", "url", "headers")
+		w := &WebhookAlerter{URL: p.str(wm, "url", "alerts.webhook.url"), Header: map[string]string{}}
+		if !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
+			p.errf(wn, "alerts.webhook.url", "%q is not an http(s) URL", w.URL)
+		}
+		if hn := wm["headers"]; hn != nil {
+			if hn.Kind != yaml.MappingNode {
+				p.errf(hn, "alerts.webhook.headers", "expected a mapping (Header: value)")
+			} else {
+				for i := 0; i+1 < len(hn.Content); i += 2 {
+					w.Header[hn.Content[i].Value] = hn.Content[i+1].Value
+				}
+			}
+		}
+		s.Webhook = w
+	}
+	if en := al["email"]; en != nil {
+		em := p.mapping(en, "alerts.email.", "addr", "from", "to", "username", "password_file")
+		e := &SMTPAlerter{Addr: p.str(em, "addr", "alerts.email.addr"), From: p.str(em, "from", "alerts.email.from"),
+			To: p.list(em, "to", "alerts.email.to"), Username: p.str(em, "username", "alerts.email.username")}
+		if e.Addr == "" || e.From == "" || len(e.To) == 0 {
+			p.errf(en, "alerts.email", "needs addr (host:port), from and to")
+		}
+		if pf := p.str(em, "password_file", "alerts.email.password_file"); pf != "" {
+			b, err := os.ReadFile(pf)
+			if err != nil {
+				p.errf(em["password_file"], "alerts.email.password_file", "%v", err)
+			}
+			e.Password = strings.TrimSpace(string(b))
+		}
+		s.Email = e
+	}
+	if sn := al["syslog"]; sn != nil {
+		sm := p.mapping(sn, "alerts.syslog.", "network", "addr", "tag")
+		s.Syslog = &SyslogAlerter{Network: p.str(sm, "network", "alerts.syslog.network"), Addr: p.str(sm, "addr", "alerts.syslog.addr"), Tag: p.str(sm, "tag", "alerts.syslog.tag")}
+	}
+	s.IncidentLog = p.str(m, "incident_log", "incident_log")
+	if len(p.errs) > 0 {
+		return nil, joinErrs(p.errs)
+	}
+	return s, nil
+}
+
+type multiErr []error
+
+func (m multiErr) Error() string {
+	parts := make([]string, len(m))
+	for i, e := range m {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+func (m multiErr) Unwrap() []error { return m }
+
+func joinErrs(errs []error) error {
+	slices.SortStableFunc(errs, func(a, b error) int {
+		var x, y *SettingsError
+		if ae, ok := a.(*SettingsError); ok {
+			x = ae
+		}
+		if be, ok := b.(*SettingsError); ok {
+			y = be
+		}
+		if x == nil || y == nil {
+			return 0
+		}
+		return x.Line - y.Line
+	})
+	return multiErr(errs)
+}
+
+// Normalizer returns the number reader for the settings.
+func (s *Settings) Normalizer() (*numbers.Normalizer, error) {
+	return numbers.New(numbers.Config{HomeRegion: s.Country, AccessCode: s.AccessCode})
+}
+
+// Alerters returns the configured alerters.
+func (s *Settings) Alerters() []Alerter {
+	var out []Alerter
+	if s.Webhook != nil {
+		out = append(out, s.Webhook)
+	}
+	if s.Email != nil {
+		out = append(out, s.Email)
+	}
+	if s.Syslog != nil {
+		out = append(out, s.Syslog)
+	}
+	return out
+}

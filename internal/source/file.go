@@ -1,0 +1,558 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// FileOptions tune a File. The zero value is usable.
+type FileOptions struct {
+	Logger *slog.Logger
+	// Poll is the fallback poll interval (inotify does the fast path); default 250ms.
+	Poll time.Duration
+	// StartAtEnd starts at the end of an existing file when there is no saved
+	// Position (a file that appears later is always read from its start).
+	StartAtEnd bool
+	// RotatedGlobs are where rotated copies of the file go; default
+	// path+".1" and path+"-*". Compressed copies (.gz, .bz2, .xz, .zst) are ignored.
+	RotatedGlobs []string
+}
+
+// File follows one log file across rename rotation, copytruncate and
+// truncation.
+//
+// How lines can still be lost (the gaps):
+//   - copytruncate done by another program (logrotate) is not atomic with
+//     the writer: lines written between the copy and the truncate are in
+//     neither file. Counted in Stats.Gaps only when no copy matches.
+//   - a truncation with no copy (": > file") loses what was written after our
+//     offset and before the truncation (warned, Stats.Gaps).
+//   - after a rename, a writer that still writes to the old file after the
+//     new file has data (two writers, or one that has not reopened yet while
+//     another writes the new file): we drain the old file to its end once
+//     the new one is non-empty, and switch.
+//   - several rotations while the daemon was down: only the newest copy
+//     holding our file (by inode or Check) is read, older ones are not.
+//   - a follower more than one rotation period behind: when the file after
+//     a rename is copytruncated before we have finished the one before it,
+//     its lines up to that truncation are in a copy we never match (we had
+//     not read from it yet). At 50k lines/s the follower is milliseconds
+//     behind; the race detector (~10x slower) is not.
+//   - a file truncated and rewritten past our offset in the few microseconds
+//     between our check and our read.
+type File struct {
+	path  string
+	dir   string
+	base  string
+	start Position
+	opts  FileOptions
+	log   *slog.Logger
+	globs []string
+	c     counters
+	sp    splitter
+
+	// Run-goroutine state.
+	f       *os.File
+	ino     uint64
+	readOff int64 // bytes of f consumed (pending bytes included)
+	tail    [64]byte
+	tailN   int
+	wake    chan struct{}
+	watcher *fsnotify.Watcher
+	watched bool
+}
+
+// NewFile returns a follower of path starting at start (the zero Position =
+// none saved: from the beginning, or the end with StartAtEnd).
+func NewFile(path string, start Position, opts FileOptions) *File {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 250 * time.Millisecond
+	}
+	globs := opts.RotatedGlobs
+	if len(globs) == 0 {
+		globs = []string{path + ".1", path + "-*"}
+	}
+	f := &File{
+		path: path, dir: filepath.Dir(path), base: filepath.Base(path),
+		start: start, opts: opts, log: opts.Logger, globs: globs,
+		wake: make(chan struct{}, 1),
+	}
+	f.sp = newSplitter(path, opts.Logger, &f.c)
+	return f
+}
+
+// Name is the followed path.
+func (f *File) Name() string { return f.path }
+
+// Stats returns the counters.
+func (f *File) Stats() Stats { return f.c.stats() }
+
+// Run follows the file until ctx is done.
+func (f *File) Run(ctx context.Context, handle func(Line) error) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		f.log.Warn("source: inotify unavailable, polling only", "path", f.path, "poll", f.opts.Poll, "err", err)
+	} else {
+		f.watcher = w
+		defer w.Close()
+		f.watch()
+		go f.forward(w)
+	}
+	defer func() {
+		if f.f != nil {
+			f.f.Close()
+			f.f = nil
+		}
+	}()
+	if err := f.resume(ctx, handle); err != nil {
+		return f.fatal(ctx, err)
+	}
+	tick := time.NewTicker(f.opts.Poll)
+	defer tick.Stop()
+	for {
+		if err := f.step(ctx, handle); err != nil {
+			return f.fatal(ctx, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.wake:
+		case <-tick.C:
+			if !f.watched {
+				f.watch()
+			}
+		}
+	}
+}
+
+func (f *File) fatal(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	return fmt.Errorf("source %s: %w", f.path, err)
+}
+
+// watch puts an inotify watch on the directory (it may not exist yet).
+func (f *File) watch() {
+	if f.watcher == nil {
+		return
+	}
+	if err := f.watcher.Add(f.dir); err != nil {
+		if !f.watched {
+			f.log.Debug("source: cannot watch directory yet, polling", "dir", f.dir, "err", err)
+		}
+		return
+	}
+	f.watched = true
+}
+
+func (f *File) forward(w *fsnotify.Watcher) {
+	for {
+		select {
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Base(ev.Name) != f.base {
+				continue
+			}
+			select {
+			case f.wake <- struct{}{}:
+			default:
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			// Overflow or similar: the poll covers us; wake up to re-check.
+			f.log.Warn("source: inotify error, re-checking", "path", f.path, "err", err)
+			select {
+			case f.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// resume opens the file at the saved position (or the start/end).
+func (f *File) resume(ctx context.Context, handle func(Line) error) error {
+	st := f.start
+	fh, err := os.Open(f.path)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		f.log.Info("source: waiting for file to appear", "path", f.path)
+		if st.Inode != 0 {
+			// Renamed away while we were down and not recreated yet.
+			return f.readRestOfCopy(ctx, st, 0, handle)
+		}
+		return nil
+	}
+	ino, size, err := fileID(fh)
+	if err != nil {
+		fh.Close()
+		return err
+	}
+	f.f, f.ino = fh, ino
+	switch {
+	case st.Inode == 0:
+		if f.opts.StartAtEnd && size > 0 {
+			if err := f.seek(size); err != nil {
+				return err
+			}
+			var last [1]byte
+			if _, err := fh.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
+				f.sp.skipping = true // we are inside a line: start at the next one
+			}
+		}
+		f.log.Info("source: following", "path", f.path, "offset", f.readOff)
+		return nil
+	case st.Inode == ino && size >= st.Offset && checkAt(fh, st.Offset, st.Check):
+		f.log.Info("source: resuming", "path", f.path, "offset", st.Offset)
+		return f.seek(st.Offset)
+	default:
+		// Rotated (or truncated) while we were down: finish the old file
+		// from its copy, then read the current one from its start.
+		if err := f.readRestOfCopy(ctx, st, ino, handle); err != nil {
+			return err
+		}
+		f.log.Info("source: following", "path", f.path, "offset", 0)
+		return nil
+	}
+}
+
+// readRestOfCopy finds the rotated copy holding the file of st (by inode, or
+// by Check) and reads it from st.Offset to its end. curIno is the inode now
+// at the path (never taken as the copy).
+func (f *File) readRestOfCopy(ctx context.Context, st Position, curIno uint64, handle func(Line) error) error {
+	cands := f.candidates(curIno)
+	var pick *os.File
+	var pickIno uint64
+	for _, name := range cands {
+		fh, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		ino, size, err := fileID(fh)
+		if err == nil && size >= st.Offset && (ino == st.Inode || (st.Check != 0 && checkAt(fh, st.Offset, st.Check))) {
+			if pick == nil || ino == st.Inode {
+				if pick != nil {
+					pick.Close()
+				}
+				pick, pickIno = fh, ino
+				if ino == st.Inode {
+					break
+				}
+				continue
+			}
+		}
+		fh.Close()
+	}
+	if pick == nil {
+		f.c.gaps.Add(1)
+		f.log.Warn("source: the file was rotated or truncated while we were down and no rotated copy holds the rest: lines after the saved offset may be lost",
+			"path", f.path, "saved_inode", st.Inode, "saved_offset", st.Offset, "looked_in", f.globs)
+		return nil
+	}
+	defer pick.Close()
+	f.c.copiesRead.Add(1)
+	f.log.Info("source: reading the rest of the rotated copy", "path", f.path, "copy", pick.Name(), "offset", st.Offset)
+	if _, err := pick.Seek(st.Offset, io.SeekStart); err != nil {
+		return err
+	}
+	off := st.Offset
+	if err := f.drain(ctx, pick, pickIno, &off, handle); err != nil {
+		return err
+	}
+	return f.sp.flush(Position{Path: f.path, Inode: pickIno, Size: off, Offset: off}, time.Now(), handle)
+}
+
+// candidates lists rotated copies, newest first, skipping compressed ones
+// and the file now at the path.
+func (f *File) candidates(curIno uint64) []string {
+	type cand struct {
+		name string
+		mod  time.Time
+	}
+	var cs []cand
+	seen := map[string]bool{}
+	for _, g := range f.globs {
+		names, _ := filepath.Glob(g)
+		for _, n := range names {
+			if seen[n] || n == f.path || compressed(n) {
+				continue
+			}
+			seen[n] = true
+			fi, err := os.Stat(n)
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && curIno != 0 && st.Ino == curIno {
+				continue
+			}
+			cs = append(cs, cand{n, fi.ModTime()})
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int { return b.mod.Compare(a.mod) })
+	out := make([]string, 0, min(len(cs), 16))
+	for i := 0; i < len(cs) && i < 16; i++ {
+		out = append(out, cs[i].name)
+	}
+	return out
+}
+
+func compressed(name string) bool {
+	for _, s := range []string{".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"} {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *File) seek(off int64) error {
+	if _, err := f.f.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	f.readOff = off
+	f.tailN = 0
+	if off > 0 {
+		n := min(off, int64(len(f.tail)))
+		if m, err := f.f.ReadAt(f.tail[:n], off-n); err == nil || m == int(n) {
+			f.tailN = m
+		}
+	}
+	return nil
+}
+
+// step does everything one wake-up needs: open, truncation, read, rotation.
+func (f *File) step(ctx context.Context, handle func(Line) error) error {
+	if f.f == nil {
+		fh, err := os.Open(f.path)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		ino, _, err := fileID(fh)
+		if err != nil {
+			fh.Close()
+			return err
+		}
+		f.f, f.ino, f.readOff, f.tailN = fh, ino, 0, 0
+		f.log.Info("source: following", "path", f.path, "inode", ino)
+	}
+	if err := f.checkTruncated(ctx, handle); err != nil {
+		return err
+	}
+	if err := f.drain(ctx, f.f, f.ino, &f.readOff, handle); err != nil {
+		return err
+	}
+	if err := f.checkTruncated(ctx, handle); err != nil {
+		return err
+	}
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return nil // renamed or removed and not recreated yet: keep the old fd
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Ino == f.ino {
+		return nil
+	}
+	if fi.Size() == 0 {
+		// A new, still empty file: the writer may not have reopened yet
+		// (logrotate's "create" makes the file before signalling it) and
+		// may still append to the old one. Keep following the old file
+		// until the new one has data: nothing is lost by waiting.
+		return nil
+	}
+	// Rename rotation: finish the old file, then switch.
+	if err := f.drain(ctx, f.f, f.ino, &f.readOff, handle); err != nil {
+		return err
+	}
+	if err := f.sp.flush(Position{Path: f.path, Inode: f.ino, Size: f.readOff, Offset: f.readOff}, time.Now(), handle); err != nil {
+		return err
+	}
+	f.c.rotations.Add(1)
+	f.log.Info("source: file rotated, switching to the new one", "path", f.path, "old_inode", f.ino, "new_inode", st.Ino)
+	f.f.Close()
+	f.f = nil
+	return f.step(ctx, handle)
+}
+
+// checkTruncated notices a truncation (size below our offset, or the bytes
+// before our offset no longer what we read) and recovers.
+func (f *File) checkTruncated(ctx context.Context, handle func(Line) error) error {
+	if f.readOff == 0 {
+		return nil
+	}
+	fi, err := f.f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() >= f.readOff && f.tailIntact() {
+		return nil
+	}
+	return f.recoverTruncation(ctx, fi.Size(), handle)
+}
+
+// tailIntact reports whether the bytes before our offset are still the ones
+// we read last.
+func (f *File) tailIntact() bool {
+	if f.tailN == 0 {
+		return true
+	}
+	var cur [64]byte
+	n, _ := f.f.ReadAt(cur[:f.tailN], f.readOff-int64(f.tailN))
+	return n == f.tailN && bytes.Equal(cur[:n], f.tail[:f.tailN])
+}
+
+// recoverTruncation reads the lines between our offset and the truncation
+// from a rotated copy when one matches, then restarts the file at 0.
+func (f *File) recoverTruncation(ctx context.Context, size int64, handle func(Line) error) error {
+	f.c.truncations.Add(1)
+	if cp, ino := f.findCopyByTail(); cp != nil {
+		f.c.copiesRead.Add(1)
+		f.log.Info("source: file truncated, reading the rest from its copy", "path", f.path, "copy", cp.Name(), "offset", f.readOff)
+		off := f.readOff
+		_, err := cp.Seek(off, io.SeekStart)
+		if err == nil {
+			err = f.drain(ctx, cp, ino, &off, handle)
+		}
+		cp.Close()
+		if err != nil {
+			return err
+		}
+		// A pending partial line continues in the truncated file (the writer
+		// goes on where the copy ends).
+	} else {
+		f.c.gaps.Add(1)
+		f.log.Warn("source: file truncated and no rotated copy holds what was written after our offset: those lines are lost",
+			"path", f.path, "offset", f.readOff, "size_now", size, "looked_in", f.globs)
+		f.sp.drop()
+	}
+	if _, err := f.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	f.readOff, f.tailN = 0, 0
+	return nil
+}
+
+// findCopyByTail returns an open rotated copy whose bytes just before our
+// offset are the ones we read last.
+func (f *File) findCopyByTail() (*os.File, uint64) {
+	if f.tailN == 0 {
+		return nil, 0
+	}
+	var cur [64]byte
+	for _, name := range f.candidates(f.ino) {
+		fh, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		n, _ := fh.ReadAt(cur[:f.tailN], f.readOff-int64(f.tailN))
+		if n == f.tailN && bytes.Equal(cur[:n], f.tail[:f.tailN]) {
+			ino, _, err := fileID(fh)
+			if err == nil {
+				return fh, ino
+			}
+		}
+		fh.Close()
+	}
+	return nil, 0
+}
+
+// drain reads r from *off to EOF, handing on lines.
+func (f *File) drain(ctx context.Context, r *os.File, ino uint64, off *int64, handle func(Line) error) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		space := f.sp.space()
+		n, err := r.Read(space)
+		if n > 0 && r == f.f && f.readOff > 0 && !f.tailIntact() {
+			// Truncated (and perhaps rewritten past our offset) before or
+			// while we read: the chunk may not be the continuation. What
+			// followed our offset is in the copy, if there is one.
+			size := int64(0)
+			if fi, serr := f.f.Stat(); serr == nil {
+				size = fi.Size()
+			}
+			if rerr := f.recoverTruncation(ctx, size, handle); rerr != nil {
+				return rerr
+			}
+			continue
+		}
+		if n > 0 {
+			f.keepTail(space[:n], r == f.f)
+			*off += int64(n)
+			pos := Position{Path: f.path, Inode: ino, Size: *off}
+			if herr := f.sp.feed(n, *off, pos, time.Now(), handle); herr != nil {
+				return herr
+			}
+		}
+		if err == io.EOF || (err == nil && n == 0) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// keepTail remembers the last bytes read from the followed file.
+func (f *File) keepTail(b []byte, current bool) {
+	if !current {
+		return
+	}
+	if len(b) >= len(f.tail) {
+		f.tailN = copy(f.tail[:], b[len(b)-len(f.tail):])
+		return
+	}
+	keep := min(f.tailN, len(f.tail)-len(b))
+	copy(f.tail[:], f.tail[f.tailN-keep:f.tailN])
+	f.tailN = keep + copy(f.tail[keep:], b)
+}
+
+// checkAt reports whether the bytes before off match check (0 = unknown: true).
+func checkAt(r io.ReaderAt, off int64, check uint64) bool {
+	if check == 0 {
+		return true
+	}
+	n := checkSpan(check)
+	if n == 0 || n > off || n > checkLen {
+		return false
+	}
+	var b [checkLen]byte
+	m, _ := r.ReadAt(b[:n], off-n)
+	return int64(m) == n && fingerprint(b[:n]) == check
+}
+
+func fileID(fh *os.File) (ino uint64, size int64, err error) {
+	fi, err := fh.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return ino, fi.Size(), nil
+}

@@ -1,0 +1,174 @@
+// Package source is where log bytes come from: a file follower that survives
+// rotation and truncation and remembers its offset, the systemd journal, and
+// any io.Reader (stdin, tests). A source hands on complete lines and knows
+// nothing about what they mean.
+package source
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// Position is where a source has read up to: the offset just after the last
+// complete line handed on. The daemon stores it and gives it back to NewFile
+// (or the Cursor to NewJournal) after a restart.
+type Position struct {
+	Path   string // the followed path (not the rotated copy's name)
+	Inode  uint64 // inode of the file Offset refers to (may be a rotated copy)
+	Size   int64  // bytes of that file read so far (>= Offset)
+	Offset int64  // just after the last complete line handed on
+	Cursor string // journal cursor (journal sources only)
+	// Check fingerprints the last bytes before Offset (up to 32 bytes of the
+	// last line, '\n' included). 0 = unknown. On resume it tells a file that
+	// was truncated and rewritten while we were down from the one we read, and
+	// finds the copy a copytruncate left behind. Persist it with Offset.
+	Check uint64
+}
+
+// Line is one complete line, without its '\n' (and without a '\r' before it).
+type Line struct {
+	Source   string
+	Data     []byte // valid only during the callback: copy what you keep
+	Pos      Position
+	Received time.Time
+}
+
+// Source produces lines.
+type Source interface {
+	Name() string
+	// Run hands lines to handle until ctx is done (then it returns nil) or a
+	// fatal error happens (an error from handle is fatal and returned wrapped).
+	Run(ctx context.Context, handle func(Line) error) error
+}
+
+// Stats are a source's counters; safe to read while Run runs.
+type Stats struct {
+	Lines       uint64 // lines handed on
+	Bytes       uint64 // bytes read
+	LongSkipped uint64 // lines longer than MaxLine, skipped
+	Rotations   uint64 // rename rotations followed (file sources)
+	Truncations uint64 // truncations (copytruncate or plain) seen (file sources)
+	CopiesRead  uint64 // rotated copies read to recover lines (file sources)
+	Gaps        uint64 // times lines were certainly or possibly lost (truncation without copy, stale journal cursor)
+	Malformed   uint64 // malformed entries skipped (journal)
+}
+
+// MaxLine is the longest line handed on. Longer lines are skipped, counted
+// (Stats.LongSkipped) and logged.
+const MaxLine = 64 << 10
+
+type counters struct {
+	lines, bytes, longSkipped, rotations, truncations, copiesRead, gaps, malformed atomic.Uint64
+}
+
+func (c *counters) stats() Stats {
+	return Stats{
+		Lines: c.lines.Load(), Bytes: c.bytes.Load(), LongSkipped: c.longSkipped.Load(),
+		Rotations: c.rotations.Load(), Truncations: c.truncations.Load(),
+		CopiesRead: c.copiesRead.Load(), Gaps: c.gaps.Load(), Malformed: c.malformed.Load(),
+	}
+}
+
+// splitter turns a byte stream into lines with one fixed buffer: no
+// allocation per line. buf[:pend] holds the start of an incomplete line.
+type splitter struct {
+	name     string
+	log      *slog.Logger
+	c        *counters
+	buf      []byte
+	pend     int
+	skipping bool // inside an over-long line (or a line we start inside): drop until the next '\n'
+}
+
+func newSplitter(name string, log *slog.Logger, c *counters) splitter {
+	return splitter{name: name, log: log, c: c, buf: make([]byte, 2*MaxLine)}
+}
+
+// space is where the next read goes; it is never shorter than MaxLine.
+func (s *splitter) space() []byte { return s.buf[s.pend:] }
+
+// feed hands on the complete lines in the pending bytes plus the n bytes just
+// read into space(). endOff is the stream offset just after those n bytes;
+// pos is the template for Line.Pos (Offset and Check are filled in).
+func (s *splitter) feed(n int, endOff int64, pos Position, now time.Time, handle func(Line) error) error {
+	data := s.buf[:s.pend+n]
+	base := endOff - int64(len(data)) // stream offset of data[0]; < 0 when pending came from a previous file
+	start, i := 0, s.pend
+	s.c.bytes.Add(uint64(n))
+	for {
+		j := bytes.IndexByte(data[i:], '\n')
+		if j < 0 {
+			break
+		}
+		end := i + j
+		if s.skipping {
+			s.skipping = false
+			start, i = end+1, end+1
+			continue
+		}
+		line := data[start:end]
+		for len(line) > 0 && line[0] == 0 {
+			// NULs left by a writer that kept its offset across a
+			// copytruncate (no O_APPEND): the file restarts with a hole.
+			line = line[1:]
+		}
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		pos.Offset = base + int64(end+1)
+		pos.Check = fingerprint(data[max(start, end+1-checkLen) : end+1])
+		s.c.lines.Add(1)
+		if err := handle(Line{Source: s.name, Data: line, Pos: pos, Received: now}); err != nil {
+			s.pend = copy(s.buf, data[end+1:])
+			return err
+		}
+		start, i = end+1, end+1
+	}
+	rest := data[start:]
+	switch {
+	case s.skipping:
+		s.pend = 0
+	case len(rest) >= MaxLine:
+		s.c.longSkipped.Add(1)
+		s.log.Warn("source: line longer than the maximum skipped", "source", s.name, "max_bytes", MaxLine, "offset", base+int64(start))
+		s.skipping, s.pend = true, 0
+	default:
+		s.pend = copy(s.buf, rest)
+	}
+	return nil
+}
+
+// flush hands on a pending incomplete line as if it were complete (used when
+// its file is finished, e.g. after a rename rotation).
+func (s *splitter) flush(pos Position, now time.Time, handle func(Line) error) error {
+	if s.skipping || s.pend == 0 {
+		s.pend, s.skipping = 0, false
+		return nil
+	}
+	line := s.buf[:s.pend]
+	pos.Check = fingerprint(line[max(0, len(line)-checkLen):])
+	s.pend = 0
+	s.c.lines.Add(1)
+	return handle(Line{Source: s.name, Data: line, Pos: pos, Received: now})
+}
+
+// drop forgets pending bytes (their continuation is lost).
+func (s *splitter) drop() { s.pend, s.skipping = 0, false }
+
+const checkLen = 32
+
+// fingerprint is FNV-1a of b (at most checkLen bytes) with len(b) in the top
+// byte, so that a check can be verified knowing only Offset.
+func fingerprint(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h&(1<<56-1) | uint64(len(b))<<56
+}
+
+func checkSpan(check uint64) int64 { return int64(check >> 56) }

@@ -1,0 +1,407 @@
+// Package store keeps pbxguard's state in one SQLite file (pure-Go driver,
+// WAL): active bans with their expiry, ban history (for increments), source
+// offsets and journal cursors, and incidents.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// FileName is the database's name inside the state directory.
+const FileName = "pbxguard.db"
+
+// historyWindow is how far back ban history counts for increments.
+const historyWindow = 90 * 24 * time.Hour
+
+const schema = `
+CREATE TABLE IF NOT EXISTS bans (
+	prefix TEXT PRIMARY KEY,
+	addr   TEXT NOT NULL,
+	jail   TEXT NOT NULL,
+	reason TEXT NOT NULL,
+	since  INTEGER NOT NULL,
+	until  INTEGER NOT NULL,
+	count  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_until ON bans(until);
+CREATE TABLE IF NOT EXISTS ban_history (
+	id     INTEGER PRIMARY KEY,
+	prefix TEXT NOT NULL,
+	addr   TEXT NOT NULL,
+	jail   TEXT NOT NULL,
+	reason TEXT NOT NULL,
+	at     INTEGER NOT NULL,
+	until  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ban_history_addr ON ban_history(addr);
+CREATE INDEX IF NOT EXISTS ban_history_at ON ban_history(at);
+CREATE TABLE IF NOT EXISTS positions (
+	source  TEXT PRIMARY KEY,
+	path    TEXT NOT NULL,
+	inode   INTEGER NOT NULL,
+	size    INTEGER NOT NULL,
+	offset  INTEGER NOT NULL,
+	cursor  TEXT NOT NULL,
+	checksum INTEGER NOT NULL,
+	updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+	id      INTEGER PRIMARY KEY,
+	time    INTEGER NOT NULL,
+	kind    TEXT NOT NULL,
+	subject TEXT NOT NULL,
+	detail  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_time ON incidents(time);
+`
+
+// Ban is one active ban.
+type Ban struct {
+	Prefix netip.Prefix // what is in the kernel (a /32, /128, or a wider IPv6 prefix)
+	Addr   netip.Addr   // the address that earned it
+	Jail   string       // jail name, or "manual"
+	Reason string
+	Since  time.Time
+	Until  time.Time
+	Count  int // how many times this address has been banned, this one included
+}
+
+// Remaining is the time left at now (0 when expired).
+func (b Ban) Remaining(now time.Time) time.Duration {
+	if d := b.Until.Sub(now); d > 0 {
+		return d
+	}
+	return 0
+}
+
+// Position is where a source stopped reading.
+type Position struct {
+	Source string // the source's key (jail and path, or jail and "journal")
+	Path   string
+	Inode  uint64
+	Size   int64
+	Offset int64
+	Cursor string // journal cursor
+	Check  uint64 // fingerprint of the bytes before Offset (source.Position.Check)
+}
+
+// Incident is a generic record for findings (toll fraud and the like).
+type Incident struct {
+	ID      int64
+	Time    time.Time
+	Kind    string
+	Subject string
+	Detail  string // JSON
+}
+
+// Store is the open database. It is safe for concurrent use.
+type Store struct {
+	db   *sql.DB
+	path string
+
+	mu    sync.Mutex
+	prior map[netip.Addr]int // ban history counts within historyWindow
+}
+
+// Open opens (creating if needed) the database in stateDir.
+func Open(stateDir string) (*Store, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: state directory: %w (create it or set state_dir)", err)
+	}
+	path := filepath.Join(stateDir, FileName)
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer anyway, and this keeps the
+	// pragmas on the one connection that exists.
+	db.SetMaxOpenConns(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: creating schema: %w (is it a pbxguard database, and writable?)", path, err)
+	}
+	s := &Store{db: db, path: path, prior: map[netip.Addr]int{}}
+	if err := s.loadHistory(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) loadHistory(ctx context.Context) error {
+	since := time.Now().Add(-historyWindow).UnixNano()
+	rows, err := s.db.QueryContext(ctx, `SELECT addr, COUNT(*) FROM ban_history WHERE at >= ? GROUP BY addr`, since)
+	if err != nil {
+		return fmt.Errorf("store: reading ban history: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a string
+		var n int
+		if err := rows.Scan(&a, &n); err != nil {
+			return fmt.Errorf("store: reading ban history: %w", err)
+		}
+		if addr, err := netip.ParseAddr(a); err == nil {
+			s.prior[addr] = n
+		}
+	}
+	return rows.Err()
+}
+
+// PriorBans is how many times addr was banned in the last 90 days (the
+// jail's History, for increments).
+func (s *Store) PriorBans(addr netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prior[addr]
+}
+
+// AddBans records bans (active, and in history) in one transaction. A ban
+// for a prefix already active replaces it.
+func (s *Store) AddBans(ctx context.Context, bans []Ban) error {
+	if len(bans) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer tx.Rollback()
+	up, err := tx.PrepareContext(ctx, `INSERT INTO bans(prefix, addr, jail, reason, since, until, count) VALUES(?,?,?,?,?,?,?)
+		ON CONFLICT(prefix) DO UPDATE SET addr=excluded.addr, jail=excluded.jail, reason=excluded.reason,
+		since=excluded.since, until=excluded.until, count=excluded.count`)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer up.Close()
+	hist, err := tx.PrepareContext(ctx, `INSERT INTO ban_history(prefix, addr, jail, reason, at, until) VALUES(?,?,?,?,?,?)`)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer hist.Close()
+	for _, b := range bans {
+		addr := b.Addr
+		if !addr.IsValid() {
+			addr = b.Prefix.Addr()
+		}
+		if _, err := up.ExecContext(ctx, b.Prefix.String(), addr.String(), b.Jail, b.Reason, b.Since.UnixNano(), b.Until.UnixNano(), b.Count); err != nil {
+			return fmt.Errorf("store: saving ban %s: %w", b.Prefix, err)
+		}
+		if _, err := hist.ExecContext(ctx, b.Prefix.String(), addr.String(), b.Jail, b.Reason, b.Since.UnixNano(), b.Until.UnixNano()); err != nil {
+			return fmt.Errorf("store: saving ban history %s: %w", b.Prefix, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.mu.Lock()
+	for _, b := range bans {
+		addr := b.Addr
+		if !addr.IsValid() {
+			addr = b.Prefix.Addr()
+		}
+		s.prior[addr]++
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// RemoveBans deletes active bans (history stays). Absent ones are not an error.
+func (s *Store) RemoveBans(ctx context.Context, prefixes []netip.Prefix) error {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer tx.Rollback()
+	del, err := tx.PrepareContext(ctx, `DELETE FROM bans WHERE prefix = ?`)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer del.Close()
+	for _, p := range prefixes {
+		if _, err := del.ExecContext(ctx, p.String()); err != nil {
+			return fmt.Errorf("store: removing ban %s: %w", p, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// ActiveBans returns the bans that have not expired at now, oldest first.
+func (s *Store) ActiveBans(ctx context.Context, now time.Time) ([]Ban, error) {
+	return s.queryBans(ctx, `SELECT prefix, addr, jail, reason, since, until, count FROM bans WHERE until > ? ORDER BY since, rowid`, now.UnixNano())
+}
+
+// Ban returns the active ban of prefix, if any.
+func (s *Store) Ban(ctx context.Context, p netip.Prefix) (Ban, bool, error) {
+	bans, err := s.queryBans(ctx, `SELECT prefix, addr, jail, reason, since, until, count FROM bans WHERE prefix = ?`, p.String())
+	if err != nil || len(bans) == 0 {
+		return Ban{}, false, err
+	}
+	return bans[0], true, nil
+}
+
+// ExpireBans deletes the bans whose time is up at now and returns them.
+func (s *Store) ExpireBans(ctx context.Context, now time.Time) ([]Ban, error) {
+	bans, err := s.queryBans(ctx, `SELECT prefix, addr, jail, reason, since, until, count FROM bans WHERE until <= ?`, now.UnixNano())
+	if err != nil || len(bans) == 0 {
+		return nil, err
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM bans WHERE until <= ?`, now.UnixNano()); err != nil {
+		return nil, fmt.Errorf("store: expiring bans: %w", err)
+	}
+	return bans, nil
+}
+
+func (s *Store) queryBans(ctx context.Context, q string, args ...any) ([]Ban, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: reading bans: %w", err)
+	}
+	defer rows.Close()
+	var out []Ban
+	for rows.Next() {
+		var p, a string
+		var since, until int64
+		var b Ban
+		if err := rows.Scan(&p, &a, &b.Jail, &b.Reason, &since, &until, &b.Count); err != nil {
+			return nil, fmt.Errorf("store: reading bans: %w", err)
+		}
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			continue // not ours; never crash on a bad row
+		}
+		b.Prefix = pfx
+		b.Addr, _ = netip.ParseAddr(a)
+		b.Since = time.Unix(0, since)
+		b.Until = time.Unix(0, until)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// PruneHistory deletes ban history older than before.
+func (s *Store) PruneHistory(ctx context.Context, before time.Time) (int64, error) {
+	r, err := s.db.ExecContext(ctx, `DELETE FROM ban_history WHERE at < ?`, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("store: pruning history: %w", err)
+	}
+	return r.RowsAffected()
+}
+
+// SavePositions writes source positions in one transaction.
+func (s *Store) SavePositions(ctx context.Context, ps []Position) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT INTO positions(source, path, inode, size, offset, cursor, checksum, updated) VALUES(?,?,?,?,?,?,?,?)
+		ON CONFLICT(source) DO UPDATE SET path=excluded.path, inode=excluded.inode, size=excluded.size,
+		offset=excluded.offset, cursor=excluded.cursor, checksum=excluded.checksum, updated=excluded.updated`)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer st.Close()
+	now := time.Now().UnixNano()
+	for _, p := range ps {
+		if _, err := st.ExecContext(ctx, p.Source, p.Path, int64(p.Inode), p.Size, p.Offset, p.Cursor, int64(p.Check), now); err != nil {
+			return fmt.Errorf("store: saving position of %s: %w", p.Source, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// Positions returns every saved position by source key.
+func (s *Store) Positions(ctx context.Context) (map[string]Position, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT source, path, inode, size, offset, cursor, checksum FROM positions`)
+	if err != nil {
+		return nil, fmt.Errorf("store: reading positions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Position{}
+	for rows.Next() {
+		var p Position
+		var inode, check int64
+		if err := rows.Scan(&p.Source, &p.Path, &inode, &p.Size, &p.Offset, &p.Cursor, &check); err != nil {
+			return nil, fmt.Errorf("store: reading positions: %w", err)
+		}
+		p.Inode = uint64(inode)
+		p.Check = uint64(check)
+		out[p.Source] = p
+	}
+	return out, rows.Err()
+}
+
+// AddIncident records an incident and returns its id.
+func (s *Store) AddIncident(ctx context.Context, in Incident) (int64, error) {
+	if in.Kind == "" {
+		return 0, errors.New("store: incident without a kind")
+	}
+	if in.Time.IsZero() {
+		in.Time = time.Now()
+	}
+	if in.Detail == "" {
+		in.Detail = "{}"
+	}
+	r, err := s.db.ExecContext(ctx, `INSERT INTO incidents(time, kind, subject, detail) VALUES(?,?,?,?)`,
+		in.Time.UnixNano(), in.Kind, in.Subject, in.Detail)
+	if err != nil {
+		return 0, fmt.Errorf("store: saving incident: %w", err)
+	}
+	return r.LastInsertId()
+}
+
+// Incidents returns incidents at or after since, newest first, at most limit (0 = all).
+func (s *Store) Incidents(ctx context.Context, since time.Time, limit int) ([]Incident, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, time, kind, subject, detail FROM incidents WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?`,
+		since.UnixNano(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: reading incidents: %w", err)
+	}
+	defer rows.Close()
+	var out []Incident
+	for rows.Next() {
+		var in Incident
+		var t int64
+		if err := rows.Scan(&in.ID, &t, &in.Kind, &in.Subject, &in.Detail); err != nil {
+			return nil, fmt.Errorf("store: reading incidents: %w", err)
+		}
+		in.Time = time.Unix(0, t)
+		out = append(out, in)
+	}
+	return out, rows.Err()
+}
