@@ -708,7 +708,10 @@ func (n *Nftables) Remove(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, err := n.conn.ListTableOfFamily(NftTable, nftables.TableFamilyINet); err != nil {
-		return nil // not there
+		if errors.Is(err, syscall.ENOENT) {
+			return nil // not there: nothing to remove
+		}
+		return fmt.Errorf("nftables: looking for table inet %s: %w", NftTable, err)
 	}
 	n.conn.DelTable(n.table)
 	if err := n.conn.Flush(); err != nil {
