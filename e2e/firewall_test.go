@@ -922,3 +922,38 @@ func TestNftablesLegacyRefresh(t *testing.T) {
 		}
 	}
 }
+
+// TestNftablesPartialBatch: one entry the kernel refuses (a prefix that
+// overlaps a present one in the interval set) does not keep the rest of
+// its batch out, and the error names it.
+func TestNftablesPartialBatch(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "fwp")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name, Prefixes: true})
+	if err := b.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(ctx, []firewall.Ban{{Prefix: netip.MustParsePrefix("2001:db8:5:1::/64"), Timeout: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	batch := bulkBans(100, 100, time.Hour)
+	batch = append(batch, firewall.Ban{Prefix: netip.MustParsePrefix("2001:db8:5::/48"), Timeout: time.Hour})
+	err := b.Add(ctx, batch)
+	n, rem := kernelCount(t, ns, "nftables")
+	if err == nil {
+		// This kernel merged or accepted the overlap: then all must be there.
+		if n != 202 && n != 201 {
+			t.Fatalf("no error, kernel holds %d", n)
+		}
+		t.Logf("kernel accepted an overlapping interval (holds %d)", n)
+		return
+	}
+	if !strings.Contains(err.Error(), "2001:db8:5::/48") {
+		t.Fatalf("error does not name the refused entry: %v", err)
+	}
+	if n != 201 || rem["100.64.0.100/32"] == 0 || rem["2001:db8:5:1::/64"] == 0 {
+		t.Fatalf("after a partly refused batch the kernel holds %d (want 200 + the /64): err %v", n, err)
+	}
+}

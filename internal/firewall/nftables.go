@@ -321,7 +321,8 @@ type elemOp struct {
 	set   *nftables.Set
 	elems []nftables.SetElement
 	bytes int
-	bans  []netip.Prefix // the bans behind elems, for error messages
+	bans  []netip.Prefix  // the bans behind elems, for retries and errors
+	tos   []time.Duration // their timeouts
 }
 
 // elemSize is the encoded size of one element (see makeElemList in
@@ -407,12 +408,13 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 				ops = append(ops, *op)
 			}
 			c := min(len(prefixes)-i, nftMaxElems/2)
-			op = &elemOp{set: set, elems: make([]nftables.SetElement, 0, 2*c), bans: make([]netip.Prefix, 0, c)}
+			op = &elemOp{set: set, elems: make([]nftables.SetElement, 0, 2*c), bans: make([]netip.Prefix, 0, c), tos: make([]time.Duration, 0, c)}
 			cur[set] = op
 		}
 		op.elems = append(op.elems, els[:k]...)
 		op.bytes += size
 		op.bans = append(op.bans, p)
+		op.tos = append(op.tos, to)
 	}
 	for _, s := range n.sets {
 		if op := cur[s.set]; op != nil {
@@ -532,21 +534,25 @@ func countBans(ops []elemOp) int {
 
 func (n *Nftables) retryOneByOne(ops []elemOp, del bool) error {
 	var errs error
+	failedInARow, left := 0, countBans(ops)
 	for _, op := range ops {
-		for _, p := range op.bans {
-			var timeout time.Duration
-			for _, e := range op.elems { // find this ban's timeout
-				if bytes.Equal(e.Key, p.Addr().AsSlice()) && !e.IntervalEnd {
-					timeout = e.Timeout
-					break
-				}
-			}
-			single := n.plan([]netip.Prefix{p}, []time.Duration{timeout})
-			if _, err := n.send(single, del); err != nil {
-				if del && errors.Is(err, syscall.ENOENT) {
-					continue // absent: not an error for Delete
-				}
+		for i, p := range op.bans {
+			left--
+			single := n.plan([]netip.Prefix{p}, []time.Duration{op.tos[i]})
+			_, err := n.send(single, del)
+			switch {
+			case err == nil:
+				failedInARow = 0
+			case del && errors.Is(err, syscall.ENOENT):
+				// absent: not an error for Delete
+			default:
 				errs = errors.Join(errs, fmt.Errorf("nftables: %v: %w", p, err))
+				failedInARow++
+			}
+			if failedInARow == 8 && left > 0 {
+				// The kernel refuses everything (permissions, missing set):
+				// do not spend a transaction on each of thousands.
+				return errors.Join(errs, fmt.Errorf("nftables: %d more entries not tried after 8 failures in a row", left))
 			}
 		}
 	}
