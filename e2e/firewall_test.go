@@ -957,3 +957,28 @@ func TestNftablesPartialBatch(t *testing.T) {
 		t.Fatalf("after a partly refused batch the kernel holds %d (want 200 + the /64): err %v", n, err)
 	}
 }
+
+// TestFirewallSetFull: more bans than the configured cap give an error that
+// says what to change, and the kernel holds no more than the cap.
+func TestFirewallSetFull(t *testing.T) {
+	requireE2E(t, "nft", "ipset", "iptables", "ip6tables")
+	for _, name := range []string{"nftables", "ipset"} {
+		t.Run(name, func(t *testing.T) {
+			ns := newNetns(t, "fwf")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			b := fwBackend(t, name, firewall.Options{NetNS: ns.Name, MaxElem: 100})
+			if err := b.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer b.Remove(context.Background())
+			err := b.Add(ctx, bulkBans(150, 0, time.Hour))
+			if err == nil || !strings.Contains(err.Error(), "max_elem") {
+				t.Fatalf("150 bans into a set of 100: err = %v, want one naming max_elem", err)
+			}
+			if n, _ := kernelCount(t, ns, name); n > 100 {
+				t.Fatalf("kernel holds %d in a set capped at 100", n)
+			}
+		})
+	}
+}

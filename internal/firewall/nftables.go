@@ -517,6 +517,9 @@ func (n *Nftables) Add(ctx context.Context, bans []Ban) error {
 	if err != nil {
 		n.log.Warn("nftables: batch refused, retrying entry by entry", "entries", countBans(failed), "err", err)
 		errs = errors.Join(errs, n.retryOneByOne(failed, false))
+		if errors.Is(errs, syscall.ENFILE) {
+			errs = fmt.Errorf("nftables: a set is full (size %d): raise firewall.max_elem: %w", n.opts.maxElem(), errs)
+		}
 	}
 	if errs == nil {
 		n.log.Debug("nftables: added", "entries", len(prefixes))
