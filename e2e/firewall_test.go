@@ -44,6 +44,15 @@ func bulkBans(n4, n6 int, timeout time.Duration) []firewall.Ban {
 
 var prefix64 = netip.MustParsePrefix("2001:db8:64:1::/64")
 
+// remainingOK: a ban of want added at addedAt shows got remaining, within
+// ±2 s, less the time since the Add started (a loaded machine can take
+// seconds to read 100k entries back; the kernel's clock runs meanwhile).
+func remainingOK(got, want time.Duration, addedAt time.Time) bool {
+	return got <= want+2*time.Second && got >= want-time.Since(addedAt)-2*time.Second
+}
+
+func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
 func fwBackend(t testing.TB, name string, opts firewall.Options) firewall.Backend {
 	t.Helper()
 	b, err := firewall.New(name, opts)
@@ -214,6 +223,7 @@ func TestFirewallBackends(t *testing.T) {
 			if len(bans) != total {
 				t.Fatalf("built %d bans", len(bans))
 			}
+			addedAt := time.Now()
 			if err := b.Add(ctx, bans); err != nil {
 				t.Fatalf("Add %d: %v", total, err)
 			}
@@ -229,8 +239,8 @@ func TestFirewallBackends(t *testing.T) {
 				if !ok {
 					t.Fatalf("%s missing from kernel readback", c.key)
 				}
-				if got >= 0 && (got > c.want+2 || got < c.want-2) {
-					t.Errorf("%s: kernel says %.0fs remaining, want %v ±2s", c.key, got, c.want)
+				if got >= 0 && !remainingOK(secs(got), secs(c.want), addedAt) {
+					t.Errorf("%s: kernel says %.0fs remaining, want %v ±2s (less the %v since Add)", c.key, got, c.want, time.Since(addedAt))
 				}
 			}
 			// List agrees with the kernel.
@@ -250,18 +260,19 @@ func TestFirewallBackends(t *testing.T) {
 				if !ok {
 					t.Fatalf("List lacks %s", key)
 				}
-				if d := got - want; d > 2*time.Second || d < -2*time.Second {
-					t.Errorf("List: %s remaining %v, want %v ±2s", key, got, want)
+				if !remainingOK(got, want, addedAt) {
+					t.Errorf("List: %s remaining %v, want %v ±2s (less the %v since Add)", key, got, want, time.Since(addedAt))
 				}
 			}
 			// Refresh: re-adding gives the new timeout.
+			refreshedAt := time.Now()
 			if err := b.Add(ctx, []firewall.Ban{{Prefix: bans[1].Prefix, Timeout: 2 * time.Hour}}); err != nil {
 				t.Fatal(err)
 			}
 			list, _ = b.List(ctx)
 			for _, e := range list {
 				if e.Prefix == bans[1].Prefix {
-					if d := e.Timeout - 2*time.Hour; d > 2*time.Second || d < -2*time.Second {
+					if !remainingOK(e.Timeout, 2*time.Hour, refreshedAt) {
 						t.Errorf("after refresh: %v remaining %v, want 2h", e.Prefix, e.Timeout)
 					}
 				}
@@ -753,6 +764,7 @@ func TestFirewallExpiryAndRestart(t *testing.T) {
 				{Prefix: netip.MustParsePrefix("198.51.100.78/32"), Timeout: 10 * time.Minute},
 				{Prefix: netip.MustParsePrefix("2001:db8:77::/64"), Timeout: 20 * time.Minute},
 			}
+			addedAt := time.Now()
 			if err := b1.Add(ctx, bans); err != nil {
 				t.Fatal(err)
 			}
@@ -775,7 +787,7 @@ func TestFirewallExpiryAndRestart(t *testing.T) {
 				if !ok {
 					t.Fatalf("after restart, %v missing from List %v", want.Prefix, list)
 				}
-				if diff := d - want.Timeout; diff > 2*time.Second || diff < -2*time.Second {
+				if !remainingOK(d, want.Timeout, addedAt) {
 					t.Errorf("after restart, %v remaining %v, want %v ±2s", want.Prefix, d, want.Timeout)
 				}
 			}
@@ -896,6 +908,7 @@ func TestNftablesLegacyRefresh(t *testing.T) {
 	}
 	first := bulkBans(1500, 1499, time.Hour)
 	first = append(first, firewall.Ban{Prefix: prefix64, Timeout: time.Hour})
+	firstAt := time.Now()
 	if err := b.Add(ctx, first); err != nil {
 		t.Fatal(err)
 	}
@@ -906,6 +919,7 @@ func TestNftablesLegacyRefresh(t *testing.T) {
 	}
 	fresh := bulkBans(2500, 0, 2*time.Hour)[1500:]
 	again = append(again, fresh...)
+	againAt := time.Now()
 	if err := b.Add(ctx, again); err != nil {
 		t.Fatal(err)
 	}
@@ -916,8 +930,9 @@ func TestNftablesLegacyRefresh(t *testing.T) {
 	for _, c := range []struct {
 		key  string
 		want float64
-	}{{"100.64.0.1/32", 3600}, {"2001:db8:1::1/128", 7200}, {prefix64.String(), 7200}, {"100.64.9.196/32", 7200}} {
-		if got := rem[c.key]; got > c.want+2 || got < c.want-2 {
+		at   time.Time
+	}{{"100.64.0.1/32", 3600, firstAt}, {"2001:db8:1::1/128", 7200, againAt}, {prefix64.String(), 7200, againAt}, {"100.64.9.196/32", 7200, againAt}} {
+		if got := rem[c.key]; !remainingOK(secs(got), secs(c.want), c.at) {
 			t.Errorf("%s: %.0fs remaining, want %v ±2s", c.key, got, c.want)
 		}
 	}
