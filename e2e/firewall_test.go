@@ -882,6 +882,19 @@ func TestNftablesReconcile(t *testing.T) {
 	if strings.Contains(out, firewall.NftSet6Net) || strings.Contains(out, "hook forward") {
 		t.Fatalf("Prefixes/Forward off, yet:\n%s", out)
 	}
+	// Turning prefixes off kept the address sets and their entries.
+	if n, rem := kernelCount(t, ns, "nftables"); n != 1 || rem["198.51.100.5/32"] == 0 {
+		t.Fatalf("turning prefixes off lost entries: %v", rem)
+	}
+	// A new cap resizes the set in place, entries kept.
+	b5 := fwBackend(t, "nftables", firewall.Options{NetNS: ns.Name, MaxElem: 2 << 20})
+	if err := b5.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := ns.Run(t, "nft", "list", "set", "inet", firewall.NftTable, firewall.NftSet4); !strings.Contains(out, "size 2097152") || !strings.Contains(out, "198.51.100.5") {
+		t.Fatalf("larger cap: set not resized in place:\n%s", out)
+	}
+	checkSingleHook(t, ns, "nftables")
 	d, err := firewall.Detect(ctx, firewall.Options{NetNS: ns.Name})
 	if err != nil {
 		t.Fatal(err)

@@ -209,23 +209,30 @@ func (n *Nftables) Init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// A set that exists with other flags, or a prefix set while prefixes
-	// are now off, cannot be altered in place (rules reference it): drop
-	// the whole table and build it fresh.
+	// A set that exists with other flags cannot be altered in place (rules
+	// reference it): drop the whole table and build it fresh. A set we no
+	// longer want (prefixes turned off) is deleted once no rule uses it. The
+	// size follows the configured cap: NEWSET on an existing set updates it.
 	want := map[string]*nftables.Set{}
 	for _, s := range n.sets {
 		want[s.set.Name] = s.set
 	}
+	var unwanted []*nftables.Set
 	if sets, err := n.conn.GetSets(n.table); err == nil {
 		for _, s := range sets {
 			w, ok := want[s.Name]
-			if !ok || s.Interval != w.Interval || !s.HasTimeout || s.KeyType.Name != w.KeyType.Name {
+			if !ok {
+				unwanted = append(unwanted, s)
+				continue
+			}
+			if s.Interval != w.Interval || !s.HasTimeout || s.KeyType.Name != w.KeyType.Name {
 				n.log.Warn("nftables: set differs from the configuration; recreating table inet pbxguard (bans are reloaded by the daemon)",
 					"set", s.Name, "interval", s.Interval, "prefixes", n.opts.Prefixes)
 				n.conn.DelTable(n.table)
 				if err := n.conn.Flush(); err != nil {
 					return fmt.Errorf("nftables: deleting mismatched table inet %s: %w", NftTable, err)
 				}
+				unwanted = nil
 				break
 			}
 		}
@@ -249,6 +256,12 @@ func (n *Nftables) Init(ctx context.Context) error {
 	}{{NftInput, nftables.ChainHookInput, true}, {NftForward, nftables.ChainHookForward, n.opts.Forward}} {
 		if err := n.reconcileChain(c.name, c.hook, c.want); err != nil {
 			return err
+		}
+	}
+	for _, s := range unwanted {
+		n.conn.DelSet(&nftables.Set{Table: n.table, Name: s.Name})
+		if err := n.conn.Flush(); err != nil {
+			return fmt.Errorf("nftables: deleting set %s (prefixes off): %w", s.Name, err)
 		}
 	}
 	n.log.Info("nftables: ready", "table", "inet "+NftTable, "prefixes", n.opts.Prefixes, "forward", n.opts.Forward)
