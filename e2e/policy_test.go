@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
 
@@ -76,14 +78,16 @@ type policyLab struct {
 }
 
 const (
-	policyLabPBXAttacker = "203.0.113.1"
-	policyLabAttacker    = "203.0.113.66"
-	policyLabPBXLegit    = "198.51.100.1"
-	policyLabLegit       = "198.51.100.20"
-	policyLabPBXAdmin    = "192.0.2.1"
-	policyLabAdmin       = "192.0.2.10"
-	policyLabPBXLegit6   = "2001:db8:1::1"
-	policyLabLegit6      = "2001:db8:1::20"
+	policyLabPBXAttacker  = "203.0.113.1"
+	policyLabAttacker     = "203.0.113.66"
+	policyLabPBXLegit     = "198.51.100.1"
+	policyLabLegit        = "198.51.100.20"
+	policyLabPBXAdmin     = "192.0.2.1"
+	policyLabAdmin        = "192.0.2.10"
+	policyLabPBXLegit6    = "2001:db8:1::1"
+	policyLabLegit6       = "2001:db8:1::20"
+	policyLabPBXAttacker6 = "2001:db8:66::1"
+	policyLabAttacker6    = "2001:db8:66::66"
 )
 
 func newPolicyLab(t *testing.T) *policyLab {
@@ -92,7 +96,7 @@ func newPolicyLab(t *testing.T) *policyLab {
 		pbx: newNetns(t, "pbx"), attacker: newNetns(t, "atk"), legit: newNetns(t, "legit"), admin: newNetns(t, "admin"),
 		state: t.TempDir(), udpFrom: map[string]int{},
 	}
-	link(t, l.pbx, []string{policyLabPBXAttacker + "/24"}, l.attacker, []string{policyLabAttacker + "/24"})
+	link(t, l.pbx, []string{policyLabPBXAttacker + "/24", policyLabPBXAttacker6 + "/64"}, l.attacker, []string{policyLabAttacker + "/24", policyLabAttacker6 + "/64"})
 	link(t, l.pbx, []string{policyLabPBXLegit + "/24", policyLabPBXLegit6 + "/64"}, l.legit, []string{policyLabLegit + "/24", policyLabLegit6 + "/64"})
 	link(t, l.pbx, []string{policyLabPBXAdmin + "/24"}, l.admin, []string{policyLabAdmin + "/24"})
 	// the services of the PBX: sshd (22), SIP over TCP (5060), AMI (5038), HTTP (80), SIP over UDP
@@ -207,6 +211,17 @@ func (l *policyLab) apply(t *testing.T, cfg string, confirm bool, extra ...strin
 	if confirm {
 		if out, code := l.pbxguard(l.fw("confirm")...); code != 0 {
 			t.Fatalf("confirm: exit %d\n%s", code, out)
+		}
+		// confirm ends the waiter it disarmed
+		pid := l.waiters[len(l.waiters)-1]
+		gone := false
+		for i := 0; i < 50 && !gone; i++ {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			gone = err != nil || strings.Contains(string(data), ") Z ")
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !gone {
+			t.Errorf("rollback waiter %d still running after confirm", pid)
 		}
 	}
 }
@@ -476,9 +491,10 @@ func TestPolicySIPScanner(t *testing.T) {
 
 // TestPolicyIPv6 checks that IPv6 keeps working between allowed
 // namespaces: neighbour discovery passes the policy (the caches are
-// flushed after apply so ND has to happen).
+// flushed after apply so ND has to happen), and that the port-scan guard
+// catches an IPv6 sweep.
 func TestPolicyIPv6(t *testing.T) {
-	requireE2E(t, "nft")
+	requireE2E(t, "nft", "nmap")
 	l := newPolicyLab(t)
 	l.apply(t, l.config(t, policyLabPolicy), true)
 	l.pbx.Run(t, "ip", "-6", "neigh", "flush", "all")
@@ -498,6 +514,20 @@ func TestPolicyIPv6(t *testing.T) {
 	}
 	if nd := l.packets(t, l.show(t), "icmpv6-nd"); nd == 0 {
 		t.Error("no neighbour discovery packet counted")
+	}
+	// the guards work over IPv6 too: an nmap -6 SYN sweep lands the scanner in portscan_ban6
+	out, _ := l.attacker.Try("timeout", "60", "nmap", "-6", "-sS", "-Pn", "-n", "-T4", "--max-retries", "0",
+		"--host-timeout", "45s", "-p", "1-200", policyLabPBXAttacker6)
+	live := l.show(t)
+	ban, _ := live.Set("portscan_ban6")
+	if len(ban.Members) != 1 || ban.Members[0] != policyLabAttacker6 {
+		t.Fatalf("portscan_ban6 = %v, want [%s]\n%s", ban.Members, policyLabAttacker6, out)
+	}
+	if policyCanDial(l.attacker, "["+policyLabPBXAttacker6+"]:22") {
+		t.Error("the IPv6 scanner still reaches ssh")
+	}
+	if !policyCanDial(l.legit, "["+policyLabPBXLegit6+"]:22") {
+		t.Error("the legitimate IPv6 client lost ssh")
 	}
 }
 
@@ -628,7 +658,7 @@ table inet pbxguard {
 	}
 	same("remove --keep-bans", all...)
 	l.apply(t, l.config(t, policyLabPolicy), true)
-	if out, code := l.pbxguard(l.fw("remove")...); code != 0 || !strings.Contains(out, "removed table inet pbxguard ") {
+	if out, code := l.pbxguard(l.fw("remove")...); code != 0 || !strings.Contains(out, "table inet pbxguard (the daemon's bans) is gone") {
 		t.Fatalf("remove: exit %d\n%s", code, out)
 	}
 	for _, tb := range [][2]string{{"inet", "pbxguard_policy"}, banTable} {
@@ -674,25 +704,41 @@ func TestPolicyPlanDiff(t *testing.T) {
 	}
 }
 
-// policyBanTable100k is a stand-in for the daemon's ban table as issue 3 defines
-// it (inet pbxguard, set banned4, input hook at priority -10) holding
-// 100,000 addresses plus the extra ones given.
-func policyBanTable100k(extra ...string) string {
-	var sb strings.Builder
-	sb.WriteString("table inet pbxguard {\n set banned4 { type ipv4_addr; flags timeout; elements = { ")
+// policyLoadBans fills the daemon's ban table in namespace ns through the
+// firewall package's nftables backend with 100,000 IPv4 bans plus the
+// extra addresses, and reads the count back.
+func policyLoadBans(b *testing.B, ns string, extra ...string) {
+	b.Helper()
+	fw, err := firewall.New("nftables", firewall.Options{NetNS: ns, MaxElem: 200000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fw.Close()
+	if err := fw.Init(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	bans := make([]firewall.Ban, 0, 100000+len(extra))
 	for i := 0; i < 100000; i++ {
-		fmt.Fprintf(&sb, "10.%d.%d.%d timeout 1h, ", i>>16&255, i>>8&255, i&255)
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		bans = append(bans, firewall.Ban{Prefix: netip.PrefixFrom(a, 32), Timeout: time.Hour})
 	}
 	for _, e := range extra {
-		fmt.Fprintf(&sb, "%s timeout 1h, ", e)
+		a := netip.MustParseAddr(e)
+		bans = append(bans, firewall.Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: time.Hour})
 	}
-	sb.WriteString("10.255.255.255 timeout 1h } }\n chain input { type filter hook input priority -10; policy accept; ip saddr @banned4 counter drop; }\n}\n")
-	return sb.String()
+	if err := fw.Add(b.Context(), bans); err != nil {
+		b.Fatal(err)
+	}
+	got, err := fw.List(b.Context())
+	if err != nil || len(got) != len(bans) {
+		b.Fatalf("ban table holds %d of %d bans (%v)", len(got), len(bans), err)
+	}
 }
 
 // BenchmarkPolicyApply measures loading the full default policy (with the
-// 497-rule SIP scanner chain) in one nft transaction, alone and next to a
-// ban table of 100,000 addresses.
+// 497-rule SIP scanner chain) in one nft transaction, alone and next to the
+// daemon's ban table (firewall package, nftables backend) holding 100,000
+// addresses.
 func BenchmarkPolicyApply(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -714,9 +760,7 @@ func BenchmarkPolicyApply(b *testing.B) {
 			defer exec.Command("ip", "netns", "del", ns).Run()
 			k := policy.Kernel{Netns: ns}
 			if withBans {
-				if err := k.Load(b.Context(), policyBanTable100k()); err != nil {
-					b.Fatal(err)
-				}
+				policyLoadBans(b, ns)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -730,8 +774,9 @@ func BenchmarkPolicyApply(b *testing.B) {
 }
 
 // BenchmarkPolicyDropWith100kBans sends UDP datagrams to the SIP port from
-// a banned source, with the full policy and 100k bans loaded: ns/op is the
-// cost of one datagram sent and dropped; the ban counter must see them all.
+// a banned source, with the full policy and 100k bans (firewall package)
+// loaded: ns/op is the cost of one datagram sent and dropped; the ban
+// table's counter must see them all.
 func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -757,9 +802,7 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 	}
 	k := policy.Kernel{Netns: pbx}
 	text, _ := policy.PlanText(policy.Default())
-	if err := k.Load(b.Context(), policyBanTable100k(policyLabAttacker)); err != nil {
-		b.Fatal(err)
-	}
+	policyLoadBans(b, pbx, policyLabAttacker)
 	if err := k.Load(b.Context(), text); err != nil {
 		b.Fatal(err)
 	}
@@ -780,7 +823,7 @@ func BenchmarkPolicyDropWith100kBans(b *testing.B) {
 		_, _ = c.Write(payload)
 	}
 	b.StopTimer()
-	out, err := exec.Command("ip", "netns", "exec", pbx, "nft", "list", "chain", "inet", "pbxguard", "input").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", pbx, "nft", "list", "chain", "inet", firewall.NftTable, firewall.NftInput).CombinedOutput()
 	if err != nil {
 		b.Fatalf("%v %s", err, out)
 	}
@@ -840,5 +883,60 @@ func TestPolicyRollbackSurvivesReboot(t *testing.T) {
 	}
 	if policyCanDial(l.legit, policyLabPBXLegit+":5038") || !policyCanDial(l.legit, policyLabPBXLegit+":22") {
 		t.Error("the reloaded policy does not behave like the confirmed one")
+	}
+}
+
+// TestPolicyIPTablesLegacy loads the iptables-restore flavour into the
+// namespace the way docs/policy.md says (restore --noflush, one jump from
+// INPUT) and checks the same things with real traffic: flag scans counted,
+// svmap dropped by the string match, services open, AMI closed.
+func TestPolicyIPTablesLegacy(t *testing.T) {
+	requireE2E(t, "iptables-restore", "iptables", "nmap", "hping3", "svmap")
+	l := newPolicyLab(t)
+	text, code := l.pbxguard("firewall", "plan", "--format", "iptables", "--config", l.config(t, policyLabPolicy))
+	if code != 0 {
+		t.Fatalf("plan --format iptables: %s", text)
+	}
+	f := filepath.Join(t.TempDir(), "v4.rules")
+	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.pbx.Run(t, "iptables-restore", "--noflush", f)
+	l.pbx.Run(t, "iptables", "-I", "INPUT", "1", "-j", policy.IPTablesChain)
+	l.pbx.Run(t, "iptables", "-P", "INPUT", "ACCEPT") // the chain ends in its own DROP
+
+	if !policyCanDial(l.legit, policyLabPBXLegit+":22") || policyCanDial(l.legit, policyLabPBXLegit+":5038") {
+		t.Fatal("ssh closed or AMI open under the iptables policy")
+	}
+	l.attacker.Try("timeout", "60", "nmap", "-sX", "-Pn", "-n", "-T4", "--max-retries", "0", "--host-timeout", "45s", "-p", "20-25", policyLabPBXAttacker)
+	l.attacker.Try("timeout", "20", "hping3", "-q", "-c", "10", "-i", "u2000", "-p", "22", "-X", "-Y", policyLabPBXAttacker)
+	out, _ := l.attacker.Try("timeout", "30", "svmap", "-p", "5060", "-t", "0.5", "--first", "5", policyLabPBXAttacker)
+	if got := l.received(policyLabAttacker); got != 0 {
+		t.Errorf("svmap delivered %d datagrams through the string match\n%s", got, out)
+	}
+	// counters per rule, by comment
+	listing := l.pbx.Run(t, "iptables", "-L", policy.IPTablesChain, "-v", "-n", "-x")
+	count := func(name string) int {
+		total := 0
+		for _, line := range strings.Split(listing, "\n") {
+			if strings.Contains(line, "/* "+name+": ") {
+				var pk int
+				fmt.Sscanf(strings.TrimSpace(line), "%d", &pk)
+				total += pk
+			}
+		}
+		return total
+	}
+	for name, min := range map[string]int{"tcp-xmas": 6, "tcp-null": 10, "sip-scanner": 1} {
+		if got := count(name); got < min {
+			t.Errorf("iptables rule %s counted %d, want >= %d\n%s", name, got, min, listing)
+		}
+	}
+	if err := policySendUDP(l.legit, policyLabPBXLegit+":5060", 3, 10*time.Millisecond, []byte("REGISTER sip:pbx SIP/2.0\r\nUser-Agent: Yealink\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := l.received(policyLabLegit); got != 3 {
+		t.Errorf("legit SIP delivered %d of 3 under iptables", got)
 	}
 }

@@ -31,7 +31,22 @@ func (o *firewallOpts) kernel() policy.Kernel {
 	return policy.Kernel{Netns: o.netns, Log: slog.Default()}
 }
 
-func (o *firewallOpts) state() policy.State { return policy.State{Dir: o.stateDir} }
+// state returns the state directory: --state-dir when given, else the
+// configuration's top-level state_dir when the file is readable, else the
+// default. apply, confirm and rollback thus agree without repeating flags.
+func (o *firewallOpts) state(cmd *cobra.Command) policy.State {
+	if f := cmd.Flag("state-dir"); f != nil && !f.Changed {
+		if data, err := os.ReadFile(o.config); err == nil {
+			var doc struct {
+				StateDir string `yaml:"state_dir"`
+			}
+			if yaml.Unmarshal(data, &doc) == nil && doc.StateDir != "" {
+				o.stateDir = doc.StateDir
+			}
+		}
+	}
+	return policy.State{Dir: o.stateDir}
+}
 
 // loadPolicy reads firewall.policy and allowlist from the config file.
 func (o *firewallOpts) loadPolicy() (*policy.Config, error) {
@@ -64,7 +79,7 @@ current SSH session and rolls back by itself unless confirmed in time.`,
 	}
 	fw.PersistentFlags().StringVar(&o.config, "config", "/etc/pbxguard/pbxguard.yaml", "configuration file")
 	fw.PersistentFlags().StringVar(&o.netns, "netns", "", "operate inside this network namespace (ip netns exec NAME)")
-	fw.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/pbxguard", "where the previous ruleset and the pending rollback are kept")
+	fw.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/pbxguard", "where the previous ruleset and the pending rollback are kept (default: state_dir of the config)")
 	fw.AddCommand(planCmd(o), applyCmd(o), confirmCmd(o), rollbackCmd(o), showCmd(o), removeCmd(o))
 	return []*cobra.Command{fw}
 }
@@ -134,7 +149,7 @@ func planCmd(o *firewallOpts) *cobra.Command {
 }
 
 func applyCmd(o *firewallOpts) *cobra.Command {
-	var force bool
+	var force, asJSON bool
 	var within time.Duration
 	c := &cobra.Command{
 		Use:   "apply",
@@ -166,7 +181,7 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "pbxguard: warning: --force: applying although%s\n", sb.String())
 			}
-			st := o.state()
+			st := o.state(cmd)
 			res, err := policy.Apply(ctx, k, st, text, time.Now(), within)
 			if err != nil {
 				return failErr(err)
@@ -181,6 +196,15 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 			}
 			res.Pending.PID = pid
 			_ = st.SavePending(res.Pending)
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					*policy.Pending
+					StateDir     string `json:"state_dir"`
+					KeptPrevious bool   `json:"kept_previous"`
+				}{res.Pending, st.Dir, res.KeptPrevious})
+			}
 			fmt.Fprintf(out, "applied the policy from %s (table %s %s)\n", o.config, policy.TableFamily, policy.TableName)
 			if res.KeptPrevious {
 				fmt.Fprintln(out, "an earlier apply was not confirmed yet: the rollback still returns to the ruleset before it")
@@ -193,6 +217,7 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 	}
 	c.Flags().BoolVar(&force, "force", false, "apply even if the current SSH session would be cut (the rollback still runs)")
 	c.Flags().DurationVar(&within, "confirm-within", 60*time.Second, "roll back unless confirmed within this time")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the armed rollback (id, deadline, waiter pid, state dir) as JSON")
 	return c
 }
 
@@ -223,14 +248,30 @@ func confirmCmd(o *firewallOpts) *cobra.Command {
 		Short: "Keep the applied policy: disarm the automatic rollback",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := policy.Confirm(o.state())
+			p, err := policy.Confirm(o.state(cmd))
 			if err != nil {
 				return failErr(err)
 			}
+			stopWaiter(p)
 			fmt.Fprintf(cmd.OutOrStdout(), "confirmed: the policy applied at %s stays; rollback disarmed\n", p.AppliedAt.Local().Format(time.TimeOnly))
 			return nil
 		},
 	}
+}
+
+// stopWaiter ends the sleeping rollback waiter of a confirmed apply. It
+// would do nothing when it wakes (the pending file is gone); ending it is
+// tidiness. The process is checked by its command line (which carries the
+// apply's id) so that a reused PID is never signalled.
+func stopWaiter(p *policy.Pending) {
+	if p.PID <= 0 {
+		return
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	if err != nil || !strings.Contains(string(cmdline), "rollback") || !strings.Contains(string(cmdline), p.ID) {
+		return
+	}
+	_ = syscall.Kill(p.PID, syscall.SIGTERM)
 }
 
 func rollbackCmd(o *firewallOpts) *cobra.Command {
@@ -247,7 +288,7 @@ down; --boot does the same and otherwise loads the last confirmed policy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			k, st := o.kernel(), o.state()
+			k, st := o.kernel(), o.state(cmd)
 			out := cmd.OutOrStdout()
 			if at != "" {
 				deadline, err := time.Parse(time.RFC3339Nano, at)
@@ -390,7 +431,7 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 			if err := o.kernel().DeleteTable(ctx); err != nil {
 				return failErr(err)
 			}
-			if err := policy.Forget(o.state()); err != nil {
+			if err := policy.Forget(o.state(cmd)); err != nil {
 				return failErr(fmt.Errorf("policy table removed, but the state in %s could not be cleared: %w", o.stateDir, err))
 			}
 			out := cmd.OutOrStdout()
@@ -406,7 +447,7 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 			if err := b.Remove(ctx); err != nil {
 				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
 			}
-			fmt.Fprintf(out, "removed table inet %s (the daemon's bans; a running daemon recreates it)\n", firewall.NftTable)
+			fmt.Fprintf(out, "table inet %s (the daemon's bans) is gone too; a running daemon recreates it\n", firewall.NftTable)
 			return nil
 		},
 	}

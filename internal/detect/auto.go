@@ -2,9 +2,12 @@ package detect
 
 import "github.com/pbxguard/pbxguard/internal/event"
 
-// autoDetector chooses per line: a line whose prefix names sshd goes to the
-// sshd detector, everything else to the asterisk detector. The choice costs
-// one scan for "sshd" in the first 64 bytes.
+// autoDetector chooses per line: a line whose server-written prefix names
+// sshd (syslog program sshd, sshd-session, sshd-auth or "[sshd]", RFC 5424
+// app-name) goes to the sshd detector, everything else to the asterisk
+// detector. The choice reads only the prefix, never the message, so text an
+// attacker puts in a message ("sshd" in a SIP display name) cannot steer a
+// line away from the detector that understands it.
 type autoDetector struct {
 	ast  *asteriskDetector
 	sshd *sshdDetector
@@ -19,12 +22,14 @@ func (d *autoDetector) Name() string { return "auto" }
 
 // Detect implements Detector.
 func (d *autoDetector) Detect(line []byte, ev *event.Event) bool {
-	head := line
-	if len(head) > 64 {
-		head = head[:64]
-	}
-	if containsStr(head, "sshd") {
-		return d.sshd.Detect(line, ev)
+	if len(line) > 0 && line[0] != '[' {
+		if _, _, _, ok := parseSSHDHeader(line); ok {
+			if !d.sshd.Detect(line, ev) {
+				return false
+			}
+			ev.Detector = "sshd"
+			return true
+		}
 	}
 	return d.ast.Detect(line, ev)
 }

@@ -147,3 +147,28 @@ func BenchmarkAuto(b *testing.B) {
 
 func FuzzSSHD(f *testing.F) { fuzzDetector(f, "sshd") }
 func FuzzAuto(f *testing.F) { fuzzDetector(f, "auto") }
+
+// TestZeroAllocs: after warm-up (the interning table has seen the
+// accounts), detecting allocates nothing, for every detector.
+func TestZeroAllocs(t *testing.T) {
+	dir := sharedDir + "/corpus/asterisk-20/log/"
+	lines := readLines(t, dir+"messages", dir+"security", dir+"syslog-local0.log", sharedDir+"/conformance/fail2ban-1.0.2/sshd")
+	for _, h := range hostileLines {
+		lines = append(lines, []byte(h.line))
+	}
+	for _, name := range []string{"asterisk", "sshd", "auto"} {
+		d, _ := New(name, Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
+		var ev event.Event
+		for _, l := range lines {
+			d.Detect(l, &ev)
+		}
+		allocs := testing.AllocsPerRun(5, func() {
+			for _, l := range lines {
+				d.Detect(l, &ev)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %.1f allocations per pass over %d lines", name, allocs, len(lines))
+		}
+	}
+}

@@ -168,13 +168,13 @@ func TestConformanceFail2banSSHD(t *testing.T) {
 	cases := readF2B(t, sharedDir+"/conformance/fail2ban-1.0.2/sshd")
 	zurich, err := time.LoadLocation("Europe/Zurich")
 	if err != nil {
-		t.Skipf("tzdata: %v", err)
+		t.Fatal(err)
 	}
 	d, err := New("sshd", Options{Location: zurich, Now: func() time.Time { return time.Date(2005, 8, 14, 12, 0, 0, 0, zurich) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ran, pass, skippedMode, skippedAttempts, names int
+	var ran, pass, skippedMode, skippedAttempts, names, deviations int
 	for _, c := range cases {
 		var ev event.Event
 		for _, l := range c.before {
@@ -194,6 +194,19 @@ func TestConformanceFail2banSSHD(t *testing.T) {
 			continue
 		}
 		ran++
+		if strings.HasSuffix(c.line, "ssh2: from 10.10.1.2 port 55555 ssh2") {
+			// fail2ban expects 127.0.0.1, but a user named
+			// "test from 127.0.0.1 port 58946 ssh2:" connecting from
+			// 10.10.1.2 writes exactly this line (and OpenSSH logs no auth
+			// info after a password failure): ambiguous, so no address.
+			if ev.Kind != event.InjectionSuspect || ev.Addr.IsValid() {
+				t.Errorf("line %d: %v %v, want injection_suspect without address", c.lineNo, ev.Kind, ev.Addr)
+			} else {
+				pass++
+				deviations++
+			}
+			continue
+		}
 		want, perr := netip.ParseAddr(c.host)
 		if c.match && c.host != "" && perr != nil {
 			names++
@@ -222,5 +235,5 @@ func TestConformanceFail2banSSHD(t *testing.T) {
 		}
 		pass++
 	}
-	t.Logf("fail2ban-1.0.2/sshd normal mode: %d/%d lines conform (%d with a host name → no address); not asserted: %d other-mode, %d attempts-semantics", pass, ran, names, skippedMode, skippedAttempts)
+	t.Logf("fail2ban-1.0.2/sshd normal mode: %d/%d lines as expected (%d with a host name → no address, %d deliberate injection_suspect); not asserted: %d other-mode, %d attempts-semantics", pass, ran, names, deviations, skippedMode, skippedAttempts)
 }

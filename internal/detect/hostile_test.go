@@ -100,3 +100,56 @@ func TestHostileLines(t *testing.T) {
 	}
 	t.Logf("%d hostile lines, %d wrong addresses", len(hostileLines), wrong)
 }
+
+// hostileSSHD: user names and auth info imitating the host part.
+var hostileSSHD = []struct {
+	line string
+	want string
+	kind event.Kind
+}{
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 203.0.113.5 port 58946 ssh2`, "203.0.113.5", event.UnknownAccount},
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for x from 6.6.6.6 port 1 ssh2: y from 203.0.113.5 port 58946 ssh2`, "", event.InjectionSuspect},
+	// user "root from 203.0.113.5 port 58946 ssh2:" from 6.6.6.6 writes the same bytes:
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for root from 203.0.113.5 port 58946 ssh2: from 6.6.6.6 port 1 ssh2`, "", event.InjectionSuspect},
+	{`Nov 11 08:04:51 h sshd[1]: Invalid user a from 6.6.6.6 from 203.0.113.5 port 4`, "203.0.113.5", event.UnknownAccount},
+	{`Nov 11 08:04:51 h sshd[1]: error: PAM: Authentication failure for x from 6.6.6.6 from 203.0.113.5`, "203.0.113.5", event.AuthFailure},
+	{`Nov 11 08:04:51 h sshd[1]: User a from 6.6.6.6 not allowed because listed in DenyUsers from 203.0.113.5 not allowed because listed in DenyUsers`, "203.0.113.5", event.ACLViolation},
+	{`Nov 11 08:04:51 h sshd[1]: Failed publickey for git from 203.0.113.5 port 5 ssh2: RSA from 6.6.6.6 port 1 ssh2`, "", event.InjectionSuspect},
+	{`Nov 11 08:04:51 h sshd[1]: Failed password for invalid user a b from 6.6.6.6 port 1 ssh2: from 203.0.113.5 port 2 ssh2`, "", event.InjectionSuspect},
+	{`Nov 11 08:04:51 h kernel: Failed password for root from 6.6.6.6 port 1 ssh2`, "", event.KindNone},
+	{`Nov 11 08:04:51 h asterisk[1]: Failed password for root from 6.6.6.6 port 1 ssh2`, "", event.KindNone},
+}
+
+func TestHostileSSHD(t *testing.T) {
+	for _, name := range []string{"sshd", "auto"} {
+		d, _ := New(name, Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
+		for i, h := range hostileSSHD {
+			var ev event.Event
+			if !d.Detect([]byte(h.line), &ev) {
+				ev = event.Event{}
+			}
+			got := ""
+			if ev.Addr.IsValid() {
+				got = ev.Addr.String()
+			}
+			if got != h.want || ev.Kind != h.kind {
+				t.Errorf("%s hostile %d: got %q %v, want %q %v\n  %s", name, i, got, ev.Kind, h.want, h.kind, h.line)
+			}
+		}
+	}
+}
+
+// TestAutoRoutesOnPrefixOnly: "sshd" in attacker text does not steer an
+// Asterisk line to the sshd detector.
+func TestAutoRoutesOnPrefixOnly(t *testing.T) {
+	d, _ := New("auto", Options{Location: time.UTC})
+	var ev event.Event
+	line := `[Nov 25 04:00:51] NOTICE[1] chan_sip.c: Registration from '"sshd[1]: x" <sip:1@x>' failed for '203.0.113.5:5060' - Wrong password`
+	if !d.Detect([]byte(line), &ev) || ev.Addr != netip.MustParseAddr("203.0.113.5") || ev.Detector != "asterisk" {
+		t.Errorf("auto: %+v", ev)
+	}
+	line = `Nov 25 04:00:51 pbx asterisk[2]: NOTICE[1]: chan_sip.c:1 in f: Registration from '"sshd" <sip:1@x>' failed for '203.0.113.5:5060' - Wrong password`
+	if !d.Detect([]byte(line), &ev) || ev.Addr != netip.MustParseAddr("203.0.113.5") || ev.Detector != "asterisk" {
+		t.Errorf("auto (syslog): %+v", ev)
+	}
+}

@@ -7,10 +7,13 @@ import (
 )
 
 // The sshd detector counts OpenSSH failures the way fail2ban's sshd filter
-// does in its normal mode, one line at a time, plus the one multi-line rule
-// that matters most: "Disconnecting: Too many authentication failures" (no
-// address on the line) is attributed to the address the same sshd process
-// (pid) logged before.
+// does in its normal mode, one line at a time, plus one multi-line rule: a
+// failure logged without an address ("Disconnecting: Too many
+// authentication failures", "User X not allowed because account is
+// locked") is attributed to the address the same sshd process (pid) logged
+// before, or released by that process's next "Connection closed by HOST" /
+// "Received disconnect from HOST: 11:". The pid table is a fixed ring of
+// 256 slots (pid mod 256), so memory is bounded whatever the log.
 //
 // User names are attacker text (up to 100 bytes, any characters). The
 // address is read from the side sshd controls: PAM-style messages
@@ -18,10 +21,8 @@ import (
 // HOST port N") end with the host and server-written suffixes, so they are
 // read from the end; "Failed METHOD for USER from HOST port N ssh2[: INFO]"
 // can carry attacker text on both sides (the user, and the auth info of
-// hostbased/publickey), so a user without spaces decides (the first
-// " from " is then the real one) and otherwise the single well-formed
-// "from HOST port N sshN" followed by the end or ": " must be unique, else
-// injection_suspect.
+// hostbased/publickey), so the well-formed "from HOST port N sshN" followed
+// by the end or ": " must be unique, else injection_suspect.
 type sshdDetector struct {
 	clock  lineClock
 	intern interner
@@ -255,7 +256,7 @@ func sshdMessage(msg []byte, r *hit) bool {
 			if sp := indexByteFrom(a, 0, ' '); sp >= 0 {
 				a = a[:sp]
 			}
-			r.account = []byte("root")
+			r.account = rootAccount
 			return setAddr(r, a, event.AuthFailure, "root login refused")
 		}
 		if hasPrefix(msg, "Received disconnect from ") {
@@ -429,18 +430,13 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 	case string(method) != "password":
 		detail = "failed login"
 	}
-	// A user name without spaces cannot contain " from ": the first one is
-	// then sshd's own, if a well-formed host part follows it.
-	if f := indexStr(u, " from "); f >= 0 && indexByteFrom(u[:f], 0, ' ') < 0 {
-		if h, ok := sshdFromTail(u[f+len(" from "):]); ok {
-			r.account = u[:f]
-			return setAddr(r, h, kind, detail)
-		}
-	}
-	// Otherwise the well-formed "from HOST[ port N[ sshN]]" followed by the
-	// end of the line or ": " must be unique.
-	var found []byte
-	count, at := 0, 0
+	// The well-formed "from HOST port N[ sshN]" followed by the end of the
+	// line or ": " must be unique: the user name (left) and the auth info
+	// (right, e.g. hostbased client user/host) are attacker text. Every
+	// OpenSSH since 2.x logs the port; a candidate without one counts only
+	// when there is no candidate with one (very old or rewritten logs).
+	var found, weak []byte
+	count, weakCount, at, weakAt := 0, 0, 0, 0
 	for off := 0; off < len(u); {
 		k := indexStr(u[off:], " from ")
 		if k < 0 {
@@ -448,12 +444,20 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 		}
 		k += off
 		off = k + 1
-		h, ok := sshdFromTail(u[k+len(" from "):])
+		h, withPort, ok := sshdFromTail(u[k+len(" from "):])
 		if !ok {
 			continue
 		}
-		count++
-		found, at = h, k
+		if withPort {
+			count++
+			found, at = h, k
+		} else {
+			weakCount++
+			weak, weakAt = h, k
+		}
+	}
+	if count == 0 && weakCount > 0 {
+		count, found, at = weakCount, weak, weakAt
 	}
 	if count == 0 {
 		return false
@@ -467,19 +471,21 @@ func sshdFailed(msg []byte, r *hit, accepted bool) bool {
 }
 
 // sshdFromTail checks "HOST[ port N[ sshN]]" followed by the end or ": "
-// and returns HOST.
-func sshdFromTail(h []byte) ([]byte, bool) {
+// and returns HOST and whether a port was given.
+func sshdFromTail(h []byte) ([]byte, bool, bool) {
 	e := indexByteFrom(h, 0, ' ')
 	if e < 0 {
 		e = len(h)
 	}
 	tail := h[e:]
+	withPort := false
 	if hasPrefix(tail, " port ") {
 		t := tail[len(" port "):]
 		j := 0
 		for j < len(t) && t[j] >= '0' && t[j] <= '9' {
 			j++
 		}
+		withPort = j > 0
 		tail = t[j:]
 		if hasPrefix(tail, " ssh") {
 			t = tail[4:]
@@ -491,26 +497,31 @@ func sshdFromTail(h []byte) ([]byte, bool) {
 		}
 	}
 	if len(tail) != 0 && !hasPrefix(tail, ": ") {
-		return nil, false
+		return nil, false, false
 	}
 	if _, _, ok := parseHostPort(h[:e]); !ok {
-		return nil, false
+		return nil, false, false
 	}
-	return h[:e], true
+	return h[:e], withPort, true
 }
+
+var notAllowedReasons = [...]string{
+	"not listed in AllowUsers", "listed in DenyUsers", "not in any group",
+	"a group is listed in DenyGroups", "none of user's groups are listed in AllowGroups",
+}
+
+// rootAccount is the account of "ROOT LOGIN REFUSED" lines.
+var rootAccount = []byte("root")
 
 // sshdNotAllowed: "User USER from HOST not allowed because REASON[ suffix]".
 func sshdNotAllowed(msg []byte, r *hit) bool {
 	m := stripSSHDSuffix(msg, false)
-	reasons := [...]string{
-		"not listed in AllowUsers", "listed in DenyUsers", "not in any group",
-		"a group is listed in DenyGroups", "none of user's groups are listed in AllowGroups",
-	}
-	for _, rs := range reasons {
-		if !hasSuffix(m, " not allowed because "+rs) {
+	const because = " not allowed because "
+	for _, rs := range notAllowedReasons {
+		if !hasSuffix(m, rs) || !hasSuffix(m[:len(m)-len(rs)], because) {
 			continue
 		}
-		head := m[:len(m)-len(" not allowed because ")-len(rs)]
+		head := m[:len(m)-len(because)-len(rs)]
 		sp := lastIndexByte(head, ' ')
 		if sp < 0 || !hasSuffix(head[:sp], " from") {
 			return false

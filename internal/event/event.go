@@ -141,6 +141,12 @@ type Event struct {
 	Account  string // user, extension or endpoint the request named; "" when unknown
 	Detail   string // short reason, e.g. "Wrong password", "No matching endpoint found"
 	Detector string // name of the detector or source that produced it ("asterisk", "sshd", "ami")
+	// Structured is true when the event comes from a structured record
+	// whose fields the server wrote one by one (a res_security_log
+	// SecurityEvent line, an AMI security event), as opposed to a free-text
+	// NOTICE. Asterisk reports many failures twice, once in each form; the
+	// jail uses this flag to count such twins once.
+	Structured bool
 }
 
 // Reset clears e for reuse.

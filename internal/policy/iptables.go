@@ -28,7 +28,7 @@ func IPTables(cfg *Config, family string) (string, error) {
 		return "", fmt.Errorf("iptables family %q: use 4 or 6", family)
 	}
 	if cfg.PortScan.Enabled && cfg.PortScan.Ports > 20 {
-		return "", fmt.Errorf("%s.port_scan.ports: %d is above what iptables' recent module remembers per source (20); lower it or use nftables: %w", prefix, cfg.PortScan.Ports, ErrInvalid)
+		return "", &ConfigError{Line: cfg.Lines["port_scan.ports"], Msg: fmt.Sprintf("%s.port_scan.ports: %d is above what iptables' recent module remembers per source (20); lower it or use nftables", prefix, cfg.PortScan.Ports)}
 	}
 	v6 := family == "6"
 	cmd := "iptables"

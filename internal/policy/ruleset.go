@@ -500,28 +500,28 @@ func (r Rule) NFTLine() string {
 // Validate checks what the YAML reader cannot: cross-key consistency.
 func Validate(cfg *Config) error {
 	if cfg.Input != "drop" && cfg.Input != "accept" {
-		return fmt.Errorf("%s.input: %q is not a policy (write drop): %w", prefix, cfg.Input, ErrInvalid)
+		return &ConfigError{Line: cfg.Lines["input"], Msg: fmt.Sprintf("%s.input: %q is not a policy (write drop)", prefix, cfg.Input)}
 	}
 	names := map[string]bool{}
 	for _, s := range cfg.ServiceList() {
 		if names[s.Name] {
-			return fmt.Errorf("%s.services: %q defined twice: %w", prefix, s.Name, ErrInvalid)
+			return &ConfigError{Msg: fmt.Sprintf("%s.services: %q defined twice", prefix, s.Name)}
 		}
 		names[s.Name] = true
 		if s.From.Kind == FromList && len(s.From.Prefixes) == 0 {
-			return fmt.Errorf("%s.services.%s.from: empty list (write trusted, any or addresses): %w", prefix, s.Name, ErrInvalid)
+			return &ConfigError{Line: cfg.Lines["services."+s.Name+".from"], Msg: fmt.Sprintf("%s.services.%s.from: empty list (write trusted, any or addresses)", prefix, s.Name)}
 		}
 	}
 	for _, ua := range cfg.SIPScanner.UserAgents {
 		if len(ua) < 4 {
-			return fmt.Errorf("%s.sip_scanner.user_agents: %q is shorter than 4 characters: %w", prefix, ua, ErrInvalid)
+			return &ConfigError{Msg: fmt.Sprintf("%s.sip_scanner.user_agents: %q is shorter than 4 characters", prefix, ua)}
 		}
 	}
 	if cfg.SIPScanner.Enabled && cfg.SIPScanner.SearchBytes < 16 {
-		return fmt.Errorf("%s.sip_scanner.search_bytes: at least 16: %w", prefix, ErrInvalid)
+		return &ConfigError{Msg: fmt.Sprintf("%s.sip_scanner.search_bytes: at least 16", prefix)}
 	}
 	if cfg.PortScan.Enabled && (cfg.PortScan.Ports < 2 || cfg.PortScan.Within < time.Second || cfg.PortScan.Ban < time.Second) {
-		return fmt.Errorf("%s.port_scan: ports >= 2, within and ban >= 1s: %w", prefix, ErrInvalid)
+		return &ConfigError{Msg: fmt.Sprintf("%s.port_scan: ports >= 2, within and ban >= 1s", prefix)}
 	}
 	return nil
 }

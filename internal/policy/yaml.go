@@ -13,8 +13,25 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// ErrInvalid is wrapped by every configuration error.
+// ErrInvalid is matched (errors.Is) by every configuration error.
 var ErrInvalid = errors.New("invalid firewall policy")
+
+// ConfigError is a mistake in the policy configuration: where and what to
+// write instead. errors.Is(err, ErrInvalid) holds for it.
+type ConfigError struct {
+	Line int // 0 when unknown
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+	}
+	return e.Msg
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalid }
 
 // prefix is the dotted path of the policy in the configuration file.
 const prefix = "firewall.policy"
@@ -32,10 +49,7 @@ func (p *parser) errf(n *yaml.Node, key, format string, args ...any) error {
 	if key != "" {
 		msg = prefix + "." + key + ": " + msg
 	}
-	if line > 0 {
-		return fmt.Errorf("line %d: %s: %w", line, msg, ErrInvalid)
-	}
-	return fmt.Errorf("%s: %w", msg, ErrInvalid)
+	return &ConfigError{Line: line, Msg: msg}
 }
 
 // FromDocument reads the policy from a whole configuration document: the
@@ -65,7 +79,11 @@ func FromDocument(doc *yaml.Node) (*Config, error) {
 		p := &parser{cfg: cfg}
 		list, err := p.prefixes(allow, "")
 		if err != nil {
-			return nil, fmt.Errorf("line %d: allowlist: %w", allow.Line, err)
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				return nil, &ConfigError{Line: ce.Line, Msg: "allowlist: " + ce.Msg}
+			}
+			return nil, err
 		}
 		cfg.Trusted.Allowlist = list
 		cfg.Lines["allowlist"] = allow.Line
@@ -362,7 +380,12 @@ func (p *parser) from(n *yaml.Node, key string, dst *Sources) error {
 	}
 	list, err := p.prefixes(n, key)
 	if err != nil {
-		return p.errf(n, key, "expected any, trusted, loopback or a list of addresses/networks (%v)", errors.Unwrap(err))
+		var ce *ConfigError
+		detail := err.Error()
+		if errors.As(err, &ce) {
+			detail = ce.Msg
+		}
+		return p.errf(n, key, "expected any, trusted, loopback or a list of addresses/networks (%s)", detail)
 	}
 	*dst = Sources{Kind: FromList, Prefixes: list}
 	return nil
