@@ -1010,3 +1010,36 @@ func TestFirewallSetFull(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkNftablesList: reading the sets back (what a restart reconciles
+// against), 10k and 100k entries.
+//
+//	sudo go test ./e2e -run '^$' -bench 'NftablesList' -benchtime 3x
+func BenchmarkNftablesList(b *testing.B) {
+	requireRootBench(b)
+	for _, n := range []int{10000, 100000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			ns := benchNetns(b)
+			be, err := firewall.NewNftables(firewall.Options{NetNS: ns, MaxElem: 200000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer be.Close()
+			ctx := context.Background()
+			if err := be.Init(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := be.Add(ctx, bulkBans(n/2, n/2, time.Hour)); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				list, err := be.List(ctx)
+				if err != nil || len(list) != n {
+					b.Fatalf("List: %d of %d (%v)", len(list), n, err)
+				}
+			}
+		})
+	}
+}
