@@ -1043,3 +1043,62 @@ func BenchmarkNftablesList(b *testing.B) {
 		})
 	}
 }
+
+// TestFirewallForward: with Options.Forward the ban also holds for traffic
+// the host routes on (containers, VMs): attacker -> router (pbxguard) ->
+// inner service. Without Forward the banned source still gets through the
+// router, which shows the forward hook is what drops it.
+func TestFirewallForward(t *testing.T) {
+	requireE2E(t, "nft", "ipset", "iptables")
+	for _, bk := range fwBackends {
+		t.Run(bk.name, func(t *testing.T) {
+			requireE2E(t, bk.tools...)
+			att := newNetns(t, "fatt")
+			rtr := newNetns(t, "frtr")
+			inner := newNetns(t, "finn")
+			link(t, att, []string{"192.0.2.10/24", "192.0.2.20/24"}, rtr, []string{"192.0.2.1/24"})
+			link(t, rtr, []string{"198.51.100.1/24"}, inner, []string{"198.51.100.2/24"})
+			att.Run(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
+			inner.Run(t, "ip", "route", "add", "192.0.2.0/24", "via", "198.51.100.1")
+			rtr.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ln := listenUDP(t, inner, "udp4", "198.51.100.2:5060")
+			ban := []firewall.Ban{{Prefix: netip.MustParsePrefix("192.0.2.10/32"), Timeout: time.Hour}}
+
+			noFwd := fwBackend(t, bk.name, firewall.Options{NetNS: rtr.Name})
+			if err := noFwd.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := noFwd.Add(ctx, ban); err != nil {
+				t.Fatal(err)
+			}
+			if !probeUDP(t, att, ln, "192.0.2.10", "198.51.100.2") {
+				t.Fatal("without Forward, routed traffic from a banned source should pass the router (input hook only)")
+			}
+			noFwd.Close()
+
+			fwd := fwBackend(t, bk.name, firewall.Options{NetNS: rtr.Name, Forward: true})
+			if err := fwd.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer fwd.Remove(context.Background())
+			if err := fwd.Add(ctx, ban); err != nil {
+				t.Fatal(err)
+			}
+			if probeUDP(t, att, ln, "192.0.2.10", "198.51.100.2") {
+				t.Error("with Forward, routed traffic from a banned source arrived")
+			}
+			if !probeUDP(t, att, ln, "192.0.2.20", "198.51.100.2") {
+				t.Error("with Forward, routed traffic from an unbanned source did not arrive")
+			}
+			if err := fwd.Remove(ctx); err != nil {
+				t.Fatal(err)
+			}
+			checkRemoved(t, rtr, bk.name)
+			if !probeUDP(t, att, ln, "192.0.2.10", "198.51.100.2") {
+				t.Error("after Remove, routed traffic from the once banned source did not arrive")
+			}
+		})
+	}
+}
