@@ -195,10 +195,11 @@ func TestFirewallBackends(t *testing.T) {
 		t.Run(bk.name, func(t *testing.T) {
 			requireE2E(t, bk.tools...)
 			ns := newNetns(t, "fw")
-			// Someone else's table, and an iptables rule of theirs, that must survive.
+			// Someone else's nft table, and an iptables rule of theirs, that must survive.
 			ns.Run(t, "nft", "add", "table", "inet", "someoneelse")
 			ns.Run(t, "nft", "add", "set", "inet", "someoneelse", "keep", "{ type ipv4_addr; }")
 			ns.Run(t, "nft", "add", "element", "inet", "someoneelse", "keep", "{ 192.0.2.99 }")
+			ns.Run(t, "iptables", "-w", "-A", "INPUT", "-s", "203.0.113.99/32", "-j", "ACCEPT")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			opts := firewall.Options{NetNS: ns.Name, Prefixes: true, MaxElem: 200000}
@@ -303,6 +304,9 @@ func TestFirewallBackends(t *testing.T) {
 			out := ns.Run(t, "nft", "list", "table", "inet", "someoneelse")
 			if !strings.Contains(out, "192.0.2.99") {
 				t.Fatalf("foreign table damaged by Remove:\n%s", out)
+			}
+			if out := ns.Run(t, "iptables", "-w", "-S", "INPUT"); !strings.Contains(out, "-A INPUT -s 203.0.113.99/32 -j ACCEPT") {
+				t.Fatalf("foreign iptables rule damaged by Remove:\n%s", out)
 			}
 			if err := b.Remove(ctx); err != nil {
 				t.Fatalf("second Remove: %v", err)
