@@ -102,7 +102,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 			"files": func(k string, v *yaml.Node) {
 				set["files"] = true
 				for _, f := range p.strings(k, v) {
-					if !strings.HasPrefix(f, "/") && f != "-" {
+					if !strings.HasPrefix(f, "/") {
 						p.errorf(v.Line, k, "%q is not an absolute path (write it from /)", f)
 						continue
 					}

@@ -1,5 +1,3 @@
-//go:build wired
-
 package daemon
 
 import (
@@ -11,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/detect"
@@ -104,6 +104,8 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
 
 	var jails []JailSpec
+	var amiJails []string
+	judges := map[string]*jail.Jail{}
 	for _, jc := range cfg.Enabled() {
 		judge, err := jail.New(jail.Config{
 			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
@@ -114,7 +116,13 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			backend.Close()
 			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))
 		}
+		judges[jc.Name] = judge
 		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
+		if jc.Source == "ami" {
+			amiJails = append(amiJails, jc.Name)
+			jails = append(jails, spec)
+			continue
+		}
 		newDetector := func() (Detector, error) {
 			d, err := detect.New(jc.Detector, detect.Options{Location: cfg.Location})
 			if err != nil {
@@ -157,17 +165,52 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		}
 		jails = append(jails, spec)
 	}
-	manual := config.DefaultBanTime
+	var workers []Worker
+	w, err := amiWorker(cfg, st, amiJails, log)
+	if err != nil {
+		backend.Close()
+		return fail(err)
+	}
+	if w != nil {
+		workers = append(workers, *w)
+	}
 	d, err := New(Options{
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
-		ManualBanTime: manual, Version: opts.Version,
+		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
 	})
 	if err != nil {
 		backend.Close()
 		return fail(err)
 	}
+	registerJailMetrics(d.metrics, judges)
 	return &Built{Daemon: d, Store: st, Backend: backend}, nil
+}
+
+// registerJailMetrics exposes each jail's own counters (read at scrape time;
+// jail.Stats is safe from any goroutine).
+func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
+	type stat struct {
+		name, help string
+		counter    bool
+		get        func(jail.Stats) float64
+	}
+	for _, s := range []stat{
+		{"pbxguard_jail_tracked_addresses", "Addresses (or IPv6 prefixes) a jail tracks now.", false, func(s jail.Stats) float64 { return float64(s.Tracked) }},
+		{"pbxguard_jail_evicted_total", "Tracked addresses dropped because max_tracked was reached.", true, func(s jail.Stats) float64 { return float64(s.Evicted) }},
+		{"pbxguard_jail_allowlisted_total", "Events from allowlisted addresses, ignored.", true, func(s jail.Stats) float64 { return float64(s.AllowlistedSkipped) }},
+		{"pbxguard_jail_challenge_failures_total", "Challenges never answered by a successful authentication, counted as failures.", true, func(s jail.Stats) float64 { return float64(s.ChallengeFailures) }},
+	} {
+		for name, j := range judges {
+			labels := prometheus.Labels{"jail": name}
+			f := func() float64 { return s.get(j.Stats()) }
+			if s.counter {
+				m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
+			} else {
+				m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
+			}
+		}
+	}
 }
 
 // sourceAdapter turns a source.Source into the daemon's Source.

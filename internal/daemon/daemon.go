@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,8 @@ type Options struct {
 	TickEvery time.Duration
 	// Version is shown by status.
 	Version string
+	// Workers run beside the sources (AMI listener, fraud monitor).
+	Workers []Worker
 }
 
 // Batching of decisions into one backend Add.
@@ -243,6 +246,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 			}()
 		}
+	}
+	for _, w := range d.opts.Workers {
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			if err := w.Run(srcCtx, d); err != nil && srcCtx.Err() == nil {
+				d.log.Error("worker stopped", "worker", w.Name, "err", err)
+			}
+		}()
 	}
 	bannerDone := make(chan struct{})
 	go func() { defer close(bannerDone); d.banner() }()
@@ -722,6 +734,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			return fmt.Errorf("firewall %s: removing unknown entries: %w", b.Name(), err)
 		}
 	}
+	addStart := time.Now()
 	if len(restore) > 0 {
 		if err := b.Add(ctx, restore); err != nil {
 			d.metrics.backendErrors.WithLabelValues("add").Inc()
@@ -735,7 +748,8 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	d.activeMu.Unlock()
 	d.log.Info("kernel reconciled with the store", "restored", len(restore), "removed_unknown", len(stale),
-		"dropped_allowlisted", len(refused), "took", time.Since(start).Round(time.Microsecond))
+		"dropped_allowlisted", len(refused), "kernel_add", time.Since(addStart).Round(time.Microsecond),
+		"took", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -777,6 +791,14 @@ func (d *Daemon) Bans(ctx context.Context) ([]BanInfo, error) {
 // ErrAllowlisted is returned (wrapped) for a manual ban of an allowlisted address.
 var ErrAllowlisted = errors.New("allowlisted")
 
+type allowlistedError struct{ pfx, entry netip.Prefix }
+
+func (e allowlistedError) Error() string {
+	return fmt.Sprintf("refused: %s is in the allowlist (entry %s), which pbxguard never bans; to ban it, take it out of allowlist: in the config and restart", e.pfx, e.entry)
+}
+
+func (e allowlistedError) Is(target error) bool { return target == ErrAllowlisted }
+
 // Ban bans a prefix by hand (or for another part of pbxguard, e.g. fraud
 // containment). An allowlisted prefix is refused with the reason.
 func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, jail, reason string) (BanInfo, error) {
@@ -785,7 +807,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	}
 	pfx = normPrefix(pfx)
 	if entry, hit := d.opts.Allowed(pfx); hit {
-		return BanInfo{}, fmt.Errorf("refused: %s is in the allowlist (entry %s); remove it from allowlist: in the config first: %w", pfx, entry, ErrAllowlisted)
+		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
 	}
 	if jail == "" {
 		jail = "manual"
@@ -834,7 +856,16 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 		}
 	}
 	d.fwMu.Lock()
-	err = d.opts.Backend.Delete(ctx, append(gone, pfx.Masked()))
+	if len(gone) > 0 {
+		err = d.opts.Backend.Delete(ctx, gone)
+	}
+	if err == nil && !slices.Contains(gone, pfx.Masked()) {
+		// A kernel entry the store does not know (left by hand): best
+		// effort, as some backends report an absent entry as an error.
+		if derr := d.opts.Backend.Delete(ctx, []netip.Prefix{pfx.Masked()}); derr != nil {
+			d.log.Debug("unban: no kernel entry for the prefix itself", "prefix", pfx, "err", derr)
+		}
+	}
 	d.fwMu.Unlock()
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("delete").Inc()
