@@ -5,14 +5,18 @@
 // from the events (or an injected Clock).
 //
 // Memory is bounded by Config.MaxTracked (least recently seen addresses are
-// evicted) and small per address: a map from the 16-byte address to an
-// index into a slab of fixed 88-byte entries linked in an intrusive LRU list
-// (about 133 bytes per tracked address in all, see TestMemoryPerAddress).
+// evicted; banned ones are passed over) and small per address: an
+// open-addressing index (index.go) into a slab of fixed 88-byte entries
+// linked in an intrusive LRU list, about 110 bytes per tracked address in
+// all (TestMemoryPerAddress). Windows have one-second resolution and keep
+// the last 8 failures of an address exactly (maxretry <= 8 is exact; above,
+// the two oldest failures merge and the older one counts a little longer).
 package jail
 
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"net/netip"
 	"strings"
@@ -69,7 +73,7 @@ type Config struct {
 // Decision is a ban.
 type Decision struct {
 	Jail     string
-	Addr     netip.Addr   // the offending address (the last one seen, for prefix bans)
+	Addr     netip.Addr   // the offending address (for a prefix ban decided by Tick: the prefix's first address)
 	Prefix   netip.Prefix // what to ban: Addr/32, Addr/128 or the IPv6 prefix
 	At       time.Time    // when decided (Clock)
 	Duration time.Duration
@@ -93,7 +97,7 @@ const ring = 8 // failure slots per address: windows are exact for MaxRetry <= r
 
 // entry is one tracked address (or IPv6 prefix). 88 bytes.
 type entry struct {
-	addr       [16]byte // last address seen (IPv4 as ::ffff:a.b.c.d)
+	key        [16]byte // the address (IPv4 as ::ffff:a.b.c.d), or its IPv6 prefix in prefix mode
 	prev, next int32    // LRU links, -1 = none
 	t          [ring]uint32
 	w          [ring]uint8 // weight of slot, 0 = empty
@@ -133,7 +137,7 @@ type Jail struct {
 	hwm     int64 // latest event time seen (relative)
 	hwmWall time.Time
 
-	idx        map[[16]byte]int32
+	idx        index
 	chunks     [][]entry
 	used       int32 // slab entries ever handed out
 	free       int32 // free list through next, -1 = empty
@@ -160,7 +164,7 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 		chalSec:  int64((cfg.ChallengeTimeout + time.Second - 1) / time.Second),
 		graceSec: int64(cfg.SuccessGrace / time.Second),
 		v6bits:   cfg.IPv6Prefix,
-		idx:      make(map[[16]byte]int32),
+		idx:      index{seed: maphash.MakeSeed()},
 		free:     -1, head: -1, tail: -1,
 	}
 	for k := event.Kind(0); int(k) < event.NumKinds; k++ {
@@ -330,18 +334,21 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 	}
 	now := j.rel(t)
 	if now > j.hwm {
-		j.hwm, j.hwmWall = now, j.clock.Now()
+		// The event-time high-water mark, for Tick. An event stamped in the
+		// future (a wrong clock or year) may not drag it past wall time:
+		// challenges would then expire before their answer arrives.
+		wall := j.clock.Now()
+		j.hwm, j.hwmWall = min(now, j.rel(wall)+1), wall
 	}
-	a16 := addr.As16()
-	k := j.key(a16)
-	i, ok := j.idx[k]
+	k := j.key(addr.As16())
+	i, ok := j.idx.find(j, &k)
 	if kind == event.AuthSuccess {
 		if !ok {
 			// Remember the success: this address's unanswered challenges
 			// (keep-alives, refreshes) do not count for SuccessGrace.
 			i = j.insert(k)
 			e := j.at(i)
-			e.addr, e.good = a16, uint32(now)
+			e.good = uint32(now)
 			return Decision{}, false
 		}
 		e := j.at(i)
@@ -353,13 +360,12 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		j.expireChallenges(e, now) // challenges older than the timeout still count
 		e.pend = 0                 // the address authenticates: its recent challenges were answered
 		e.good = uint32(now)
-		return j.check(e, now)
+		return j.check(e, now, addr)
 	}
 	if !ok {
 		i = j.insert(k)
 	}
 	e := j.at(i)
-	e.addr = a16
 	j.touch(i)
 	if e.until != 0 {
 		if now < int64(e.until) {
@@ -397,7 +403,7 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		e.pend, e.chal = -1, uint32(now)
 	}
 	j.add(e, now, kind, int(j.weights[kind]))
-	return j.check(e, now)
+	return j.check(e, now, addr)
 }
 
 // expireChallenges counts e's unanswered challenges as failures once they
@@ -444,7 +450,7 @@ func (j *Jail) add(e *entry, at int64, kind event.Kind, w int) {
 }
 
 // check expires old failures and decides when the window is full.
-func (j *Jail) check(e *entry, now int64) (Decision, bool) {
+func (j *Jail) check(e *entry, now int64, addr netip.Addr) (Decision, bool) {
 	total := 0
 	for s := range ring {
 		if e.w[s] == 0 {
@@ -459,11 +465,10 @@ func (j *Jail) check(e *entry, now int64) (Decision, bool) {
 	if total < j.cfg.MaxRetry {
 		return Decision{}, false
 	}
-	return j.decide(e, now, total), true
+	return j.decide(e, now, total, addr), true
 }
 
-func (j *Jail) decide(e *entry, now int64, total int) Decision {
-	addr := netip.AddrFrom16(e.addr).Unmap()
+func (j *Jail) decide(e *entry, now int64, total int, addr netip.Addr) Decision {
 	prior := int(e.bans)
 	if j.hist != nil {
 		prior = max(prior, j.hist.PriorBans(addr))
@@ -543,7 +548,7 @@ func (j *Jail) Tick(now time.Time) []Decision {
 			continue
 		}
 		j.expireChallenges(e, eff)
-		if d, ok := j.check(e, eff); ok {
+		if d, ok := j.check(e, eff, netip.AddrFrom16(e.key).Unmap()); ok {
 			out = append(out, d)
 		}
 	}
@@ -576,14 +581,12 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	if left <= 0 {
 		return
 	}
-	a16 := addr.As16()
-	k := j.key(a16)
-	i, ok := j.idx[k]
+	k := j.key(addr.As16())
+	i, ok := j.idx.find(j, &k)
 	if !ok {
 		i = j.insert(k)
 	}
 	e := j.at(i)
-	e.addr = a16
 	e.until = uint32(min(r+left, math.MaxUint32))
 	e.bans = uint8(min(max(int(e.bans), banCount), 255))
 	e.w = [ring]uint8{}
@@ -597,11 +600,11 @@ func (j *Jail) Forget(addr netip.Addr) {
 		return
 	}
 	k := j.key(addr.Unmap().WithZone("").As16())
-	i, ok := j.idx[k]
+	i, ok := j.idx.find(j, &k)
 	if !ok {
 		return
 	}
-	delete(j.idx, k)
+	j.idx.remove(j, &k)
 	j.release(i)
 }
 
@@ -617,7 +620,7 @@ func (j *Jail) insert(k [16]byte) int32 {
 				break
 			}
 		}
-		delete(j.idx, j.key(j.at(old).addr))
+		j.idx.remove(j, &j.at(old).key)
 		j.release(old)
 		j.evicted.Add(1)
 	}
@@ -632,8 +635,8 @@ func (j *Jail) insert(k [16]byte) int32 {
 		}
 		j.used++
 	}
-	*j.at(i) = entry{prev: -1, next: -1}
-	j.idx[k] = i
+	*j.at(i) = entry{key: k, prev: -1, next: -1}
+	j.idx.insert(&k, i)
 	j.tracked.Add(1)
 	// link at head
 	e := j.at(i)
