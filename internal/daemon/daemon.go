@@ -871,6 +871,9 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	d.fwMu.Lock()
 	err := d.opts.Backend.Add(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
 	d.fwMu.Unlock()
+	if errors.Is(err, firewall.ErrUnsupportedPrefix) {
+		return BanInfo{}, fmt.Errorf("firewall %s holds single addresses only: ban %s, or give a jail ipv6_prefix: 64 (or any value below 128) to enable prefix bans", d.opts.Backend.Name(), pfx.Addr())
+	}
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("add").Inc()
 		return BanInfo{}, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
