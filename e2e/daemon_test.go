@@ -827,6 +827,10 @@ func TestDaemonRotation(t *testing.T) {
 func TestDaemonRestore100k(t *testing.T) {
 	requireE2E(t, "nft")
 	ns := newNetns(t, "restore")
+	atk := newNetns(t, "restore-atk")
+	// The attacker's address is the first of the 100k stored bans; its
+	// neighbour on the same link is not banned.
+	link(t, ns, []string{"2001:db8:100a::f:ff00/64"}, atk, []string{"2001:db8:100a::1/64", "2001:db8:100a::f:fffe/64"})
 	dir := t.TempDir()
 	cfg := writeDaemonConfig(t, dir, daemonConfig{jail: "    ipv6_prefix: 128"})
 	st, err := store.Open(filepath.Join(dir, "state"))
@@ -858,5 +862,12 @@ func TestDaemonRestore100k(t *testing.T) {
 		took[1], took[2], took[3], ready.Round(time.Millisecond), n)
 	if n != total {
 		t.Fatalf("kernel holds %d of %d", n, total)
+	}
+	l := listenUDP(t, ns, "udp", ":5060")
+	if probeUDP(t, atk, l, "2001:db8:100a::1", "2001:db8:100a::f:ff00") {
+		t.Fatal("a banned address (one of 100k in the set) still gets through")
+	}
+	if !probeUDP(t, atk, l, "2001:db8:100a::f:fffe", "2001:db8:100a::f:ff00") {
+		t.Fatal("an address not in the set is dropped")
 	}
 }
