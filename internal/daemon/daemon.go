@@ -101,7 +101,7 @@ type Options struct {
 	Now func() time.Time
 	// ManualBanTime is the default duration of `pbxguard ban` (default 1h).
 	ManualBanTime time.Duration
-	// SaveEvery is the position save period (default 2s).
+	// SaveEvery is the position save period (default 1s).
 	SaveEvery time.Duration
 	// TickEvery is the expiry/challenge period (default 1s).
 	TickEvery time.Duration
@@ -180,7 +180,7 @@ func New(opts Options) (*Daemon, error) {
 		opts.ManualBanTime = time.Hour
 	}
 	if opts.SaveEvery <= 0 {
-		opts.SaveEvery = 2 * time.Second
+		opts.SaveEvery = time.Second
 	}
 	if opts.TickEvery <= 0 {
 		opts.TickEvery = time.Second
