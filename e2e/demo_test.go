@@ -38,6 +38,7 @@ func runDemoJSON(t *testing.T, args ...string) demoSummary {
 // and its packets stop arriving; nothing is left behind.
 func TestDemoKernel(t *testing.T) {
 	requireE2E(t, "nft")
+	before, _ := exec.Command("ip", "netns", "list").Output()
 	s := runDemoJSON(t)
 	t.Logf("demo: %+v", s)
 	if s.Mode != "kernel" || !s.Banned || s.SentBeforeBan != 5 || s.ArrivedBeforeBan != 5 || s.SentAfterBan == 0 || s.ArrivedAfterBan != 0 {
@@ -47,8 +48,10 @@ func TestDemoKernel(t *testing.T) {
 		t.Fatalf("latency samples = %d", s.Latency.Count)
 	}
 	out, _ := exec.Command("ip", "netns", "list").Output()
-	if strings.Contains(string(out), "pbxguard-demo-") {
-		t.Fatalf("demo left namespaces behind:\n%s", out)
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "pbxguard-demo-") && !strings.Contains(string(before), strings.Fields(l)[0]) {
+			t.Fatalf("demo left a namespace behind: %s", l)
+		}
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/fraud"
+	"github.com/pbxguard/pbxguard/internal/policy"
 )
 
 // defaultConfigPath is where `pbxguard run` looks without --config.
@@ -88,6 +90,34 @@ func runConfigCheck(w io.Writer, path string, asJSON bool) error {
 	default:
 		out.Errors = append(out.Errors, checkError{Message: err.Error()})
 	}
+	if c != nil && out.OK {
+		// The sections other packages own: check them too.
+		sectionErr := func(err error) {
+			var se *fraud.SettingsError
+			for _, e := range flatten(err) {
+				if errors.As(e, &se) {
+					out.Errors = append(out.Errors, checkError{Line: se.Line, Key: "fraud." + se.Key, Message: se.Msg})
+				} else {
+					msg := e.Error()
+					if strings.HasPrefix(msg, "line ") {
+						msg = "config: " + msg
+					}
+					out.Errors = append(out.Errors, checkError{Message: msg})
+				}
+			}
+			out.OK = false
+		}
+		if c.Fraud != nil {
+			if _, err := fraud.ParseSettings(c.Fraud); err != nil {
+				sectionErr(err)
+			}
+		}
+		if c.Firewall.Policy != nil {
+			if _, err := policy.FromYAML(c.Firewall.Policy); err != nil {
+				sectionErr(err)
+			}
+		}
+	}
 	if c != nil {
 		out.Warnings = append(out.Warnings, c.Warnings...)
 		if out.OK {
@@ -139,6 +169,18 @@ func runConfigCheck(w io.Writer, path string, asJSON bool) error {
 		return &exitError{code: exitUsage}
 	}
 	return nil
+}
+
+// flatten splits a joined error into its parts.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 func orOff(s string) string {

@@ -159,14 +159,23 @@ func runDemo(ctx context.Context, w io.Writer, o demoOptions) (*demoResult, erro
 	if kernel {
 		pr.stepf("Building the lab: two network namespaces joined by a virtual cable")
 		lab, err = newDemoLab(ctx)
-		if lab != nil {
-			defer lab.Close()
-		}
 		if err != nil {
-			return nil, err
+			if lab != nil {
+				lab.Close()
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// A container without the right to make namespaces: tell the
+			// story on the dry-run backend instead.
+			pr.linef("could not build the lab (%v): falling back to the dry-run backend", err)
+			lab, kernel = nil, false
+			res.Mode, res.Backend = "dry-run", "dry-run"
+		} else {
+			defer lab.Close()
+			pr.linef("pbx      %-15s  namespace %s  (listens on UDP %d, like Asterisk)", demoPBX, lab.pbx, demoSIPPort)
+			pr.linef("attacker %-15s  namespace %s", demoAttacker, lab.attacker)
 		}
-		pr.linef("pbx      %-15s  namespace %s  (listens on UDP %d, like Asterisk)", demoPBX, lab.pbx, demoSIPPort)
-		pr.linef("attacker %-15s  namespace %s", demoAttacker, lab.attacker)
 	}
 
 	pr.stepf("Starting pbxguard on the pbx, following %s", logPath)
@@ -194,7 +203,7 @@ jails:
 	if err != nil {
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
-	logLevel := slog.LevelWarn
+	logLevel := slog.LevelError // the demo tells the story itself
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: logLevel}))
 	if !o.quiet {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
@@ -270,6 +279,9 @@ jails:
 		}
 		res.Sent++
 		state := "arrived  -> PBX logs: No matching endpoint found"
+		if lab == nil {
+			state = "(simulated) PBX logs: No matching endpoint found"
+		}
 		if arrived {
 			if banned {
 				res.ArrivedAfterBan++
@@ -344,7 +356,11 @@ jails:
 		}
 		tw.Flush()
 		if res.Latency.Count > 0 {
-			pr.linef("from the log line to the kernel: %.3f ms (pbxguard_ban_latency_seconds)", res.Latency.P50ms)
+			where := "the kernel"
+			if lab == nil {
+				where = "the (dry-run) firewall"
+			}
+			pr.linef("from reading the 5th log line to %s: %.3f ms (pbxguard_ban_latency_seconds)", where, res.Latency.P50ms)
 		}
 	}
 	res.Seconds = time.Since(began).Seconds()
@@ -421,6 +437,9 @@ func newDemoLab(ctx context.Context) (*demoLab, error) {
 	}
 	for _, s := range steps {
 		if out, err := exec.CommandContext(ctx, "ip", s...).CombinedOutput(); err != nil {
+			if ctx.Err() != nil {
+				return lab, errors.New("interrupted; lab cleaned up")
+			}
 			return lab, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/fraud"
 	"github.com/pbxguard/pbxguard/internal/numbers"
@@ -36,12 +37,65 @@ type numberFlags struct {
 	country    string
 	accessCode string
 	trunks     []string
+	config     string
 }
 
 func (nf *numberFlags) add(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVarP(&nf.config, "config", "c", "", "configuration file whose fraud: section gives the defaults of these flags (default "+defaultConfigPath+" if present)")
 	cmd.PersistentFlags().StringVar(&nf.country, "country", "US", "the PBX's home country (ISO 3166 alpha-2: US, GB, AU, DE, …)")
 	cmd.PersistentFlags().StringVar(&nf.accessCode, "access-code", "", "outbound access code users dial first (e.g. 9)")
 	cmd.PersistentFlags().StringSliceVar(&nf.trunks, "trunk", []string{"carrier"}, "endpoints that are trunks, not extensions (never judged)")
+}
+
+// fromConfig fills the flags the user did not give from the configuration
+// file's fraud: and control: sections (lf may be nil).
+func (nf *numberFlags) fromConfig(cmd *cobra.Command, lf *liveFlags) error {
+	path, required := nf.config, true
+	if path == "" {
+		path, required = defaultConfigPath, false
+		if _, err := os.Stat(path); err != nil {
+			return nil
+		}
+	}
+	cfg, err := loadConfig(cmd.ErrOrStderr(), path, required)
+	if err != nil || cfg == nil {
+		return err
+	}
+	if lf != nil && lf.socket == "" {
+		lf.socket = cfg.Control.Socket
+	}
+	if cfg.Fraud == nil {
+		return nil
+	}
+	set, err := fraud.ParseSettings(cfg.Fraud)
+	if err != nil {
+		return usageErr("%s: %v", path, err)
+	}
+	unset := func(name string) bool { f := cmd.Flag(name); return f != nil && !f.Changed }
+	if unset("country") {
+		nf.country = set.Country
+	}
+	if unset("access-code") {
+		nf.accessCode = set.AccessCode
+	}
+	if unset("trunk") && set.Trunks != nil {
+		nf.trunks = set.Trunks
+	}
+	if lf != nil {
+		if unset("ami") {
+			lf.addr = set.AMIAddr
+		}
+		if unset("ami-user") {
+			lf.user = set.AMIUser
+		}
+		if unset("ami-secret-file") {
+			lf.secretFile = set.AMISecretFile
+		}
+		if unset("ami-md5") {
+			lf.md5 = set.AMIMD5
+		}
+	}
+	return nil
 }
 
 func (nf *numberFlags) normalizer() (*numbers.Normalizer, error) {
@@ -91,6 +145,9 @@ Exit code 0: nothing suspicious; 1: suspicious extensions found; 2: bad input.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cdrPath == "" {
 				return usageErr("incident report: --cdr is required (e.g. --cdr /var/log/asterisk/cdr-csv/Master.csv)")
+			}
+			if err := nf.fromConfig(cmd, nil); err != nil {
+				return err
 			}
 			nums, err := nf.normalizer()
 			if err != nil {
@@ -249,17 +306,18 @@ func printReport(w io.Writer, rep *fraud.Report, haveLogs bool) {
 
 // liveFlags are the AMI connection and view options of "incident".
 type liveFlags struct {
-	addr       string
-	user       string
-	secretFile string
-	md5        bool
-	once       bool
-	interval   time.Duration
-	contain    string
-	dryRun     bool
-	banFor     time.Duration
-	socket     string
-	asJSON     bool
+	addr        string
+	user        string
+	secretFile  string
+	md5         bool
+	once        bool
+	interval    time.Duration
+	contain     string
+	dryRun      bool
+	banFor      time.Duration
+	socket      string
+	asJSON      bool
+	banContacts bool
 }
 
 func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
@@ -274,8 +332,9 @@ func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
 	cmd.Flags().DurationVar(&lf.interval, "interval", 2*time.Second, "refresh interval of the live view")
 	cmd.Flags().StringVar(&lf.contain, "contain", "", "contain extension EXT: hang up its calls, lock it, ban its addresses")
 	cmd.Flags().DurationVar(&lf.banFor, "ban-for", 24*time.Hour, "ban duration for --contain")
-	cmd.Flags().StringVar(&lf.socket, "socket", "/run/pbxguard/control.sock", "pbxguard daemon control socket (bans go through the daemon)")
+	cmd.Flags().StringVar(&lf.socket, "socket", "", "pbxguard daemon control socket; bans go through the daemon (default: control.socket of the config, else "+config.DefaultSocket+")")
 	cmd.Flags().BoolVar(&lf.asJSON, "json", false, "JSON output")
+	cmd.Flags().BoolVar(&lf.banContacts, "ban-contacts", false, "with --contain, also ban the addresses in its registered Contact headers (client-written: check them first)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runLive(cmd, nf, lf) }
 	return lf
 }
@@ -336,7 +395,8 @@ type extView struct {
 	InternationalCalls int          `json:"international_calls"`
 	Destinations       []string     `json:"destinations"`
 	Countries          []string     `json:"countries"`
-	Addrs              []netip.Addr `json:"addrs"`
+	Addrs              []netip.Addr `json:"addrs"`    // where its calls come from (the channels' transport address)
+	Contacts           []netip.Addr `json:"contacts"` // its registered contacts (the Contact header: client-written, not proof)
 	Risk               int          `json:"risk"`
 	Contain            bool         `json:"contain"` // the fraud rules would contain it
 	Channels           []liveCall   `json:"channels"`
@@ -432,8 +492,9 @@ func contactAddrs(ctx context.Context, s amiSession) map[string][]netip.Addr {
 
 // liveState keeps the engine across refreshes so the rules see history.
 type liveState struct {
-	eng  *fraud.Engine
-	seen map[string]bool
+	eng    *fraud.Engine
+	seen   map[string]bool
+	trunks []string
 }
 
 func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Normalizer) ([]extView, error) {
@@ -445,7 +506,10 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 	now := time.Now()
 	views := make([]extView, 0, len(snap))
 	for ext, lcs := range snap {
-		v := extView{Extension: ext, Calls: len(lcs), Channels: lcs, Destinations: []string{}, Countries: []string{}, Addrs: []netip.Addr{}}
+		if slices.Contains(ls.trunks, ext) {
+			continue
+		}
+		v := extView{Extension: ext, Calls: len(lcs), Channels: lcs, Destinations: []string{}, Countries: []string{}, Addrs: []netip.Addr{}, Contacts: []netip.Addr{}}
 		for _, lc := range lcs {
 			if !ls.seen[lc.id] {
 				ls.seen[lc.id] = true
@@ -465,11 +529,7 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 				v.Addrs = append(v.Addrs, lc.Addr)
 			}
 		}
-		for _, a := range contacts[ext] {
-			if !slices.Contains(v.Addrs, a) {
-				v.Addrs = append(v.Addrs, a)
-			}
-		}
+		v.Contacts = append(v.Contacts, contacts[ext]...)
 		v.Risk = ls.eng.Risk(ext, now)
 		v.Contain = ls.eng.Contained(ext)
 		views = append(views, v)
@@ -486,7 +546,7 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 func printView(w io.Writer, views []extView, at time.Time) {
 	fmt.Fprintf(w, "pbxguard incident  %s  %d extensions with live calls\n", at.UTC().Format(time.RFC3339), len(views))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXT\tRISK\tCALLS\tINTL\tCOUNTRIES\tADDRESSES\tDESTINATIONS")
+	fmt.Fprintln(tw, "EXT\tRISK\tCALLS\tINTL\tCOUNTRIES\tCALLS FROM\tCONTACTS\tDESTINATIONS")
 	for _, v := range views {
 		dest := v.Destinations
 		more := ""
@@ -494,17 +554,24 @@ func printView(w io.Writer, views []extView, at time.Time) {
 			more = fmt.Sprintf(" +%d", len(dest)-4)
 			dest = dest[:4]
 		}
-		addrs := make([]string, len(v.Addrs))
-		for i, a := range v.Addrs {
-			addrs[i] = a.String()
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s%s\n", v.Extension, v.Risk, v.Calls, v.InternationalCalls,
-			strings.Join(v.Countries, ","), strings.Join(addrs, ","), strings.Join(dest, ","), more)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s%s\n", v.Extension, v.Risk, v.Calls, v.InternationalCalls,
+			strings.Join(v.Countries, ","), joinAddrs(v.Addrs), joinAddrs(v.Contacts), strings.Join(dest, ","), more)
 	}
 	tw.Flush()
 }
 
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
 func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
+	if err := nf.fromConfig(cmd, lf); err != nil {
+		return err
+	}
 	nums, err := nf.normalizer()
 	if err != nil {
 		return err
@@ -523,7 +590,7 @@ func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
 	if err != nil {
 		return usageErr("incident: %v", err)
 	}
-	ls := &liveState{eng: eng, seen: map[string]bool{}}
+	ls := &liveState{eng: eng, seen: map[string]bool{}, trunks: nf.trunks}
 	out := cmd.OutOrStdout()
 	if lf.interval <= 0 {
 		lf.interval = 2 * time.Second
@@ -567,12 +634,23 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 			addrs = append(addrs, lc.Addr)
 		}
 	}
-	from := "its live calls"
-	if len(addrs) == 0 {
-		addrs = contactAddrs(ctx, s)[ext]
-		from = "its registered contacts"
+	// Contact headers are written by the client: an attacker can name any
+	// host there. They are shown, and banned only with --ban-contacts.
+	contacts := contactAddrs(ctx, s)[ext]
+	from := "its live calls (the channels' transport address)"
+	if lf.banContacts {
+		for _, a := range contacts {
+			if !slices.Contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
+		}
+		from += " and its registered contacts"
 	}
-	client := daemon.NewClient(lf.socket)
+	sock := lf.socket
+	if sock == "" {
+		sock = config.DefaultSocket
+	}
+	client := daemon.NewClient(sock)
 	resp := &fraud.Responder{
 		Hanger: &fraud.AMIHanger{AMI: s},
 		Locker: &fraud.AMILocker{AMI: s},
@@ -611,7 +689,10 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 			fmt.Fprintf(out, "  %-7s %-28s %s\n", a.Kind, a.Target, res)
 		}
 		if len(addrs) == 0 {
-			fmt.Fprintln(out, "  no address to ban: none of its calls or contacts has one")
+			fmt.Fprintln(out, "  no address to ban: it has no live call (add --ban-contacts to ban its registered contacts)")
+		}
+		if len(contacts) > 0 && !lf.banContacts {
+			fmt.Fprintf(out, "  registered contacts (client-written, not banned without --ban-contacts): %s\n", joinAddrs(contacts))
 		}
 		fmt.Fprintf(out, "next: change the password of %s, then `pbxguard incident unlock %s`\n", ext, ext)
 	}
@@ -623,7 +704,10 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 	return nil
 }
 
-func runUnlock(cmd *cobra.Command, _ *numberFlags, lf *liveFlags, ext string) error {
+func runUnlock(cmd *cobra.Command, nf *numberFlags, lf *liveFlags, ext string) error {
+	if err := nf.fromConfig(cmd, lf); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := dialAMI(ctx, lf)

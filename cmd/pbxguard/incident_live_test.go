@@ -191,7 +191,7 @@ func TestIncidentLiveOnceJSON(t *testing.T) {
 	e := v.Extensions[0]
 	// Mid-burst the corpus PBX had 1004's three calls up: 011 44…, 00 44… and +44… to two numbers.
 	if e.Extension != "1004" || e.Calls != 3 || e.InternationalCalls != 3 || len(e.Countries) != 1 || e.Countries[0] != "GB" ||
-		len(e.Addrs) == 0 || e.Addrs[0].String() != "203.0.113.159" || e.Risk < 90 {
+		len(e.Addrs) != 1 || e.Addrs[0].String() != "203.0.113.159" || len(e.Contacts) != 2 || e.Risk < 90 {
 		t.Errorf("1004 view %+v", e)
 	}
 	t.Logf("live view: %+v", e)

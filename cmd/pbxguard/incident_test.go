@@ -132,3 +132,43 @@ func TestIncidentReportRatesAndExitCodes(t *testing.T) {
 		t.Errorf("garbage: exit %d", code)
 	}
 }
+
+func TestIncidentReportCorpus22(t *testing.T) {
+	const c22 = "../../../shared/corpus/asterisk-22"
+	if _, err := os.Stat(c22 + "/log/cdr-csv/Master.csv"); err != nil {
+		t.Skip("no asterisk-22 corpus")
+	}
+	out, code := runIncidentCLI(t, "incident", "report", "--json", "--cdr", c22+"/log/cdr-csv/Master.csv", "--log", c22+"/log/security")
+	if code != exitFindings {
+		t.Fatalf("exit %d", code)
+	}
+	var rep fraud.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	sus := rep.Suspicious()
+	if len(sus) != 1 || sus[0].Extension != "204" || !sus[0].PrefixGuessing || !slices.Equal(sus[0].Countries, []string{"GB", "IL"}) ||
+		!slices.Equal(sus[0].Addrs, []string{"203.0.113.187"}) {
+		t.Errorf("suspicious %+v", sus)
+	}
+}
+
+func TestIncidentConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("fraud:\n  country: US\n  trunks: [carrier]\n"), 0o600)
+	os.WriteFile(bad, []byte("fraud:\n  country: US\n  window: soon\n"), 0o600)
+	if out, code := runIncidentCLI(t, "incident", "report", "--config", good, "--cdr", corpus20+"/log/cdr-csv/Master.csv"); code != exitFindings {
+		t.Errorf("good config: exit %d\n%s", code, out)
+	}
+	if _, code := runIncidentCLI(t, "incident", "report", "--config", bad, "--cdr", corpus20+"/log/cdr-csv/Master.csv"); code != exitUsage {
+		t.Errorf("bad config: exit %d", code)
+	}
+	// The config's country is used unless --country is given.
+	gb := filepath.Join(dir, "gb.yaml")
+	os.WriteFile(gb, []byte("fraud:\n  country: XX\n"), 0o600)
+	if _, code := runIncidentCLI(t, "incident", "report", "--config", gb, "--cdr", corpus20+"/log/cdr-csv/Master.csv"); code != exitUsage {
+		t.Errorf("config country XX: exit %d", code)
+	}
+}

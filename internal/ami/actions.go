@@ -3,6 +3,7 @@ package ami
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -69,7 +70,7 @@ func (c *Client) DBDel(ctx context.Context, family, key string) error {
 }
 
 // ErrNotFound is returned by DBGet for a missing key.
-var ErrNotFound = errors.New("ami: not found")
+var ErrNotFound = errors.New("not found")
 
 // DBGet reads family/key from the AstDB (ErrNotFound when it is absent).
 func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) {
@@ -77,7 +78,7 @@ func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) 
 	if err != nil {
 		var ae *ActionError
 		if errors.As(err, &ae) && strings.Contains(strings.ToLower(ae.Message), "not found") {
-			return "", ErrNotFound
+			return "", fmt.Errorf("ami: DBGet %s/%s: %w", family, key, ErrNotFound)
 		}
 		return "", err
 	}
@@ -86,7 +87,7 @@ func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) 
 			return e.Get("Val"), nil
 		}
 	}
-	return "", ErrNotFound
+	return "", fmt.Errorf("ami: DBGet %s/%s: %w", family, key, ErrNotFound)
 }
 
 // Command runs a CLI command and returns its output, lines joined by

@@ -27,13 +27,13 @@ const (
 	EventReconnected  = "pbxguard.Reconnected"
 )
 
-// Client errors, for errors.Is.
+// Client errors, for errors.Is (always returned wrapped with context).
 var (
-	ErrClosed       = errors.New("ami: client closed")
-	ErrTimeout      = errors.New("ami: timed out")
-	ErrDisconnected = errors.New("ami: connection lost")
-	ErrAuth         = errors.New("ami: login refused")
-	ErrNotConnected = errors.New("ami: not connected")
+	ErrClosed       = errors.New("client closed")
+	ErrTimeout      = errors.New("timed out")
+	ErrDisconnected = errors.New("connection lost")
+	ErrAuth         = errors.New("login refused")
+	ErrNotConnected = errors.New("not connected")
 )
 
 // ActionError is returned with the response when Asterisk answers an
@@ -331,7 +331,7 @@ func (c *Client) run(cn *conn) {
 		err := c.supervise(cn)
 		c.clearConn(cn, err)
 		cn = nil
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || c.isClosed() { // the Logoff of Close can end the session first
 			return
 		}
 		c.disconnects.Add(1)
@@ -397,6 +397,12 @@ func (c *Client) clearConn(cn *conn, err error) {
 	c.mu.Unlock()
 }
 
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
 func (c *Client) setLastErr(err error) {
 	c.mu.Lock()
 	c.lastErr = err
@@ -457,9 +463,12 @@ func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
 		}
 		return nil, err
 	}
-	if !stop() {
+	if !stop() { // ctx ended just as the login completed
 		nc.Close()
-		return nil, fmt.Errorf("ami: connect to %s: %w", addr, ctx.Err())
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("ami: connect to %s: %w", addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("ami: %s: %w: the login took longer than %v", addr, ErrTimeout, to)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	cn := &conn{nc: nc, r: r, dead: make(chan struct{}), pending: map[string]*call{}}
@@ -703,8 +712,11 @@ type Subscription struct {
 
 // Subscribe returns a new event stream with its own buffer (drop-oldest
 // when full, like Events()). match selects the events it wants (nil: all);
-// the pbxguard.* markers are always delivered. Its channel is closed by
-// Subscription.Close or Client.Close.
+// it runs on the read loop, so it must be cheap and must not call the
+// Client. The pbxguard.* markers are always delivered. A subscription sees
+// the events that arrive after Subscribe returns: subscribe right after
+// New (which logs in in the background) to see a session from its start.
+// Its channel is closed by Subscription.Close or Client.Close.
 func (c *Client) Subscribe(buffer int, match func(*Message) bool) *Subscription {
 	if buffer <= 0 {
 		buffer = c.cfg.EventBuffer
@@ -848,6 +860,10 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ami: %s not sent: %w", name, err)
 	}
+	limit := c.cfg.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		limit = time.Until(dl).Round(time.Millisecond)
+	}
 	id := c.nextID()
 	m := &Message{Headers: make([]Header, 0, len(action.Headers)+1)}
 	m.Headers = append(m.Headers, action.Headers...)
@@ -886,7 +902,7 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, action *Message, list 
 	case <-ctx.Done():
 		unregister()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("ami: %s (ActionID %s): %w: no complete response from %s within %v", name, id, ErrTimeout, c.cfg.Addr, c.cfg.Timeout)
+			return nil, fmt.Errorf("ami: %s (ActionID %s): %w: no complete response from %s within %v", name, id, ErrTimeout, c.cfg.Addr, limit)
 		}
 		return nil, fmt.Errorf("ami: %s: %w", name, ctx.Err())
 	}

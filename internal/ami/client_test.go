@@ -31,7 +31,7 @@ func testConfig(addr string) Config {
 		Username:     "pbxguard",
 		Secret:       "s3cret",
 		PingInterval: -1,
-		Timeout:      2 * time.Second,
+		Timeout:      5 * time.Second,
 		Backoff:      [2]time.Duration{10 * time.Millisecond, 50 * time.Millisecond},
 	}
 }
@@ -335,15 +335,15 @@ func TestServerNeverAnswers(t *testing.T) {
 			s.serve(func(action) bool { return true })
 		}
 	})
-	cfg = testConfig(mute.Addr())
-	cfg.Timeout = 200 * time.Millisecond
-	c, err := Dial(context.Background(), cfg)
+	c, err := Dial(context.Background(), testConfig(mute.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = c.Action(context.Background(), NewAction("CoreStatus"))
-	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "CoreStatus") {
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	_, err = c.Action(short, NewAction("CoreStatus"))
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "CoreStatus") || !strings.Contains(err.Error(), "no complete response") {
 		t.Fatalf("Action: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -374,7 +374,7 @@ func TestKeepaliveReconnects(t *testing.T) {
 	})
 	cfg := testConfig(deaf.Addr())
 	cfg.PingInterval = 50 * time.Millisecond
-	cfg.Timeout = 150 * time.Millisecond
+	cfg.Timeout = time.Second
 	c, err := Dial(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -570,10 +570,16 @@ func TestCloseEndsEverything(t *testing.T) {
 			t.Errorf("last error %q", st.LastError)
 		}
 	}()
+	waitGoroutines(t, base)
+}
+
+// waitGoroutines waits (bounded) until no more than base goroutines run.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
 	for i := 0; ; i++ {
 		n := runtime.NumGoroutine()
 		if n <= base {
-			break
+			return
 		}
 		if i > 500 {
 			buf := make([]byte, 1<<16)
@@ -581,6 +587,44 @@ func TestCloseEndsEverything(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestDialFailuresLeaveNothing: every way a Dial can fail ends all it
+// started.
+func TestDialFailuresLeaveNothing(t *testing.T) {
+	base := runtime.NumGoroutine()
+	func() {
+		refuse := newFakeAMI(t, nil, func(s *session) { s.login(loginConf{user: "nobody"}) })
+		defer refuse.Close()
+		silent := newFakeAMI(t, nil, func(s *session) { _, _ = s.br.ReadByte() })
+		defer silent.Close()
+		filterFails := newFakeAMI(t, nil, func(s *session) {
+			if s.login(testLogin) {
+				s.serve(func(a action) bool { return s.reply(a, "Error", "Message: Permission denied") })
+			}
+		})
+		defer filterFails.Close()
+
+		if _, err := Dial(context.Background(), testConfig(refuse.Addr())); !errors.Is(err, ErrAuth) {
+			t.Errorf("refused: %v", err)
+		}
+		cfg := testConfig(silent.Addr())
+		cfg.Timeout = 100 * time.Millisecond
+		if _, err := Dial(context.Background(), cfg); !errors.Is(err, ErrTimeout) {
+			t.Errorf("silent: %v", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		if _, err := Dial(ctx, testConfig(silent.Addr())); !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled: %v", err)
+		}
+		cfg = testConfig(filterFails.Addr())
+		cfg.Filters = []string{"Event: Hangup"}
+		if _, err := Dial(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "Permission denied") || !strings.Contains(err.Error(), "write = system") {
+			t.Errorf("filter refused: %v", err)
+		}
+	}()
+	waitGoroutines(t, base)
 }
 
 // securityAddrs summarises what SecurityEvent finds in msgs.
@@ -624,8 +668,7 @@ func TestSubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	isSecurity := func(m *Message) bool { return hasClass(m.Get("Privilege"), "security") }
-	sec := c.Subscribe(8, isSecurity)
+	sec := c.Subscribe(8, IsSecurity)
 	other := c.Subscribe(8, nil)
 	_, _ = c.Action(context.Background(), NewAction("UserEvent", "UserEvent", "go"))
 	var got []string
@@ -662,5 +705,97 @@ func TestSubscribe(t *testing.T) {
 		t.Fatal("nil subscription after Close")
 	} else if _, ok := <-s.C(); ok {
 		t.Fatal("subscription after Close is open")
+	}
+}
+
+// TestConcurrentActionsOutOfOrder: responses arriving in another order
+// than the actions still reach the right callers.
+func TestConcurrentActionsOutOfOrder(t *testing.T) {
+	const batch = 10
+	srv := newFakeAMI(t, nil, func(s *session) {
+		if !s.login(testLogin) {
+			return
+		}
+		for {
+			var as []action
+			for len(as) < batch {
+				a, err := s.read()
+				if err != nil {
+					return
+				}
+				as = append(as, a)
+			}
+			for i := len(as) - 1; i >= 0; i-- {
+				s.send("Event: Noise\r\nActionID: " + as[i].get("ActionID") + "x\r\n\r\n")
+				s.reply(as[i], "Success", "Variable: "+as[i].get("Variable"), "Value: value-of-"+as[i].get("Variable"))
+			}
+		}
+	})
+	c, err := Dial(context.Background(), testConfig(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for round := range 5 {
+		var wg sync.WaitGroup
+		errs := make(chan error, batch)
+		for i := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v := fmt.Sprintf("V%d_%d", round, i)
+				got, err := c.Getvar(context.Background(), "", v)
+				if err == nil && got != "value-of-"+v {
+					err = fmt.Errorf("Getvar %s = %q", v, got)
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := c.Stats(); st.Events != 5*batch || st.PendingActions != 0 {
+		t.Fatalf("stats %+v (the Noise events carry unknown ActionIDs and belong on Events())", st)
+	}
+}
+
+// TestActionListOldAndError: a list announced only by "Message: … will
+// follow" (old Asterisk) and an Error answer to a list action.
+func TestActionListOldAndError(t *testing.T) {
+	srv := newFakeAMI(t, nil, func(s *session) {
+		if !s.login(testLogin) {
+			return
+		}
+		s.serve(func(a action) bool {
+			id := a.get("ActionID")
+			switch a.get("Action") {
+			case "Status":
+				s.send("Response: Success\r\nActionID: " + id + "\r\nMessage: Channel status will follow\r\n\r\n" +
+					"Event: Status\r\nActionID: " + id + "\r\nChannel: SIP/2001-0000000a\r\n\r\n" +
+					"Event: StatusComplete\r\nActionID: " + id + "\r\nItems: 1\r\n\r\n")
+			default:
+				s.reply(a, "Error", "Message: Permission denied")
+			}
+			return true
+		})
+	})
+	c, err := Dial(context.Background(), testConfig(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, evs, err := c.ActionList(context.Background(), NewAction("Status"))
+	if err != nil || len(evs) != 2 || evs[1].Event() != "StatusComplete" {
+		t.Fatalf("old-style list: %v, %v", evs, err)
+	}
+	resp, evs, err := c.ActionList(context.Background(), NewAction("PJSIPShowContacts"))
+	var ae *ActionError
+	if !errors.As(err, &ae) || resp.Get("Message") != "Permission denied" || len(evs) != 0 || !strings.Contains(err.Error(), "write class") {
+		t.Fatalf("error list: %v %v %v", resp, evs, err)
 	}
 }

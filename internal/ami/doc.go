@@ -16,7 +16,7 @@
 //		return err // says what to check: address, TLS, credentials, manager.conf permit/deny
 //	}
 //	defer c.Close()
-//	sec := c.Subscribe(1024, func(m *ami.Message) bool { return m.Get("Privilege") == "security,all" })
+//	sec := c.Subscribe(1024, ami.IsSecurity)
 //	go func() {
 //		var ev event.Event
 //		for m := range sec.C() {

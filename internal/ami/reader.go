@@ -82,8 +82,10 @@ type Reader struct {
 func NewReader(r io.Reader) *Reader { return NewReaderSize(r, DefaultMaxMessageSize) }
 
 // NewReaderSize returns a Reader that skips (with ErrTooLarge) any message
-// larger than max bytes. Memory held by the Reader stays below about
-// 2*max + 32 KiB whatever the input.
+// larger than max bytes. Memory held by the Reader is O(max) whatever the
+// input: the message body (max), one 16-byte span per line of at least 4
+// bytes (4×max at worst, doubled by slice growth), a long-line buffer
+// (max) and a 32 KiB read buffer.
 func NewReaderSize(r io.Reader, max int) *Reader {
 	if max <= 0 {
 		max = DefaultMaxMessageSize
@@ -169,8 +171,8 @@ func (r *Reader) reset() {
 	r.bad = nil
 	r.badLine = ""
 	r.follows, r.output, r.ended = false, false, false
-	if cap(r.body) > readBufferSize*4 {
-		r.body = nil
+	if cap(r.body) > readBufferSize*4 || cap(r.spans) > 4096 {
+		r.body, r.spans = nil, nil // do not keep a huge message's buffers
 	}
 }
 

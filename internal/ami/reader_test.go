@@ -361,8 +361,8 @@ func FuzzReader(f *testing.F) {
 			if size > max || len(m.Headers) == 0 {
 				t.Fatalf("message of %d bytes, %d headers", size, len(m.Headers))
 			}
-			if cap(r.body) > 4*max+readBufferSize || cap(r.long) > 4*max+readBufferSize {
-				t.Fatalf("buffers %d/%d", cap(r.body), cap(r.long))
+			if cap(r.body) > 4*max+readBufferSize || cap(r.long) > 4*max+readBufferSize || cap(r.spans) > max/2+64 {
+				t.Fatalf("buffers %d/%d/%d", cap(r.body), cap(r.long), cap(r.spans))
 			}
 		}
 	})

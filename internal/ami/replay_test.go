@@ -187,6 +187,15 @@ func TestReplayEventStream(t *testing.T) {
 					return
 				}
 				stream := strings.Replace(rest, "ActionID: rec-login\r\n", "ActionID: "+a.get("ActionID")+"\r\n", 1)
+				// The recorded Login response, then (so that the client has
+				// subscribed before the first event) one Ping, then the rest.
+				loginResp, stream, _ := strings.Cut(stream, "\r\n\r\n")
+				s.send(loginResp + "\r\n\r\n")
+				if p, err := s.read(); err != nil || p.get("Action") != "Ping" {
+					return
+				} else if !s.reply(p, "Success", "Ping: Pong") {
+					return
+				}
 				rng := mrand.New(mrand.NewPCG(uint64(len(stream)), 9))
 				writeChunks(s, stream[:64<<10], func() int { return 1 })
 				writeChunks(s, stream[64<<10:], func() int { return 1 + rng.IntN(1500) })
@@ -198,6 +207,12 @@ func TestReplayEventStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			// A second consumer on the same session, as the jails use it.
+			sec := c.Subscribe(1<<12, IsSecurity)
+			wantSec := strings.Count(raw, "\r\nPrivilege: security,all\r\n")
+			if err := c.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			got := map[string]int{}
 			var msgs []*Message
 			for {
@@ -217,7 +232,20 @@ func TestReplayEventStream(t *testing.T) {
 			if st := c.Stats(); st.EventsDropped != 0 || st.Malformed != 0 {
 				t.Errorf("stats %+v", st)
 			}
-			ami, success := securityAddrs(t, msgs)
+			var secMsgs []*Message
+			for m := range sec.C() {
+				if m.Event() == EventDisconnected {
+					break
+				}
+				secMsgs = append(secMsgs, m)
+			}
+			if len(secMsgs) != wantSec || sec.Dropped() != 0 {
+				t.Errorf("security subscription: %d events (%d dropped), the stream has %d", len(secMsgs), sec.Dropped(), wantSec)
+			}
+			ami, success := securityAddrs(t, secMsgs)
+			if ami2, success2 := securityAddrs(t, msgs); !reflect.DeepEqual(ami, ami2) || !reflect.DeepEqual(success, success2) {
+				t.Errorf("the subscription and Events() disagree on security events")
+			}
 			for _, s := range g.Scenarios {
 				if s.ID == "8b-ami-bruteforce" && (len(ami) != 1 || ami[netip.MustParseAddr(s.IP)] != s.Attempts) {
 					t.Errorf("AMI failures %v, want %s ×%d", ami, s.IP, s.Attempts)

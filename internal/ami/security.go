@@ -36,13 +36,16 @@ var securityKinds = map[string]struct {
 // AMI), the account from AccountID (attacker-chosen text, used only as a
 // label), the time from EventTV (zero when absent: use the receipt time).
 //
+// Structured is always set: Asterisk wrote each field separately, and the
+// jail counts such an event and the NOTICE twin in the log once.
+//
 // Only events whose Privilege names the security class count. A message
 // that repeats Event or RemoteAddress (which Asterisk never does, so
 // something forged it) yields Kind InjectionSuspect with no address.
 func SecurityEvent(m *Message, ev *event.Event) bool {
 	ev.Reset()
 	var name, remote, service, account, tv string
-	var nEvent, nRemote int
+	var nEvent, nRemote, nPriv int
 	security := false
 	for _, h := range m.Headers {
 		if len(h.Key) < 5 || len(h.Key) > 13 {
@@ -55,7 +58,10 @@ func SecurityEvent(m *Message, ev *event.Event) bool {
 				name = h.Value
 			}
 		case strings.EqualFold(h.Key, "Privilege"):
-			security = security || hasClass(h.Value, "security")
+			nPriv++
+			if nPriv == 1 { // Asterisk's own, right after Event
+				security = hasClass(h.Value, "security")
+			}
 		case strings.EqualFold(h.Key, "RemoteAddress"):
 			nRemote++
 			if nRemote == 1 {
@@ -82,6 +88,7 @@ func SecurityEvent(m *Message, ev *event.Event) bool {
 	ev.Kind = k.kind
 	ev.Detail = k.detail
 	ev.Detector = "ami"
+	ev.Structured = true
 	ev.Service = parseService(service)
 	ev.Account = account
 	ev.Time = parseEventTV(tv)
@@ -175,4 +182,10 @@ func parseEventTV(s string) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// IsSecurity reports whether m is an event of the security class (cheap:
+// a Subscribe filter for the jails).
+func IsSecurity(m *Message) bool {
+	return m.IsEvent() && hasClass(m.Get("Privilege"), "security")
 }

@@ -20,28 +20,29 @@ func TestSecurityEventTable(t *testing.T) {
 		want event.Event
 	}{
 		{"ami acl", "Event: FailedACL\r\n" + base + "Service: AMI\r\nAccountID: pbxadmin\r\nRemoteAddress: IPV4/TCP/203.0.113.222/34066\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("203.0.113.222"), Port: 34066, Service: event.ServiceAMI, Kind: event.ACLViolation, Account: "pbxadmin", Detail: "FailedACL", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("203.0.113.222"), Port: 34066, Service: event.ServiceAMI, Kind: event.ACLViolation, Account: "pbxadmin", Detail: "FailedACL", Detector: "ami", Structured: true}},
 		{"pjsip unknown v6", "Event: InvalidAccountID\r\n" + base + "Service: PJSIP\r\nAccountID: 1005\r\nRemoteAddress: IPV6/UDP/2001:db8:203::bad:66/5060\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("2001:db8:203::bad:66"), Port: 5060, Service: event.ServicePJSIP, Kind: event.UnknownAccount, Account: "1005", Detail: "InvalidAccountID", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("2001:db8:203::bad:66"), Port: 5060, Service: event.ServicePJSIP, Kind: event.UnknownAccount, Account: "1005", Detail: "InvalidAccountID", Detector: "ami", Structured: true}},
 		{"bracketed v6, mapped v4", "Event: ChallengeResponseFailed\r\n" + base + "Service: SIP\r\nRemoteAddress: IPV6/UDP/[::ffff:192.0.2.7]/5070\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("192.0.2.7"), Port: 5070, Service: event.ServiceSIP, Kind: event.AuthFailure, Detail: "ChallengeResponseFailed", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("192.0.2.7"), Port: 5070, Service: event.ServiceSIP, Kind: event.AuthFailure, Detail: "ChallengeResponseFailed", Detector: "ami", Structured: true}},
 		{"invalid password iax old EventTV", "Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: 1318427581-123456\r\nService: IAX2\r\nAccountID: 5001\r\nRemoteAddress: IPV4/UDP/192.0.2.12/4569\r\n", true,
-			event.Event{Time: time.Unix(1318427581, 123456000).UTC(), Addr: netip.MustParseAddr("192.0.2.12"), Port: 4569, Service: event.ServiceIAX2, Kind: event.AuthFailure, Account: "5001", Detail: "InvalidPassword", Detector: "ami"}},
+			event.Event{Time: time.Unix(1318427581, 123456000).UTC(), Addr: netip.MustParseAddr("192.0.2.12"), Port: 4569, Service: event.ServiceIAX2, Kind: event.AuthFailure, Account: "5001", Detail: "InvalidPassword", Detector: "ami", Structured: true}},
 		{"success", "Event: SuccessfulAuth\r\n" + base + "Service: PJSIP\r\nAccountID: 1004\r\nRemoteAddress: IPV4/UDP/203.0.113.159/5060\r\nUsingPassword: 1\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("203.0.113.159"), Port: 5060, Service: event.ServicePJSIP, Kind: event.AuthSuccess, Account: "1004", Detail: "SuccessfulAuth", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("203.0.113.159"), Port: 5060, Service: event.ServicePJSIP, Kind: event.AuthSuccess, Account: "1004", Detail: "SuccessfulAuth", Detector: "ami", Structured: true}},
 		{"challenge sent", "Event: ChallengeSent\r\n" + base + "Service: PJSIP\r\nRemoteAddress: IPV4/UDP/203.0.113.77/5060\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("203.0.113.77"), Port: 5060, Service: event.ServicePJSIP, Kind: event.ChallengeSent, Detail: "ChallengeSent", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("203.0.113.77"), Port: 5060, Service: event.ServicePJSIP, Kind: event.ChallengeSent, Detail: "ChallengeSent", Detector: "ami", Structured: true}},
 		{"bad format", "Event: RequestBadFormat\r\n" + base + "Service: AMI\r\nRemoteAddress: IPV4/TCP/198.51.100.9/40000\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("198.51.100.9"), Port: 40000, Service: event.ServiceAMI, Kind: event.BadRequest, Detail: "RequestBadFormat", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("198.51.100.9"), Port: 40000, Service: event.ServiceAMI, Kind: event.BadRequest, Detail: "RequestBadFormat", Detector: "ami", Structured: true}},
 		{"unexpected address", "Event: UnexpectedAddress\r\n" + base + "Service: SIP\r\nRemoteAddress: IPV4/UDP/198.51.100.9\r\n", true,
-			event.Event{Time: tv, Addr: netip.MustParseAddr("198.51.100.9"), Service: event.ServiceSIP, Kind: event.BadRequest, Detail: "UnexpectedAddress", Detector: "ami"}},
+			event.Event{Time: tv, Addr: netip.MustParseAddr("198.51.100.9"), Service: event.ServiceSIP, Kind: event.BadRequest, Detail: "UnexpectedAddress", Detector: "ami", Structured: true}},
 		// The attacker chose AccountID; a forged second RemoteAddress (as a
 		// CRLF in the account would produce) must not name an address.
 		{"forged remote address", "Event: InvalidAccountID\r\n" + base + "Service: PJSIP\r\nAccountID: x\r\nRemoteAddress: IPV4/UDP/198.51.100.21/5060\r\nRemoteAddress: IPV4/UDP/203.0.113.5/5060\r\n", true,
-			event.Event{Time: tv, Service: event.ServicePJSIP, Kind: event.InjectionSuspect, Account: "x", Detail: "InvalidAccountID", Detector: "ami"}},
+			event.Event{Time: tv, Service: event.ServicePJSIP, Kind: event.InjectionSuspect, Account: "x", Detail: "InvalidAccountID", Detector: "ami", Structured: true}},
 		{"garbled address", "Event: FailedACL\r\n" + base + "Service: AMI\r\nRemoteAddress: IPV4/TCP/203.0.113.999/1\r\n", true,
-			event.Event{Time: tv, Service: event.ServiceAMI, Kind: event.ACLViolation, Detail: "FailedACL", Detector: "ami"}},
+			event.Event{Time: tv, Service: event.ServiceAMI, Kind: event.ACLViolation, Detail: "FailedACL", Detector: "ami", Structured: true}},
 		{"not security class", "Event: FailedACL\r\nPrivilege: system,all\r\nRemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
+		{"user event with forged privilege", "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: x\r\nPrivilege: security,all\r\nEvent: FailedACL\r\nRemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
 		{"user event", "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: InvalidAccountID\r\nRemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
 		{"other security event", "Event: SessionLimit\r\n" + base + "RemoteAddress: IPV4/TCP/203.0.113.5/1\r\n", false, event.Event{}},
 		{"response", "Response: Success\r\nMessage: Authentication accepted\r\n", false, event.Event{}},
@@ -59,6 +60,9 @@ func TestSecurityEventTable(t *testing.T) {
 			}
 			if !ok {
 				return
+			}
+			if !tt.want.Structured {
+				t.Fatal("table row without Structured")
 			}
 			if ev != tt.want {
 				t.Errorf("got  %+v\nwant %+v", ev, tt.want)
@@ -91,7 +95,7 @@ func TestSecurityEventsCorpus(t *testing.T) {
 					continue
 				}
 				total++
-				if !ev.Addr.IsValid() || ev.Time.IsZero() || ev.Service == event.ServiceUnknown || ev.Port == 0 {
+				if !ev.Addr.IsValid() || ev.Time.IsZero() || ev.Service == event.ServiceUnknown || ev.Port == 0 || !ev.Structured || ev.Detector != "ami" {
 					t.Fatalf("incomplete event %+v from %v", ev, m.Headers)
 				}
 				if ev.Kind.IsFailure() {

@@ -67,6 +67,9 @@ const (
 	CallAnswered            // the originating channel went Up
 	CallEnded               // Hangup of the originating channel, or a CDR row
 	EndpointAuth            // an endpoint authenticated from an address (Call holds Extension + SourceAddr)
+	// Reset: the tracker forgot every live call (Asterisk shut down, or a
+	// new AMI session began with FullyBooted: hang-ups may have been missed).
+	Reset
 )
 
 // String names the kind.
@@ -80,6 +83,8 @@ func (k UpdateKind) String() string {
 		return "ended"
 	case EndpointAuth:
 		return "endpoint_auth"
+	case Reset:
+		return "reset"
 	}
 	return "none"
 }
@@ -102,6 +107,9 @@ type Config struct {
 	// AuthServices are the security-event services whose SuccessfulAuth
 	// names a call endpoint (nil: PJSIP, SIP, IAX2).
 	AuthServices []string
+	// MaxCallAge: a call live for longer is forgotten (its Hangup was
+	// missed, e.g. during an AMI reconnect). 0: 4h.
+	MaxCallAge time.Duration
 }
 
 // Stats counts what the tracker saw.
@@ -137,6 +145,9 @@ func NewTracker(cfg Config) *Tracker {
 	if cfg.MaxEndpoints <= 0 {
 		cfg.MaxEndpoints = 10000
 	}
+	if cfg.MaxCallAge <= 0 {
+		cfg.MaxCallAge = 4 * time.Hour
+	}
 	if cfg.AuthServices == nil {
 		cfg.AuthServices = []string{"PJSIP", "SIP", "IAX2"}
 	}
@@ -146,6 +157,16 @@ func NewTracker(cfg Config) *Tracker {
 		chans:    make(map[string]*Call),
 		endpoint: make(map[string]addrSeen),
 		endedSet: make(map[string]struct{}),
+	}
+}
+
+// expire forgets calls older than MaxCallAge.
+func (t *Tracker) expire(now time.Time) {
+	for uid, c := range t.chans {
+		if now.Sub(c.Start) > t.cfg.MaxCallAge {
+			delete(t.chans, uid)
+			delete(t.calls, c.ID)
+		}
 	}
 }
 
@@ -216,15 +237,32 @@ func (t *Tracker) Handle(m *ami.Message, now time.Time) (Update, bool) {
 		return t.newchannel(m, now)
 	case "DialBegin":
 		return t.dialBegin(m, now)
+	case "DialEnd":
+		if c := t.chans[m.Get("Uniqueid")]; c != nil {
+			switch m.Get("DialStatus") {
+			case "ANSWER":
+				c.Disposition = "ANSWERED"
+			case "BUSY":
+				c.Disposition = "BUSY"
+			case "NOANSWER", "CANCEL":
+				c.Disposition = "NO ANSWER"
+			case "CONGESTION", "CHANUNAVAIL":
+				c.Disposition = "FAILED"
+			}
+		}
 	case "Newstate":
 		return t.newstate(m, now)
 	case "Hangup":
 		return t.hangup(m, now)
 	case "SuccessfulAuth":
 		return t.successfulAuth(m, now)
-	case "Shutdown":
+	case "Shutdown", "FullyBooted":
 		t.calls = make(map[string]*Call)
 		t.chans = make(map[string]*Call)
+		return Update{Kind: Reset}, true
+	}
+	if t.stats.Messages%1024 == 0 {
+		t.expire(now)
 	}
 	return Update{}, false
 }
@@ -255,6 +293,9 @@ func (t *Tracker) newchannel(m *ami.Message, now time.Time) (Update, bool) {
 	uid, lid := m.Get("Uniqueid"), m.Get("Linkedid")
 	if uid == "" || (lid != "" && lid != uid) {
 		return Update{}, false // only the channel that starts a call counts
+	}
+	if _, dup := t.chans[uid]; dup || t.SeenByAMI(uid) {
+		return Update{}, false // the same call from a second source (AMI and CEL both followed)
 	}
 	ch := m.Get("Channel")
 	tech, ext, ok := SplitChannel(ch)

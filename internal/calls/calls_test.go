@@ -181,7 +181,13 @@ func TestParseSecurityLine(t *testing.T) {
 	if a, ok := ParseSecurityLine(v6); !ok || a.Addr != netip.MustParseAddr("2001:db8:203::bad:66") {
 		t.Errorf("v6: %+v %v", a, ok)
 	}
+	syslogLine := `Nov 25 04:03:11 vm asterisk[12637]: SECURITY[12729]: res_security_log.c:114 in security_event_stasis_cb: SecurityEvent="SuccessfulAuth",EventTV="2026-11-25T04:03:11.664+0000",Severity="Informational",Service="PJSIP",EventVersion="1",AccountID="1004",SessionID="x",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.159/5062",UsingPassword="1"`
+	if a, ok := ParseSecurityLine(syslogLine); !ok || a.Addr != netip.MustParseAddr("203.0.113.159") {
+		t.Errorf("syslog form: %+v %v", a, ok)
+	}
 	for _, bad := range []string{
+		strings.Replace(syslogLine, ":114 in security_event_stasis_cb: ", ": x: ", 1),
+		strings.Replace(line, "res_security_log.c: ", "chan_sip.c: ", 1),
 		strings.Replace(line, "SuccessfulAuth", "InvalidPassword", 1),
 		strings.Replace(line, "IPV4/UDP/203.0.113.159/5062", "IPV4/UDP/2001:db8::1/5062", 1),
 		strings.Replace(line, `EventTV="2026-11-25T04:03:11.664+0000"`, `EventTV="now"`, 1),
@@ -310,5 +316,79 @@ func TestCDRRowsOfAMICallsSkipped(t *testing.T) {
 	rec, _ := SplitCDRLine(strings.Split(string(data), "\n")[3])
 	if u, ok, err := tr.HandleCDR(rec, time.UTC); err != nil || !ok || u.Call.Extension != "1004" {
 		t.Errorf("%+v %v %v", u, ok, err)
+	}
+}
+
+func FuzzParseCDR(f *testing.F) {
+	f.Add(`"","1004","011442079460349","outbound","""Reception"" <1004>","PJSIP/1004-00000005","PJSIP/carrier-00000006","Dial","PJSIP/011442079460349@carrier,30","2026-11-25 04:03:10","2026-11-25 04:03:10","2026-11-25 04:03:13",3,3,"ANSWERED","DOCUMENTATION","1795579390.6","outbound"`)
+	f.Fuzz(func(t *testing.T, line string) {
+		rec, err := SplitCDRLine(line)
+		if err != nil {
+			return
+		}
+		c, ok, err := ParseCDR(rec, time.UTC)
+		if err == nil && ok && (c.Extension == "" || c.Dialled == "") {
+			t.Fatalf("ok without extension or number: %+v", c)
+		}
+	})
+}
+
+func TestFullyBootedResets(t *testing.T) {
+	tr := NewTracker(Config{})
+	msg := func(kv ...string) *ami.Message {
+		m := &ami.Message{}
+		for i := 0; i < len(kv); i += 2 {
+			m.Headers = append(m.Headers, ami.Header{Key: kv[i], Value: kv[i+1]})
+		}
+		return m
+	}
+	if u, ok := tr.Handle(msg("Event", "Newchannel", "Channel", "PJSIP/1004-00000005", "Uniqueid", "1.1", "Linkedid", "1.1", "Exten", "011442079460349"), time.Time{}); !ok || u.Kind != CallStarted {
+		t.Fatalf("%+v %v", u, ok)
+	}
+	if len(tr.Live("1004")) != 1 {
+		t.Fatal("not live")
+	}
+	if u, ok := tr.Handle(msg("Event", "FullyBooted"), time.Time{}); !ok || u.Kind != Reset || len(tr.Live("")) != 0 {
+		t.Errorf("FullyBooted: %+v %v live %d", u, ok, len(tr.Live("")))
+	}
+}
+
+func TestCELMessage(t *testing.T) {
+	rec, _ := SplitCDRLine(`"CHAN_START","1795579390.665133","Reception","1004","","","","011442079460349","from-internal","PJSIP/1004-00000005","","","3","","1795579390.6","1795579390.6","","","",""`)
+	m, at, ok, err := CELMessage(rec)
+	if err != nil || !ok || m.Event() != "Newchannel" || m.Get("Exten") != "011442079460349" || m.Get("Channel") != "PJSIP/1004-00000005" ||
+		!at.Equal(time.Unix(1795579390, 665133000)) {
+		t.Fatalf("%v %v %v %v", m, at, ok, err)
+	}
+	tr := NewTracker(Config{})
+	if u, ok := tr.Handle(m, at); !ok || u.Kind != CallStarted || u.Call.Extension != "1004" {
+		t.Errorf("%+v %v", u, ok)
+	}
+	rec[celEventType] = "BRIDGE_ENTER"
+	if _, _, ok, err := CELMessage(rec); ok || err != nil {
+		t.Errorf("BRIDGE_ENTER: %v %v", ok, err)
+	}
+	rec[celEventTime] = "2026-11-25 04:03:10"
+	if _, _, _, err := CELMessage(rec); err == nil {
+		t.Error("a date as eventtime accepted")
+	}
+	if _, _, _, err := CELMessage(rec[:5]); err == nil {
+		t.Error("short record accepted")
+	}
+}
+
+func TestSecondSourceNotCountedTwice(t *testing.T) {
+	tr := NewTracker(Config{})
+	rec, _ := SplitCDRLine(`"CHAN_START","1795579390.665133","Reception","1004","","","","011442079460349","from-internal","PJSIP/1004-00000005","","","3","","1795579390.6","1795579390.6","","","",""`)
+	m, at, _, _ := CELMessage(rec)
+	if _, ok := tr.Handle(m, at); !ok {
+		t.Fatal("first source ignored")
+	}
+	if u, ok := tr.Handle(m, at); ok {
+		t.Errorf("second source counted: %+v", u)
+	}
+	tr.Handle(&ami.Message{Headers: []ami.Header{{Key: "Event", Value: "Hangup"}, {Key: "Uniqueid", Value: "1795579390.6"}}}, at)
+	if u, ok := tr.Handle(m, at); ok {
+		t.Errorf("late second source counted: %+v", u)
 	}
 }

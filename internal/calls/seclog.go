@@ -14,8 +14,36 @@ type Auth struct {
 	Addr    netip.Addr
 }
 
+// securityPrefix checks what precedes the payload: "…res_security_log.c: "
+// (Asterisk's log files) or "…res_security_log.c:114 in security_event_stasis_cb: "
+// (syslog, which carries file:line and function).
+func securityPrefix(pre string) bool {
+	const file = "res_security_log.c"
+	j := strings.LastIndex(pre, file)
+	if j < 0 {
+		return false
+	}
+	between := pre[j+len(file):]
+	if between == ": " {
+		return true
+	}
+	if !strings.HasPrefix(between, ":") || !strings.HasSuffix(between, ": ") {
+		return false
+	}
+	num, fn, ok := strings.Cut(between[1:len(between)-2], " in ")
+	if !ok || num == "" || strings.Trim(num, "0123456789") != "" || fn == "" {
+		return false
+	}
+	for _, r := range fn {
+		if r != '_' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // ParseSecurityLine reads a SuccessfulAuth line that res_security_log wrote
-// (log/security, messages or syslog: the payload is the same):
+// (log/security, messages or syslog — the payload is the same):
 //
 //	… res_security_log.c: SecurityEvent="SuccessfulAuth",EventTV="2026-11-25T04:00:29.997+0000",Severity="Informational",Service="PJSIP",EventVersion="1",AccountID="1002",SessionID="…",LocalAddress="IPV4/UDP/198.51.100.10/5060",RemoteAddress="IPV4/UDP/203.0.113.60/5060",UsingPassword="1"
 //
@@ -24,9 +52,9 @@ type Auth struct {
 // client chose (a Call-ID carrying `",RemoteAddress="…` cannot move it).
 // ok=false for any other line.
 func ParseSecurityLine(line string) (Auth, bool) {
-	const marker = `res_security_log.c: SecurityEvent="SuccessfulAuth",EventTV="`
+	const marker = `SecurityEvent="SuccessfulAuth",EventTV="`
 	i := strings.Index(line, marker)
-	if i < 0 {
+	if i < 0 || !securityPrefix(line[:i]) {
 		return Auth{}, false
 	}
 	rest := line[i+len(marker):]

@@ -220,6 +220,13 @@ func TestRawSectionsKept(t *testing.T) {
 	}
 }
 
+func TestMisspelledJailName(t *testing.T) {
+	_, err := Parse([]byte("jails:\n  asterisc:\n    maxretry: 3\n"), testOpts(t))
+	if err == nil || !strings.Contains(err.Error(), `did you mean the "asterisk" jail?`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestJailWithoutSourceIsError(t *testing.T) {
 	_, err := Parse([]byte("jails:\n  custom:\n    maxretry: 3\n"), testOpts(t))
 	if err == nil || !strings.Contains(err.Error(), "line 2: jails.custom: has no files and no journal") {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"sort"
 	"strconv"
@@ -102,7 +103,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 			"files": func(k string, v *yaml.Node) {
 				set["files"] = true
 				for _, f := range p.strings(k, v) {
-					if !strings.HasPrefix(f, "/") && f != "-" {
+					if !strings.HasPrefix(f, "/") {
 						p.errorf(v.Line, k, "%q is not an absolute path (write it from /)", f)
 						continue
 					}
@@ -220,7 +221,11 @@ func (p *parser) finishJail(j *Jail, set map[string]bool) {
 		}
 	default:
 		if j.Enabled {
-			p.errorf(j.Line, "jails."+j.Name, "has no files and no journal (add files: [/var/log/...] or journal: [_SYSTEMD_UNIT=...])")
+			hint := ""
+			if h := suggest(j.Name, DefaultJailNames); h != "" {
+				hint = fmt.Sprintf("; did you mean the %q jail?", h)
+			}
+			p.errorf(j.Line, "jails."+j.Name, "has no files and no journal (add files: [/var/log/...] or journal: [_SYSTEMD_UNIT=...])%s", hint)
 		}
 	}
 }

@@ -1,5 +1,3 @@
-//go:build wired
-
 package daemon
 
 import (
@@ -11,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/detect"
@@ -104,6 +104,8 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
 
 	var jails []JailSpec
+	var amiJails []string
+	judges := map[string]*jail.Jail{}
 	for _, jc := range cfg.Enabled() {
 		judge, err := jail.New(jail.Config{
 			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
@@ -114,7 +116,13 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			backend.Close()
 			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))
 		}
+		judges[jc.Name] = judge
 		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
+		if jc.Source == "ami" {
+			amiJails = append(amiJails, jc.Name)
+			jails = append(jails, spec)
+			continue
+		}
 		newDetector := func() (Detector, error) {
 			d, err := detect.New(jc.Detector, detect.Options{Location: cfg.Location})
 			if err != nil {
@@ -129,16 +137,18 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 				return fail(err)
 			}
 			key := jc.Name + ":" + path
-			saved, ok := positions[key]
-			start := source.Position{}
-			if ok && saved.Path == path {
-				start = source.Position{Path: saved.Path, Inode: saved.Inode, Size: saved.Size, Offset: saved.Offset, Check: saved.Check}
+			start := positions[key]
+			if start.Path != path {
+				start = store.Position{}
 			}
 			if _, err := os.Stat(path); err != nil {
 				log.Warn("log file not there yet; pbxguard waits for it", "jail", jc.Name, "file", path, "err", err)
 			}
-			f := source.NewFile(path, start, source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning})
-			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: sourceAdapter{f}, Detector: det})
+			fopts := source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning}
+			open := func(pos store.Position) Source {
+				return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
+			}
+			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: open(start), Detector: det, Reopen: open, start: start})
 		}
 		if len(jc.Journal) > 0 {
 			if _, err := exec.LookPath("journalctl"); err != nil {
@@ -151,23 +161,61 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 				return fail(err)
 			}
 			key := jc.Name + ":journal"
-			cursor := positions[key].Cursor
-			j := source.NewJournal(jc.Name, jc.Journal, cursor, source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")})
-			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: "journal", Source: sourceAdapter{j}, Detector: det})
+			start := positions[key]
+			jopts := source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")}
+			open := func(pos store.Position) Source {
+				return sourceAdapter{source.NewJournal(jc.Name, jc.Journal, pos.Cursor, jopts)}
+			}
+			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: "journal", Source: open(start), Detector: det, Reopen: open, start: start})
 		}
 		jails = append(jails, spec)
 	}
-	manual := config.DefaultBanTime
+	var workers []Worker
+	w, err := amiWorker(cfg, st, amiJails, log)
+	if err != nil {
+		backend.Close()
+		return fail(err)
+	}
+	if w != nil {
+		workers = append(workers, *w)
+	}
 	d, err := New(Options{
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
-		ManualBanTime: manual, Version: opts.Version,
+		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
 	})
 	if err != nil {
 		backend.Close()
 		return fail(err)
 	}
+	registerJailMetrics(d.metrics, judges)
 	return &Built{Daemon: d, Store: st, Backend: backend}, nil
+}
+
+// registerJailMetrics exposes each jail's own counters (read at scrape time;
+// jail.Stats is safe from any goroutine).
+func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
+	type stat struct {
+		name, help string
+		counter    bool
+		get        func(jail.Stats) float64
+	}
+	for _, s := range []stat{
+		{"pbxguard_jail_tracked_addresses", "Addresses (or IPv6 prefixes) a jail tracks now.", false, func(s jail.Stats) float64 { return float64(s.Tracked) }},
+		{"pbxguard_jail_evicted_total", "Tracked addresses dropped because max_tracked was reached.", true, func(s jail.Stats) float64 { return float64(s.Evicted) }},
+		{"pbxguard_jail_allowlisted_total", "Events from allowlisted addresses, ignored.", true, func(s jail.Stats) float64 { return float64(s.AllowlistedSkipped) }},
+		{"pbxguard_jail_challenge_failures_total", "Challenges never answered by a successful authentication, counted as failures.", true, func(s jail.Stats) float64 { return float64(s.ChallengeFailures) }},
+	} {
+		for name, j := range judges {
+			labels := prometheus.Labels{"jail": name}
+			f := func() float64 { return s.get(j.Stats()) }
+			if s.counter {
+				m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
+			} else {
+				m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
+			}
+		}
+	}
 }
 
 // sourceAdapter turns a source.Source into the daemon's Source.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,13 @@ type SourceSpec struct {
 	Name     string // for logs and metrics (the path, or "journal")
 	Source   Source
 	Detector Detector
+	// Reopen, when set, makes a fresh source that resumes at pos (the
+	// position of the last line handled). A source that stops with an
+	// error is then reopened after a pause instead of stopping the daemon
+	// (journalctl exiting, a log directory that vanished).
+	Reopen func(pos store.Position) Source
+	// start is the position the first source was opened at.
+	start store.Position
 }
 
 // JailSpec is one jail and its sources.
@@ -93,12 +101,14 @@ type Options struct {
 	Now func() time.Time
 	// ManualBanTime is the default duration of `pbxguard ban` (default 1h).
 	ManualBanTime time.Duration
-	// SaveEvery is the position save period (default 2s).
+	// SaveEvery is the position save period (default 1s).
 	SaveEvery time.Duration
 	// TickEvery is the expiry/challenge period (default 1s).
 	TickEvery time.Duration
 	// Version is shown by status.
 	Version string
+	// Workers run beside the sources (AMI listener, fraud monitor).
+	Workers []Worker
 }
 
 // Batching of decisions into one backend Add.
@@ -170,7 +180,7 @@ func New(opts Options) (*Daemon, error) {
 		opts.ManualBanTime = time.Hour
 	}
 	if opts.SaveEvery <= 0 {
-		opts.SaveEvery = 2 * time.Second
+		opts.SaveEvery = time.Second
 	}
 	if opts.TickEvery <= 0 {
 		opts.TickEvery = time.Second
@@ -237,12 +247,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 			srcWG.Add(1)
 			go func() {
 				defer srcWG.Done()
-				if err := d.runSource(srcCtx, js, sp); err != nil && srcCtx.Err() == nil {
-					d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
-					srcErr <- fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
+				if err := d.superviseSource(srcCtx, js, sp); err != nil {
+					srcErr <- err
 				}
 			}()
 		}
+	}
+	for _, w := range d.opts.Workers {
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			if err := w.Run(srcCtx, d); err != nil && srcCtx.Err() == nil {
+				d.log.Error("worker stopped", "worker", w.Name, "err", err)
+			}
+		}()
 	}
 	bannerDone := make(chan struct{})
 	go func() { defer close(bannerDone); d.banner() }()
@@ -279,6 +297,44 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	return runErr
+}
+
+// superviseSource runs a source; when it fails and can be reopened, it is
+// reopened at its last position after a pause (1 s, doubling to 30 s).
+func (d *Daemon) superviseSource(ctx context.Context, js *jailState, sp SourceSpec) error {
+	pause := time.Second
+	for {
+		started := time.Now()
+		err := d.runSource(ctx, js, sp)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		d.metrics.sourceErrors.WithLabelValues(js.spec.Name, sp.Name).Inc()
+		if sp.Reopen == nil {
+			d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
+			return fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
+		}
+		if time.Since(started) > time.Minute {
+			pause = time.Second
+		}
+		d.log.Error("source stopped; reopening it", "jail", js.spec.Name, "source", sp.Name, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+		d.posMu.Lock()
+		pos, ok := d.positions[sp.Key]
+		d.posMu.Unlock()
+		if !ok {
+			pos = sp.start
+		}
+		sp.Source = sp.Reopen(pos)
+	}
 }
 
 func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) error {
@@ -722,6 +778,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			return fmt.Errorf("firewall %s: removing unknown entries: %w", b.Name(), err)
 		}
 	}
+	addStart := time.Now()
 	if len(restore) > 0 {
 		if err := b.Add(ctx, restore); err != nil {
 			d.metrics.backendErrors.WithLabelValues("add").Inc()
@@ -735,7 +792,8 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	d.activeMu.Unlock()
 	d.log.Info("kernel reconciled with the store", "restored", len(restore), "removed_unknown", len(stale),
-		"dropped_allowlisted", len(refused), "took", time.Since(start).Round(time.Microsecond))
+		"dropped_allowlisted", len(refused), "kernel_add", time.Since(addStart).Round(time.Microsecond),
+		"took", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -777,6 +835,14 @@ func (d *Daemon) Bans(ctx context.Context) ([]BanInfo, error) {
 // ErrAllowlisted is returned (wrapped) for a manual ban of an allowlisted address.
 var ErrAllowlisted = errors.New("allowlisted")
 
+type allowlistedError struct{ pfx, entry netip.Prefix }
+
+func (e allowlistedError) Error() string {
+	return fmt.Sprintf("refused: %s is in the allowlist (entry %s), which pbxguard never bans; to ban it, take it out of allowlist: in the config and restart", e.pfx, e.entry)
+}
+
+func (e allowlistedError) Is(target error) bool { return target == ErrAllowlisted }
+
 // Ban bans a prefix by hand (or for another part of pbxguard, e.g. fraud
 // containment). An allowlisted prefix is refused with the reason.
 func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, jail, reason string) (BanInfo, error) {
@@ -785,7 +851,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	}
 	pfx = normPrefix(pfx)
 	if entry, hit := d.opts.Allowed(pfx); hit {
-		return BanInfo{}, fmt.Errorf("refused: %s is in the allowlist (entry %s); remove it from allowlist: in the config first: %w", pfx, entry, ErrAllowlisted)
+		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
 	}
 	if jail == "" {
 		jail = "manual"
@@ -805,6 +871,9 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	d.fwMu.Lock()
 	err := d.opts.Backend.Add(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
 	d.fwMu.Unlock()
+	if errors.Is(err, firewall.ErrUnsupportedPrefix) {
+		return BanInfo{}, fmt.Errorf("firewall %s holds single addresses only: ban %s, or give a jail ipv6_prefix: 64 (or any value below 128) to enable prefix bans", d.opts.Backend.Name(), pfx.Addr())
+	}
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("add").Inc()
 		return BanInfo{}, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
@@ -834,7 +903,16 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 		}
 	}
 	d.fwMu.Lock()
-	err = d.opts.Backend.Delete(ctx, append(gone, pfx.Masked()))
+	if len(gone) > 0 {
+		err = d.opts.Backend.Delete(ctx, gone)
+	}
+	if err == nil && !slices.Contains(gone, pfx.Masked()) {
+		// A kernel entry the store does not know (left by hand): best
+		// effort, as some backends report an absent entry as an error.
+		if derr := d.opts.Backend.Delete(ctx, []netip.Prefix{pfx.Masked()}); derr != nil {
+			d.log.Debug("unban: no kernel entry for the prefix itself", "prefix", pfx, "err", derr)
+		}
+	}
 	d.fwMu.Unlock()
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("delete").Inc()

@@ -401,3 +401,56 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("metrics:\n%s", body)
 	}
 }
+
+// failingSource hands on its lines, then fails.
+type failingSource struct {
+	lines []string
+	start int64
+}
+
+func (f *failingSource) Run(ctx context.Context, handle func(Line) error) error {
+	off := f.start
+	for _, s := range f.lines {
+		off++
+		if err := handle(Line{Data: []byte(s), Pos: store.Position{Path: "/fake", Offset: off}, Received: time.Now()}); err != nil {
+			return err
+		}
+	}
+	return errors.New("journalctl stopped: exit status 1")
+}
+
+func TestFailedSourceIsReopenedAtItsPosition(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fw := newFakeBackend()
+	var reopenedAt []int64
+	var mu sync.Mutex
+	src := &failingSource{lines: []string{"FAIL 203.0.113.5", "FAIL 203.0.113.5"}}
+	d, err := New(Options{Store: st, Backend: fw, Jails: []JailSpec{{Name: "sshd", Judge: &countJudge{max: 3, counts: map[netip.Addr]int{}},
+		Sources: []SourceSpec{{Key: "sshd:journal", Name: "journal", Source: src, Detector: wordDetector{},
+			Reopen: func(pos store.Position) Source {
+				mu.Lock()
+				reopenedAt = append(reopenedAt, pos.Offset)
+				mu.Unlock()
+				return &failingSource{lines: []string{"FAIL 203.0.113.5"}, start: pos.Offset}
+			}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "ban after the reopened source's line", func() bool { _, ok := fw.has("203.0.113.5/32"); return ok })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v (a reopenable source must not stop the daemon)", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reopenedAt) == 0 || reopenedAt[0] != 2 {
+		t.Fatalf("reopened at %v, want first at offset 2", reopenedAt)
+	}
+}

@@ -24,6 +24,7 @@ type Metrics struct {
 	activeBans    *prometheus.GaugeVec
 	banLatency    latencyObserver
 	backendErrors *prometheus.CounterVec
+	sourceErrors  *prometheus.CounterVec
 }
 
 // latencyObserver feeds the histogram and keeps the last samples for
@@ -96,7 +97,10 @@ func NewMetrics() *Metrics {
 			Name: "pbxguard_backend_errors_total", Help: "Firewall backend operations that failed, per operation.",
 		}, []string{"op"}),
 	}
-	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors,
+	m.sourceErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pbxguard_source_errors_total", Help: "Sources that stopped with an error (and were reopened), per jail and source.",
+	}, []string{"jail", "source"})
+	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, op := range []string{"init", "add", "delete", "list"} {
 		m.backendErrors.WithLabelValues(op)

@@ -111,6 +111,9 @@ func (s *IPSet) Add(ctx context.Context, bans []Ban) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := s.r.run(ctx, &buf, "ipset", "-exist", "restore"); err != nil {
+		if strings.Contains(err.Error(), "is full") {
+			err = fmt.Errorf("set is full (maxelem %d): raise firewall.max_elem, then 'pbxguard firewall remove' and restart: %w", s.opts.maxElem(), err)
+		}
 		return errors.Join(errs, fmt.Errorf("ipset: adding %d entries: %w", n, err))
 	}
 	return errs

@@ -44,8 +44,12 @@ const nftPriority = -10
 
 // Chunking. A set-element message carries its elements in one nested
 // netlink attribute whose length is a 16-bit field: a list past 65,535 bytes
-// wraps, and the kernel then parses only part of it without any error
-// (DESIGN.md measured 4,000 elements per message arriving as ~42%). So every
+// wraps, and the kernel then parses only part of it. Measured on 6.18 with
+// google/nftables v0.3.0, timed elements, one message each: IPv4 2,339
+// elements (65,492 bytes) arrive whole, 2,341 (65,548) are refused; IPv6
+// 1,637 (65,480) arrive whole, 1,639 return NO error and 0 arrive, 2,000
+// return no error and 361 arrive. So "2,000 per message" is not safe for
+// IPv6 (DESIGN.md's 4,000-element loss is the same wrap). Every
 // message holds at most nftMaxElems elements and at most nftMaxListBytes of
 // encoded elements; many such messages travel in one batch (one Flush =
 // one transaction), bounded by nftMaxBatchBytes, for which the socket's send
@@ -77,6 +81,10 @@ type Nftables struct {
 	nsFile *os.File
 	table  *nftables.Table
 	sets   []nftSet // banned4, banned6 [, banned4net, banned6net]
+
+	// legacyRefresh: re-adding a present element does not update its
+	// timeout on this kernel (before 6.10), so Add re-creates elements.
+	legacyRefresh bool
 }
 
 // NewNftables opens a netlink connection (in Options.NetNS / NetNSFd when
@@ -103,6 +111,10 @@ func NewNftables(opts Options) (*Nftables, error) {
 	}
 	n.conn = c
 	n.defineSets()
+	n.legacyRefresh = opts.LegacyRefresh || !kernelAtLeast(6, 10)
+	if n.legacyRefresh {
+		n.log.Debug("nftables: kernel before 6.10, refreshing timeouts by delete and add")
+	}
 	return n, nil
 }
 
@@ -129,6 +141,20 @@ func (n *Nftables) defineSets() {
 			mk(NftSet4Net, nftables.TypeIPAddr, true, unix.NFPROTO_IPV4, 12),
 			mk(NftSet6Net, nftables.TypeIP6Addr, true, unix.NFPROTO_IPV6, 8))
 	}
+}
+
+// kernelAtLeast reports whether the running kernel is at least major.minor.
+// Unknown versions count as old (the legacy path is correct everywhere).
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || (ma == major && mi >= minor)
 }
 
 // raiseBuffers lets one batch carry megabytes (100k elements) and the
@@ -183,23 +209,30 @@ func (n *Nftables) Init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// A set that exists with other flags, or a prefix set while prefixes
-	// are now off, cannot be altered in place (rules reference it): drop
-	// the whole table and build it fresh.
+	// A set that exists with other flags cannot be altered in place (rules
+	// reference it): drop the whole table and build it fresh. A set we no
+	// longer want (prefixes turned off) is deleted once no rule uses it. The
+	// size follows the configured cap: NEWSET on an existing set updates it.
 	want := map[string]*nftables.Set{}
 	for _, s := range n.sets {
 		want[s.set.Name] = s.set
 	}
+	var unwanted []*nftables.Set
 	if sets, err := n.conn.GetSets(n.table); err == nil {
 		for _, s := range sets {
 			w, ok := want[s.Name]
-			if !ok || s.Interval != w.Interval || !s.HasTimeout || s.KeyType.Name != w.KeyType.Name {
+			if !ok {
+				unwanted = append(unwanted, s)
+				continue
+			}
+			if s.Interval != w.Interval || !s.HasTimeout || s.KeyType.Name != w.KeyType.Name {
 				n.log.Warn("nftables: set differs from the configuration; recreating table inet pbxguard (bans are reloaded by the daemon)",
 					"set", s.Name, "interval", s.Interval, "prefixes", n.opts.Prefixes)
 				n.conn.DelTable(n.table)
 				if err := n.conn.Flush(); err != nil {
 					return fmt.Errorf("nftables: deleting mismatched table inet %s: %w", NftTable, err)
 				}
+				unwanted = nil
 				break
 			}
 		}
@@ -223,6 +256,12 @@ func (n *Nftables) Init(ctx context.Context) error {
 	}{{NftInput, nftables.ChainHookInput, true}, {NftForward, nftables.ChainHookForward, n.opts.Forward}} {
 		if err := n.reconcileChain(c.name, c.hook, c.want); err != nil {
 			return err
+		}
+	}
+	for _, s := range unwanted {
+		n.conn.DelSet(&nftables.Set{Table: n.table, Name: s.Name})
+		if err := n.conn.Flush(); err != nil {
+			return fmt.Errorf("nftables: deleting set %s (prefixes off): %w", s.Name, err)
 		}
 	}
 	n.log.Info("nftables: ready", "table", "inet "+NftTable, "prefixes", n.opts.Prefixes, "forward", n.opts.Forward)
@@ -295,7 +334,8 @@ type elemOp struct {
 	set   *nftables.Set
 	elems []nftables.SetElement
 	bytes int
-	bans  []netip.Prefix // the bans behind elems, for error messages
+	bans  []netip.Prefix  // the bans behind elems, for retries and errors
+	tos   []time.Duration // their timeouts
 }
 
 // elemSize is the encoded size of one element (see makeElemList in
@@ -381,12 +421,13 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 				ops = append(ops, *op)
 			}
 			c := min(len(prefixes)-i, nftMaxElems/2)
-			op = &elemOp{set: set, elems: make([]nftables.SetElement, 0, 2*c), bans: make([]netip.Prefix, 0, c)}
+			op = &elemOp{set: set, elems: make([]nftables.SetElement, 0, 2*c), bans: make([]netip.Prefix, 0, c), tos: make([]time.Duration, 0, c)}
 			cur[set] = op
 		}
 		op.elems = append(op.elems, els[:k]...)
 		op.bytes += size
 		op.bans = append(op.bans, p)
+		op.tos = append(op.tos, to)
 	}
 	for _, s := range n.sets {
 		if op := cur[s.set]; op != nil {
@@ -400,6 +441,7 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 // transaction. del selects delete instead of add. On a failed batch, the
 // failed batch's ops are returned for the caller to retry smaller.
 func (n *Nftables) send(ops []elemOp, del bool) (failed []elemOp, err error) {
+	readd := !del && n.legacyRefresh
 	var batch []elemOp
 	size := 0
 	flush := func() {
@@ -413,20 +455,37 @@ func (n *Nftables) send(ops []elemOp, del bool) (failed []elemOp, err error) {
 		batch, size = batch[:0], 0
 	}
 	for _, op := range ops {
-		if size+op.bytes > nftMaxBatchBytes {
+		cost := op.bytes
+		if readd {
+			cost *= 3
+		}
+		if size+cost > nftMaxBatchBytes {
 			flush()
 		}
 		var e error
-		if del {
+		switch {
+		case del:
 			e = n.conn.SetDeleteElements(op.set, op.elems)
-		} else {
+		case readd:
+			// Kernels before 6.10 keep the old timeout when a present
+			// element is added again. Add (creates what is missing),
+			// delete, add again, all in one transaction: every element
+			// ends up fresh with the new timeout, with no gap.
+			keys := make([]nftables.SetElement, len(op.elems))
+			for i, el := range op.elems {
+				keys[i] = nftables.SetElement{Key: el.Key, IntervalEnd: el.IntervalEnd}
+			}
+			e = errors.Join(n.conn.SetAddElements(op.set, op.elems),
+				n.conn.SetDeleteElements(op.set, keys),
+				n.conn.SetAddElements(op.set, op.elems))
+		default:
 			e = n.conn.SetAddElements(op.set, op.elems)
 		}
 		if e != nil {
 			return nil, fmt.Errorf("nftables: encoding elements: %w", e)
 		}
 		batch = append(batch, op)
-		size += op.bytes
+		size += cost
 	}
 	flush()
 	return failed, err
@@ -471,6 +530,9 @@ func (n *Nftables) Add(ctx context.Context, bans []Ban) error {
 	if err != nil {
 		n.log.Warn("nftables: batch refused, retrying entry by entry", "entries", countBans(failed), "err", err)
 		errs = errors.Join(errs, n.retryOneByOne(failed, false))
+		if errors.Is(errs, syscall.ENFILE) {
+			errs = fmt.Errorf("nftables: a set is full (size %d): raise firewall.max_elem: %w", n.opts.maxElem(), errs)
+		}
 	}
 	if errs == nil {
 		n.log.Debug("nftables: added", "entries", len(prefixes))
@@ -488,21 +550,25 @@ func countBans(ops []elemOp) int {
 
 func (n *Nftables) retryOneByOne(ops []elemOp, del bool) error {
 	var errs error
+	failedInARow, left := 0, countBans(ops)
 	for _, op := range ops {
-		for _, p := range op.bans {
-			var timeout time.Duration
-			for _, e := range op.elems { // find this ban's timeout
-				if bytes.Equal(e.Key, p.Addr().AsSlice()) && !e.IntervalEnd {
-					timeout = e.Timeout
-					break
-				}
-			}
-			single := n.plan([]netip.Prefix{p}, []time.Duration{timeout})
-			if _, err := n.send(single, del); err != nil {
-				if del && errors.Is(err, syscall.ENOENT) {
-					continue // absent: not an error for Delete
-				}
+		for i, p := range op.bans {
+			left--
+			single := n.plan([]netip.Prefix{p}, []time.Duration{op.tos[i]})
+			_, err := n.send(single, del)
+			switch {
+			case err == nil:
+				failedInARow = 0
+			case del && errors.Is(err, syscall.ENOENT):
+				// absent: not an error for Delete
+			default:
 				errs = errors.Join(errs, fmt.Errorf("nftables: %v: %w", p, err))
+				failedInARow++
+			}
+			if failedInARow == 8 && left > 0 {
+				// The kernel refuses everything (permissions, missing set):
+				// do not spend a transaction on each of thousands.
+				return errors.Join(errs, fmt.Errorf("nftables: %d more entries not tried after 8 failures in a row", left))
 			}
 		}
 	}
@@ -664,7 +730,10 @@ func (n *Nftables) Remove(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, err := n.conn.ListTableOfFamily(NftTable, nftables.TableFamilyINet); err != nil {
-		return nil // not there
+		if errors.Is(err, syscall.ENOENT) {
+			return nil // not there: nothing to remove
+		}
+		return fmt.Errorf("nftables: looking for table inet %s: %w", NftTable, err)
 	}
 	n.conn.DelTable(n.table)
 	if err := n.conn.Flush(); err != nil {

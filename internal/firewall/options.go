@@ -38,6 +38,11 @@ type Options struct {
 	// 65,536 fails with "Hash is full"); nftables uses it as the set size
 	// hint.
 	MaxElem int
+	// LegacyRefresh makes the nftables backend refresh timeouts of present
+	// elements by delete-and-add in the same transaction, as it does by
+	// itself on kernels before 6.10 (which ignore a new timeout on re-add).
+	// For tests; leave false.
+	LegacyRefresh bool
 }
 
 // DefaultMaxElem is the set capacity when Options.MaxElem is 0.

@@ -16,6 +16,8 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/detect"
+	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
 
@@ -338,4 +340,128 @@ func TestCorpus22CDRContainment(t *testing.T) {
 		t.Errorf("contained after %d CDR rows, want ≤ 3", rows)
 	}
 	checkQuiet(t, incs, "204")
+}
+
+// TestCorpusCELContainment follows the CEL custom CSV (written at each call
+// event) beside the security log: call starts are seen as they happen.
+func TestCorpusCELContainment(t *testing.T) {
+	data, err := os.ReadFile(corpus20 + "/log/cel-custom/Master.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auths := readAuths(t, corpus20+"/log/security")
+	var clock time.Time
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	ctx := context.Background()
+	ai := 0
+	var first, contained time.Time
+	fraudCalls, atContain := 0, 0
+	var incs []*Incident
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		rec, err := calls.SplitCDRLine(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, at, ok, err := calls.CELMessage(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if at.After(clock) {
+			clock = at
+		}
+		for ; ai < len(auths) && !auths[ai].Time.After(clock); ai++ {
+			incs = append(incs, mon.HandleEvent(ctx, event.Event{Kind: event.AuthSuccess, Account: auths[ai].Account, Addr: auths[ai].Addr}, auths[ai].Time)...)
+		}
+		if !ok {
+			continue
+		}
+		if m.Event() == "Newchannel" && strings.HasPrefix(m.Get("Channel"), "PJSIP/1004-") {
+			fraudCalls++
+			if first.IsZero() {
+				first = clock
+			}
+		}
+		incs = append(incs, mon.HandleMessage(ctx, m, clock)...)
+		if contained.IsZero() {
+			_, h := fa.doneAt["hangup:PJSIP/1004"]
+			_, l := fa.doneAt["lock:1004"]
+			_, b := fa.doneAt["ban:203.0.113.159"]
+			if h && l && b {
+				contained, atContain = clock, fraudCalls
+			}
+		}
+	}
+	if contained.IsZero() {
+		t.Fatalf("not contained from CEL: %v %v %v", fa.hangups, fa.locks, fa.bans)
+	}
+	t.Logf("CEL replay: 1004 contained after %d fraudulent calls, %.3f s after the first", atContain, contained.Sub(first).Seconds())
+	if atContain > 3 || contained.Sub(first) > 5*time.Second {
+		t.Errorf("containment %d calls / %s", atContain, contained.Sub(first))
+	}
+	checkQuiet(t, incs, "1004", "1001", "1002", "2001")
+}
+
+// TestCorpusCDRWithDetector is the daemon's log-only path: the asterisk
+// detector reads the security log (AuthSuccess gives the extension's
+// address), the CDR rows give the calls.
+func TestCorpusCDRWithDetector(t *testing.T) {
+	det, err := detect.New("asterisk", detect.Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secData, err := os.ReadFile(corpus20 + "/log/security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []event.Event
+	for _, line := range strings.Split(string(secData), "\n") {
+		var ev event.Event
+		if det.Detect([]byte(line), &ev) && ev.Kind == event.AuthSuccess {
+			evs = append(evs, ev)
+		}
+	}
+	if len(evs) < 40 {
+		t.Fatalf("detector gave %d AuthSuccess events", len(evs))
+	}
+	cdr, err := os.ReadFile(corpus20 + "/log/cdr-csv/Master.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock time.Time
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	ctx := context.Background()
+	ei, rows := 0, 0
+	var incs []*Incident
+	for _, line := range strings.Split(strings.TrimSpace(string(cdr)), "\n") {
+		rec, _ := calls.SplitCDRLine(line)
+		c, ok, err := calls.ParseCDR(rec, time.UTC)
+		if err != nil || !ok {
+			continue
+		}
+		clock = c.End
+		for ; ei < len(evs) && !evs[ei].Time.After(clock); ei++ {
+			incs = append(incs, mon.HandleEvent(ctx, evs[ei], evs[ei].Time)...)
+		}
+		if c.Extension == "1004" {
+			rows++
+		}
+		got, err := mon.HandleCDRLine(ctx, line, time.UTC, clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		incs = append(incs, got...)
+		if len(fa.bans) > 0 && rows > 0 {
+			break
+		}
+	}
+	if len(fa.bans) != 1 || fa.bans[0] != netip.MustParseAddr("203.0.113.159") || len(fa.locks) != 1 {
+		t.Fatalf("bans %v locks %v", fa.bans, fa.locks)
+	}
+	t.Logf("CDR + detector: 1004 locked and 203.0.113.159 banned at the %d-th fraudulent CDR row", rows)
+	if rows > 3 {
+		t.Errorf("%d rows", rows)
+	}
+	checkQuiet(t, incs, "1004")
 }

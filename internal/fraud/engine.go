@@ -216,6 +216,10 @@ type Finding struct {
 	Response  Response     `json:"response"`
 }
 
+// maxCallAge: a call the engine still thinks live after this long had its
+// end missed (the tracker forgets such calls too).
+const maxCallAge = 4 * time.Hour
+
 // intlCall is an international call the engine remembers.
 type intlCall struct {
 	id         string
@@ -223,13 +227,14 @@ type intlCall struct {
 	dialled    string
 	e164       string
 	prefix     string
+	form       numbers.Form
 	countryKey string // ISO code, or "+882" for non-geographic numbers
+	addr       netip.Addr
 	live       bool
 }
 
 type extState struct {
 	recent    []intlCall
-	addrs     []netip.Addr // source addresses of its international calls in the window
 	fired     map[Rule]time.Time
 	countries []string // countries it authenticated from (new-country rule)
 	contained bool
@@ -325,7 +330,6 @@ func (e *Engine) Release(ext string) {
 	if s := e.ext[ext]; s != nil {
 		s.contained = false
 		s.recent = s.recent[:0]
-		s.addrs = s.addrs[:0]
 		s.banned = s.banned[:0]
 		clear(s.fired)
 		s.score = 0
@@ -351,6 +355,11 @@ func (e *Engine) Risk(ext string, now time.Time) int {
 }
 
 func (e *Engine) prune(s *extState, now time.Time) {
+	for i := range s.recent {
+		if s.recent[i].live && now.Sub(s.recent[i].at) > maxCallAge {
+			s.recent[i].live = false // its end was missed
+		}
+	}
 	cut := now.Add(-e.cfg.Window)
 	i := 0
 	for i < len(s.recent) && s.recent[i].at.Before(cut) && !s.recent[i].live {
@@ -360,7 +369,6 @@ func (e *Engine) prune(s *extState, now time.Time) {
 		s.recent = append(s.recent[:0], s.recent[i:]...)
 	}
 	if len(s.recent) == 0 {
-		s.addrs = s.addrs[:0]
 		if !s.contained {
 			s.score = 0
 		}
@@ -374,6 +382,12 @@ func (e *Engine) Observe(u calls.Update, now time.Time) []Finding {
 		return e.observeAuth(u, now)
 	case calls.CallStarted:
 		return e.observeCall(u.Call, now, false)
+	case calls.Reset:
+		for _, st := range e.ext {
+			for i := range st.recent {
+				st.recent[i].live = false
+			}
+		}
 	case calls.CallEnded:
 		if u.Call.Source == calls.SourceCDR {
 			return e.observeCall(u.Call, now, true)
@@ -479,8 +493,8 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		return e.decorate(out, s, best)
 	}
 	ic := intlCall{
-		id: c.ID, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix,
-		countryKey: countryKey(best), live: !ended,
+		id: c.ID, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix, form: best.Form,
+		countryKey: countryKey(best), addr: c.SourceAddr, live: !ended,
 	}
 	if ic.at.IsZero() {
 		ic.at = now
@@ -492,22 +506,33 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		s.recent = append(s.recent[:0], s.recent[1:]...)
 	}
 	s.recent = append(s.recent, ic)
-	if c.SourceAddr.IsValid() && !slices.Contains(s.addrs, c.SourceAddr) && len(s.addrs) < 16 {
-		s.addrs = append(s.addrs, c.SourceAddr)
-	}
 
-	// Prefix guessing: this number reached through ≥ PrefixForms prefixes.
+	// Prefix guessing: this number reached through ≥ PrefixForms prefixes,
+	// one of them a prefix this PBX's own users do not dial (another
+	// country's IDD, a truncated IDD, a bare country code), or ≥ 3 of them.
+	// "+44…" from a phone's contact list and "01144…" typed on a US desk
+	// phone are both normal: two such forms alone are not guessing.
 	var forms, evidence []string
+	var evAddrs []netip.Addr
+	odd := false
 	for _, r := range s.recent {
 		if r.e164 == ic.e164 && !slices.Contains(forms, r.prefix) {
 			forms = append(forms, r.prefix)
 			evidence = append(evidence, r.dialled)
+			if r.addr.IsValid() && !slices.Contains(evAddrs, r.addr) {
+				evAddrs = append(evAddrs, r.addr)
+			}
+			switch r.form {
+			case numbers.FormForeignIDD, numbers.FormTruncated, numbers.FormBare:
+				odd = true
+			}
 		}
 	}
-	if len(forms) >= e.cfg.PrefixForms {
+	if len(forms) >= e.cfg.PrefixForms && (odd || len(forms) >= 3) {
 		f := e.finding(s, RulePrefixGuessing, SeverityCritical, 95, now, c,
 			fmt.Sprintf("%s dialled with %d prefixes (%s) within %s", ic.e164, len(forms), strings.Join(evidence, ", "), e.cfg.Window))
 		f.Evidence = evidence
+		f.Addrs = evAddrs
 		out = e.fireF(out, s, f, now)
 	}
 	if n := len(s.recent); n >= e.cfg.IntlPerWindow {
@@ -557,14 +582,17 @@ func (e *Engine) fireF(out []Finding, s *extState, f Finding, now time.Time) []F
 
 // decorate fills the addresses, number and country of the findings, and
 // marks the extension contained when a finding's response locks it.
+//
+// The addresses (the ones a response bans) are those of the call that made
+// the rule fire — and for prefix guessing those of every call in the
+// evidence — never every address the extension called from in the window:
+// the real user's office phone may have placed a legitimate international
+// call from its own address minutes before the attacker took over.
 func (e *Engine) decorate(out []Finding, s *extState, best numbers.Candidate) []Finding {
 	for i := range out {
 		f := &out[i]
-		if f.Addrs == nil {
-			f.Addrs = append([]netip.Addr(nil), s.addrs...)
-			if f.Call.SourceAddr.IsValid() && !slices.Contains(f.Addrs, f.Call.SourceAddr) {
-				f.Addrs = append(f.Addrs, f.Call.SourceAddr)
-			}
+		if f.Addrs == nil && f.Call.SourceAddr.IsValid() {
+			f.Addrs = []netip.Addr{f.Call.SourceAddr}
 		}
 		if f.E164 == "" {
 			f.E164 = best.E164

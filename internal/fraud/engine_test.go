@@ -19,6 +19,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/numbers"
+	"github.com/pbxguard/pbxguard/internal/store"
 )
 
 var t0 = time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
@@ -89,6 +90,15 @@ func TestRules(t *testing.T) {
 			{0, start, "1004", "011442079460349", "", "203.0.113.159"},
 			{time.Second, start, "1004", "00442079460349", "", "203.0.113.159"},
 		}, []string{"1004:prefix_guessing"}},
+		{"plus and home IDD alone are normal dialling", Config{}, []step{
+			{0, start, "1001", "+442079460349", "", ""},
+			{time.Minute, start, "1001", "011442079460349", "", ""},
+		}, nil},
+		{"a third form is guessing", Config{ConcurrentIntl: 10}, []step{
+			{0, start, "1001", "+442079460349", "", ""},
+			{time.Minute, start, "1001", "011442079460349", "", ""},
+			{2 * time.Minute, start, "1001", "442079460349", "", ""},
+		}, []string{"1001:prefix_guessing"}},
 		{"same number same form twice is not guessing", Config{}, []step{
 			{0, start, "1001", "011442079460349", "a", ""}, {time.Second, calls.CallEnded, "1001", "011442079460349", "a", ""},
 			{time.Minute, start, "1001", "011442079460349", "b", ""},
@@ -136,7 +146,7 @@ func TestFindingCarriesAddrsAndResponse(t *testing.T) {
 	e := newEngine(t, Config{})
 	fs := runSteps(e, []step{
 		{0, calls.CallStarted, "1004", "011442079460349", "", "203.0.113.159"},
-		{time.Second, calls.CallStarted, "1004", "+442079460349", "", "203.0.113.159"},
+		{time.Second, calls.CallStarted, "1004", "00442079460349", "", "203.0.113.159"},
 	})
 	if len(fs) != 1 {
 		t.Fatalf("findings %v", rules(fs))
@@ -410,5 +420,96 @@ func TestSyslogAlerter(t *testing.T) {
 	got := string(buf[:n])
 	if !strings.Contains(got, "pbxguard") || !strings.Contains(got, "extension=1004") || !strings.Contains(got, "addrs=203.0.113.159") {
 		t.Errorf("syslog got %q", got)
+	}
+}
+
+func TestStoreRecorder(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec := StoreRecorder{Store: st}
+	inc := &Incident{ID: "x", Time: t0, Rule: RulePrefixGuessing, Extension: "1004", Addrs: []netip.Addr{netip.MustParseAddr("203.0.113.159")},
+		Actions: []Action{{Kind: "lock", Target: "1004", Time: t0}}}
+	if err := rec.RecordIncident(context.Background(), inc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Incidents(context.Background(), t0.Add(-time.Hour), 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%v %v", got, err)
+	}
+	var back Incident
+	if got[0].Kind != "fraud/prefix_guessing" || got[0].Subject != "1004" || json.Unmarshal([]byte(got[0].Detail), &back) != nil || back.Actions[0].Target != "1004" {
+		t.Errorf("stored %+v", got[0])
+	}
+}
+
+func TestResetForgetsLiveCalls(t *testing.T) {
+	e := newEngine(t, Config{CountriesPerWindow: 10})
+	runSteps(e, []step{
+		{0, calls.CallStarted, "1001", "011442079460001", "a", ""},
+		{time.Second, calls.CallStarted, "1001", "011442079460002", "b", ""},
+	})
+	e.Observe(calls.Update{Kind: calls.Reset}, t0.Add(2*time.Second)) // AMI reconnected: the hang-ups were missed
+	fs := runSteps(e, []step{{3 * time.Second, calls.CallStarted, "1001", "011442079460003", "c", ""}})
+	if len(fs) != 0 {
+		t.Errorf("after a reset: %v", rules(fs))
+	}
+	// A missed hang-up also ages out.
+	e = newEngine(t, Config{CountriesPerWindow: 10, IntlPerWindow: 100})
+	runSteps(e, []step{
+		{0, calls.CallStarted, "1001", "011442079460001", "a", ""},
+		{time.Second, calls.CallStarted, "1001", "011442079460002", "b", ""},
+	})
+	fs = runSteps(e, []step{{5 * time.Hour, calls.CallStarted, "1001", "011442079460003", "c", ""}})
+	if len(fs) != 0 {
+		t.Errorf("after 5 h: %v", rules(fs))
+	}
+}
+
+func TestMonitorReleasesWhenUnlockedByHand(t *testing.T) {
+	var clock time.Time
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	locked := true
+	mon.LockCheck = func(context.Context, string) (bool, error) { return locked, nil }
+	ctx := context.Background()
+	start := func(i int, dialled string) []*Incident {
+		clock = t0.Add(time.Duration(i) * time.Second)
+		return mon.HandleUpdate(ctx, calls.Update{Kind: calls.CallStarted, Call: calls.Call{ID: fmt.Sprint(i), Extension: "1004",
+			Channel: fmt.Sprintf("PJSIP/1004-%08d", i), Dialled: dialled, Start: clock, Live: true}}, clock)
+	}
+	start(0, "011442079460349")
+	if incs := start(1, "00442079460349"); len(incs) != 1 || incs[0].Rule != RulePrefixGuessing {
+		t.Fatalf("%+v", incs)
+	}
+	if incs := start(2, "2125550142"); len(incs) != 1 || incs[0].Rule != RuleLocked {
+		t.Fatalf("locked call: %+v", incs)
+	}
+	locked = false // pbxguard incident unlock 1004, from another process
+	if incs := start(3, "2125550142"); len(incs) != 0 {
+		t.Errorf("after unlock: %+v", incs)
+	}
+	if mon.Engine.Contained("1004") {
+		t.Error("still contained after unlock")
+	}
+}
+
+func TestBanOnlyTheOffendingAddresses(t *testing.T) {
+	e := newEngine(t, Config{})
+	fs := runSteps(e, []step{
+		// the real user, from the office, one legitimate call to London
+		{0, calls.CallStarted, "1004", "011442079460001", "a", "198.51.100.21"},
+		{time.Minute, calls.CallEnded, "1004", "011442079460001", "a", "198.51.100.21"},
+		// the attacker, minutes later, from elsewhere
+		{3 * time.Minute, calls.CallStarted, "1004", "011442079460349", "b", "203.0.113.159"},
+		{3*time.Minute + time.Second, calls.CallStarted, "1004", "00442079460349", "c", "203.0.113.159"},
+	})
+	if len(fs) != 1 || fs[0].Rule != RulePrefixGuessing {
+		t.Fatalf("%v", rules(fs))
+	}
+	if len(fs[0].Addrs) != 1 || fs[0].Addrs[0] != netip.MustParseAddr("203.0.113.159") {
+		t.Errorf("would ban %v, want only 203.0.113.159", fs[0].Addrs)
 	}
 }

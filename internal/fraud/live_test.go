@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,7 @@ func (s *streamServer) serve(t *testing.T, speedup float64, maxGap time.Duration
 		return
 	}
 	write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: login.ActionID()}, {Key: "Message", Value: "Authentication accepted"}}})
+	astdb := map[string]string{}
 	done := make(chan struct{})
 	go func() { // actions from the client
 		defer close(done)
@@ -73,7 +75,25 @@ func (s *streamServer) serve(t *testing.T, speedup float64, maxGap time.Duration
 			s.mu.Lock()
 			s.received = append(s.received, receivedAction{m, s.calls})
 			s.mu.Unlock()
-			write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: m.ActionID()}, {Key: "Message", Value: "ok"}}})
+			id := m.ActionID()
+			key := m.Get("Family") + "/" + m.Get("Key")
+			switch m.Get("Action") {
+			case "DBPut":
+				astdb[key] = m.Get("Val")
+			case "DBDel":
+				delete(astdb, key)
+			case "DBGet":
+				v, ok := astdb[key]
+				if !ok {
+					write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Error"}, {Key: "ActionID", Value: id}, {Key: "Message", Value: "Database entry not found"}}})
+					continue
+				}
+				write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: id}, {Key: "EventList", Value: "start"}, {Key: "Message", Value: "Result will follow"}}})
+				write(&ami.Message{Headers: []ami.Header{{Key: "Event", Value: "DBGetResponse"}, {Key: "Family", Value: m.Get("Family")}, {Key: "Key", Value: m.Get("Key")}, {Key: "Val", Value: v}, {Key: "ActionID", Value: id}}})
+				write(&ami.Message{Headers: []ami.Header{{Key: "Event", Value: "DBGetComplete"}, {Key: "ActionID", Value: id}, {Key: "EventList", Value: "Complete"}, {Key: "ListItems", Value: "1"}}})
+				continue
+			}
+			write(&ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: id}, {Key: "Message", Value: "ok"}}})
 		}
 	}()
 	var last time.Time
@@ -153,12 +173,12 @@ func TestLiveAMIReplay(t *testing.T) {
 	deadline := time.After(55 * time.Second)
 	for {
 		st := client.Stats()
-		if st.Events > 5000 && mon.Tracker.Stats().Messages == st.Events && !st.Connected {
+		if st.Events > 5000 && mon.Stats().Messages == st.Events && !st.Connected {
 			break
 		}
 		select {
 		case <-deadline:
-			t.Fatalf("monitor saw %d messages, client delivered %+v", mon.Tracker.Stats().Messages, client.Stats())
+			t.Fatalf("monitor saw %d messages, client delivered %+v", mon.Stats().Messages, client.Stats())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -169,6 +189,7 @@ func TestLiveAMIReplay(t *testing.T) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	var firstHangup, firstLock *receivedAction
+	puts := 0
 	for i := range srv.received {
 		ra := &srv.received[i]
 		switch ra.msg.Get("Action") {
@@ -186,10 +207,14 @@ func TestLiveAMIReplay(t *testing.T) {
 			if firstLock == nil {
 				firstLock = ra
 			}
+			puts++
 		}
 	}
 	if firstHangup == nil || firstLock == nil {
 		t.Fatalf("no hangup/lock received: %d actions", len(srv.received))
+	}
+	if puts != 1 {
+		t.Errorf("%d DBPut, want 1 (the lock holds: later findings neither re-lock nor release)", puts)
 	}
 	if firstHangup.msg.Get("Channel") != "PJSIP/1004-00000005" {
 		t.Errorf("first hangup %s, want the first fraud call PJSIP/1004-00000005", firstHangup.msg.Get("Channel"))
@@ -278,5 +303,28 @@ colour: blue
 	}
 	if _, err := ParseSettings(&n); err == nil || !strings.Contains(err.Error(), "fraud.country: missing") {
 		t.Errorf("missing country: %v", err)
+	}
+}
+
+func TestSettingsAMIConfig(t *testing.T) {
+	secret := t.TempDir() + "/ami.secret"
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("country: US\nami: {addr: \"127.0.0.1:5039\", user: guard, secret_file: "+secret+"}\n"), &n); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseSettings(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.AMIConfig(nil)
+	if err != nil || c.Addr != "127.0.0.1:5039" || c.Username != "guard" || c.Secret != "s3cret" || !c.UseMD5 || c.Events != "system,call,security" {
+		t.Errorf("%+v %v", c, err)
+	}
+	s.AMISecretFile = secret + ".missing"
+	if _, err := s.AMIConfig(nil); err == nil || !strings.Contains(err.Error(), "secret_file") {
+		t.Errorf("missing secret: %v", err)
 	}
 }

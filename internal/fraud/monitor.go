@@ -2,6 +2,7 @@ package fraud
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -31,6 +32,11 @@ type Monitor struct {
 	// times the messages carry instead (replays).
 	Now       func() time.Time
 	EventTime bool
+	// LockCheck reports whether ext is still locked in the AstDB. Before
+	// hanging up a call of an extension it contained, the monitor asks: an
+	// administrator who ran "pbxguard incident unlock" (another process)
+	// deleted the key, and the extension is then released. Nil: never asked.
+	LockCheck func(ctx context.Context, ext string) (bool, error)
 }
 
 // HandleMessage feeds one AMI message received at now.
@@ -76,6 +82,13 @@ func (m *Monitor) HandleCDRLine(ctx context.Context, line string, loc *time.Loca
 func (m *Monitor) HandleEvent(ctx context.Context, ev event.Event, now time.Time) []*Incident {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if ev.Kind == event.AuthSuccess {
+		switch ev.Service {
+		case event.ServicePJSIP, event.ServiceSIP, event.ServiceIAX2, event.ServiceUnknown:
+		default:
+			return nil // an AMI or SSH login names no extension
+		}
+	}
 	if ev.Kind == event.AuthSuccess && ev.Account != "" && ev.Addr.IsValid() {
 		m.Tracker.SetEndpointAddr(ev.Account, ev.Addr, now)
 		return m.respond(ctx, m.Engine.Observe(calls.Update{Kind: calls.EndpointAuth,
@@ -97,6 +110,12 @@ func (m *Monitor) respond(ctx context.Context, fs []Finding) []*Incident {
 	}
 	out := make([]*Incident, 0, len(fs))
 	for _, f := range fs {
+		if f.Rule == RuleLocked && m.LockCheck != nil && (m.Responder == nil || !m.Responder.DryRun) {
+			if locked, err := m.LockCheck(ctx, f.Extension); err == nil && !locked {
+				m.Engine.Release(f.Extension) // unlocked by hand: judge it afresh from now on
+				continue
+			}
+		}
 		if m.Responder == nil {
 			out = append(out, &Incident{Time: f.Time, Rule: f.Rule, Severity: f.Severity, Score: f.Score,
 				Extension: f.Extension, Addrs: f.Addrs, Reason: f.Reason, Evidence: f.Evidence})
@@ -175,6 +194,17 @@ func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 			return a.Unmap()
 		}
 	}
+	if g, ok := d.AMI.(interface {
+		DBGet(ctx context.Context, family, key string) (string, error)
+	}); ok {
+		m.LockCheck = func(ctx context.Context, ext string) (bool, error) {
+			_, err := g.DBGet(ctx, LockFamily, ext)
+			if errors.Is(err, ami.ErrNotFound) {
+				return false, nil
+			}
+			return err == nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -214,4 +244,26 @@ func (m *Monitor) now() time.Time {
 		return m.Now()
 	}
 	return time.Now()
+}
+
+// Stats returns the tracker's counters.
+func (m *Monitor) Stats() calls.Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.Tracker.Stats()
+}
+
+// HandleCELLine feeds one line of the CEL custom CSV (the legacy mapping,
+// see calls.CELMessage): call starts are seen when they happen, so this
+// log source contains as fast as AMI. The time is the event's own.
+func (m *Monitor) HandleCELLine(ctx context.Context, line string) ([]*Incident, error) {
+	rec, err := calls.SplitCDRLine(line)
+	if err != nil {
+		return nil, err
+	}
+	msg, at, ok, err := calls.CELMessage(rec)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return m.HandleMessage(ctx, msg, at), nil
 }

@@ -2,6 +2,7 @@ package fraud
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
 
@@ -50,6 +52,7 @@ type Settings struct {
 	AMIAddr, AMIUser, AMISecretFile string
 	AMIMD5                          bool
 	CDR                             string
+	CEL                             string
 
 	Engine      Config // thresholds, lists, hours, responses (CountryOf set when new_country)
 	DryRun      bool
@@ -197,7 +200,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
 	}
-	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "window", "intl_per_window", "concurrent_intl",
+	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "cel", "window", "intl_per_window", "concurrent_intl",
 		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
 		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log")
 	s.Country = strings.ToUpper(p.str(m, "country", "country"))
@@ -228,6 +231,12 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	}
 	s.AMIMD5 = p.boolean(am, "md5", "ami.md5", true)
 	s.CDR = p.str(m, "cdr", "cdr")
+	s.CEL = p.str(m, "cel", "cel")
+	for _, k := range []string{"cdr", "cel"} {
+		if v := p.str(m, k, k); v != "" && !strings.HasPrefix(v, "/") {
+			p.errf(m[k], k, "%q is not an absolute path (write it from /)", v)
+		}
+	}
 	s.Engine.Window = p.duration(m, "window", "window")
 	s.Engine.IntlPerWindow = p.integer(m, "intl_per_window", "intl_per_window", 1, 100000)
 	s.Engine.ConcurrentIntl = p.integer(m, "concurrent_intl", "concurrent_intl", 1, 100000)
@@ -412,4 +421,35 @@ func (s *Settings) Alerters() []Alerter {
 		out = append(out, s.Syslog)
 	}
 	return out
+}
+
+// AMIConfig returns the AMI client configuration of the settings, reading
+// the secret from AMISecretFile. The daemon dials it with ami.Dial and
+// hands the client to NewMonitor (Deps.AMI) and its Events() to Monitor.Run:
+//
+//	set, err := fraud.ParseSettings(cfg.Fraud)
+//	acfg, err := set.AMIConfig(log)
+//	client, err := ami.Dial(ctx, acfg)
+//	mon, err := fraud.NewMonitor(set, fraud.Deps{AMI: client, Log: log,
+//		Banner:   fraud.BanFunc(func(ctx context.Context, a netip.Addr, d time.Duration, reason string) error {
+//			_, err := daemon.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), d, "fraud", reason)
+//			return err
+//		}),
+//		Recorder: fraud.StoreRecorder{Store: st}})
+//	go mon.Run(ctx, client.Events())
+//	// log-detector events (CallRejected, AuthSuccess): mon.HandleEvent(ctx, ev, ev.Time)
+//	// CDR lines when set.CDR is followed: mon.HandleCDRLine(ctx, line, cfg.Location, time.Now())
+//	// CEL lines when set.CEL is followed:  mon.HandleCELLine(ctx, line)
+func (s *Settings) AMIConfig(log *slog.Logger) (ami.Config, error) {
+	b, err := os.ReadFile(s.AMISecretFile)
+	if err != nil {
+		return ami.Config{}, fmt.Errorf("fraud: ami.secret_file: %w (write the secret of the manager.conf user %q into it, mode 0600)", err, s.AMIUser)
+	}
+	return ami.Config{
+		Addr: s.AMIAddr, Username: s.AMIUser, Secret: strings.TrimSpace(string(b)), UseMD5: s.AMIMD5,
+		// call events for the tracker, security events for the addresses,
+		// system for FullyBooted/Shutdown (forget live calls after a gap);
+		// the responses (Hangup, DBPut) need write = call,system in manager.conf.
+		Events: "system,call,security", Logger: log,
+	}, nil
 }

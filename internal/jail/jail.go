@@ -5,14 +5,18 @@
 // from the events (or an injected Clock).
 //
 // Memory is bounded by Config.MaxTracked (least recently seen addresses are
-// evicted) and small per address: a map from the 16-byte address to an
-// index into a slab of fixed 88-byte entries linked in an intrusive LRU list
-// (about 133 bytes per tracked address in all, see TestMemoryPerAddress).
+// evicted; banned ones are passed over) and small per address: an
+// open-addressing index (index.go) into a slab of fixed 88-byte entries
+// linked in an intrusive LRU list, about 110 bytes per tracked address in
+// all (TestMemoryPerAddress). Windows have one-second resolution and keep
+// the last 8 failures of an address exactly (maxretry <= 8 is exact; above,
+// the two oldest failures merge and the older one counts a little longer).
 package jail
 
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"net/netip"
 	"strings"
@@ -64,12 +68,24 @@ type Config struct {
 	// registered phone whose keep-alive OPTIONS are challenged and never
 	// answered is not an attacker). Its explicit failures still count.
 	SuccessGrace time.Duration
+	// TwinWindow [1h]: Asterisk reports most SIP, PJSIP and AMI failures
+	// twice, as a free-text NOTICE and as a structured SecurityEvent (or AMI
+	// security event). While the jail has seen a structured event within
+	// TwinWindow, or StructuredSource is set, the NOTICE twins
+	// (non-structured auth_failure, unknown_account, acl_violation of those
+	// services) are not counted, so one mistyped password counts once.
+	// A negative TwinWindow turns this off (every event counts).
+	TwinWindow time.Duration
+	// StructuredSource: the jail follows a source of structured events
+	// (the security log, AMI security events), so NOTICE twins are not
+	// counted from the first line on.
+	StructuredSource bool
 }
 
 // Decision is a ban.
 type Decision struct {
 	Jail     string
-	Addr     netip.Addr   // the offending address (the last one seen, for prefix bans)
+	Addr     netip.Addr   // the offending address (for a prefix ban decided by Tick: the prefix's first address)
 	Prefix   netip.Prefix // what to ban: Addr/32, Addr/128 or the IPv6 prefix
 	At       time.Time    // when decided (Clock)
 	Duration time.Duration
@@ -86,6 +102,7 @@ type Stats struct {
 	AllowlistedSkipped uint64 // events from allowlisted addresses
 	Decisions          uint64
 	IgnoredWhileBanned uint64 // events from an address already decided
+	TwinsSkipped       uint64 // NOTICE twins of structured events, not counted (TwinWindow)
 	ChallengeFailures  uint64 // challenges that went unanswered and counted
 }
 
@@ -93,7 +110,7 @@ const ring = 8 // failure slots per address: windows are exact for MaxRetry <= r
 
 // entry is one tracked address (or IPv6 prefix). 88 bytes.
 type entry struct {
-	addr       [16]byte // last address seen (IPv4 as ::ffff:a.b.c.d)
+	key        [16]byte // the address (IPv4 as ::ffff:a.b.c.d), or its IPv6 prefix in prefix mode
 	prev, next int32    // LRU links, -1 = none
 	t          [ring]uint32
 	w          [ring]uint8 // weight of slot, 0 = empty
@@ -133,7 +150,7 @@ type Jail struct {
 	hwm     int64 // latest event time seen (relative)
 	hwmWall time.Time
 
-	idx        map[[16]byte]int32
+	idx        index
 	chunks     [][]entry
 	used       int32 // slab entries ever handed out
 	free       int32 // free list through next, -1 = empty
@@ -143,6 +160,34 @@ type Jail struct {
 
 	tracked                                                  atomic.Int64
 	evicted, allowSkipped, decisions, ignoredBanned, chalFai atomic.Uint64
+	twinsSkipped                                             atomic.Uint64
+
+	twinSec        int64 // TwinWindow in seconds; < 0 = off
+	lastStructured int64 // event time (rel) of the latest structured event; 0 = none
+}
+
+// isTwin reports whether ev is the free-text twin of a structured event
+// that the jail counts instead (see Config.TwinWindow), and notes the time
+// of structured events.
+func (j *Jail) isTwin(ev *event.Event, now int64) bool {
+	if j.twinSec < 0 {
+		return false
+	}
+	if ev.Structured {
+		j.lastStructured = max(j.lastStructured, max(now, 1))
+		return false
+	}
+	switch ev.Service {
+	case event.ServiceSIP, event.ServicePJSIP, event.ServiceAMI:
+	default:
+		return false // IAX2, SSH, …: no structured twin
+	}
+	switch ev.Kind {
+	case event.AuthFailure, event.UnknownAccount, event.ACLViolation:
+	default:
+		return false // call_rejected, scan, bad_request: the NOTICE is the only report
+	}
+	return j.cfg.StructuredSource || (j.lastStructured != 0 && now-j.twinSec <= j.lastStructured)
 }
 
 // New returns a jail; it validates cfg (zero fields take defaults).
@@ -159,8 +204,9 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 		findSec:  int64(cfg.FindTime / time.Second),
 		chalSec:  int64((cfg.ChallengeTimeout + time.Second - 1) / time.Second),
 		graceSec: int64(cfg.SuccessGrace / time.Second),
+		twinSec:  int64(cfg.TwinWindow / time.Second),
 		v6bits:   cfg.IPv6Prefix,
-		idx:      make(map[[16]byte]int32),
+		idx:      index{seed: maphash.MakeSeed()},
 		free:     -1, head: -1, tail: -1,
 	}
 	for k := event.Kind(0); int(k) < event.NumKinds; k++ {
@@ -196,6 +242,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.MaxBanTime, 7*24*time.Hour)
 	def(&c.ChallengeTimeout, 5*time.Second)
 	def(&c.SuccessGrace, time.Hour)
+	def(&c.TwinWindow, time.Hour)
 	if c.Increment == 0 {
 		c.Increment = 2
 	}
@@ -254,6 +301,7 @@ func (j *Jail) Stats() Stats {
 		Tracked:            int(j.tracked.Load()),
 		Evicted:            j.evicted.Load(),
 		AllowlistedSkipped: j.allowSkipped.Load(),
+		TwinsSkipped:       j.twinsSkipped.Load(),
 		Decisions:          j.decisions.Load(),
 		IgnoredWhileBanned: j.ignoredBanned.Load(),
 		ChallengeFailures:  j.chalFai.Load(),
@@ -329,19 +377,26 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		t = j.clock.Now()
 	}
 	now := j.rel(t)
-	if now > j.hwm {
-		j.hwm, j.hwmWall = now, j.clock.Now()
+	if j.isTwin(ev, now) {
+		j.twinsSkipped.Add(1)
+		return Decision{}, false
 	}
-	a16 := addr.As16()
-	k := j.key(a16)
-	i, ok := j.idx[k]
+	if now > j.hwm {
+		// The event-time high-water mark, for Tick. An event stamped in the
+		// future (a wrong clock or year) may not drag it past wall time:
+		// challenges would then expire before their answer arrives.
+		wall := j.clock.Now()
+		j.hwm, j.hwmWall = min(now, j.rel(wall)+1), wall
+	}
+	k := j.key(addr.As16())
+	i, ok := j.idx.find(j, &k)
 	if kind == event.AuthSuccess {
 		if !ok {
 			// Remember the success: this address's unanswered challenges
 			// (keep-alives, refreshes) do not count for SuccessGrace.
 			i = j.insert(k)
 			e := j.at(i)
-			e.addr, e.good = a16, uint32(now)
+			e.good = uint32(now)
 			return Decision{}, false
 		}
 		e := j.at(i)
@@ -353,13 +408,12 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		j.expireChallenges(e, now) // challenges older than the timeout still count
 		e.pend = 0                 // the address authenticates: its recent challenges were answered
 		e.good = uint32(now)
-		return j.check(e, now)
+		return j.check(e, now, addr)
 	}
 	if !ok {
 		i = j.insert(k)
 	}
 	e := j.at(i)
-	e.addr = a16
 	j.touch(i)
 	if e.until != 0 {
 		if now < int64(e.until) {
@@ -397,7 +451,7 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		e.pend, e.chal = -1, uint32(now)
 	}
 	j.add(e, now, kind, int(j.weights[kind]))
-	return j.check(e, now)
+	return j.check(e, now, addr)
 }
 
 // expireChallenges counts e's unanswered challenges as failures once they
@@ -444,7 +498,7 @@ func (j *Jail) add(e *entry, at int64, kind event.Kind, w int) {
 }
 
 // check expires old failures and decides when the window is full.
-func (j *Jail) check(e *entry, now int64) (Decision, bool) {
+func (j *Jail) check(e *entry, now int64, addr netip.Addr) (Decision, bool) {
 	total := 0
 	for s := range ring {
 		if e.w[s] == 0 {
@@ -459,11 +513,10 @@ func (j *Jail) check(e *entry, now int64) (Decision, bool) {
 	if total < j.cfg.MaxRetry {
 		return Decision{}, false
 	}
-	return j.decide(e, now, total), true
+	return j.decide(e, now, total, addr), true
 }
 
-func (j *Jail) decide(e *entry, now int64, total int) Decision {
-	addr := netip.AddrFrom16(e.addr).Unmap()
+func (j *Jail) decide(e *entry, now int64, total int, addr netip.Addr) Decision {
 	prior := int(e.bans)
 	if j.hist != nil {
 		prior = max(prior, j.hist.PriorBans(addr))
@@ -543,7 +596,7 @@ func (j *Jail) Tick(now time.Time) []Decision {
 			continue
 		}
 		j.expireChallenges(e, eff)
-		if d, ok := j.check(e, eff); ok {
+		if d, ok := j.check(e, eff, netip.AddrFrom16(e.key).Unmap()); ok {
 			out = append(out, d)
 		}
 	}
@@ -576,14 +629,12 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	if left <= 0 {
 		return
 	}
-	a16 := addr.As16()
-	k := j.key(a16)
-	i, ok := j.idx[k]
+	k := j.key(addr.As16())
+	i, ok := j.idx.find(j, &k)
 	if !ok {
 		i = j.insert(k)
 	}
 	e := j.at(i)
-	e.addr = a16
 	e.until = uint32(min(r+left, math.MaxUint32))
 	e.bans = uint8(min(max(int(e.bans), banCount), 255))
 	e.w = [ring]uint8{}
@@ -597,11 +648,11 @@ func (j *Jail) Forget(addr netip.Addr) {
 		return
 	}
 	k := j.key(addr.Unmap().WithZone("").As16())
-	i, ok := j.idx[k]
+	i, ok := j.idx.find(j, &k)
 	if !ok {
 		return
 	}
-	delete(j.idx, k)
+	j.idx.remove(j, &k)
 	j.release(i)
 }
 
@@ -617,7 +668,7 @@ func (j *Jail) insert(k [16]byte) int32 {
 				break
 			}
 		}
-		delete(j.idx, j.key(j.at(old).addr))
+		j.idx.remove(j, &j.at(old).key)
 		j.release(old)
 		j.evicted.Add(1)
 	}
@@ -632,8 +683,8 @@ func (j *Jail) insert(k [16]byte) int32 {
 		}
 		j.used++
 	}
-	*j.at(i) = entry{prev: -1, next: -1}
-	j.idx[k] = i
+	*j.at(i) = entry{key: k, prev: -1, next: -1}
+	j.idx.insert(&k, i)
 	j.tracked.Add(1)
 	// link at head
 	e := j.at(i)

@@ -493,6 +493,27 @@ func TestChallengeReplayUsesEventTime(t *testing.T) {
 	}
 }
 
+// One event stamped a year ahead must not make Tick expire every later
+// challenge at once.
+func TestFutureEventDoesNotRushChallenges(t *testing.T) {
+	clk := &fakeClock{t: t0}
+	j, err := New(Config{Name: "x", MaxRetry: 1}, nil, nil, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Observe(&event.Event{Time: t0.Add(365 * 24 * hour), Addr: netip.MustParseAddr(b), Kind: event.CallRejected})
+	j.Observe(&event.Event{Time: t0, Addr: netip.MustParseAddr(a), Kind: chal})
+	clk.t = t0.Add(sec)
+	if ds := j.Tick(clk.t); len(ds) != 0 {
+		t.Fatalf("challenge expired 1 s after it was sent: %+v", ds)
+	}
+	j.Observe(&event.Event{Time: clk.t, Addr: netip.MustParseAddr(a), Kind: succ})
+	clk.t = t0.Add(2 * hour)
+	if ds := j.Tick(clk.t); len(ds) != 0 {
+		t.Fatalf("answered challenge counted: %+v", ds)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  Config

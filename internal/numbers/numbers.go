@@ -336,7 +336,7 @@ func (n *Normalizer) normalize(dialled string) *Result {
 		add(n.international(d, "", FormBare))
 	}
 	r.Candidates = cands
-	r.Best = pickBest(cands)
+	r.Best = n.pickBest(cands)
 	return r
 }
 
@@ -352,13 +352,22 @@ func contains(list []string, s string) bool {
 // rank orders readings: a valid one always beats an invalid one; among
 // valid ones the dial plan's own forms (national, "+", home IDD) come first,
 // then another region's IDD, a truncated IDD, and a bare country code.
-func rank(c Candidate) int {
+//
+// In countries whose trunk prefix is "0" (GB, DE, AU, …) a long number
+// dialled without it is a local number only by the letter of
+// libphonenumber's permissive patterns (Germany accepts almost any digit
+// string): such a national reading ranks after every valid international one.
+func (n *Normalizer) rank(c Candidate) int {
 	r := 0
 	if !c.Valid {
 		r += 100
 	}
 	switch c.Form {
-	case FormNational, FormPlus, FormHomeIDD:
+	case FormNational:
+		if n.homeNDD == "0" && c.Prefix == "" && len(c.National) > 8 {
+			r += 35
+		}
+	case FormPlus, FormHomeIDD:
 	case FormForeignIDD:
 		r += 10
 	case FormTruncated:
@@ -369,10 +378,10 @@ func rank(c Candidate) int {
 	return r
 }
 
-func pickBest(cands []Candidate) int {
+func (n *Normalizer) pickBest(cands []Candidate) int {
 	best, bestRank := -1, 1<<30
 	for i, c := range cands {
-		if k := rank(c); k < bestRank {
+		if k := n.rank(c); k < bestRank {
 			best, bestRank = i, k
 		}
 	}

@@ -1,6 +1,7 @@
 package numbers
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -163,15 +164,15 @@ func BenchmarkNormalizeCached(b *testing.B) {
 
 func BenchmarkNormalizeUncached(b *testing.B) {
 	n, _ := New(Config{HomeRegion: "US", CacheSize: 1})
+	dialled := make([]string, 1000)
+	for i := range dialled {
+		dialled[i] = fmt.Sprintf("01144207946%04d", i)
+	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
+		n.Normalize(dialled[i%len(dialled)])
 		i++
-		if i%2 == 0 {
-			n.Normalize("011442079460349")
-		} else {
-			n.Normalize("00442079460349")
-		}
 	}
 }
 
@@ -186,4 +187,69 @@ func FuzzNormalize(f *testing.F) {
 			t.Fatalf("best %d of %d", r.Best, len(r.Candidates))
 		}
 	})
+}
+
+// TestPrefixFormMatrix dials one foreign number with every prefix form from
+// each home country and checks every reading lands on the same E.164 with
+// the right form.
+func TestPrefixFormMatrix(t *testing.T) {
+	homes := []struct {
+		home    string
+		homeIDD string
+		target  string // a valid foreign number, without "+"
+		country string
+	}{
+		{"US", "011", "442079460349", "GB"},
+		{"GB", "00", "4930123456", "DE"},
+		{"AU", "0011", "442079460349", "GB"},
+		{"DE", "00", "442079460349", "GB"},
+	}
+	prefixes := []struct {
+		p    string
+		form Form // when not the home IDD
+	}{
+		{"+", FormPlus}, {"00", FormForeignIDD}, {"011", FormForeignIDD}, {"0011", FormForeignIDD},
+		{"810", FormForeignIDD}, {"010", FormForeignIDD}, {"001", FormForeignIDD}, {"11", FormTruncated}, {"", FormBare},
+	}
+	covered := 0
+	for _, h := range homes {
+		n := mustNew(t, h.home, "")
+		for _, p := range prefixes {
+			dialled := p.p + h.target
+			want := p.form
+			if p.p == h.homeIDD {
+				want = FormHomeIDD
+			}
+			c, ok := n.Normalize(dialled).BestCandidate()
+			if !ok || !c.Valid || c.E164 != "+"+h.target || c.Country != h.country || !c.International || c.Form != want || c.Prefix != p.p {
+				t.Errorf("home %s, dialled %s: got %+v, want +%s %s form %s prefix %q", h.home, dialled, c, h.target, h.country, want, p.p)
+				continue
+			}
+			covered++
+		}
+	}
+	t.Logf("%d home × prefix readings checked", covered)
+}
+
+// TestDomesticFormMatrix dials a number of the home country in each form
+// a local caller uses: never international.
+func TestDomesticFormMatrix(t *testing.T) {
+	tests := []struct {
+		home, e164 string
+		dialled    []string
+	}{
+		{"US", "+12125550142", []string{"2125550142", "12125550142", "+12125550142", "01112125550142"}},
+		{"GB", "+442079460349", []string{"02079460349", "+442079460349", "00442079460349"}},
+		{"AU", "+61291234567", []string{"0291234567", "+61291234567", "001161291234567"}},
+		{"DE", "+493012345678", []string{"03012345678", "+493012345678", "00493012345678"}},
+	}
+	for _, tt := range tests {
+		n := mustNew(t, tt.home, "")
+		for _, d := range tt.dialled {
+			c, ok := n.Normalize(d).BestCandidate()
+			if !ok || !c.Valid || c.E164 != tt.e164 || c.International {
+				t.Errorf("home %s, dialled %s: %+v, want domestic %s", tt.home, d, c, tt.e164)
+			}
+		}
+	}
 }

@@ -27,7 +27,8 @@ type FileOptions struct {
 	// Position (a file that appears later is always read from its start).
 	StartAtEnd bool
 	// RotatedGlobs are where rotated copies of the file go; default
-	// path+".1" and path+"-*". Compressed copies (.gz, .bz2, .xz, .zst) are ignored.
+	// path+".[0-9]*" (logrotate .1, Asterisk .0 .1 … and timestamps) and path+"-*"
+	// (dateext). Compressed copies (.gz, .bz2, .xz, .zst) are ignored.
 	RotatedGlobs []string
 }
 
@@ -44,13 +45,12 @@ type FileOptions struct {
 //     new file has data (two writers, or one that has not reopened yet while
 //     another writes the new file): we drain the old file to its end once
 //     the new one is non-empty, and switch.
-//   - several rotations while the daemon was down: only the newest copy
-//     holding our file (by inode or Check) is read, older ones are not.
-//   - a follower more than one rotation period behind: when the file after
-//     a rename is copytruncated before we have finished the one before it,
-//     its lines up to that truncation are in a copy we never match (we had
-//     not read from it yet). At 50k lines/s the follower is milliseconds
-//     behind; the race detector (~10x slower) is not.
+//   - several rotations while the daemon was down or while the follower was
+//     behind: the files rotated in between are found by modification time
+//     (newer than the last write to the file we finished) and read whole,
+//     oldest first; a file of the rotated set that was written to after
+//     that (another log sharing the glob) would be read too, and a
+//     rotation racing with that search can still be missed.
 //   - a file truncated and rewritten past our offset in the few microseconds
 //     between our check and our read.
 type File struct {
@@ -70,6 +70,8 @@ type File struct {
 	readOff int64 // bytes of f consumed (pending bytes included)
 	tail    [64]byte
 	tailN   int
+	head    [64]byte // the first bytes of f when opened, before we read any
+	headN   int
 	wake    chan struct{}
 	watcher *fsnotify.Watcher
 	watched bool
@@ -86,7 +88,7 @@ func NewFile(path string, start Position, opts FileOptions) *File {
 	}
 	globs := opts.RotatedGlobs
 	if len(globs) == 0 {
-		globs = []string{path + ".1", path + "-*"}
+		globs = []string{path + ".[0-9]*", path + "-*"}
 	}
 	f := &File{
 		path: path, dir: filepath.Dir(path), base: filepath.Base(path),
@@ -103,8 +105,22 @@ func (f *File) Name() string { return f.path }
 // Stats returns the counters.
 func (f *File) Stats() Stats { return f.c.stats() }
 
-// Run follows the file until ctx is done.
+// Run follows the file until ctx is done. Run may be called again after it
+// returned (the daemon restarting a source): it resumes after the last line
+// handed on.
 func (f *File) Run(ctx context.Context, handle func(Line) error) error {
+	inner := handle
+	handle = func(l Line) error {
+		if err := inner(l); err != nil {
+			return err
+		}
+		f.start = l.Pos // where a later Run resumes
+		return nil
+	}
+	defer func() {
+		f.sp.drop()
+		f.readOff, f.tailN, f.headN, f.watched, f.watcher = 0, 0, 0, false, nil
+	}()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		f.log.Warn("source: inotify unavailable, polling only", "path", f.path, "poll", f.opts.Poll, "err", err)
@@ -210,7 +226,7 @@ func (f *File) resume(ctx context.Context, handle func(Line) error) error {
 		fh.Close()
 		return err
 	}
-	f.f, f.ino = fh, ino
+	f.adopt(fh, ino)
 	switch {
 	case st.Inode == 0:
 		if f.opts.StartAtEnd && size > 0 {
@@ -281,7 +297,15 @@ func (f *File) readRestOfCopy(ctx context.Context, st Position, curIno uint64, h
 	if err := f.drain(ctx, pick, pickIno, &off, handle); err != nil {
 		return err
 	}
-	return f.sp.flush(Position{Path: f.path, Inode: pickIno, Size: off, Offset: off}, time.Now(), handle)
+	if err := f.sp.flush(Position{Path: f.path, Inode: pickIno, Size: off, Offset: off}, time.Now(), handle); err != nil {
+		return err
+	}
+	// Further rotations while we were down.
+	var mod time.Time
+	if fi, err := pick.Stat(); err == nil {
+		mod = fi.ModTime()
+	}
+	return f.catchUp(ctx, mod, []uint64{pickIno, curIno}, handle)
 }
 
 // candidates lists rotated copies, newest first, skipping compressed ones
@@ -332,7 +356,7 @@ func (f *File) seek(off int64) error {
 		return err
 	}
 	f.readOff = off
-	f.tailN = 0
+	f.tailN, f.headN = 0, 0
 	if off > 0 {
 		n := min(off, int64(len(f.tail)))
 		if m, err := f.f.ReadAt(f.tail[:n], off-n); err == nil || m == int(n) {
@@ -340,6 +364,58 @@ func (f *File) seek(off int64) error {
 		}
 	}
 	return nil
+}
+
+// adopt makes fh (at offset 0) the followed file and remembers its first
+// bytes: should it be copytruncated before our first read, they find the
+// copy that holds its beginning.
+func (f *File) adopt(fh *os.File, ino uint64) {
+	f.f, f.ino, f.readOff, f.tailN = fh, ino, 0, 0
+	n, _ := fh.ReadAt(f.head[:], 0)
+	f.headN = n
+}
+
+// headIntact reports whether the file still starts with the bytes it had
+// when we opened it.
+func (f *File) headIntact() bool {
+	var cur [64]byte
+	n, _ := f.f.ReadAt(cur[:f.headN], 0)
+	return n == f.headN && bytes.Equal(cur[:n], f.head[:f.headN])
+}
+
+// recoverHead reads the copy of the file's beginning (made by a
+// copytruncate between our open and our first read) from its start.
+func (f *File) recoverHead(ctx context.Context, handle func(Line) error) error {
+	f.c.truncations.Add(1)
+	var cur [64]byte
+	for _, name := range f.candidates(f.ino) {
+		fh, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		n, _ := fh.ReadAt(cur[:f.headN], 0)
+		ino, _, ierr := fileID(fh)
+		if n != f.headN || !bytes.Equal(cur[:n], f.head[:f.headN]) || ierr != nil {
+			fh.Close()
+			continue
+		}
+		f.c.copiesRead.Add(1)
+		f.log.Info("source: file truncated before we read it, reading its copy", "path", f.path, "copy", name)
+		var off int64
+		err = f.drain(ctx, fh, ino, &off, handle)
+		fh.Close()
+		if err != nil {
+			return err
+		}
+		f.headN = 0
+		_, err = f.f.Seek(0, io.SeekStart)
+		return err
+	}
+	f.c.gaps.Add(1)
+	f.log.Warn("source: file truncated before we read it and no rotated copy holds its beginning: those lines are lost", "path", f.path, "looked_in", f.globs)
+	f.headN = 0
+	_, err := f.f.Seek(0, io.SeekStart)
+	return err
 }
 
 // step does everything one wake-up needs: open, truncation, read, rotation.
@@ -357,7 +433,7 @@ func (f *File) step(ctx context.Context, handle func(Line) error) error {
 			fh.Close()
 			return err
 		}
-		f.f, f.ino, f.readOff, f.tailN = fh, ino, 0, 0
+		f.adopt(fh, ino)
 		f.log.Info("source: following", "path", f.path, "inode", ino)
 	}
 	if err := f.checkTruncated(ctx, handle); err != nil {
@@ -391,11 +467,96 @@ func (f *File) step(ctx context.Context, handle func(Line) error) error {
 	if err := f.sp.flush(Position{Path: f.path, Inode: f.ino, Size: f.readOff, Offset: f.readOff}, time.Now(), handle); err != nil {
 		return err
 	}
+	var oldMod time.Time
+	if ofi, err := f.f.Stat(); err == nil {
+		oldMod = ofi.ModTime()
+	}
+	oldIno := f.ino
 	f.c.rotations.Add(1)
 	f.log.Info("source: file rotated, switching to the new one", "path", f.path, "old_inode", f.ino, "new_inode", st.Ino)
 	f.f.Close()
 	f.f = nil
+	// Hold the new file first, then read what was rotated between the old
+	// one and it (when we were more than one rotation behind), then the new
+	// file from its start.
+	fh, err := os.Open(f.path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	ino, _, err := fileID(fh)
+	if err != nil {
+		fh.Close()
+		return err
+	}
+	f.adopt(fh, ino)
+	f.log.Info("source: following", "path", f.path, "inode", ino)
+	if err := f.catchUp(ctx, oldMod, []uint64{oldIno, ino}, handle); err != nil {
+		return err
+	}
 	return f.step(ctx, handle)
+}
+
+// catchUp reads, oldest first and each from its start, the rotated files
+// modified after `after` other than the inodes in skip: the files that
+// were rotated away while we were still reading an older one (or were
+// down). They hold only lines we have not seen: a copy made of a file we
+// were reading is older than that file's last write.
+func (f *File) catchUp(ctx context.Context, after time.Time, skip []uint64, handle func(Line) error) error {
+	if after.IsZero() {
+		return nil
+	}
+	type cand struct {
+		name string
+		mod  time.Time
+		ino  uint64
+	}
+	var cs []cand
+	seen := map[string]bool{}
+	for _, g := range f.globs {
+		names, _ := filepath.Glob(g)
+		for _, n := range names {
+			if seen[n] || n == f.path || compressed(n) {
+				continue
+			}
+			seen[n] = true
+			fi, err := os.Stat(n)
+			if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().After(after) {
+				continue
+			}
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if !ok || slices.Contains(skip, st.Ino) {
+				continue
+			}
+			cs = append(cs, cand{n, fi.ModTime(), st.Ino})
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int { return a.mod.Compare(b.mod) })
+	for _, c := range cs {
+		fh, err := os.Open(c.name)
+		if err != nil {
+			continue
+		}
+		ino, _, err := fileID(fh)
+		if err != nil || ino != c.ino {
+			fh.Close()
+			continue
+		}
+		f.c.copiesRead.Add(1)
+		f.log.Warn("source: reading a file rotated while we were behind", "path", f.path, "file", c.name)
+		var off int64
+		err = f.drain(ctx, fh, ino, &off, handle)
+		if err == nil {
+			err = f.sp.flush(Position{Path: f.path, Inode: ino, Size: off, Offset: off}, time.Now(), handle)
+		}
+		fh.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkTruncated notices a truncation (size below our offset, or the bytes
@@ -452,7 +613,7 @@ func (f *File) recoverTruncation(ctx context.Context, size int64, handle func(Li
 	if _, err := f.f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	f.readOff, f.tailN = 0, 0
+	f.readOff, f.tailN, f.headN = 0, 0, 0
 	return nil
 }
 
@@ -488,6 +649,15 @@ func (f *File) drain(ctx context.Context, r *os.File, ino uint64, off *int64, ha
 		}
 		space := f.sp.space()
 		n, err := r.Read(space)
+		if n > 0 && r == f.f && f.readOff == 0 && f.headN > 0 {
+			if !f.headIntact() {
+				if rerr := f.recoverHead(ctx, handle); rerr != nil {
+					return rerr
+				}
+				continue
+			}
+			f.headN = 0 // from now on the tail guards us
+		}
 		if n > 0 && r == f.f && f.readOff > 0 && !f.tailIntact() {
 			// Truncated (and perhaps rewritten past our offset) before or
 			// while we read: the chunk may not be the continuation. What

@@ -309,6 +309,99 @@ func TestFileCopyTruncate(t *testing.T) {
 	}
 }
 
+// The follower is stuck in a callback while the file is renamed, the new
+// one copytruncated and renamed again: when it comes back, every line of
+// the files rotated in between is read, once, in order.
+func TestFileLaggingBehindSeveralRotations(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "messages.log")
+	appendFile(t, path, numbered("a", 1, 3))
+	c := &collector{}
+	release := blockAt(c, wantLines("a", 3, 3)[0])
+	defer release()
+	follow(t, path, Position{}, FileOptions{}, c)
+	c.waitN(t, 3)
+	step := func(d time.Duration) { time.Sleep(d) } // distinct modification times
+	appendFile(t, path, numbered("a", 4, 4))
+	step(10 * time.Millisecond)
+	if err := os.Rename(path, path+"-1"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numbered("b", 1, 2))
+	step(10 * time.Millisecond)
+	copyFile(t, path, path+"-2")
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numbered("b", 3, 4))
+	step(10 * time.Millisecond)
+	if err := os.Rename(path, path+"-3"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numbered("c", 1, 2))
+	release()
+	want := append(append(wantLines("a", 1, 4), wantLines("b", 1, 4)...), wantLines("c", 1, 2)...)
+	c.waitN(t, len(want))
+	time.Sleep(50 * time.Millisecond)
+	got, _ := c.snapshot()
+	assertLines(t, got, want)
+}
+
+// The new file is copytruncated after we opened it and before our first
+// read of it: its beginning is read from the copy.
+func TestFileTruncatedBeforeFirstRead(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "messages.log")
+	appendFile(t, path, numbered("a", 1, 3))
+	c := &collector{}
+	atA3, atB1 := make(chan struct{}), make(chan struct{})
+	c.hook = func(s string) {
+		switch s {
+		case wantLines("a", 3, 3)[0]:
+			<-atA3
+		case wantLines("b", 1, 1)[0]:
+			<-atB1
+		}
+	}
+	defer func() {
+		select {
+		case <-atA3:
+		default:
+			close(atA3)
+		}
+		select {
+		case <-atB1:
+		default:
+			close(atB1)
+		}
+	}()
+	follow(t, path, Position{}, FileOptions{}, c)
+	c.waitN(t, 3) // blocked inside a3
+	time.Sleep(10 * time.Millisecond)
+	if err := os.Rename(path, path+"-1"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numbered("b", 1, 1))
+	time.Sleep(10 * time.Millisecond)
+	if err := os.Rename(path, path+"-2"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numbered("c", 1, 2))
+	close(atA3)
+	c.waitN(t, 4) // the follower opened the new file and is blocked in b1 (catching up)
+	copyFile(t, path, path+"-3")
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numbered("c", 3, 3))
+	close(atB1)
+	want := append(append(wantLines("a", 1, 3), wantLines("b", 1, 1)...), wantLines("c", 1, 3)...)
+	c.waitN(t, len(want))
+	time.Sleep(50 * time.Millisecond)
+	got, _ := c.snapshot()
+	assertLines(t, got, want)
+}
+
 func TestFileTruncatedAndRegrownPastOffset(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "messages.log")
@@ -429,6 +522,13 @@ func TestFileResume(t *testing.T) {
 			}
 			appendFile(t, path, numbered("b", 1, 2))
 		}, append(wantLines("a", 4, 5), wantLines("b", 1, 2)...), 0},
+		{"renamed to .0 (Asterisk logger rotate)", func(t *testing.T, path string) {
+			appendFile(t, path, numbered("a", 4, 5))
+			if err := os.Rename(path, path+".0"); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, numbered("b", 1, 2))
+		}, append(wantLines("a", 4, 5), wantLines("b", 1, 2)...), 0},
 		{"renamed, new file not there yet", func(t *testing.T, path string) {
 			appendFile(t, path, numbered("a", 4, 5))
 			if err := os.Rename(path, path+"-20261125"); err != nil {
@@ -451,6 +551,19 @@ func TestFileResume(t *testing.T) {
 			}
 			appendFile(t, path, numbered("b", 1, 9))
 		}, append(wantLines("a", 4, 5), wantLines("b", 1, 9)...), 0},
+		{"renamed twice", func(t *testing.T, path string) {
+			appendFile(t, path, numbered("a", 4, 5))
+			time.Sleep(10 * time.Millisecond)
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, numbered("b", 1, 2))
+			time.Sleep(10 * time.Millisecond)
+			if err := os.Rename(path, path+"-2"); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, numbered("c", 1, 2))
+		}, append(append(wantLines("a", 4, 5), wantLines("b", 1, 2)...), wantLines("c", 1, 2)...), 0},
 		{"truncated, no copy", func(t *testing.T, path string) {
 			if err := os.Truncate(path, 0); err != nil {
 				t.Fatal(err)
@@ -492,6 +605,29 @@ func TestFileResume(t *testing.T) {
 	}
 }
 
+func TestFileRunAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "messages.log")
+	appendFile(t, path, numbered("a", 1, 3)+"a part")
+	f := NewFile(path, Position{}, FileOptions{Logger: testLogger(t), Poll: 20 * time.Millisecond})
+	for round, want := range [][]string{wantLines("a", 1, 3), append([]string{"a partial"}, wantLines("a", 4, 5)...)} {
+		c := &collector{}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- f.Run(ctx, c.handle) }()
+		if round == 1 {
+			appendFile(t, path, "ial\n"+numbered("a", 4, 5))
+		}
+		c.waitN(t, len(want))
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		got, _ := c.snapshot()
+		assertLines(t, got, want)
+	}
+}
+
 // TestFileStress: a writer appends numbered lines as fast as ~50k/s for 2 s,
 // alternating rename rotation and copytruncate every 0.5 s; every line must
 // be handed on exactly once.
@@ -499,13 +635,16 @@ func TestFileStress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stress test")
 	}
-	t.Run("fast consumer", func(t *testing.T) { stress(t, 0) })
+	t.Run("fast consumer", func(t *testing.T) { stress(t, 0, 0) })
 	// A consumer that stalls 30 ms every 3000 lines lags behind the writer,
 	// so rotations happen while lines are still unread.
-	t.Run("slow consumer", func(t *testing.T) { stress(t, 30*time.Millisecond) })
+	t.Run("slow consumer", func(t *testing.T) { stress(t, 3000, 30*time.Millisecond) })
+	// A consumer that stalls 1.2 s once falls more than two rotations
+	// behind: a rename and a copytruncate happen before it comes back.
+	t.Run("stalled consumer", func(t *testing.T) { stress(t, 20000, 1200*time.Millisecond) })
 }
 
-func stress(t *testing.T, stall time.Duration) {
+func stress(t *testing.T, every int, stall time.Duration) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "messages.log")
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
@@ -529,7 +668,7 @@ func stress(t *testing.T, stall time.Duration) {
 			mu.Lock()
 			seen[n]++
 			mu.Unlock()
-			if stall > 0 && n%3000 == 0 {
+			if stall > 0 && n%every == 0 && (every > 10000) == (n == every) {
 				time.Sleep(stall)
 			}
 			return nil

@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/event"
+	"github.com/pbxguard/pbxguard/internal/fraud"
+	"github.com/pbxguard/pbxguard/internal/source"
+	"github.com/pbxguard/pbxguard/internal/store"
+)
+
+// Worker is a long-running part the daemon starts after its sources and
+// stops (by cancelling ctx) before it drains: the AMI listener, the fraud
+// monitor. An error is logged; it does not stop the daemon.
+type Worker struct {
+	Name string
+	Run  func(ctx context.Context, d *Daemon) error
+}
+
+// storeRecorder keeps fraud incidents in the store's incidents table.
+type storeRecorder struct{ st *store.Store }
+
+func (r storeRecorder) RecordIncident(ctx context.Context, inc *fraud.Incident) error {
+	detail, err := json.Marshal(inc)
+	if err != nil {
+		return err
+	}
+	subject := inc.Extension
+	if subject == "" && len(inc.Addrs) > 0 {
+		subject = inc.Addrs[0].String()
+	}
+	_, err = r.st.AddIncident(ctx, store.Incident{Time: inc.Time, Kind: string(inc.Rule), Subject: subject, Detail: string(detail)})
+	return err
+}
+
+// amiWorker connects to the Asterisk Manager Interface (credentials from
+// the fraud: section's ami: keys) and feeds
+//   - the jails with `source: ami` from AMI security events, and
+//   - the fraud monitor (when `fraud:` is configured) from call events and,
+//     when fraud.cdr is set, from the CDR file.
+//
+// It is built only when one of the two is configured.
+func amiWorker(cfg *config.Config, st *store.Store, amiJails []string, log *slog.Logger) (*Worker, error) {
+	var settings *fraud.Settings
+	if cfg.Fraud != nil {
+		s, err := fraud.ParseSettings(cfg.Fraud)
+		if err != nil {
+			return nil, err
+		}
+		settings = s
+	} else if len(amiJails) > 0 {
+		settings = &fraud.Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true}
+	} else {
+		return nil, nil
+	}
+	secret, err := os.ReadFile(settings.AMISecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("AMI secret: %w (write the secret of the manager.conf user %q into %s, mode 0600, or set fraud.ami.secret_file)",
+			err, settings.AMIUser, settings.AMISecretFile)
+	}
+	amiCfg := ami.Config{Addr: settings.AMIAddr, Username: settings.AMIUser, Secret: strings.TrimSpace(string(secret)),
+		UseMD5: settings.AMIMD5, Logger: log.With("component", "ami")}
+	withFraud := cfg.Fraud != nil
+	return &Worker{Name: "ami", Run: func(ctx context.Context, d *Daemon) error {
+		client, err := ami.New(amiCfg)
+		if err != nil {
+			return fmt.Errorf("AMI %s: %w", amiCfg.Addr, err)
+		}
+		defer client.Close()
+		var mon *fraud.Monitor
+		if withFraud {
+			mon, err = fraud.NewMonitor(settings, fraud.Deps{
+				AMI: client,
+				Banner: fraud.BanFunc(func(ctx context.Context, a netip.Addr, dur time.Duration, reason string) error {
+					_, err := d.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), dur, "fraud", reason)
+					return err
+				}),
+				Recorder: storeRecorder{st},
+				Log:      log.With("component", "fraud"),
+			})
+			if err != nil {
+				return err
+			}
+			if settings.CDR != "" {
+				cdr := source.NewFile(settings.CDR, source.Position{}, source.FileOptions{Logger: log.With("component", "fraud", "file", settings.CDR), StartAtEnd: true})
+				go func() {
+					err := cdr.Run(ctx, func(l source.Line) error {
+						if _, err := mon.HandleCDRLine(ctx, string(l.Data), cfg.Location, time.Now()); err != nil {
+							log.Debug("fraud: CDR line skipped", "err", err)
+						}
+						return nil
+					})
+					if err != nil && ctx.Err() == nil {
+						log.Error("fraud: CDR source stopped", "file", settings.CDR, "err", err)
+					}
+				}()
+			}
+		}
+		log.Info("AMI listener started", "addr", amiCfg.Addr, "jails", amiJails, "fraud", withFraud)
+		var ev event.Event
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case msg, ok := <-client.Events():
+				if !ok {
+					return errors.New("AMI event channel closed")
+				}
+				if len(amiJails) > 0 && ami.SecurityEvent(msg, &ev) {
+					ev.Detector = "ami"
+					for _, j := range amiJails {
+						e := ev
+						if err := d.Inject(ctx, j, &e); err != nil && ctx.Err() == nil {
+							log.Error("AMI security event", "jail", j, "err", err)
+						}
+					}
+				}
+				if mon != nil {
+					mon.HandleMessage(ctx, msg, time.Now())
+				}
+			}
+		}
+	}}, nil
+}
