@@ -203,7 +203,11 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 	if !dispatchAsterisk(&h, &r) {
 		return false
 	}
-	if r.cut > 0 && h.form != formJSON { // JSON escapes newlines: nothing follows
+	// The continuation is on the next lines only when this line is a line:
+	// a [json] record escapes newlines, and an entry-oriented source (the
+	// journal source passes one whole MESSAGE per call) hands the
+	// continuation over inside this same call.
+	if r.cut > 0 && h.form != formJSON && bytes.IndexByte(trimRightSpace(line), '\n') < 0 {
 		d.skip = min(r.cut, 8192)
 		d.endOfPacket = r.packet
 	}

@@ -424,3 +424,17 @@ func TestIAX2Formats(t *testing.T) {
 		}
 	}
 }
+
+// TestEntrySourceNoSkip: a journal entry arrives whole, newlines inside;
+// its continuation is not on the next call, which is not skipped.
+func TestEntrySourceNoSkip(t *testing.T) {
+	entry := "Nov 25 04:05:01 pbx asterisk[1]: ERROR[12721]: pjproject:0 <?>: \tsip_transport.c Error processing 40 bytes packet from UDP 203.0.113.5:5060 : x:\nREGISTER sip:a SIP/2.0\nCSeq: x\n-- end of packet.\n"
+	next := `Nov 25 04:05:02 pbx asterisk[1]: NOTICE[1]: acl.c:1 f: SIP ACL: Rejecting '192.0.2.9' due to a failure to pass ACL 'a'`
+	evs := run(newAt(t, "asterisk", noon), entry, next)
+	if evs[0] == nil || evs[0].Addr != attacker || evs[0].Kind != event.BadRequest {
+		t.Errorf("entry: %+v", evs[0])
+	}
+	if evs[1] == nil || evs[1].Addr != netip.MustParseAddr("192.0.2.9") {
+		t.Errorf("next entry skipped: %+v", evs[1])
+	}
+}
