@@ -177,6 +177,15 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 	} else if h.form != d.form {
 		return false
 	}
+	if h.level == lvVerbose && h.msg != nil {
+		// "<--- Received SIP request (N bytes) from T:A:P --->" then the
+		// raw packet (any text the sender chose), one log line per packet
+		// line: skip what starts inside it.
+		if n := sipLoggerDump(h.msg); n > 0 && !continuesInline(line, &h) {
+			d.skip = min(n+1, 8192)
+		}
+		return false
+	}
 	if h.level == lvOther || h.level == lvVerbose {
 		return false
 	}
@@ -203,11 +212,9 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 	if !dispatchAsterisk(&h, &r) {
 		return false
 	}
-	// The continuation is on the next lines only when this line is a line:
-	// a [json] record escapes newlines, and an entry-oriented source (the
-	// journal source passes one whole MESSAGE per call) hands the
-	// continuation over inside this same call.
-	if r.cut > 0 && h.form != formJSON && bytes.IndexByte(trimRightSpace(line), '\n') < 0 {
+	// The continuation is on the next lines only when this line is a line
+	// (see continuesInline).
+	if r.cut > 0 && !continuesInline(line, &h) {
 		d.skip = min(r.cut, 8192)
 		d.endOfPacket = r.packet
 	}
@@ -336,7 +343,16 @@ func parseAsteriskHeader(line []byte, h *astHeader) bool {
 	}
 	i = j + 1
 	if lv == lvVerbose {
-		return true // the caller validates the stamp if it needs to
+		// the caller validates the stamp if it needs to; only
+		// res_pjsip_logger's packet dumps matter among verbose lines
+		if k := indexStr(line[i:min(n, i+40)], " res_pjsip_logger.c:"); k >= 0 {
+			m := line[i+k:]
+			if g := indexStr(m, " <--- "); g >= 0 && g < 64 {
+				h.module = m[1:len(" res_pjsip_logger.c")]
+				h.msg = m[g+1:]
+			}
+		}
+		return true
 	}
 	if h.form == formBracket {
 		if _, ok := parseAnyStamp(h.date, &h.st); !ok {
@@ -886,6 +902,48 @@ func pjprojectError(msg []byte, r *hit) bool {
 	r.addr, r.port, r.kind, r.detail = a, port, event.BadRequest, "malformed SIP packet"
 	r.cut, r.packet = size, true
 	return true
+}
+
+// continuesInline reports whether a multi-line message arrived whole in
+// this one call, so that nothing after it needs skipping: a [json] record
+// (newlines escaped as \n), an entry-oriented source (the journal source
+// passes one whole MESSAGE, newlines inside), or rsyslog's escaping of
+// control characters (#012).
+func continuesInline(line []byte, h *astHeader) bool {
+	if h.form == formJSON {
+		return true
+	}
+	t := trimRightSpace(line)
+	return bytes.IndexByte(t, '\n') >= 0 || h.form == formSyslog && containsStr(t, "#012")
+}
+
+// sipLoggerDump reads res_pjsip_logger's "<--- Received SIP request (N
+// bytes) from …" / "<--- Transmitting SIP response (N bytes) to …" and
+// returns N (0 when the message is not one of these).
+func sipLoggerDump(msg []byte) int {
+	var m []byte
+	switch {
+	case hasPrefix(msg, "<--- Received SIP "):
+		m = msg[len("<--- Received SIP "):]
+	case hasPrefix(msg, "<--- Transmitting SIP "):
+		m = msg[len("<--- Transmitting SIP "):]
+	default:
+		return 0
+	}
+	o := indexStr(m, " (")
+	if o < 0 || o > 10 {
+		return 0
+	}
+	m = m[o+2:]
+	n, j := 0, 0
+	for j < len(m) && m[j] >= '0' && m[j] <= '9' && j < 6 {
+		n = n*10 + int(m[j]-'0')
+		j++
+	}
+	if j == 0 || !hasPrefix(m[j:], " bytes) ") {
+		return 0
+	}
+	return n
 }
 
 // ---- res_pjsip distributor ----

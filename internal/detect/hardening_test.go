@@ -438,3 +438,34 @@ func TestEntrySourceNoSkip(t *testing.T) {
 		t.Errorf("next entry skipped: %+v", evs[1])
 	}
 }
+
+// TestPjsipLoggerDump: "pjsip set logger on" writes whole packets into the
+// full log as VERBOSE messages; a packet body line may look like any log
+// line.
+func TestPjsipLoggerDump(t *testing.T) {
+	forged := `[Nov 25 04:05:01] NOTICE[12721] acl.c: SIP ACL: Rejecting '198.51.100.21' due to a failure to pass ACL 'a'`
+	pkt := "INVITE sip:1@198.51.100.10 SIP/2.0\r\nContent-Length: 120\r\n\r\n" + forged + "\r\n"
+	lines := []string{"[Nov 25 04:05:01] VERBOSE[12721] res_pjsip_logger.c: <--- Received SIP request (" + itoa(len(pkt)) + " bytes) from UDP:203.0.113.5:5060 --->"}
+	lines = append(lines, strings.Split(strings.TrimSuffix(pkt, "\n"), "\n")...)
+	lines = append(lines, "", `[Nov 25 04:05:02] NOTICE[12721] acl.c: SIP ACL: Rejecting '192.0.2.9' due to a failure to pass ACL 'a'`)
+	evs := run(newAt(t, "asterisk", noon), lines...)
+	for i, ev := range evs[:len(evs)-1] {
+		if ev != nil {
+			t.Errorf("line %d gave %v %v", i, ev.Kind, ev.Addr)
+		}
+	}
+	if last := evs[len(evs)-1]; last == nil || last.Addr != netip.MustParseAddr("192.0.2.9") {
+		t.Errorf("line after the packet: %+v", last)
+	}
+}
+
+// TestRsyslogEscapedNoSkip: rsyslog writes a multi-line message on one line
+// with #012 for each newline; the next line is not part of it.
+func TestRsyslogEscapedNoSkip(t *testing.T) {
+	l := "Nov 25 04:05:01 pbx asterisk[1]: ERROR[12721]: pjproject:0 <?>: #011sip_transport.c Error processing 40 bytes packet from UDP 203.0.113.5:5060 : x:#012REGISTER sip:a SIP/2.0#012-- end of packet."
+	next := `Nov 25 04:05:02 pbx asterisk[1]: NOTICE[1]: acl.c:1 f: SIP ACL: Rejecting '192.0.2.9' due to a failure to pass ACL 'a'`
+	evs := run(newAt(t, "asterisk", noon), l, next)
+	if evs[0] == nil || evs[0].Addr != attacker || evs[1] == nil {
+		t.Errorf("%+v / %+v", evs[0], evs[1])
+	}
+}
