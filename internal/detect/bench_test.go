@@ -204,6 +204,11 @@ func TestZeroAllocs(t *testing.T) {
 	for _, h := range hostileLines {
 		lines = append(lines, []byte(h.line))
 	}
+	for _, c := range rtCases() { // multi-line state: dumps, cut fields
+		for _, l := range c {
+			lines = append(lines, []byte(l))
+		}
+	}
 	for _, name := range []string{"asterisk", "sshd", "auto"} {
 		d, _ := New(name, Options{Location: time.UTC, Now: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
 		var ev event.Event
