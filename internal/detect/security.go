@@ -184,13 +184,22 @@ func serverTail(b []byte) bool {
 // localBefore reports whether b ends with `,LocalAddress="PROTO/T/ADDR/PORT"`
 // (b ends at the quote that closes the LocalAddress value).
 func localBefore(b []byte) bool {
-	const mk = ",LocalAddress=\""
-	i := lastIndexStr(b, mk)
-	if i < 0 {
+	const mk = ",LocalAddress="
+	if len(b) < 2 {
 		return false
 	}
-	_, _, end, ok := secAddr(b[i+len(mk):])
-	return ok && i+len(mk)+end == len(b)-1
+	// the value (at most 80 bytes, no quote) opens at the previous quote
+	j := len(b) - 2
+	for j >= 0 && b[j] != '"' && len(b)-j < 90 {
+		j--
+	}
+	if j < len(mk) || b[j] != '"' || !hasSuffix(b[:j], mk) {
+		return false
+	}
+	// shape only ("IPV4/…" or "IPV6/…"): text that imitates it could
+	// imitate a valid address as well
+	v := b[j+1:]
+	return hasPrefix(v, "IPV4/") || hasPrefix(v, "IPV6/")
 }
 
 // secAddr parses `IPV4/UDP/1.2.3.4/5060"` or `IPV6/UDP/2001:db8::1/5060"`
