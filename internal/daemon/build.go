@@ -170,6 +170,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		}
 		jails = append(jails, spec)
 	}
+	auditStatus := runAudit(cfg.Audit, log.With("component", "audit"))
 	var workers []Worker
 	w, err := amiWorker(cfg, st, amiJails, log)
 	if err != nil {
@@ -183,6 +184,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
 		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
+		Audit: &auditStatus,
 	})
 	if err != nil {
 		backend.Close()

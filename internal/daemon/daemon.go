@@ -109,6 +109,10 @@ type Options struct {
 	Version string
 	// Workers run beside the sources (AMI listener, fraud monitor).
 	Workers []Worker
+	// Audit is the result of the Asterisk configuration audit run at
+	// start (nil = not run): exposed as pbxguard_audit_findings and in
+	// Status.
+	Audit *AuditStatus
 }
 
 // Batching of decisions into one backend Add.
@@ -204,6 +208,11 @@ func New(opts Options) (*Daemon, error) {
 		d.jails = append(d.jails, js)
 		d.byName[j.Name] = js
 		d.metrics.activeBans.WithLabelValues(j.Name).Set(0)
+	}
+	if opts.Audit != nil {
+		for sev, n := range opts.Audit.Findings {
+			d.metrics.auditFindings.WithLabelValues(sev).Set(float64(n))
+		}
 	}
 	return d, nil
 }
@@ -945,6 +954,7 @@ type Status struct {
 	ActiveBans int            `json:"active_bans"`
 	Jails      []JailStatus   `json:"jails"`
 	Latency    LatencySummary `json:"ban_latency"`
+	Audit      *AuditStatus   `json:"audit,omitempty"`
 }
 
 // JailStatus is one jail in Status.
@@ -960,7 +970,7 @@ type JailStatus struct {
 func (d *Daemon) Status() Status {
 	now := d.now()
 	st := Status{Version: d.opts.Version, Started: d.started.UTC(), Uptime: now.Sub(d.started).Seconds(),
-		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary()}
+		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary(), Audit: d.opts.Audit}
 	perJail := map[string]int{}
 	d.activeMu.Lock()
 	st.ActiveBans = len(d.active)
