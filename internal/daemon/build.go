@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,12 +67,16 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 	if err != nil {
 		return fail(err)
 	}
-	allow := jail.NewAllowlist(cfg.Allowlist)
+	allowList := slices.Clone(cfg.Allowlist)
+	if cfg.AllowlistAsteriskTrunks {
+		allowList = append(allowList, trunkAllowlist(cfg.Audit.AsteriskDir, log.With("component", "trunks"))...)
+	}
+	allow := jail.NewAllowlist(allowList)
 	allowed := func(p netip.Prefix) (netip.Prefix, bool) {
 		if !allow.Overlaps(p) {
 			return netip.Prefix{}, false
 		}
-		for _, e := range cfg.Allowlist {
+		for _, e := range allowList {
 			if e.Overlaps(p) {
 				return e, true
 			}
