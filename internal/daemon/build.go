@@ -48,8 +48,8 @@ func (b *Built) Close() error {
 }
 
 // Build makes a daemon from a checked configuration: the store, the
-// firewall backend (wrapped so that the allowlist is enforced at the
-// kernel's door too), and per enabled jail its judge, sources and detectors.
+// firewall backend (wrapped by firewall.WithAllowlist so that the allowlist
+// is enforced at the kernel's door too), and per enabled jail its judge, sources and detectors.
 func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 	log := opts.Logger
 	if log == nil {
@@ -106,7 +106,10 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 			return fail(fmt.Errorf("firewall.backend %s: %w", cfg.Firewall.Backend, err))
 		}
 	}
-	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
+	// The last gate before the kernel, whatever path a ban took (jail,
+	// manual, restore, fraud containment): refusals come back as a
+	// *firewall.AllowlistError, which the daemon logs and never stores.
+	backend = firewall.WithAllowlist(backend, firewall.PrefixDenier(allowList))
 
 	var jails []JailSpec
 	var amiJails []string

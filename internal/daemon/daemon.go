@@ -517,6 +517,20 @@ func (d *Daemon) apply(batch []pending) {
 	err := d.opts.Backend.Add(ctx, fw)
 	d.fwMu.Unlock()
 	done := time.Now()
+	if refused, rest := d.splitRefused(err); len(refused) > 0 {
+		// Kept out of the kernel by the allowlist gate: not a ban.
+		err = rest
+		keep, keepRecv := rows[:0], received[:0]
+		for i, r := range rows {
+			if !refused[r.Prefix] {
+				keep, keepRecv = append(keep, r), append(keepRecv, received[i])
+			}
+		}
+		rows, received = keep, keepRecv
+		if len(rows) == 0 {
+			return
+		}
+	}
 	defer func() {
 		if took := time.Since(t0); took > 20*time.Millisecond {
 			d.log.Debug("slow ban batch", "bans", len(fw), "kernel", done.Sub(t0), "total", took)
@@ -541,6 +555,40 @@ func (d *Daemon) apply(batch []pending) {
 		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
 			"count", r.Count, "reason", r.Reason)
 	}
+}
+
+// splitRefused separates the allowlist gate's refusals
+// (firewall.WithAllowlist's *firewall.AllowlistError) from the rest of a
+// backend error, logging each refused prefix with the allowlist entry it
+// touches. The daemon checks the allowlist before the backend, so a
+// refusal here means some path skipped that check: the entry is not a ban.
+func (d *Daemon) splitRefused(err error) (map[netip.Prefix]bool, error) {
+	if err == nil || !errors.Is(err, firewall.ErrAllowlisted) {
+		return nil, err
+	}
+	refused := map[netip.Prefix]bool{}
+	var rest []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var ae *firewall.AllowlistError
+		if errors.As(e, &ae) {
+			for _, p := range ae.Refused {
+				refused[p] = true
+				entry, _ := d.opts.Allowed(p)
+				d.log.Warn("allowlisted prefix kept out of the kernel", "prefix", p, "allowlist", entry)
+			}
+			return
+		}
+		rest = append(rest, e)
+	}
+	walk(err)
+	return refused, errors.Join(rest...)
 }
 
 // storeReq is a batch of bans to record, or (done != nil) a flush barrier.
@@ -700,6 +748,10 @@ func (d *Daemon) tick(ctx context.Context) {
 		d.fwMu.Lock()
 		err := d.opts.Backend.Add(ctx, fw)
 		d.fwMu.Unlock()
+		if refused, rest := d.splitRefused(err); len(refused) > 0 {
+			err = rest
+			keep = slices.DeleteFunc(keep, func(b store.Ban) bool { return refused[b.Prefix] })
+		}
 		if err != nil {
 			d.metrics.backendErrors.WithLabelValues("add").Inc()
 			d.activeMu.Lock()
@@ -789,7 +841,12 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	addStart := time.Now()
 	if len(restore) > 0 {
-		if err := b.Add(ctx, restore); err != nil {
+		err := b.Add(ctx, restore)
+		if refused, rest := d.splitRefused(err); len(refused) > 0 {
+			err = rest
+			rows = slices.DeleteFunc(rows, func(b store.Ban) bool { return refused[b.Prefix] })
+		}
+		if err != nil {
 			d.metrics.backendErrors.WithLabelValues("add").Inc()
 			return fmt.Errorf("firewall %s: restoring %d bans: %w", b.Name(), len(restore), err)
 		}
@@ -880,6 +937,15 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	d.fwMu.Lock()
 	err := d.opts.Backend.Add(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
 	d.fwMu.Unlock()
+	if refused, rest := d.splitRefused(err); refused[pfx] {
+		entry, _ := d.opts.Allowed(pfx)
+		if !entry.IsValid() {
+			entry = pfx
+		}
+		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
+	} else if len(refused) > 0 {
+		err = rest
+	}
 	if errors.Is(err, firewall.ErrUnsupportedPrefix) {
 		return BanInfo{}, fmt.Errorf("firewall %s holds single addresses only: ban %s, or give a jail ipv6_prefix: 64 (or any value below 128) to enable prefix bans", d.opts.Backend.Name(), pfx.Addr())
 	}
