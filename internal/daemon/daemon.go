@@ -977,15 +977,21 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 			out = append(out, banInfo(b, now))
 		}
 	}
-	d.fwMu.Lock()
-	if len(gone) > 0 {
-		err = d.opts.Backend.Delete(ctx, gone)
+	// The prefix itself goes too, in case the kernel holds an entry the
+	// store does not know (added by hand): an absent entry is not an error
+	// for Backend.Delete.
+	del := gone
+	if self := normPrefix(pfx); !slices.Contains(gone, self) {
+		del = append(slices.Clone(gone), self)
 	}
-	if err == nil && !slices.Contains(gone, pfx.Masked()) {
-		// A kernel entry the store does not know (left by hand): best
-		// effort, as some backends report an absent entry as an error.
-		if derr := d.opts.Backend.Delete(ctx, []netip.Prefix{pfx.Masked()}); derr != nil {
-			d.log.Debug("unban: no kernel entry for the prefix itself", "prefix", pfx, "err", derr)
+	d.fwMu.Lock()
+	err = d.opts.Backend.Delete(ctx, del)
+	if errors.Is(err, firewall.ErrUnsupportedPrefix) && len(del) > len(gone) && pfx.Bits() < pfx.Addr().BitLen() {
+		// A backend of single addresses cannot hold that prefix: nothing
+		// to remove but the stored bans.
+		err = nil
+		if len(gone) > 0 {
+			err = d.opts.Backend.Delete(ctx, gone)
 		}
 	}
 	d.fwMu.Unlock()
