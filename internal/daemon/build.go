@@ -153,9 +153,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 				log.Warn("log file not there yet; pbxguard waits for it", "jail", jc.Name, "file", path, "err", err)
 			}
 			fopts := source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning}
-			open := func(pos store.Position) Source {
-				return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
-			}
+			open := fileOpener(path, fopts)
 			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: open(start), Detector: det, Reopen: open, start: start})
 		}
 		if len(jc.Journal) > 0 {
@@ -180,7 +178,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 	}
 	auditStatus := runAudit(cfg.Audit, log.With("component", "audit"))
 	var workers []Worker
-	w, err := amiWorker(cfg, st, amiJails, log)
+	w, err := amiWorker(cfg, st, positions, amiJails, log)
 	if err != nil {
 		backend.Close()
 		return fail(err)
@@ -225,6 +223,13 @@ func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
 				m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
 			}
 		}
+	}
+}
+
+// fileOpener makes followers of path that resume at a stored position.
+func fileOpener(path string, fopts source.FileOptions) func(store.Position) Source {
+	return func(pos store.Position) Source {
+		return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
 	}
 }
 
