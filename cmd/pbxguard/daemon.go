@@ -35,7 +35,10 @@ func daemonRunCmd() *cobra.Command {
 It follows the jails' logs, bans in the kernel firewall, keeps its state in
 state_dir, answers 'pbxguard status/bans/ban/unban' on the control socket and
 serves Prometheus /metrics. SIGTERM or SIGINT stop it cleanly; bans stay in
-the kernel with their timeouts and are restored at the next start.`,
+the kernel with their timeouts and are restored at the next start. SIGHUP
+(systemctl reload pbxguard) re-reads the configuration: bans and log
+positions are kept, jails whose settings changed start afresh; a broken
+file is logged and the running configuration stays.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.ErrOrStderr(), cfgPath, true)
@@ -53,7 +56,20 @@ the kernel with their timeouts and are restored at the next start.`,
 			defer b.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			if err := b.Run(ctx); err != nil {
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{}, 1)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default: // one pending reload is enough
+					}
+				}
+			}()
+			load := func() (*config.Config, error) { return config.Load(cfgPath, config.Options{}) }
+			if err := b.Serve(ctx, reload, load); err != nil {
 				return failErr(err)
 			}
 			return nil
