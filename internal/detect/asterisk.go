@@ -642,8 +642,8 @@ func stripTries(b []byte) []byte {
 		return b
 	}
 	i := lastIndexStr(b, " after ")
-	if i < 0 {
-		return b
+	if i < 0 || i+len(" after ") > len(b)-len(" ms") {
+		return b // " after " overlaps the " ms" suffix ("… after ms")
 	}
 	t := b[i+len(" after ") : len(b)-3]
 	// "N tries in X.XXX"

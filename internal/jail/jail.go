@@ -68,6 +68,18 @@ type Config struct {
 	// registered phone whose keep-alive OPTIONS are challenged and never
 	// answered is not an attacker). Its explicit failures still count.
 	SuccessGrace time.Duration
+	// TwinWindow [1h]: Asterisk reports most SIP, PJSIP and AMI failures
+	// twice, as a free-text NOTICE and as a structured SecurityEvent (or AMI
+	// security event). While the jail has seen a structured event within
+	// TwinWindow, or StructuredSource is set, the NOTICE twins
+	// (non-structured auth_failure, unknown_account, acl_violation of those
+	// services) are not counted, so one mistyped password counts once.
+	// A negative TwinWindow turns this off (every event counts).
+	TwinWindow time.Duration
+	// StructuredSource: the jail follows a source of structured events
+	// (the security log, AMI security events), so NOTICE twins are not
+	// counted from the first line on.
+	StructuredSource bool
 }
 
 // Decision is a ban.
@@ -90,6 +102,7 @@ type Stats struct {
 	AllowlistedSkipped uint64 // events from allowlisted addresses
 	Decisions          uint64
 	IgnoredWhileBanned uint64 // events from an address already decided
+	TwinsSkipped       uint64 // NOTICE twins of structured events, not counted (TwinWindow)
 	ChallengeFailures  uint64 // challenges that went unanswered and counted
 }
 
@@ -147,6 +160,34 @@ type Jail struct {
 
 	tracked                                                  atomic.Int64
 	evicted, allowSkipped, decisions, ignoredBanned, chalFai atomic.Uint64
+	twinsSkipped                                             atomic.Uint64
+
+	twinSec        int64 // TwinWindow in seconds; < 0 = off
+	lastStructured int64 // event time (rel) of the latest structured event; 0 = none
+}
+
+// isTwin reports whether ev is the free-text twin of a structured event
+// that the jail counts instead (see Config.TwinWindow), and notes the time
+// of structured events.
+func (j *Jail) isTwin(ev *event.Event, now int64) bool {
+	if j.twinSec < 0 {
+		return false
+	}
+	if ev.Structured {
+		j.lastStructured = max(j.lastStructured, max(now, 1))
+		return false
+	}
+	switch ev.Service {
+	case event.ServiceSIP, event.ServicePJSIP, event.ServiceAMI:
+	default:
+		return false // IAX2, SSH, …: no structured twin
+	}
+	switch ev.Kind {
+	case event.AuthFailure, event.UnknownAccount, event.ACLViolation:
+	default:
+		return false // call_rejected, scan, bad_request: the NOTICE is the only report
+	}
+	return j.cfg.StructuredSource || (j.lastStructured != 0 && now-j.twinSec <= j.lastStructured)
 }
 
 // New returns a jail; it validates cfg (zero fields take defaults).
@@ -163,6 +204,7 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 		findSec:  int64(cfg.FindTime / time.Second),
 		chalSec:  int64((cfg.ChallengeTimeout + time.Second - 1) / time.Second),
 		graceSec: int64(cfg.SuccessGrace / time.Second),
+		twinSec:  int64(cfg.TwinWindow / time.Second),
 		v6bits:   cfg.IPv6Prefix,
 		idx:      index{seed: maphash.MakeSeed()},
 		free:     -1, head: -1, tail: -1,
@@ -200,6 +242,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.MaxBanTime, 7*24*time.Hour)
 	def(&c.ChallengeTimeout, 5*time.Second)
 	def(&c.SuccessGrace, time.Hour)
+	def(&c.TwinWindow, time.Hour)
 	if c.Increment == 0 {
 		c.Increment = 2
 	}
@@ -258,6 +301,7 @@ func (j *Jail) Stats() Stats {
 		Tracked:            int(j.tracked.Load()),
 		Evicted:            j.evicted.Load(),
 		AllowlistedSkipped: j.allowSkipped.Load(),
+		TwinsSkipped:       j.twinsSkipped.Load(),
 		Decisions:          j.decisions.Load(),
 		IgnoredWhileBanned: j.ignoredBanned.Load(),
 		ChallengeFailures:  j.chalFai.Load(),
@@ -333,6 +377,10 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		t = j.clock.Now()
 	}
 	now := j.rel(t)
+	if j.isTwin(ev, now) {
+		j.twinsSkipped.Add(1)
+		return Decision{}, false
+	}
 	if now > j.hwm {
 		// The event-time high-water mark, for Tick. An event stamped in the
 		// future (a wrong clock or year) may not drag it past wall time:
