@@ -160,3 +160,10 @@ func TestAuditDisabled(t *testing.T) {
 		t.Fatalf("audit ran while disabled:\n%s", logs.String())
 	}
 }
+
+func TestJailTwinsMetricExposed(t *testing.T) {
+	b, _ := buildWith(t, "audit: {enabled: false}\nallowlist_asterisk_trunks: false\n")
+	if n := counterValue(t, b.Metrics(), "pbxguard_jail_twins_skipped_total", "jail", "asterisk"); n != 0 {
+		t.Fatalf("pbxguard_jail_twins_skipped_total{jail=asterisk} = %v, want 0", n)
+	}
+}

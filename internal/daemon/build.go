@@ -291,6 +291,7 @@ func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
 		{"pbxguard_jail_tracked_addresses", "Addresses (or IPv6 prefixes) a jail tracks now.", false, func(s jail.Stats) float64 { return float64(s.Tracked) }},
 		{"pbxguard_jail_evicted_total", "Tracked addresses dropped because max_tracked was reached.", true, func(s jail.Stats) float64 { return float64(s.Evicted) }},
 		{"pbxguard_jail_allowlisted_total", "Events from allowlisted addresses, ignored.", true, func(s jail.Stats) float64 { return float64(s.AllowlistedSkipped) }},
+		{"pbxguard_jail_twins_skipped_total", "Free-text NOTICE twins of structured security events, not counted a second time.", true, func(s jail.Stats) float64 { return float64(s.TwinsSkipped) }},
 		{"pbxguard_jail_challenge_failures_total", "Challenges never answered by a successful authentication, counted as failures.", true, func(s jail.Stats) float64 { return float64(s.ChallengeFailures) }},
 	} {
 		for name, j := range judges {
