@@ -151,6 +151,7 @@ type Daemon struct {
 	jails   []*jailState
 	byName  map[string]*jailState
 	started time.Time
+	running atomic.Bool // set once Run has started every stage
 
 	decisions chan pending
 	storeQ    chan storeReq // bans to write, off the kernel path
@@ -280,6 +281,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); d.loop(bgCtx) }()
 
+	d.running.Store(true)
 	d.log.Info("pbxguard running", "jails", len(d.jails), "backend", d.opts.Backend.Name(),
 		"control", d.opts.ControlSocket, "metrics", d.opts.MetricsListen)
 

@@ -20,6 +20,7 @@ import (
 // The caller closes b (the store and backend are shared by every rebuild).
 func (b *Built) Serve(ctx context.Context, reload <-chan struct{}, load func() (*config.Config, error)) error {
 	cur := b
+	var prev *config.Config // the configuration before the last reload
 	for {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -29,6 +30,18 @@ func (b *Built) Serve(ctx context.Context, reload <-chan struct{}, load func() (
 			select {
 			case err := <-done:
 				stop()
+				if err != nil && ctx.Err() == nil && cur != b && !cur.running.Load() && prev != nil {
+					// The new configuration could not start (its metrics
+					// port taken, say): back to the previous one.
+					cur.log.Error("reload: the new configuration does not start; going back to the previous one", "err", err)
+					next, rerr := cur.Rebuild(prev)
+					if rerr != nil {
+						return fmt.Errorf("%w; and rebuilding with the previous configuration: %w", err, rerr)
+					}
+					cur, prev = next, nil
+					b.current.Store(cur)
+					break wait
+				}
 				return err
 			case <-reload:
 				cfg, err := load()
@@ -53,6 +66,7 @@ func (b *Built) Serve(ctx context.Context, reload <-chan struct{}, load func() (
 				} else {
 					cur.log.Info("reload: new configuration applied")
 				}
+				prev = cur.cfg
 				cur = next
 				b.current.Store(cur)
 				break wait

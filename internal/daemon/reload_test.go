@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -26,11 +27,12 @@ func TestReload(t *testing.T) {
 		os.WriteFile(f, nil, 0o600)
 	}
 	cfgPath := filepath.Join(dir, "pbxguard.yaml")
+	metricsListen := ""
 	writeCfg := func(astMaxRetry int) {
 		text := fmt.Sprintf(`state_dir: %[1]s/state
 firewall: {backend: dry-run}
 control: {socket: %[1]s/ctl.sock}
-metrics: {listen: ""}
+metrics: {listen: "%[5]s"}
 audit: {enabled: false}
 allowlist_asterisk_trunks: false
 jails:
@@ -43,7 +45,7 @@ jails:
     files: [%[3]s]
     maxretry: 3
     bantime: 10m
-`, dir, astLog, sshLog, astMaxRetry)
+`, dir, astLog, sshLog, astMaxRetry, metricsListen)
 		if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -140,6 +142,28 @@ jails:
 		strings.Count(out, "reload: jail (re)opened") != 1 {
 		t.Fatalf("reload log:\n%s", out)
 	}
+
+	// A configuration that builds but cannot start (its metrics port is
+	// taken): back to the previous one, bans still there.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	metricsListen = taken.Addr().String()
+	writeCfg(5)
+	reload <- struct{}{}
+	waitFor(t, "the way back", func() bool {
+		if !strings.Contains(logs.String(), "reload: the new configuration does not start; going back to the previous one") {
+			return false
+		}
+		_, err := c.Status(ctx)
+		return err == nil
+	})
+	if bans, _ := c.Bans(ctx); len(bans) != 2 {
+		t.Fatalf("bans after the way back = %+v", bans)
+	}
+	cur = b.Current().Daemon
 
 	// A broken file: logged, the running daemon stays.
 	os.WriteFile(cfgPath, []byte("jails:\n  asterisk:\n    bantime: 1hr\n"), 0o600)
