@@ -871,3 +871,95 @@ func TestDaemonRestore100k(t *testing.T) {
 		t.Fatal("an address not in the set is dropped")
 	}
 }
+
+// TestDaemonReload: SIGHUP re-reads the configuration in a running daemon
+// (nftables, netns). Reload 1 turns the Asterisk config audit on: the
+// counts appear in status, bans and the jail's counters survive (2
+// failures before + 3 after ban at maxretry 5). Reload 2 turns the trunk
+// allowlist on: the corpus carrier 203.0.113.250, banned by hand before,
+// leaves the store and the kernel and cannot be banned again. A broken
+// file changes nothing.
+func TestDaemonReload(t *testing.T) {
+	requireE2E(t, "nft")
+	shared := sharedDir(t)
+	corpus := filepath.Join(shared, "corpus", "asterisk-20", "log", "messages")
+	etc := filepath.Join(shared, "corpus", "asterisk-20", "etc")
+	ns := newNetns(t, "reload")
+	dir := t.TempDir()
+	cfg := writeDaemonConfig(t, dir, daemonConfig{top: "audit: {enabled: false}\nallowlist_asterisk_trunks: false"})
+	d := startDaemon(t, ns, dir, cfg)
+	for _, a := range []string{"203.0.113.250", "203.0.113.77"} {
+		if out, code := d.cli("ban", a, "--for", "1h"); code != 0 {
+			t.Fatalf("ban %s: exit %d: %s", a, code, out)
+		}
+	}
+	msgs := filepath.Join(dir, "messages.log")
+	fails := corpusLines(t, corpus, "203.0.113.101", "203.0.113.88", "Failed to authenticate", 5)
+	appendLines(t, msgs, fails[:2]...)
+	d.waitLines(2, 5*time.Second)
+
+	reload := func(n int) {
+		t.Helper()
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(d.out.String(), "reload: new configuration applied") < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload %d not applied:\n%s", n, tail(d.out.String(), 30))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		d.waitReady(10 * time.Second)
+	}
+
+	writeDaemonConfig(t, dir, daemonConfig{top: "audit: {asterisk_dir: " + etc + "}\nallowlist_asterisk_trunks: false"})
+	reload(1)
+	st := d.status()
+	if st.Audit == nil || !st.Audit.Enabled || st.Audit.Dir != etc || st.Audit.Error != "" || st.Audit.Findings["critical"] < 1 || len(st.Audit.Findings) != 5 {
+		t.Fatalf("status audit after reload = %+v", st.Audit)
+	}
+	if out, _ := d.cli("status"); !strings.Contains(out, "asterisk config audit of "+etc+": ") {
+		t.Fatalf("status text lacks the audit line:\n%s", out)
+	}
+	bans := d.bans()
+	if !hasBan(bans, "203.0.113.250/32") || !hasBan(bans, "203.0.113.77/32") || len(bans) != 2 {
+		t.Fatalf("bans after reload 1 = %+v", bans)
+	}
+	appendLines(t, msgs, fails[2:]...)
+	d.waitLines(3, 5*time.Second) // the new daemon's count: none of the first 2 read again
+	d.waitBans("the ban at the 5th failure, 2 of them before the reload", 5*time.Second,
+		func(b []daemon.BanInfo) bool { return hasBan(b, "203.0.113.88/32") })
+	if n, k := kernelCount(t, ns, "nftables"); n != 3 {
+		t.Fatalf("kernel after reload 1: %v", sortedKeys(k))
+	}
+
+	writeDaemonConfig(t, dir, daemonConfig{top: "audit: {asterisk_dir: " + etc + "}"})
+	reload(2)
+	if !strings.Contains(d.out.String(), "allowlisted an asterisk trunk") || !strings.Contains(d.out.String(), "pjsip.conf:117") {
+		t.Fatalf("trunk not logged:\n%s", tail(d.out.String(), 30))
+	}
+	bans = d.bans()
+	if hasBan(bans, "203.0.113.250/32") || !hasBan(bans, "203.0.113.77/32") || !hasBan(bans, "203.0.113.88/32") || len(bans) != 2 {
+		t.Fatalf("bans after reload 2 = %+v (the carrier must be gone)", bans)
+	}
+	if n, k := kernelCount(t, ns, "nftables"); n != 2 {
+		t.Fatalf("kernel after reload 2: %v", sortedKeys(k))
+	}
+	if out, code := d.cli("ban", "203.0.113.250"); code != 1 || !strings.Contains(out, "allowlist") {
+		t.Fatalf("ban of the carrier after reload 2: exit %d: %s", code, out)
+	}
+
+	os.WriteFile(cfg, []byte("jails:\n  asterisk:\n    bantime: 1hr\n"), 0o600)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.out.String(), "reload: the configuration has errors") {
+		if time.Now().After(deadline) {
+			t.Fatalf("broken config not reported:\n%s", tail(d.out.String(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if bans := d.bans(); len(bans) != 2 {
+		t.Fatalf("bans after a refused reload = %+v", bans)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/fraud"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
@@ -46,16 +47,19 @@ is usable, 2 when it is not.`,
 }
 
 type checkJSON struct {
-	OK        bool          `json:"ok"`
-	File      string        `json:"file"`
-	Errors    []checkError  `json:"errors"`
-	Warnings  []string      `json:"warnings"`
-	Backend   string        `json:"backend,omitempty"`
-	StateDir  string        `json:"state_dir,omitempty"`
-	Socket    string        `json:"socket,omitempty"`
-	Metrics   string        `json:"metrics,omitempty"`
-	Allowlist []string      `json:"allowlist,omitempty"`
-	Jails     []checkedJail `json:"jails,omitempty"`
+	OK        bool         `json:"ok"`
+	File      string       `json:"file"`
+	Errors    []checkError `json:"errors"`
+	Warnings  []string     `json:"warnings"`
+	Backend   string       `json:"backend,omitempty"`
+	StateDir  string       `json:"state_dir,omitempty"`
+	Socket    string       `json:"socket,omitempty"`
+	Metrics   string       `json:"metrics,omitempty"`
+	Allowlist []string     `json:"allowlist,omitempty"`
+	// Trunks are the addresses allowlist_asterisk_trunks adds at start.
+	Trunks        []daemon.Trunk        `json:"asterisk_trunks,omitempty"`
+	TrunksSkipped []daemon.SkippedTrunk `json:"asterisk_trunks_skipped,omitempty"`
+	Jails         []checkedJail         `json:"jails,omitempty"`
 }
 
 type checkError struct {
@@ -125,6 +129,13 @@ func runConfigCheck(w io.Writer, path string, asJSON bool) error {
 			for _, p := range c.Allowlist {
 				out.Allowlist = append(out.Allowlist, p.String())
 			}
+			if c.AllowlistAsteriskTrunks {
+				trunks, skipped, err := daemon.AsteriskTrunks(c.Audit.AsteriskDir)
+				if err != nil {
+					out.Warnings = append(out.Warnings, fmt.Sprintf("allowlist_asterisk_trunks: %v (set audit.asterisk_dir, or allowlist_asterisk_trunks: false)", err))
+				}
+				out.Trunks, out.TrunksSkipped = trunks, skipped
+			}
 			for _, j := range c.Jails {
 				out.Jails = append(out.Jails, checkedJail{Name: j.Name, Enabled: j.Enabled, Detector: j.Detector, Files: j.Files,
 					Journal: j.Journal, MaxRetry: j.MaxRetry, FindTime: config.FormatDuration(j.FindTime),
@@ -151,6 +162,12 @@ func runConfigCheck(w io.Writer, path string, asJSON bool) error {
 			fmt.Fprintf(w, "%s: ok\n", path)
 			fmt.Fprintf(w, "  backend %s, state %s, control %s, metrics %s\n", out.Backend, out.StateDir, out.Socket, orOff(out.Metrics))
 			fmt.Fprintf(w, "  allowlist %s\n", strings.Join(out.Allowlist, ", "))
+			for _, t := range out.Trunks {
+				fmt.Fprintf(w, "  allowlist (asterisk trunk) %s: %s [%s] at %s\n", t.Prefix, t.Kind, t.Section, t.At)
+			}
+			for _, t := range out.TrunksSkipped {
+				fmt.Fprintf(w, "  not allowlisted (asterisk trunk) %s: %s [%s] at %s: %s\n", t.Value, t.Kind, t.Section, t.At, t.Why)
+			}
 			for _, j := range out.Jails {
 				state := "on"
 				if !j.Enabled {

@@ -35,7 +35,10 @@ func daemonRunCmd() *cobra.Command {
 It follows the jails' logs, bans in the kernel firewall, keeps its state in
 state_dir, answers 'pbxguard status/bans/ban/unban' on the control socket and
 serves Prometheus /metrics. SIGTERM or SIGINT stop it cleanly; bans stay in
-the kernel with their timeouts and are restored at the next start.`,
+the kernel with their timeouts and are restored at the next start. SIGHUP
+(systemctl reload pbxguard) re-reads the configuration: bans and log
+positions are kept, jails whose settings changed start afresh; a broken
+file is logged and the running configuration stays.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.ErrOrStderr(), cfgPath, true)
@@ -53,7 +56,20 @@ the kernel with their timeouts and are restored at the next start.`,
 			defer b.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			if err := b.Run(ctx); err != nil {
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{}, 1)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default: // one pending reload is enough
+					}
+				}
+			}()
+			load := func() (*config.Config, error) { return config.Load(cfgPath, config.Options{}) }
+			if err := b.Serve(ctx, reload, load); err != nil {
 				return failErr(err)
 			}
 			return nil
@@ -151,24 +167,38 @@ func statusCmd() *cobra.Command {
 			if asJSON {
 				return writeJSON(w, st)
 			}
-			fmt.Fprintf(w, "pbxguard running since %s (up %s), firewall %s, %d active ban(s)\n",
-				st.Started.Local().Format("2006-01-02 15:04:05"), config.FormatDuration(time.Duration(st.Uptime*float64(time.Second))), st.Backend, st.ActiveBans)
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JAIL\tLINES\tEVENTS\tBANS\tSOURCES")
-			for _, j := range st.Jails {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", j.Name, j.Lines, j.Events, j.ActiveBans, strings.Join(j.Sources, ", "))
-			}
-			tw.Flush()
-			if st.Latency.Count > 0 {
-				fmt.Fprintf(w, "line-to-kernel ban latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d bans)\n",
-					st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms, st.Latency.Count)
-			}
+			printStatus(w, st)
 			return nil
 		},
 	}
 	sf.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printStatus writes `pbxguard status` for people.
+func printStatus(w io.Writer, st daemon.Status) {
+	fmt.Fprintf(w, "pbxguard running since %s (up %s), firewall %s, %d active ban(s)\n",
+		st.Started.Local().Format("2006-01-02 15:04:05"), config.FormatDuration(time.Duration(st.Uptime*float64(time.Second))), st.Backend, st.ActiveBans)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JAIL\tLINES\tEVENTS\tBANS\tSOURCES")
+	for _, j := range st.Jails {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", j.Name, j.Lines, j.Events, j.ActiveBans, strings.Join(j.Sources, ", "))
+	}
+	tw.Flush()
+	if a := st.Audit; a != nil && a.Enabled {
+		if a.Error != "" {
+			fmt.Fprintf(w, "asterisk config audit: not run: %s\n", a.Error)
+		} else {
+			f := a.Findings
+			fmt.Fprintf(w, "asterisk config audit of %s: %d critical, %d high, %d medium, %d low, %d info (details: pbxguard audit --asterisk-dir %s)\n",
+				a.Dir, f["critical"], f["high"], f["medium"], f["low"], f["info"], a.Dir)
+		}
+	}
+	if st.Latency.Count > 0 {
+		fmt.Fprintf(w, "line-to-kernel ban latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d bans)\n",
+			st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms, st.Latency.Count)
+	}
 }
 
 func bansCmd() *cobra.Command {

@@ -187,6 +187,9 @@ func runDemo(ctx context.Context, w io.Writer, o demoOptions) (*demoResult, erro
 firewall: {backend: %s}
 control: {socket: %s}
 metrics: {listen: ""}
+# the lab's PBX is not this host's Asterisk: leave /etc/asterisk out of it
+audit: {enabled: false}
+allowlist_asterisk_trunks: false
 jails:
   asterisk:
     detector: asterisk

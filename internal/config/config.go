@@ -29,6 +29,7 @@ const (
 	DefaultAsteriskConf  = "/etc/asterisk/asterisk.conf"
 	DefaultAsteriskLogs  = "/var/log/asterisk"
 	DefaultAuthLog       = "/var/log/auth.log"
+	DefaultAsteriskDir   = "/etc/asterisk"
 )
 
 // Config is the whole configuration.
@@ -43,6 +44,11 @@ type Config struct {
 	Control   Control
 	Metrics   Metrics
 	Jails     []Jail // sorted by name; disabled jails included (Enabled=false)
+	Audit     Audit
+	// AllowlistAsteriskTrunks adds, at start, the SIP/IAX trunks that the
+	// Asterisk configuration (Audit.AsteriskDir) identifies by a literal
+	// address to the allowlist (default true).
+	AllowlistAsteriskTrunks bool
 	// Fraud is the raw `fraud:` section (parsed by the fraud package), nil when absent.
 	Fraud *yaml.Node
 	// Warnings are things that work but deserve the administrator's attention.
@@ -56,6 +62,17 @@ type Firewall struct {
 	MaxElem int    // kernel set size (ipset maxelem); 0 = sized from the jails' max_tracked
 	// Policy is the raw `firewall.policy:` section (parsed by the policy package), nil when absent.
 	Policy *yaml.Node
+}
+
+// Audit is the `audit:` section: the Asterisk configuration audit the
+// daemon runs at start.
+type Audit struct {
+	Enabled bool // default true
+	// AsteriskDir is the Asterisk configuration directory (default
+	// /etc/asterisk); allowlist_asterisk_trunks reads it too.
+	AsteriskDir string
+	// TrustedEndpoints may dial international numbers (audit.Options).
+	TrustedEndpoints []string
 }
 
 // Control is the `control:` section.
@@ -186,6 +203,9 @@ func Parse(data []byte, opts Options) (*Config, error) {
 		Firewall: Firewall{Backend: "auto"},
 		Control:  Control{Socket: DefaultSocket},
 		Metrics:  Metrics{Listen: DefaultMetricsListen},
+		Audit:    Audit{Enabled: true, AsteriskDir: DefaultAsteriskDir},
+
+		AllowlistAsteriskTrunks: true,
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -223,6 +243,14 @@ func Parse(data []byte, opts Options) (*Config, error) {
 				})
 			},
 			"fraud": func(_ string, v *yaml.Node) { c.Fraud = v },
+			"audit": func(k string, v *yaml.Node) {
+				p.mapping(v, k, map[string]func(string, *yaml.Node){
+					"enabled":           func(k string, v *yaml.Node) { c.Audit.Enabled = p.boolean(k, v) },
+					"asterisk_dir":      func(k string, v *yaml.Node) { c.Audit.AsteriskDir = p.path(k, v) },
+					"trusted_endpoints": func(k string, v *yaml.Node) { c.Audit.TrustedEndpoints = p.strings(k, v) },
+				})
+			},
+			"allowlist_asterisk_trunks": func(k string, v *yaml.Node) { c.AllowlistAsteriskTrunks = p.boolean(k, v) },
 			"jails": func(k string, v *yaml.Node) {
 				jailsSeen = true
 				c.Jails = p.jails(k, v)

@@ -272,3 +272,32 @@ func TestMergePrefixes(t *testing.T) {
 		t.Fatalf("merged = %v", got)
 	}
 }
+
+func TestAuditSection(t *testing.T) {
+	c, err := Parse(nil, testOpts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Audit.Enabled || c.Audit.AsteriskDir != "/etc/asterisk" || len(c.Audit.TrustedEndpoints) != 0 || !c.AllowlistAsteriskTrunks {
+		t.Fatalf("defaults: audit %+v, allowlist_asterisk_trunks %v", c.Audit, c.AllowlistAsteriskTrunks)
+	}
+	c, err = Parse([]byte("audit:\n  enabled: false\n  asterisk_dir: /srv/pbx/etc\n  trusted_endpoints: [1001, PJSIP/carrier]\nallowlist_asterisk_trunks: no\n"), testOpts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audit.Enabled || c.Audit.AsteriskDir != "/srv/pbx/etc" || strings.Join(c.Audit.TrustedEndpoints, ",") != "1001,PJSIP/carrier" || c.AllowlistAsteriskTrunks {
+		t.Fatalf("set: audit %+v, allowlist_asterisk_trunks %v", c.Audit, c.AllowlistAsteriskTrunks)
+	}
+	for src, want := range map[string]string{
+		"audit:\n  asterisk_dir: etc/asterisk\n":  `config: line 2: audit.asterisk_dir: "etc/asterisk" is not an absolute path`,
+		"audit:\n  asterisk-dir: /etc/asterisk\n": `config: line 2: audit.asterisk-dir: unknown key (did you mean "asterisk_dir"?)`,
+		"audit:\n  enabled: maybe\n":              `config: line 2: audit.enabled: "maybe" is not true or false`,
+		"allowlist_asterisk_trunks: sometimes\n":  `config: line 1: allowlist_asterisk_trunks: "sometimes" is not true or false`,
+		"audit:\n  trusted_endpoints: {a: b}\n":   `config: line 2: audit.trusted_endpoints: expected a list`,
+	} {
+		_, err := Parse([]byte(src), testOpts(t))
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: error %v, want prefix %q", src, err, want)
+		}
+	}
+}

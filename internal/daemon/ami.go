@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
@@ -50,7 +51,7 @@ func (r storeRecorder) RecordIncident(ctx context.Context, inc *fraud.Incident) 
 //     when fraud.cdr is set, from the CDR file.
 //
 // It is built only when one of the two is configured.
-func amiWorker(cfg *config.Config, st *store.Store, amiJails []string, log *slog.Logger) (*Worker, error) {
+func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.Position, amiJails []string, log *slog.Logger) (*Worker, error) {
 	var settings *fraud.Settings
 	if cfg.Fraud != nil {
 		s, err := fraud.ParseSettings(cfg.Fraud)
@@ -92,17 +93,23 @@ func amiWorker(cfg *config.Config, st *store.Store, amiJails []string, log *slog
 				return err
 			}
 			if settings.CDR != "" {
-				cdr := source.NewFile(settings.CDR, source.Position{}, source.FileOptions{Logger: log.With("component", "fraud", "file", settings.CDR), StartAtEnd: true})
+				path := settings.CDR
+				key := cdrKey(path)
+				start := positions[key]
+				if start.Path != path {
+					start = store.Position{}
+				}
+				open := fileOpener(path, source.FileOptions{Logger: log.With("component", "fraud", "file", path), StartAtEnd: true})
+				var cdrWG sync.WaitGroup
+				defer cdrWG.Wait() // its last position is recorded before the daemon saves them
+				cdrWG.Add(1)
 				go func() {
-					err := cdr.Run(ctx, func(l source.Line) error {
-						if _, err := mon.HandleCDRLine(ctx, string(l.Data), cfg.Location, time.Now()); err != nil {
+					defer cdrWG.Done()
+					d.followCDR(ctx, key, start, open, func(line []byte) {
+						if _, err := mon.HandleCDRLine(ctx, string(line), cfg.Location, time.Now()); err != nil {
 							log.Debug("fraud: CDR line skipped", "err", err)
 						}
-						return nil
 					})
-					if err != nil && ctx.Err() == nil {
-						log.Error("fraud: CDR source stopped", "file", settings.CDR, "err", err)
-					}
 				}()
 			}
 		}
@@ -131,4 +138,43 @@ func amiWorker(cfg *config.Config, st *store.Store, amiJails []string, log *slog
 			}
 		}
 	}}, nil
+}
+
+// cdrKey is the store key of the fraud CDR file's position.
+func cdrKey(path string) string { return "fraud:cdr:" + path }
+
+// followCDR reads the fraud CDR file from start (its saved position; the
+// zero Position = from its end, as old calls are not news) and hands each
+// line to handle. The position of each handled line is recorded like a
+// jail source's and saved with them (every second and at shutdown), so a
+// restart neither loses nor re-reads CDR rows. A source that fails is
+// reopened at its last position after a pause (1 s, doubling to 30 s).
+func (d *Daemon) followCDR(ctx context.Context, key string, start store.Position, open func(store.Position) Source, handle func([]byte)) {
+	pos := start
+	pause := time.Second
+	for {
+		err := open(pos).Run(ctx, func(l Line) error {
+			handle(l.Data)
+			l.Pos.Source = key
+			pos = l.Pos
+			d.posMu.Lock()
+			d.positions[key] = l.Pos
+			d.posDirty = true
+			d.posMu.Unlock()
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		d.log.Error("fraud: CDR source stopped; reopening it", "key", key, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+	}
 }

@@ -94,7 +94,7 @@ func TestAMIWorkerFeedsJail(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	w, err := amiWorker(cfg, st, []string{"asterisk-ami"}, slog.New(slog.DiscardHandler))
+	w, err := amiWorker(cfg, st, nil, []string{"asterisk-ami"}, slog.New(slog.DiscardHandler))
 	if err != nil || w == nil {
 		t.Fatalf("amiWorker: %v", err)
 	}
@@ -120,7 +120,7 @@ func TestAMIWorkerFeedsJail(t *testing.T) {
 func TestAMIWorkerNeedsSecret(t *testing.T) {
 	var node yaml.Node
 	yaml.Unmarshal([]byte("country: US\nami: {secret_file: /nonexistent/ami.secret}\n"), &node)
-	_, err := amiWorker(&config.Config{Fraud: node.Content[0]}, nil, nil, slog.New(slog.DiscardHandler))
+	_, err := amiWorker(&config.Config{Fraud: node.Content[0]}, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "write the secret of the manager.conf user") {
 		t.Fatalf("err = %v", err)
 	}

@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +41,22 @@ type BuildOptions struct {
 type Built struct {
 	*Daemon
 	Store   *store.Store
-	Backend firewall.Backend
+	Backend firewall.Backend // the configured backend behind the allowlist gate
+
+	raw       firewall.Backend // the configured backend itself, kept across reloads
+	cfg       *config.Config
+	opts      BuildOptions
+	log       *slog.Logger
+	allowList []netip.Prefix
+	judges    map[string]keptJudge
+	current   atomic.Pointer[Built] // set by Serve after a reload
+}
+
+// keptJudge is a jail with the settings it was made from: a reload keeps it
+// (and so its failure counters) when they did not change.
+type keptJudge struct {
+	cfg config.Jail
+	j   *jail.Jail
 }
 
 // Close closes the backend (kernel entries stay) and the store.
@@ -47,76 +65,132 @@ func (b *Built) Close() error {
 }
 
 // Build makes a daemon from a checked configuration: the store, the
-// firewall backend (wrapped so that the allowlist is enforced at the
-// kernel's door too), and per enabled jail its judge, sources and detectors.
+// firewall backend (wrapped by firewall.WithAllowlist so that the allowlist
+// is enforced at the kernel's door too), and per enabled jail its judge,
+// sources and detectors.
 func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	log := opts.Logger
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*Built, error) {
+	backend := opts.Backend
+	if backend == nil {
+		prefixes, maxElem := backendNeeds(cfg)
+		backend, err = firewall.New(cfg.Firewall.Backend, firewall.Options{
+			Logger: log.With("component", "firewall"), NetNS: opts.NetNS, Forward: cfg.Firewall.Forward,
+			Prefixes: prefixes, MaxElem: maxElem,
+		})
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("firewall.backend %s: %w", cfg.Firewall.Backend, err)
+		}
+	}
+	b, err := assemble(cfg, opts, st, backend, nil)
+	if err != nil {
+		backend.Close()
 		st.Close()
 		return nil, err
 	}
+	return b, nil
+}
+
+// backendNeeds derives the kernel backend's options from the jails.
+func backendNeeds(cfg *config.Config) (prefixes bool, maxElem int) {
+	sumTracked := 0
+	for _, j := range cfg.Enabled() {
+		if j.IPv6Prefix < 128 {
+			prefixes = true
+		}
+		sumTracked += j.MaxTracked
+	}
+	maxElem = cfg.Firewall.MaxElem
+	if maxElem == 0 {
+		maxElem = max(sumTracked, 65536)
+	}
+	return prefixes, maxElem
+}
+
+// Rebuild makes a daemon from a new configuration (SIGHUP) that shares b's
+// store and kernel backend: bans and positions are kept. Jails whose
+// settings (and the allowlist) did not change keep their judge, so their
+// failure counters too; the others start afresh. state_dir and firewall
+// settings need a restart (logged). b must have stopped running; it is
+// not changed, so on error it can be run again.
+func (b *Built) Rebuild(cfg *config.Config) (*Built, error) {
+	if b.opts.Backend == nil {
+		p1, m1 := backendNeeds(b.cfg)
+		p2, m2 := backendNeeds(cfg)
+		if cfg.Firewall.Backend != b.cfg.Firewall.Backend || cfg.Firewall.Forward != b.cfg.Firewall.Forward || p1 != p2 || m1 != m2 {
+			b.log.Warn("reload: firewall settings (backend, forward, max_elem, prefix bans) are kept until pbxguard restarts",
+				"backend", b.cfg.Firewall.Backend)
+		}
+	}
+	if cfg.StateDir != b.cfg.StateDir {
+		b.log.Warn("reload: state_dir is kept until pbxguard restarts", "state_dir", b.cfg.StateDir)
+	}
+	return assemble(cfg, b.opts, b.Store, b.raw, b)
+}
+
+// assemble builds the daemon on an open store and backend; prev (a reload)
+// lends the judges of unchanged jails.
+func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewall.Backend, prev *Built) (*Built, error) {
+	log := opts.Logger
 	positions, err := st.Positions(context.Background())
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	allow := jail.NewAllowlist(cfg.Allowlist)
+	allowList := slices.Clone(cfg.Allowlist)
+	if cfg.AllowlistAsteriskTrunks {
+		allowList = append(allowList, trunkAllowlist(cfg.Audit.AsteriskDir, log.With("component", "trunks"))...)
+	}
+	allow := jail.NewAllowlist(allowList)
 	allowed := func(p netip.Prefix) (netip.Prefix, bool) {
 		if !allow.Overlaps(p) {
 			return netip.Prefix{}, false
 		}
-		for _, e := range cfg.Allowlist {
+		for _, e := range allowList {
 			if e.Overlaps(p) {
 				return e, true
 			}
 		}
 		return p, true
 	}
-
-	backend := opts.Backend
-	if backend == nil {
-		prefixes := false
-		maxElem := cfg.Firewall.MaxElem
-		sumTracked := 0
-		for _, j := range cfg.Enabled() {
-			if j.IPv6Prefix < 128 {
-				prefixes = true
-			}
-			sumTracked += j.MaxTracked
-		}
-		if maxElem == 0 {
-			maxElem = max(sumTracked, 65536)
-		}
-		backend, err = firewall.New(cfg.Firewall.Backend, firewall.Options{
-			Logger: log.With("component", "firewall"), NetNS: opts.NetNS, Forward: cfg.Firewall.Forward,
-			Prefixes: prefixes, MaxElem: maxElem,
-		})
-		if err != nil {
-			return fail(fmt.Errorf("firewall.backend %s: %w", cfg.Firewall.Backend, err))
-		}
-	}
-	backend = GuardBackend(backend, allowed, log.With("component", "allowlist"))
+	// The last gate before the kernel, whatever path a ban took (jail,
+	// manual, restore, fraud containment): refusals come back as a
+	// *firewall.AllowlistError, which the daemon logs and never stores.
+	backend := firewall.WithAllowlist(raw, firewall.PrefixDenier(allowList))
 
 	var jails []JailSpec
 	var amiJails []string
 	judges := map[string]*jail.Jail{}
+	kept := map[string]keptJudge{}
+	sameAllow := prev != nil && slices.Equal(prev.allowList, allowList)
+	if prev != nil && !sameAllow {
+		log.Info("reload: the allowlist changed; every jail starts afresh")
+	}
 	for _, jc := range cfg.Enabled() {
-		judge, err := jail.New(jail.Config{
-			Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
-			MaxBanTime: jc.MaxBanTime, Increment: jc.Increment, Weights: jc.Weights,
-			ChallengeTimeout: jc.ChallengeTimeout, IPv6Prefix: jc.IPv6Prefix, MaxTracked: jc.MaxTracked,
-		}, allow, st, jail.SystemClock{})
-		if err != nil {
-			backend.Close()
-			return fail(fmt.Errorf("jail %s: %w", jc.Name, err))
+		var judge *jail.Jail
+		if old, ok := prev.judge(jc); ok && sameAllow {
+			judge = old
+		} else {
+			judge, err = jail.New(jail.Config{
+				Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
+				MaxBanTime: jc.MaxBanTime, Increment: jc.Increment, Weights: jc.Weights,
+				ChallengeTimeout: jc.ChallengeTimeout, IPv6Prefix: jc.IPv6Prefix, MaxTracked: jc.MaxTracked,
+			}, allow, st, jail.SystemClock{})
+			if err != nil {
+				return nil, fmt.Errorf("jail %s: %w", jc.Name, err)
+			}
+			if prev != nil {
+				log.Info("reload: jail (re)opened with new settings", "jail", jc.Name)
+			}
 		}
 		judges[jc.Name] = judge
+		kept[jc.Name] = keptJudge{cfg: jc, j: judge}
 		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
 		if jc.Source == "ami" {
 			amiJails = append(amiJails, jc.Name)
@@ -133,8 +207,7 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		for _, path := range jc.Files {
 			det, err := newDetector()
 			if err != nil {
-				backend.Close()
-				return fail(err)
+				return nil, err
 			}
 			key := jc.Name + ":" + path
 			start := positions[key]
@@ -145,20 +218,16 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 				log.Warn("log file not there yet; pbxguard waits for it", "jail", jc.Name, "file", path, "err", err)
 			}
 			fopts := source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning}
-			open := func(pos store.Position) Source {
-				return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
-			}
+			open := fileOpener(path, fopts)
 			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: open(start), Detector: det, Reopen: open, start: start})
 		}
 		if len(jc.Journal) > 0 {
 			if _, err := exec.LookPath("journalctl"); err != nil {
-				backend.Close()
-				return fail(fmt.Errorf("jail %s: journal needs journalctl, which is not installed (install systemd, or set jails.%s.files: [/var/log/auth.log])", jc.Name, jc.Name))
+				return nil, fmt.Errorf("jail %s: journal needs journalctl, which is not installed (install systemd, or set jails.%s.files: [/var/log/auth.log])", jc.Name, jc.Name)
 			}
 			det, err := newDetector()
 			if err != nil {
-				backend.Close()
-				return fail(err)
+				return nil, err
 			}
 			key := jc.Name + ":journal"
 			start := positions[key]
@@ -170,11 +239,11 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		}
 		jails = append(jails, spec)
 	}
+	auditStatus := runAudit(cfg.Audit, log.With("component", "audit"))
 	var workers []Worker
-	w, err := amiWorker(cfg, st, amiJails, log)
+	w, err := amiWorker(cfg, st, positions, amiJails, log)
 	if err != nil {
-		backend.Close()
-		return fail(err)
+		return nil, err
 	}
 	if w != nil {
 		workers = append(workers, *w)
@@ -183,13 +252,31 @@ func Build(cfg *config.Config, opts BuildOptions) (*Built, error) {
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
 		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
+		Audit: &auditStatus,
 	})
 	if err != nil {
-		backend.Close()
-		return fail(err)
+		return nil, err
 	}
 	registerJailMetrics(d.metrics, judges)
-	return &Built{Daemon: d, Store: st, Backend: backend}, nil
+	return &Built{Daemon: d, Store: st, Backend: backend, raw: raw, cfg: cfg, opts: opts, log: log,
+		allowList: allowList, judges: kept}, nil
+}
+
+// judge returns the previous judge of a jail whose settings are unchanged.
+func (b *Built) judge(jc config.Jail) (*jail.Jail, bool) {
+	if b == nil {
+		return nil, false
+	}
+	old, ok := b.judges[jc.Name]
+	if !ok {
+		return nil, false
+	}
+	a, c := old.cfg, jc
+	a.Line, c.Line = 0, 0 // moving a jail in the file changes nothing
+	if !reflect.DeepEqual(a, c) {
+		return nil, false
+	}
+	return old.j, true
 }
 
 // registerJailMetrics exposes each jail's own counters (read at scrape time;
@@ -204,6 +291,7 @@ func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
 		{"pbxguard_jail_tracked_addresses", "Addresses (or IPv6 prefixes) a jail tracks now.", false, func(s jail.Stats) float64 { return float64(s.Tracked) }},
 		{"pbxguard_jail_evicted_total", "Tracked addresses dropped because max_tracked was reached.", true, func(s jail.Stats) float64 { return float64(s.Evicted) }},
 		{"pbxguard_jail_allowlisted_total", "Events from allowlisted addresses, ignored.", true, func(s jail.Stats) float64 { return float64(s.AllowlistedSkipped) }},
+		{"pbxguard_jail_twins_skipped_total", "Free-text NOTICE twins of structured security events, not counted a second time.", true, func(s jail.Stats) float64 { return float64(s.TwinsSkipped) }},
 		{"pbxguard_jail_challenge_failures_total", "Challenges never answered by a successful authentication, counted as failures.", true, func(s jail.Stats) float64 { return float64(s.ChallengeFailures) }},
 	} {
 		for name, j := range judges {
@@ -215,6 +303,13 @@ func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
 				m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: s.name, Help: s.help, ConstLabels: labels}, f))
 			}
 		}
+	}
+}
+
+// fileOpener makes followers of path that resume at a stored position.
+func fileOpener(path string, fopts source.FileOptions) func(store.Position) Source {
+	return func(pos store.Position) Source {
+		return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -20,7 +21,9 @@ func FuzzControlRequest(f *testing.F) {
 	f.Cleanup(func() { st.Close() })
 	fw := newFakeBackend()
 	allowed := allowlist("127.0.0.0/8", "198.51.100.0/24", "2001:db8:1::/48")
-	d, err := New(Options{Store: st, Backend: GuardBackend(fw, allowed, nil), Allowed: allowed})
+	gate := firewall.WithAllowlist(fw, firewall.PrefixDenier([]netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:1::/48")}))
+	d, err := New(Options{Store: st, Backend: gate, Allowed: allowed})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -109,6 +109,10 @@ type Options struct {
 	Version string
 	// Workers run beside the sources (AMI listener, fraud monitor).
 	Workers []Worker
+	// Audit is the result of the Asterisk configuration audit run at
+	// start (nil = not run): exposed as pbxguard_audit_findings and in
+	// Status.
+	Audit *AuditStatus
 }
 
 // Batching of decisions into one backend Add.
@@ -147,6 +151,7 @@ type Daemon struct {
 	jails   []*jailState
 	byName  map[string]*jailState
 	started time.Time
+	running atomic.Bool // set once Run has started every stage
 
 	decisions chan pending
 	storeQ    chan storeReq // bans to write, off the kernel path
@@ -204,6 +209,11 @@ func New(opts Options) (*Daemon, error) {
 		d.jails = append(d.jails, js)
 		d.byName[j.Name] = js
 		d.metrics.activeBans.WithLabelValues(j.Name).Set(0)
+	}
+	if opts.Audit != nil {
+		for sev, n := range opts.Audit.Findings {
+			d.metrics.auditFindings.WithLabelValues(sev).Set(float64(n))
+		}
 	}
 	return d, nil
 }
@@ -271,6 +281,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); d.loop(bgCtx) }()
 
+	d.running.Store(true)
 	d.log.Info("pbxguard running", "jails", len(d.jails), "backend", d.opts.Backend.Name(),
 		"control", d.opts.ControlSocket, "metrics", d.opts.MetricsListen)
 
@@ -508,6 +519,20 @@ func (d *Daemon) apply(batch []pending) {
 	err := d.opts.Backend.Add(ctx, fw)
 	d.fwMu.Unlock()
 	done := time.Now()
+	if refused, rest := d.splitRefused(err); len(refused) > 0 {
+		// Kept out of the kernel by the allowlist gate: not a ban.
+		err = rest
+		keep, keepRecv := rows[:0], received[:0]
+		for i, r := range rows {
+			if !refused[r.Prefix] {
+				keep, keepRecv = append(keep, r), append(keepRecv, received[i])
+			}
+		}
+		rows, received = keep, keepRecv
+		if len(rows) == 0 {
+			return
+		}
+	}
 	defer func() {
 		if took := time.Since(t0); took > 20*time.Millisecond {
 			d.log.Debug("slow ban batch", "bans", len(fw), "kernel", done.Sub(t0), "total", took)
@@ -532,6 +557,40 @@ func (d *Daemon) apply(batch []pending) {
 		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
 			"count", r.Count, "reason", r.Reason)
 	}
+}
+
+// splitRefused separates the allowlist gate's refusals
+// (firewall.WithAllowlist's *firewall.AllowlistError) from the rest of a
+// backend error, logging each refused prefix with the allowlist entry it
+// touches. The daemon checks the allowlist before the backend, so a
+// refusal here means some path skipped that check: the entry is not a ban.
+func (d *Daemon) splitRefused(err error) (map[netip.Prefix]bool, error) {
+	if err == nil || !errors.Is(err, firewall.ErrAllowlisted) {
+		return nil, err
+	}
+	refused := map[netip.Prefix]bool{}
+	var rest []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var ae *firewall.AllowlistError
+		if errors.As(e, &ae) {
+			for _, p := range ae.Refused {
+				refused[p] = true
+				entry, _ := d.opts.Allowed(p)
+				d.log.Warn("allowlisted prefix kept out of the kernel", "prefix", p, "allowlist", entry)
+			}
+			return
+		}
+		rest = append(rest, e)
+	}
+	walk(err)
+	return refused, errors.Join(rest...)
 }
 
 // storeReq is a batch of bans to record, or (done != nil) a flush barrier.
@@ -691,6 +750,10 @@ func (d *Daemon) tick(ctx context.Context) {
 		d.fwMu.Lock()
 		err := d.opts.Backend.Add(ctx, fw)
 		d.fwMu.Unlock()
+		if refused, rest := d.splitRefused(err); len(refused) > 0 {
+			err = rest
+			keep = slices.DeleteFunc(keep, func(b store.Ban) bool { return refused[b.Prefix] })
+		}
 		if err != nil {
 			d.metrics.backendErrors.WithLabelValues("add").Inc()
 			d.activeMu.Lock()
@@ -780,7 +843,12 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	addStart := time.Now()
 	if len(restore) > 0 {
-		if err := b.Add(ctx, restore); err != nil {
+		err := b.Add(ctx, restore)
+		if refused, rest := d.splitRefused(err); len(refused) > 0 {
+			err = rest
+			rows = slices.DeleteFunc(rows, func(b store.Ban) bool { return refused[b.Prefix] })
+		}
+		if err != nil {
 			d.metrics.backendErrors.WithLabelValues("add").Inc()
 			return fmt.Errorf("firewall %s: restoring %d bans: %w", b.Name(), len(restore), err)
 		}
@@ -871,6 +939,15 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	d.fwMu.Lock()
 	err := d.opts.Backend.Add(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
 	d.fwMu.Unlock()
+	if refused, rest := d.splitRefused(err); refused[pfx] {
+		entry, _ := d.opts.Allowed(pfx)
+		if !entry.IsValid() {
+			entry = pfx
+		}
+		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
+	} else if len(refused) > 0 {
+		err = rest
+	}
 	if errors.Is(err, firewall.ErrUnsupportedPrefix) {
 		return BanInfo{}, fmt.Errorf("firewall %s holds single addresses only: ban %s, or give a jail ipv6_prefix: 64 (or any value below 128) to enable prefix bans", d.opts.Backend.Name(), pfx.Addr())
 	}
@@ -902,15 +979,21 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 			out = append(out, banInfo(b, now))
 		}
 	}
-	d.fwMu.Lock()
-	if len(gone) > 0 {
-		err = d.opts.Backend.Delete(ctx, gone)
+	// The prefix itself goes too, in case the kernel holds an entry the
+	// store does not know (added by hand): an absent entry is not an error
+	// for Backend.Delete.
+	del := gone
+	if self := normPrefix(pfx); !slices.Contains(gone, self) {
+		del = append(slices.Clone(gone), self)
 	}
-	if err == nil && !slices.Contains(gone, pfx.Masked()) {
-		// A kernel entry the store does not know (left by hand): best
-		// effort, as some backends report an absent entry as an error.
-		if derr := d.opts.Backend.Delete(ctx, []netip.Prefix{pfx.Masked()}); derr != nil {
-			d.log.Debug("unban: no kernel entry for the prefix itself", "prefix", pfx, "err", derr)
+	d.fwMu.Lock()
+	err = d.opts.Backend.Delete(ctx, del)
+	if errors.Is(err, firewall.ErrUnsupportedPrefix) && len(del) > len(gone) && pfx.Bits() < pfx.Addr().BitLen() {
+		// A backend of single addresses cannot hold that prefix: nothing
+		// to remove but the stored bans.
+		err = nil
+		if len(gone) > 0 {
+			err = d.opts.Backend.Delete(ctx, gone)
 		}
 	}
 	d.fwMu.Unlock()
@@ -945,6 +1028,7 @@ type Status struct {
 	ActiveBans int            `json:"active_bans"`
 	Jails      []JailStatus   `json:"jails"`
 	Latency    LatencySummary `json:"ban_latency"`
+	Audit      *AuditStatus   `json:"audit,omitempty"`
 }
 
 // JailStatus is one jail in Status.
@@ -960,7 +1044,7 @@ type JailStatus struct {
 func (d *Daemon) Status() Status {
 	now := d.now()
 	st := Status{Version: d.opts.Version, Started: d.started.UTC(), Uptime: now.Sub(d.started).Seconds(),
-		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary()}
+		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary(), Audit: d.opts.Audit}
 	perJail := map[string]int{}
 	d.activeMu.Lock()
 	st.ActiveBans = len(d.active)

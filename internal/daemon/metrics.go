@@ -25,6 +25,7 @@ type Metrics struct {
 	banLatency    latencyObserver
 	backendErrors *prometheus.CounterVec
 	sourceErrors  *prometheus.CounterVec
+	auditFindings *prometheus.GaugeVec
 }
 
 // latencyObserver feeds the histogram and keeps the last samples for
@@ -100,7 +101,13 @@ func NewMetrics() *Metrics {
 	m.sourceErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pbxguard_source_errors_total", Help: "Sources that stopped with an error (and were reopened), per jail and source.",
 	}, []string{"jail", "source"})
-	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors,
+	m.auditFindings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pbxguard_audit_findings", Help: "Findings of the Asterisk configuration audit run at start, per severity.",
+	}, []string{"severity"})
+	for _, s := range []string{"critical", "high", "medium", "low", "info"} {
+		m.auditFindings.WithLabelValues(s).Set(0)
+	}
+	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors, m.auditFindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, op := range []string{"init", "add", "delete", "list"} {
 		m.backendErrors.WithLabelValues(op)

@@ -158,8 +158,13 @@ func (t *IPTables) applyLocked(ctx context.Context, add map[netip.Prefix]int64, 
 	var errs error
 	for _, f := range ipFamilies {
 		var famDel, famAdd []netip.Prefix
+		// Only rules that are there, each once: iptables-restore fails the
+		// whole transaction on a -D that matches nothing, and an absent
+		// entry is not an error (Backend.Delete).
+		seen := make(map[netip.Prefix]bool, len(del))
 		for _, p := range del {
-			if _, ok := t.entries[p]; ok && p.Addr().Is6() == f.v6 {
+			if _, ok := t.entries[p]; ok && p.Addr().Is6() == f.v6 && !seen[p] {
+				seen[p] = true
 				famDel = append(famDel, p)
 			}
 		}

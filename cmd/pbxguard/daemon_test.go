@@ -1,0 +1,36 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/daemon"
+)
+
+func TestPrintStatusAudit(t *testing.T) {
+	st := daemon.Status{Started: time.Now(), Backend: "nftables", Jails: []daemon.JailStatus{{Name: "asterisk"}},
+		Audit: &daemon.AuditStatus{Enabled: true, Dir: "/etc/asterisk",
+			Findings: map[string]int{"critical": 2, "high": 1, "medium": 3, "low": 8, "info": 0}}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	want := "asterisk config audit of /etc/asterisk: 2 critical, 1 high, 3 medium, 8 low, 0 info (details: pbxguard audit --asterisk-dir /etc/asterisk)\n"
+	if !strings.Contains(b.String(), want) {
+		t.Fatalf("status:\n%s\nwant a line %q", b.String(), want)
+	}
+
+	st.Audit = &daemon.AuditStatus{Enabled: true, Dir: "/etc/asterisk", Error: "asterisk configuration directory cannot be read: no such file"}
+	b.Reset()
+	printStatus(&b, st)
+	if !strings.Contains(b.String(), "asterisk config audit: not run: asterisk configuration directory cannot be read: no such file\n") {
+		t.Fatalf("status:\n%s", b.String())
+	}
+
+	st.Audit = &daemon.AuditStatus{Enabled: false}
+	b.Reset()
+	printStatus(&b, st)
+	if strings.Contains(b.String(), "audit") {
+		t.Fatalf("audit off, yet shown:\n%s", b.String())
+	}
+}
