@@ -355,7 +355,10 @@ func (c *lineClock) resolve(s *stamp) time.Time {
 		} else {
 			now := c.now().In(c.loc)
 			c.limit = now.Add(futureSlack)
-			y := now.Year() + 1
+			y := now.Year()
+			if s.month == 1 && now.Month() == 12 {
+				y++ // a January stamp read in late December may be next year's
+			}
 			t := time.Date(y, time.Month(s.month), s.day, s.hour, s.min, 0, 0, c.loc)
 			for i := 0; i < 2 && t.After(c.limit); i++ {
 				y--
