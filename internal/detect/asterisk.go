@@ -781,7 +781,15 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 				e++
 			}
 			if e > 0 && hasPrefix(a[e:], ") to extension '") && c+len(": Call (") < t {
-				return setAddr(r, a[:e], event.CallRejected, "extension not found")
+				if !setAddr(r, a[:e], event.CallRejected, "extension not found") {
+					return false
+				}
+				// a runs to the end of msg: the dialled number is between
+				// "to extension '" and the server-written tail.
+				if start := len(msg) - len(a) + e + len(") to extension '"); start <= t {
+					r.account = msg[start:t]
+				}
+				return true
 			}
 			return false
 		}
@@ -789,7 +797,7 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 	region := msg[:t]
 	const post = ") to extension '"
 	var found []byte
-	var foundAt int
+	var foundAt, extenAt int
 	count := 0
 	for off := 0; off < len(region); {
 		k := indexByteFrom(region, off, '(')
@@ -817,6 +825,7 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 		count++
 		found = a[:e]
 		foundAt = k
+		extenAt = t - len(a) + e + len(post) // a runs to the end of region = msg[:t]
 	}
 	if count == 0 {
 		return false
@@ -831,6 +840,7 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 	if hasPrefix(msg, "Call from '") && foundAt > len("Call from '") {
 		r.from = msg[len("Call from '"):foundAt]
 	}
+	r.account = msg[extenAt:t] // the dialled number, for the fraud rules (unauthenticated international calls)
 	return true
 }
 
