@@ -859,10 +859,33 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		d.metrics.activeBans.WithLabelValues(r.Jail).Inc()
 	}
 	d.activeMu.Unlock()
+	d.markBanned(rows)
 	d.log.Info("kernel reconciled with the store", "restored", len(restore), "removed_unknown", len(stale),
 		"dropped_allowlisted", len(refused), "kernel_add", time.Since(addStart).Round(time.Microsecond),
 		"took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// banMarker is a Judge that can be told of a ban made elsewhere (restored
+// from the store, by hand), so that it does not decide the address again
+// while the ban lasts (which would renew it and raise its count).
+type banMarker interface {
+	MarkBanned(addr netip.Addr, until time.Time, banCount int)
+}
+
+// markBanned tells every jail of bans it did not decide itself.
+func (d *Daemon) markBanned(rows []store.Ban) {
+	for _, js := range d.jails {
+		m, ok := js.spec.Judge.(banMarker)
+		if !ok {
+			continue
+		}
+		js.mu.Lock()
+		for _, r := range rows {
+			m.MarkBanned(r.Addr, r.Until, r.Count)
+		}
+		js.mu.Unlock()
+	}
 }
 
 // BanInfo is one active ban as the control socket reports it.
@@ -959,6 +982,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 		return BanInfo{}, err
 	}
 	d.noteActive([]store.Ban{row})
+	d.markBanned([]store.Ban{row})
 	d.log.Info("banned by hand", "jail", jail, "prefix", pfx, "until", row.Until.Format(time.RFC3339), "reason", reason)
 	return banInfo(row, now), nil
 }
