@@ -144,6 +144,11 @@ func normPrefix(p netip.Prefix) netip.Prefix {
 
 // Daemon is a running pbxguard.
 type Daemon struct {
+	// tap, when set, sees the log events the fraud monitor learns from
+	// (auth_success: which address an extension registers from;
+	// call_rejected: unauthenticated calls to international numbers).
+	tap atomic.Pointer[func(event.Event)]
+
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -363,6 +368,11 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 		if sp.Detector.Detect(l.Data, &ev) {
 			byKind[ev.Kind].Inc()
 			js.events.Add(1)
+			if ev.Kind == event.AuthSuccess || ev.Kind == event.CallRejected {
+				if tap := d.tap.Load(); tap != nil {
+					(*tap)(ev)
+				}
+			}
 			if ev.Addr.IsValid() {
 				if ev.Time.IsZero() {
 					ev.Time = l.Received
@@ -391,6 +401,17 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 		d.posMu.Unlock()
 		return nil
 	})
+}
+
+// SetEventTap makes fn see the auth_success and call_rejected events of
+// every log source (nil stops it). fn runs on the source's goroutine: it
+// must be quick and safe for concurrent use.
+func (d *Daemon) SetEventTap(fn func(event.Event)) {
+	if fn == nil {
+		d.tap.Store(nil)
+		return
+	}
+	d.tap.Store(&fn)
 }
 
 // Inject hands an event from outside the log pipeline (the AMI security
