@@ -311,7 +311,7 @@ func (s *fakeAMI) stream(write func(*ami.Message) error) {
 				return
 			}
 			s.mu.Lock()
-			if it.cdr[1] == fraudExt {
+			if strings.HasPrefix(it.cdr[5], "PJSIP/"+fraudExt+"-") {
 				s.fraudCalls = append(s.fraudCalls, now)
 			}
 			s.sentItems++
@@ -440,7 +440,7 @@ fraud:
 		in := srv.loggedIn
 		srv.mu.Unlock()
 		log := d.out.String()
-		if in && strings.Contains(log, "AMI listener started") && (!withCDR || strings.Contains(log, "source: following") || strings.Contains(log, "source: resuming")) {
+		if in && strings.Contains(log, "AMI listener started") && (!withCDR || followsFile(log, cdrPath)) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -461,6 +461,17 @@ func (l *fraudLab) waitStream(t *testing.T, limit time.Duration) {
 		t.Fatalf("replay not over after %v (%d of %d items sent)", limit, l.srv.sentItems, len(l.srv.items))
 	}
 	time.Sleep(time.Second)
+	want := 0
+	for _, it := range l.srv.items {
+		if it.msg != nil || it.cdr != nil {
+			want++
+		}
+	}
+	l.srv.mu.Lock()
+	defer l.srv.mu.Unlock()
+	if l.srv.sentItems != want {
+		t.Fatalf("replay sent %d of %d items", l.srv.sentItems, want)
+	}
 }
 
 // containment is what the daemon did about the fraud, on the wall clock.
@@ -528,7 +539,13 @@ func (l *fraudLab) checkActions(t *testing.T) containment {
 			}
 		}
 	}
-	t.Logf("actions received by the fake AMI: %v", kinds)
+	var getvars []string
+	for _, a := range s.actions {
+		if a.msg.Get("Action") == "Getvar" {
+			getvars = append(getvars, a.msg.Get("Channel")+" "+a.msg.Get("Variable"))
+		}
+	}
+	t.Logf("actions received by the fake AMI: %v; Getvar: %v", kinds, getvars)
 	return c
 }
 
@@ -674,6 +691,11 @@ func TestFraudAMIReplayIntoDaemon(t *testing.T) {
 	if !firstCh.Equal(first) {
 		t.Errorf("first fraudulent call announced at %v, PJSIP/1004-00000005 at %v", first, firstCh)
 	}
+	distinct := map[string]bool{}
+	for _, ch := range c.hangups {
+		distinct[ch] = true
+	}
+	t.Logf("hang-ups: %d actions on %d distinct channels of 1004 (a later finding, e.g. intl_rate, hangs up the live calls again)", len(c.hangups), len(distinct))
 	took := done.Sub(first)
 	t.Logf("AMI → daemon: 1004 contained after %d fraudulent calls, %.3f s after its first (hang-up +%.3f s of %v, lock +%.3f s, ban +%.3f s); %d fraudulent calls replayed in all, %d hang-ups",
 		n, took.Seconds(), c.hangupAt.Sub(first).Seconds(), c.hangups[0], c.lockAt.Sub(first).Seconds(), c.banAt.Sub(first).Seconds(), total, len(c.hangups))
@@ -682,6 +704,130 @@ func TestFraudAMIReplayIntoDaemon(t *testing.T) {
 	}
 	if total != 40 {
 		t.Errorf("%d fraudulent calls replayed, want the corpus's 40", total)
+	}
+	legit := 0
+	s.mu.Lock()
+	for ch := range s.newchan {
+		for _, ext := range legitExts {
+			if strings.HasPrefix(ch, "PJSIP/"+ext+"-") || strings.HasPrefix(ch, "SIP/"+ext+"-") {
+				legit++
+			}
+		}
+	}
+	_, france := s.newchan["PJSIP/1001-0000003f"]
+	s.mu.Unlock()
+	if !france {
+		t.Error("1001's international call (PJSIP/1001-0000003f to 0033170189999) was not replayed")
+	}
+	t.Logf("legit channels of 1001/1002/2001 replayed: %d (1001's call to France included: %v)", legit, france)
+	l.checkIncidents(t)
+}
+
+// followsFile reports whether the daemon log says a source follows path.
+func followsFile(log, path string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if (strings.Contains(line, "source: following") || strings.Contains(line, "source: resuming")) && strings.Contains(line, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// readCorpusCDR reads the corpus Master.csv rows, each at its hang-up
+// (end) time: that is when Asterisk writes it.
+func readCorpusCDR(t *testing.T) []replayItem {
+	t.Helper()
+	f, err := os.Open(filepath.Join(sharedDir(t), "corpus", "asterisk-20", "log", "cdr-csv", "Master.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil {
+		t.Fatalf("corpus CDR: %v", err)
+	}
+	var out []replayItem
+	for _, rec := range recs {
+		if len(rec) < 17 {
+			t.Fatalf("corpus CDR row with %d fields: %q", len(rec), rec)
+		}
+		end, err := time.ParseInLocation("2006-01-02 15:04:05", rec[11], time.UTC)
+		if err != nil {
+			t.Fatalf("corpus CDR end %q: %v", rec[11], err)
+		}
+		out = append(out, replayItem{at: end, cdr: rec})
+	}
+	return out
+}
+
+// TestFraudCDRReplayIntoDaemon: issue 5 "Show" point 1 with the CDR CSV
+// source. The daemon follows fraud.cdr; the test appends the corpus rows
+// one by one at their hang-up time (real timing from 5 s before 1004's
+// first fraudulent call started to 10 s after, compressed outside), with
+// the times in each row moved to the wall clock. CDR rows carry no
+// address: the daemon learns 1004's from the AMI SuccessfulAuth security
+// events, which the fake AMI server streams on the same clock (security
+// events only: no call events, so no row is skipped as "seen by AMI").
+// Rows arrive at hang-up, when the call is over: containment is the lock
+// and the ban (nothing live is left to hang up), measured in rows.
+func TestFraudCDRReplayIntoDaemon(t *testing.T) {
+	requireE2E(t, "nft")
+	var items []replayItem
+	for _, it := range readCorpusAMI(t) {
+		if ami.IsSecurity(it.msg) {
+			items = append(items, it)
+		}
+	}
+	nSec := len(items)
+	rows := readCorpusCDR(t)
+	items = append(items, rows...)
+	var firstStart time.Time
+	for _, it := range rows {
+		if strings.HasPrefix(it.cdr[5], "PJSIP/"+fraudExt+"-") {
+			firstStart, _ = time.ParseInLocation("2006-01-02 15:04:05", it.cdr[9], time.UTC)
+			break
+		}
+	}
+	if firstStart.IsZero() {
+		t.Fatal("corpus CDR: no row of 1004")
+	}
+	items = append(items, replayItem{at: firstStart, marker: "first-fraud-start"})
+	slices.SortStableFunc(items, func(a, b replayItem) int { return a.at.Compare(b.at) })
+	winStart, winEnd := firstStart.Add(-replayLead), firstStart.Add(replayRealFor)
+	t.Logf("corpus: %d AMI security events, %d CDR rows; 1004's first fraudulent call started %s", nSec, len(rows), firstStart.Format("15:04:05"))
+	l := startFraudLab(t, items, winStart, winEnd, true)
+	l.waitStream(t, 45*time.Second)
+
+	c := l.checkActions(t)
+	l.checkBans(t, &c)
+	if c.lockAt.IsZero() {
+		t.Fatalf("no DBPut of %s/%s received", fraud.LockFamily, fraudExt)
+	}
+	s := l.srv
+	s.mu.Lock()
+	start := s.markers["first-fraud-start"]
+	firstRow := s.fraudCalls[0]
+	done := c.done()
+	n := 0
+	for _, at := range s.fraudCalls {
+		if !at.After(done) {
+			n++
+		}
+	}
+	total := len(s.fraudCalls)
+	s.mu.Unlock()
+	t.Logf("CDR → daemon: 1004 contained at its CDR row %d, %.3f s after its first fraudulent call started (%.3f s after that call's row; lock +%.3f s, ban +%.3f s); %d rows of 1004 in all, %d hang-ups (rows arrive when the call is over)",
+		n, done.Sub(start).Seconds(), done.Sub(firstRow).Seconds(), c.lockAt.Sub(start).Seconds(), c.banAt.Sub(start).Seconds(), total, len(c.hangups))
+	if n > 3 {
+		t.Errorf("containment took %d rows of 1004, want ≤ 3", n)
+	}
+	if total != 40 {
+		t.Errorf("%d rows of 1004 replayed, want the corpus's 40", total)
+	}
+	if len(rows)-total != 10 {
+		t.Errorf("%d legit rows replayed, want the corpus's 10 (1001/2001 calls, 1001's call to France included, and an inbound carrier call to 1002)", len(rows)-total)
 	}
 	l.checkIncidents(t)
 }
