@@ -92,6 +92,11 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			if err != nil {
 				return err
 			}
+			// The log detectors' auth_success and call_rejected events
+			// teach the monitor where extensions register from and show
+			// unauthenticated calls to international numbers.
+			d.SetEventTap(func(ev event.Event) { mon.HandleEvent(ctx, ev, time.Now()) })
+			defer d.SetEventTap(nil)
 			if settings.CDR != "" {
 				path := settings.CDR
 				key := cdrKey(path)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +54,8 @@ jails:
 	}
 	start := func() (*Built, firewall.Backend, func()) {
 		fw := firewall.NewDryRun(firewall.Options{Prefixes: true})
-		b, err := Build(cfg, BuildOptions{Logger: slog.New(slog.DiscardHandler), Backend: fw})
+		logs := &lockedBuffer{}
+		b, err := Build(cfg, BuildOptions{Logger: slog.New(slog.NewTextHandler(logs, nil)), Backend: fw})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,6 +64,12 @@ jails:
 		go func() { done <- b.Run(ctx) }()
 		c := NewClient(cfg.Control.Socket)
 		waitFor(t, "ready", func() bool { _, err := c.Status(ctx); return err == nil })
+		// The file is open (at its end, or at the saved position) before
+		// the test writes to it.
+		waitFor(t, "the source", func() bool {
+			s := logs.String()
+			return strings.Contains(s, "source: following") || strings.Contains(s, "source: resuming")
+		})
 		return b, fw, func() {
 			cancel()
 			if err := <-done; err != nil {

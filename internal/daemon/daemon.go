@@ -144,6 +144,11 @@ func normPrefix(p netip.Prefix) netip.Prefix {
 
 // Daemon is a running pbxguard.
 type Daemon struct {
+	// tap, when set, sees the log events the fraud monitor learns from
+	// (auth_success: which address an extension registers from;
+	// call_rejected: unauthenticated calls to international numbers).
+	tap atomic.Pointer[func(event.Event)]
+
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -363,6 +368,11 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 		if sp.Detector.Detect(l.Data, &ev) {
 			byKind[ev.Kind].Inc()
 			js.events.Add(1)
+			if ev.Kind == event.AuthSuccess || ev.Kind == event.CallRejected {
+				if tap := d.tap.Load(); tap != nil {
+					(*tap)(ev)
+				}
+			}
 			if ev.Addr.IsValid() {
 				if ev.Time.IsZero() {
 					ev.Time = l.Received
@@ -391,6 +401,17 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 		d.posMu.Unlock()
 		return nil
 	})
+}
+
+// SetEventTap makes fn see the auth_success and call_rejected events of
+// every log source (nil stops it). fn runs on the source's goroutine: it
+// must be quick and safe for concurrent use.
+func (d *Daemon) SetEventTap(fn func(event.Event)) {
+	if fn == nil {
+		d.tap.Store(nil)
+		return
+	}
+	d.tap.Store(&fn)
 }
 
 // Inject hands an event from outside the log pipeline (the AMI security
@@ -859,10 +880,33 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		d.metrics.activeBans.WithLabelValues(r.Jail).Inc()
 	}
 	d.activeMu.Unlock()
+	d.markBanned(rows)
 	d.log.Info("kernel reconciled with the store", "restored", len(restore), "removed_unknown", len(stale),
 		"dropped_allowlisted", len(refused), "kernel_add", time.Since(addStart).Round(time.Microsecond),
 		"took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// banMarker is a Judge that can be told of a ban made elsewhere (restored
+// from the store, by hand), so that it does not decide the address again
+// while the ban lasts (which would renew it and raise its count).
+type banMarker interface {
+	MarkBanned(addr netip.Addr, until time.Time, banCount int)
+}
+
+// markBanned tells every jail of bans it did not decide itself.
+func (d *Daemon) markBanned(rows []store.Ban) {
+	for _, js := range d.jails {
+		m, ok := js.spec.Judge.(banMarker)
+		if !ok {
+			continue
+		}
+		js.mu.Lock()
+		for _, r := range rows {
+			m.MarkBanned(r.Addr, r.Until, r.Count)
+		}
+		js.mu.Unlock()
+	}
 }
 
 // BanInfo is one active ban as the control socket reports it.
@@ -959,6 +1003,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 		return BanInfo{}, err
 	}
 	d.noteActive([]store.Ban{row})
+	d.markBanned([]store.Ban{row})
 	d.log.Info("banned by hand", "jail", jail, "prefix", pfx, "until", row.Until.Format(time.RFC3339), "reason", reason)
 	return banInfo(row, now), nil
 }

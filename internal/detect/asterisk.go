@@ -466,60 +466,6 @@ func parseSyslogPrefix(line []byte) (date, prog []byte, pid uint32, msg []byte, 
 	return nil, nil, 0, nil, false
 }
 
-// parseRFC5424 reads "<PRI>1 STAMP HOST APP PROCID MSGID SD MSG".
-func parseRFC5424(line []byte) (date, prog []byte, pid uint32, msg []byte, ok bool) {
-	i := indexByteFrom(line, 0, '>')
-	if i < 2 || i > 4 || i+3 > len(line) || line[i+1] != '1' || line[i+2] != ' ' {
-		return nil, nil, 0, nil, false
-	}
-	f := line[i+3:]
-	var fields [5][]byte
-	for k := 0; k < 5; k++ {
-		sp := indexByteFrom(f, 0, ' ')
-		if sp < 0 {
-			return nil, nil, 0, nil, false
-		}
-		fields[k], f = f[:sp], f[sp+1:]
-	}
-	// structured data: "-" or [..][..] (values may contain brackets)
-	if len(f) > 0 && f[0] == '-' {
-		f = f[1:]
-	} else {
-		for len(f) > 0 && f[0] == '[' {
-			j := 1
-			inq := false
-			for ; j < len(f); j++ {
-				c := f[j]
-				if c == '\\' {
-					j++
-					continue
-				}
-				if c == '"' {
-					inq = !inq
-				} else if c == ']' && !inq {
-					break
-				}
-			}
-			if j >= len(f) {
-				return nil, nil, 0, nil, false
-			}
-			f = f[j+1:]
-		}
-	}
-	if string(fields[0]) != "-" {
-		date = fields[0]
-	}
-	name := fields[2]
-	if sl := lastIndexByte(name, '/'); sl >= 0 {
-		name = name[sl+1:]
-	}
-	f = trimLeftSpace(f)
-	if hasPrefix(f, "\xef\xbb\xbf") { // BOM before a UTF-8 MSG
-		f = f[3:]
-	}
-	return date, name, atou(fields[3]), f, true
-}
-
 func indexByteFrom(b []byte, from int, c byte) int {
 	if from >= len(b) {
 		return -1
@@ -781,7 +727,15 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 				e++
 			}
 			if e > 0 && hasPrefix(a[e:], ") to extension '") && c+len(": Call (") < t {
-				return setAddr(r, a[:e], event.CallRejected, "extension not found")
+				if !setAddr(r, a[:e], event.CallRejected, "extension not found") {
+					return false
+				}
+				// a runs to the end of msg: the dialled number is between
+				// "to extension '" and the server-written tail.
+				if start := len(msg) - len(a) + e + len(") to extension '"); start <= t {
+					r.account = msg[start:t]
+				}
+				return true
 			}
 			return false
 		}
@@ -789,7 +743,7 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 	region := msg[:t]
 	const post = ") to extension '"
 	var found []byte
-	var foundAt int
+	var foundAt, extenAt int
 	count := 0
 	for off := 0; off < len(region); {
 		k := indexByteFrom(region, off, '(')
@@ -817,6 +771,7 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 		count++
 		found = a[:e]
 		foundAt = k
+		extenAt = t - len(a) + e + len(post) // a runs to the end of region = msg[:t]
 	}
 	if count == 0 {
 		return false
@@ -831,6 +786,7 @@ func callRejected(msg []byte, r *hit, svc event.Service) bool {
 	if hasPrefix(msg, "Call from '") && foundAt > len("Call from '") {
 		r.from = msg[len("Call from '"):foundAt]
 	}
+	r.account = msg[extenAt:t] // the dialled number, for the fraud rules (unauthenticated international calls)
 	return true
 }
 

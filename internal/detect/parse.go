@@ -355,7 +355,10 @@ func (c *lineClock) resolve(s *stamp) time.Time {
 		} else {
 			now := c.now().In(c.loc)
 			c.limit = now.Add(futureSlack)
-			y := now.Year() + 1
+			y := now.Year()
+			if s.month == 1 && now.Month() == 12 {
+				y++ // a January stamp read in late December may be next year's
+			}
 			t := time.Date(y, time.Month(s.month), s.day, s.hour, s.min, 0, 0, c.loc)
 			for i := 0; i < 2 && t.After(c.limit); i++ {
 				y--
@@ -446,4 +449,58 @@ func trimLeftSpace(b []byte) []byte {
 		b = b[1:]
 	}
 	return b
+}
+
+// parseRFC5424 reads "<PRI>1 STAMP HOST APP PROCID MSGID SD MSG".
+func parseRFC5424(line []byte) (date, prog []byte, pid uint32, msg []byte, ok bool) {
+	i := indexByteFrom(line, 0, '>')
+	if i < 2 || i > 4 || i+3 > len(line) || line[i+1] != '1' || line[i+2] != ' ' {
+		return nil, nil, 0, nil, false
+	}
+	f := line[i+3:]
+	var fields [5][]byte
+	for k := 0; k < 5; k++ {
+		sp := indexByteFrom(f, 0, ' ')
+		if sp < 0 {
+			return nil, nil, 0, nil, false
+		}
+		fields[k], f = f[:sp], f[sp+1:]
+	}
+	// structured data: "-" or [..][..] (values may contain brackets)
+	if len(f) > 0 && f[0] == '-' {
+		f = f[1:]
+	} else {
+		for len(f) > 0 && f[0] == '[' {
+			j := 1
+			inq := false
+			for ; j < len(f); j++ {
+				c := f[j]
+				if c == '\\' {
+					j++
+					continue
+				}
+				if c == '"' {
+					inq = !inq
+				} else if c == ']' && !inq {
+					break
+				}
+			}
+			if j >= len(f) {
+				return nil, nil, 0, nil, false
+			}
+			f = f[j+1:]
+		}
+	}
+	if string(fields[0]) != "-" {
+		date = fields[0]
+	}
+	name := fields[2]
+	if sl := lastIndexByte(name, '/'); sl >= 0 {
+		name = name[sl+1:]
+	}
+	f = trimLeftSpace(f)
+	if hasPrefix(f, "\xef\xbb\xbf") { // BOM before a UTF-8 MSG
+		f = f[3:]
+	}
+	return date, name, atou(fields[3]), f, true
 }

@@ -108,50 +108,11 @@ func parseSSHDHeader(line []byte) (date []byte, pid uint32, msg []byte, ok bool)
 		return nil, 0, nil, false
 	}
 	if line[0] == '<' { // RFC 5424
-		i := indexByteFrom(line, 0, '>')
-		if i < 0 || i > 4 || i+3 > len(line) || line[i+1] != '1' || line[i+2] != ' ' {
+		date, prog, pid, msg, ok := parseRFC5424(line)
+		if !ok || !isSSHDName(prog) {
 			return nil, 0, nil, false
 		}
-		f := line[i+3:]
-		var fields [5][]byte
-		for k := 0; k < 5; k++ {
-			sp := indexByteFrom(f, 0, ' ')
-			if sp < 0 {
-				return nil, 0, nil, false
-			}
-			fields[k], f = f[:sp], f[sp+1:]
-		}
-		// stamp host app procid msgid
-		if !isSSHDName(baseName(fields[2])) {
-			return nil, 0, nil, false
-		}
-		pid = atou(fields[3])
-		// structured data: "-" or [..][..] (values may contain brackets)
-		if len(f) > 0 && f[0] == '-' {
-			f = f[1:]
-		} else {
-			for len(f) > 0 && f[0] == '[' {
-				j := 1
-				inq := false
-				for ; j < len(f); j++ {
-					c := f[j]
-					if c == '\\' {
-						j++
-						continue
-					}
-					if c == '"' {
-						inq = !inq
-					} else if c == ']' && !inq {
-						break
-					}
-				}
-				if j >= len(f) {
-					return nil, 0, nil, false
-				}
-				f = f[j+1:]
-			}
-		}
-		return fields[0], pid, trimLeftSpace(f), true
+		return date, pid, msg, true
 	}
 	var s stamp
 	k, ok := parseAnyStamp(line, &s)

@@ -319,19 +319,34 @@ func TestIPTables(t *testing.T) {
 	}
 }
 
-// TestDeployConfigCompiles keeps the example configuration that ships in
-// deploy/ (written by the daemon's owner) readable by the policy: its
-// firewall.policy, if any, must parse and compile.
-func TestDeployConfigCompiles(t *testing.T) {
+// TestDeployConfigPlanGolden keeps the example configuration that ships in
+// deploy/ readable by the policy, and its plan is a golden file that a
+// person has read (testdata/deploy-plan.golden; go test -run Deploy -update).
+func TestDeployConfigPlanGolden(t *testing.T) {
 	data, err := os.ReadFile("../../deploy/pbxguard.yaml")
 	if err != nil {
-		t.Skipf("no deploy/pbxguard.yaml yet: %v", err)
+		t.Fatal(err)
 	}
 	cfg, err := parseDoc(t, string(data))
 	if err != nil {
 		t.Fatalf("deploy/pbxguard.yaml: %v", err)
 	}
-	if _, err := PlanText(cfg); err != nil {
+	cfg.Source = "deploy/pbxguard.yaml"
+	got, err := PlanText(cfg)
+	if err != nil {
 		t.Fatalf("deploy/pbxguard.yaml: %v", err)
+	}
+	const golden = "testdata/deploy-plan.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -run Deploy -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("plan differs from %s:\n%s", golden, Diff("golden", "got", string(want), got))
 	}
 }
