@@ -97,25 +97,38 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			// unauthenticated calls to international numbers.
 			d.SetEventTap(func(ev event.Event) { mon.HandleEvent(ctx, ev, time.Now()) })
 			defer d.SetEventTap(nil)
-			if settings.CDR != "" {
-				path := settings.CDR
-				key := cdrKey(path)
+			// CDR and CEL files, followed like logs (positions saved): the
+			// fallback when AMI call events are missing, and for forensics.
+			var filesWG sync.WaitGroup
+			defer filesWG.Wait() // their last positions are recorded before the daemon saves them
+			follow := func(kind, path string, handle func(line string) error) {
+				key := callFileKey(kind, path)
 				start := positions[key]
 				if start.Path != path {
 					start = store.Position{}
 				}
 				open := fileOpener(path, source.FileOptions{Logger: log.With("component", "fraud", "file", path), StartAtEnd: true})
-				var cdrWG sync.WaitGroup
-				defer cdrWG.Wait() // its last position is recorded before the daemon saves them
-				cdrWG.Add(1)
+				filesWG.Add(1)
 				go func() {
-					defer cdrWG.Done()
+					defer filesWG.Done()
 					d.followCDR(ctx, key, start, open, func(line []byte) {
-						if _, err := mon.HandleCDRLine(ctx, string(line), cfg.Location, time.Now()); err != nil {
-							log.Debug("fraud: CDR line skipped", "err", err)
+						if err := handle(string(line)); err != nil {
+							log.Debug("fraud: "+strings.ToUpper(kind)+" line skipped", "err", err)
 						}
 					})
 				}()
+			}
+			if settings.CDR != "" {
+				follow("cdr", settings.CDR, func(line string) error {
+					_, err := mon.HandleCDRLine(ctx, line, cfg.Location, time.Now())
+					return err
+				})
+			}
+			if settings.CEL != "" {
+				follow("cel", settings.CEL, func(line string) error {
+					_, err := mon.HandleCELLine(ctx, line)
+					return err
+				})
 			}
 		}
 		log.Info("AMI listener started", "addr", amiCfg.Addr, "jails", amiJails, "fraud", withFraud)
@@ -145,8 +158,8 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 	}}, nil
 }
 
-// cdrKey is the store key of the fraud CDR file's position.
-func cdrKey(path string) string { return "fraud:cdr:" + path }
+// callFileKey is the store key of a followed CDR or CEL file's position.
+func callFileKey(kind, path string) string { return "fraud:" + kind + ":" + path }
 
 // followCDR reads the fraud CDR file from start (its saved position; the
 // zero Position = from its end, as old calls are not news) and hands each

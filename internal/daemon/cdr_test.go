@@ -22,6 +22,13 @@ import (
 // (none lost, none read twice). Rows are malformed on purpose: each one
 // handled is one "fraud: CDR line skipped" debug line.
 func TestFraudCDRPosition(t *testing.T) {
+	for _, kind := range []string{"cdr", "cel"} {
+		t.Run(kind, func(t *testing.T) { testCallFilePosition(t, kind) })
+	}
+}
+
+// testCallFilePosition is TestFraudCDRPosition for the file kind (cdr, cel).
+func testCallFilePosition(t *testing.T, kind string) {
 	addr := fakeManager(t, nil)
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "ami.secret")
@@ -40,7 +47,7 @@ func TestFraudCDRPosition(t *testing.T) {
 	}
 	appendRows(1, 2) // history before the first start: not news
 	var node yaml.Node
-	if err := yaml.Unmarshal([]byte(fmt.Sprintf("country: US\nami: {addr: %q, user: pbxguard, secret_file: %s, md5: false}\ncdr: %s\n", addr, secret, cdr)), &node); err != nil {
+	if err := yaml.Unmarshal([]byte(fmt.Sprintf("country: US\nami: {addr: %q, user: pbxguard, secret_file: %s, md5: false}\n%s: %s\n", addr, secret, kind, cdr)), &node); err != nil {
 		t.Fatal(err)
 	}
 	cfg := &config.Config{Fraud: node.Content[0], Location: time.UTC}
@@ -87,7 +94,9 @@ func TestFraudCDRPosition(t *testing.T) {
 			}
 		}}
 	}
-	handled := func(r run) int { return strings.Count(r.logs.String(), `msg="fraud: CDR line skipped"`) }
+	handled := func(r run) int {
+		return strings.Count(r.logs.String(), `msg="fraud: `+strings.ToUpper(kind)+` line skipped"`)
+	}
 
 	r := startDaemon()
 	appendRows(3, 4)
@@ -100,7 +109,7 @@ func TestFraudCDRPosition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, ok := pos[cdrKey(cdr)]
+	p, ok := pos[callFileKey(kind, cdr)]
 	if fi, _ := os.Stat(cdr); !ok || p.Path != cdr || p.Offset != fi.Size() {
 		t.Fatalf("stored CDR position %+v (found %v), want %s at offset %d", p, ok, cdr, fi.Size())
 	}
