@@ -179,8 +179,17 @@ func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 	if g, ok := d.AMI.(interface {
 		Getvar(ctx context.Context, channel, variable string) (string, error)
 	}); ok && d.AMI != nil {
+		trunk := map[string]bool{}
+		for _, x := range cfg.IgnoreExtensions {
+			trunk[x] = true
+		}
 		m.AddrLookup = func(ctx context.Context, channel string) netip.Addr {
 			if !strings.HasPrefix(channel, "PJSIP/") {
+				return netip.Addr{}
+			}
+			// "PJSIP/carrier-00000060": a trunk's calls are never judged,
+			// so its address is not worth an AMI round trip.
+			if ep := strings.TrimPrefix(channel, "PJSIP/"); trunk[ep[:max(strings.LastIndexByte(ep, '-'), 0)]] {
 				return netip.Addr{}
 			}
 			v, err := g.Getvar(ctx, channel, "CHANNEL(pjsip,remote_addr)")
