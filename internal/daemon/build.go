@@ -8,10 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -183,7 +181,6 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 				Name: jc.Name, MaxRetry: jc.MaxRetry, FindTime: jc.FindTime, BanTime: jc.BanTime,
 				MaxBanTime: jc.MaxBanTime, Increment: jc.Increment, Weights: jc.Weights,
 				ChallengeTimeout: jc.ChallengeTimeout, IPv6Prefix: jc.IPv6Prefix, MaxTracked: jc.MaxTracked,
-				StructuredSource: followsStructured(jc),
 			}, allow, st, jail.SystemClock{})
 			if err != nil {
 				return nil, fmt.Errorf("jail %s: %w", jc.Name, err)
@@ -351,21 +348,6 @@ func (a jailJudge) Forget(addr netip.Addr) { a.j.Forget(addr) }
 
 func (a jailJudge) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	a.j.MarkBanned(addr, until, banCount)
-}
-
-// followsStructured reports whether a jail reads structured security
-// events (AMI, or a file that Asterisk's logger.conf feeds the security
-// level), so that the jail counts their free-text NOTICE twins once.
-func followsStructured(jc config.Jail) bool {
-	if jc.Source == "ami" {
-		return true
-	}
-	for _, f := range jc.Files {
-		if strings.Contains(strings.ToLower(filepath.Base(f)), "security") {
-			return true
-		}
-	}
-	return false
 }
 
 func fromJail(d jail.Decision) Decision {

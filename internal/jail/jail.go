@@ -76,9 +76,11 @@ type Config struct {
 	// services) are not counted, so one mistyped password counts once.
 	// A negative TwinWindow turns this off (every event counts).
 	TwinWindow time.Duration
-	// StructuredSource: the jail follows a source of structured events
-	// (the security log, AMI security events), so NOTICE twins are not
-	// counted from the first line on.
+	// StructuredSource: NOTICE twins are not counted from the first line
+	// on, before any structured event was seen. Only for a source known to
+	// deliver every structured event: a security log file that exists but
+	// stays empty (res_security_log not loaded) would silence the NOTICEs,
+	// so the daemon relies on TwinWindow's learning instead.
 	StructuredSource bool
 }
 
