@@ -1,10 +1,10 @@
 package jail_test
 
-// One mistyped password of a legit phone is
-// written by Asterisk twice (messages: pjsip "Failed to authenticate";
-// security: ChallengeResponseFailed). Following both files (what
-// config.readLoggerConf picks for the corpus logger.conf) makes three typos
-// five failures.
+// One mistyped password of a legit phone is written by Asterisk twice
+// (messages: pjsip "Failed to authenticate"; security:
+// ChallengeResponseFailed). The daemon follows both files (what
+// config.readLoggerConf picks for the corpus logger.conf): without twin
+// counting, three typos made five failures and a ban.
 
 import (
 	"strings"
