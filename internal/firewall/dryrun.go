@@ -38,22 +38,13 @@ func (d *DryRun) Init(ctx context.Context) error {
 
 // Add implements Backend.
 func (d *DryRun) Add(ctx context.Context, bans []Ban) error {
-	var errs error
+	bans, errs := validBans(bans, d.opts.Prefixes)
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, b := range bans {
-		if err := checkTimeout(b); err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		p, err := normalize(b.Prefix, d.opts.Prefixes)
-		if err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		d.entries[p] = now.Add(b.Timeout)
-		d.log.Info("dry-run: would ban", "prefix", p, "for", b.Timeout)
+		d.entries[b.Prefix] = now.Add(b.Timeout)
+		d.log.Info("dry-run: would ban", "prefix", b.Prefix, "for", b.Timeout)
 	}
 	return errors.Join(errs, ctx.Err())
 }

@@ -85,28 +85,14 @@ func (s *IPSet) Init(ctx context.Context) error {
 // Add implements Backend: one `ipset -exist restore` for all entries
 // (-exist also refreshes the timeout of a present entry).
 func (s *IPSet) Add(ctx context.Context, bans []Ban) error {
-	var buf bytes.Buffer
-	var errs error
-	n := 0
-	for _, b := range bans {
-		if err := checkTimeout(b); err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		p, err := normalize(b.Prefix, s.opts.Prefixes)
-		if err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		to := seconds(b.Timeout)
-		if to > ipsetMaxTimeout {
-			to = ipsetMaxTimeout
-		}
-		fmt.Fprintf(&buf, "add %s %s timeout %d\n", ipsetName(p), ipsetEntry(p), to)
-		n++
-	}
-	if n == 0 {
+	bans, errs := validBans(bans, s.opts.Prefixes)
+	if len(bans) == 0 {
 		return errs
+	}
+	var buf bytes.Buffer
+	for _, b := range bans {
+		to := min(seconds(b.Timeout), ipsetMaxTimeout)
+		fmt.Fprintf(&buf, "add %s %s timeout %d\n", ipsetName(b.Prefix), ipsetEntry(b.Prefix), to)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,7 +100,7 @@ func (s *IPSet) Add(ctx context.Context, bans []Ban) error {
 		if strings.Contains(err.Error(), "is full") {
 			err = fmt.Errorf("set is full (maxelem %d): raise firewall.max_elem, then 'pbxguard firewall remove' and restart: %w", s.opts.maxElem(), err)
 		}
-		return errors.Join(errs, fmt.Errorf("ipset: adding %d entries: %w", n, err))
+		return errors.Join(errs, fmt.Errorf("ipset: adding %d entries: %w", len(bans), err))
 	}
 	return errs
 }

@@ -222,20 +222,11 @@ func (t *IPTables) applyLocked(ctx context.Context, add map[netip.Prefix]int64, 
 
 // Add implements Backend.
 func (t *IPTables) Add(ctx context.Context, bans []Ban) error {
-	var errs error
+	bans, errs := validBans(bans, t.opts.Prefixes)
 	now := t.now()
 	add := make(map[netip.Prefix]int64, len(bans))
 	for _, b := range bans {
-		if err := checkTimeout(b); err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		p, err := normalize(b.Prefix, t.opts.Prefixes)
-		if err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		add[p] = now.Unix() + seconds(b.Timeout)
+		add[b.Prefix] = now.Unix() + seconds(b.Timeout)
 	}
 	if len(add) == 0 {
 		return errs

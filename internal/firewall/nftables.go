@@ -501,25 +501,12 @@ func (n *Nftables) Add(ctx context.Context, bans []Ban) error {
 	if len(bans) == 0 {
 		return nil
 	}
-	prefixes := make([]netip.Prefix, 0, len(bans))
-	timeouts := make([]time.Duration, 0, len(bans))
-	var errs error
-	for _, b := range bans {
-		if err := checkTimeout(b); err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		p, err := normalize(b.Prefix, n.opts.Prefixes)
-		if err != nil {
-			errs = errors.Join(errs, err)
-			continue
-		}
-		to := b.Timeout
-		if to < time.Millisecond {
-			to = time.Millisecond
-		}
-		prefixes = append(prefixes, p)
-		timeouts = append(timeouts, to)
+	bans, errs := validBans(bans, n.opts.Prefixes)
+	prefixes := make([]netip.Prefix, len(bans))
+	timeouts := make([]time.Duration, len(bans))
+	for i, b := range bans {
+		prefixes[i] = b.Prefix
+		timeouts[i] = max(b.Timeout, time.Millisecond)
 	}
 	if err := ctx.Err(); err != nil {
 		return err

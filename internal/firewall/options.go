@@ -127,6 +127,27 @@ func checkTimeout(b Ban) error {
 	return nil
 }
 
+// validBans is the first step of every backend's Add: each ban with its
+// prefix normalised as the backend stores it (prefixes: whether it holds
+// wider prefixes than single addresses). Entries with no timeout or a
+// prefix the backend cannot hold are left out and reported in err.
+func validBans(bans []Ban, prefixes bool) (ok []Ban, err error) {
+	ok = make([]Ban, 0, len(bans))
+	for _, b := range bans {
+		if e := checkTimeout(b); e != nil {
+			err = errors.Join(err, e)
+			continue
+		}
+		p, e := normalize(b.Prefix, prefixes)
+		if e != nil {
+			err = errors.Join(err, e)
+			continue
+		}
+		ok = append(ok, Ban{Prefix: p, Timeout: b.Timeout})
+	}
+	return ok, err
+}
+
 // lookTool finds a command or says how to install it.
 func lookTool(name, pkg string) (string, error) {
 	p, err := exec.LookPath(name)
