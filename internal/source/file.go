@@ -418,23 +418,32 @@ func (f *File) recoverHead(ctx context.Context, handle func(Line) error) error {
 	return err
 }
 
+// openPath opens the file at its path and follows it from its start.
+// opened is false when it is not there (err nil: wait for it) or on error.
+func (f *File) openPath() (opened bool, err error) {
+	fh, err := os.Open(f.path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, err
+	}
+	ino, _, err := fileID(fh)
+	if err != nil {
+		fh.Close()
+		return false, err
+	}
+	f.adopt(fh, ino)
+	f.log.Info("source: following", "path", f.path, "inode", ino)
+	return true, nil
+}
+
 // step does everything one wake-up needs: open, truncation, read, rotation.
 func (f *File) step(ctx context.Context, handle func(Line) error) error {
 	if f.f == nil {
-		fh, err := os.Open(f.path)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
+		if opened, err := f.openPath(); !opened {
 			return err
 		}
-		ino, _, err := fileID(fh)
-		if err != nil {
-			fh.Close()
-			return err
-		}
-		f.adopt(fh, ino)
-		f.log.Info("source: following", "path", f.path, "inode", ino)
 	}
 	if err := f.checkTruncated(ctx, handle); err != nil {
 		return err
@@ -479,21 +488,10 @@ func (f *File) step(ctx context.Context, handle func(Line) error) error {
 	// Hold the new file first, then read what was rotated between the old
 	// one and it (when we were more than one rotation behind), then the new
 	// file from its start.
-	fh, err := os.Open(f.path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
+	if opened, err := f.openPath(); !opened {
 		return err
 	}
-	ino, _, err := fileID(fh)
-	if err != nil {
-		fh.Close()
-		return err
-	}
-	f.adopt(fh, ino)
-	f.log.Info("source: following", "path", f.path, "inode", ino)
-	if err := f.catchUp(ctx, oldMod, []uint64{oldIno, ino}, handle); err != nil {
+	if err := f.catchUp(ctx, oldMod, []uint64{oldIno, f.ino}, handle); err != nil {
 		return err
 	}
 	return f.step(ctx, handle)
