@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/md5"
 	"encoding/csv"
@@ -358,26 +357,13 @@ func cdrLineAt(t *testing.T, rec []string, end time.Time) string {
 // never going backwards).
 func readCorpusAMI(t *testing.T) []replayItem {
 	t.Helper()
-	f, err := os.Open(filepath.Join(sharedDir(t), "corpus", "asterisk-20", "ami", "ami-events.raw.gz"))
+	msgs, err := ami.ReadCapture(filepath.Join(sharedDir(t), "corpus", "asterisk-20", "ami", "ami-events.raw.gz"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("corpus AMI stream: %v", err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := ami.NewReader(zr)
 	var out []replayItem
 	var last time.Time
-	for {
-		m, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("corpus AMI stream: %v", err)
-		}
+	for _, m := range msgs {
 		if !m.IsEvent() || m.Event() == "Shutdown" {
 			continue // the recording client's login answer; Asterisk's shutdown at the end
 		}
@@ -386,6 +372,7 @@ func readCorpusAMI(t *testing.T) []replayItem {
 		}
 		out = append(out, replayItem{at: last, msg: m})
 	}
+	return out
 }
 
 // fraudLab is the daemon in its namespace with the fake AMI server.

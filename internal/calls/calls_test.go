@@ -2,9 +2,6 @@ package calls
 
 import (
 	"bufio"
-	"compress/gzip"
-	"errors"
-	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -19,32 +16,11 @@ const corpus20 = "../../../shared/corpus/asterisk-20"
 // readRawAMI parses a recorded AMI byte stream with the AMI client's reader.
 func readRawAMI(t testing.TB, path string) []*ami.Message {
 	t.Helper()
-	f, err := os.Open(path)
+	msgs, err := ami.ReadCapture(path)
 	if err != nil {
 		t.Fatalf("corpus: %v", err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := ami.NewReader(zr)
-	var out []*ami.Message
-	for {
-		m, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		var pe *ami.ParseError
-		if errors.As(err, &pe) {
-			t.Errorf("corpus: %v", err)
-			continue
-		}
-		if err != nil {
-			t.Fatalf("corpus: %v", err)
-		}
-		out = append(out, m)
-	}
+	return msgs
 }
 
 func TestTrackerCorpus(t *testing.T) {
