@@ -1,11 +1,11 @@
 package config
 
 import (
-	"bufio"
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pbxguard/pbxguard/internal/audit"
 )
 
 // AsteriskLogs is what Asterisk's logger.conf says about the files pbxguard
@@ -27,8 +27,11 @@ type AsteriskLogs struct {
 // /var/log/asterisk). A missing file is not an error: the result then guesses
 // from the files present (Asterisk 19+ writes messages.log, older messages).
 func readLoggerConf(path, logDir string) AsteriskLogs {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	// Asterisk's own config syntax (includes, as FreePBX's
+	// logger_logfiles_custom.conf; \; escapes; block comments), read by the
+	// audit's faithful parser.
+	conf := parseAsteriskConf(path)
+	if conf == nil {
 		return guessAsteriskLogs(logDir)
 	}
 	out := AsteriskLogs{Found: true}
@@ -41,63 +44,43 @@ func readLoggerConf(path, logDir string) AsteriskLogs {
 		levels           int
 	}
 	var best [2]*channel // 0: notice, 1: security
-	section := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
+	for _, sec := range conf.Sections {
+		if !strings.EqualFold(sec.Name, "logfiles") {
 			continue
 		}
-		if strings.HasPrefix(line, "[") {
-			if end := strings.IndexByte(line, ']'); end > 0 {
-				section = strings.ToLower(strings.TrimSpace(line[1:end]))
-			}
-			continue
-		}
-		if section != "logfiles" {
-			continue
-		}
-		name, levels, ok := strings.Cut(line, "=>")
-		if !ok {
-			if name, levels, ok = strings.Cut(line, "="); !ok {
+		for _, v := range sec.Vars {
+			name := strings.TrimSpace(v.Name)
+			if name == "" || name == "console" || strings.HasPrefix(name, "syslog") {
 				continue
 			}
-		}
-		name = strings.TrimSpace(name)
-		if name == "" || name == "console" || strings.HasPrefix(name, "syslog") {
-			continue
-		}
-		c := &channel{path: name}
-		if !filepath.IsAbs(c.path) {
-			c.path = filepath.Join(logDir, c.path)
-		}
-		for _, lv := range strings.Split(levels, ",") {
-			lv = strings.ToLower(strings.TrimSpace(lv))
-			// "[plain]" / "[json]" formatter prefixes (Asterisk 16.14+).
-			if i := strings.IndexByte(lv, ']'); strings.HasPrefix(lv, "[") && i > 0 {
-				lv = strings.TrimSpace(lv[i+1:])
+			c := &channel{path: name}
+			if !filepath.IsAbs(c.path) {
+				c.path = filepath.Join(logDir, c.path)
 			}
-			if lv == "" {
-				continue
+			for _, lv := range strings.Split(v.Value, ",") {
+				lv = strings.ToLower(strings.TrimSpace(lv))
+				// "[plain]" / "[json]" formatter prefixes (Asterisk 16.14+).
+				if i := strings.IndexByte(lv, ']'); strings.HasPrefix(lv, "[") && i > 0 {
+					lv = strings.TrimSpace(lv[i+1:])
+				}
+				if lv == "" {
+					continue
+				}
+				c.levels++
+				switch lv {
+				case "notice":
+					c.notice = true
+				case "security":
+					c.security = true
+				case "*":
+					c.notice, c.security = true, true
+					c.levels += 100
+				}
 			}
-			c.levels++
-			switch lv {
-			case "notice":
-				c.notice = true
-			case "security":
-				c.security = true
-			case "*":
-				c.notice, c.security = true, true
-				c.levels += 100
-			}
-		}
-		for i, has := range []bool{c.notice, c.security} {
-			if has && (best[i] == nil || c.levels < best[i].levels) {
-				best[i] = c
+			for i, has := range []bool{c.notice, c.security} {
+				if has && (best[i] == nil || c.levels < best[i].levels) {
+					best[i] = c
+				}
 			}
 		}
 	}
@@ -133,27 +116,25 @@ func guessAsteriskLogs(logDir string) AsteriskLogs {
 
 // readAstLogDir returns astlogdir from asterisk.conf, or def.
 func readAstLogDir(asteriskConf, def string) string {
-	data, err := os.ReadFile(asteriskConf)
-	if err != nil {
+	conf := parseAsteriskConf(asteriskConf)
+	if conf == nil {
 		return def
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		k, v, ok := strings.Cut(line, "=>")
-		if !ok {
-			k, v, ok = strings.Cut(line, "=")
-		}
-		if ok && strings.TrimSpace(k) == "astlogdir" {
-			if v = strings.TrimSpace(v); v != "" {
-				return v
-			}
+	for _, sec := range conf.Sections {
+		if v, ok := sec.Get("astlogdir"); ok && strings.TrimSpace(v.Value) != "" {
+			return strings.TrimSpace(v.Value)
 		}
 	}
 	return def
+}
+
+// parseAsteriskConf parses one of Asterisk's configuration files with its
+// includes (relative to its directory), or returns nil when it cannot be read.
+func parseAsteriskConf(path string) *audit.File {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	return audit.Parse(os.DirFS(filepath.Dir(path)), filepath.Base(path))
 }
 
 func appendUnique(list []string, s string) []string {
