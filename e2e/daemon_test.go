@@ -320,7 +320,7 @@ func TestDaemonNamespaces(t *testing.T) {
 }
 
 func testDaemonNamespaces(t *testing.T, backend string) {
-	corpus := filepath.Join(sharedDir(t), "corpus", "asterisk-20", "log", "messages")
+	corpus := filepath.Join(corpusDir(t), "asterisk-20", "log", "messages")
 	pbx := newNetns(t, "pbx")
 	atk := newNetns(t, "atk")
 	legit := newNetns(t, "legit")
@@ -448,7 +448,7 @@ func fetchMetrics(t *testing.T, ns *Netns, url string) string {
 // is banned, no legitimate address is.
 func TestDaemonCorpusReplay(t *testing.T) {
 	requireE2E(t, "nft")
-	root := filepath.Join(sharedDir(t), "corpus", "asterisk-20")
+	root := filepath.Join(corpusDir(t), "asterisk-20")
 	var truth struct {
 		Attackers []struct {
 			IP             string   `json:"ip"`
@@ -639,7 +639,7 @@ func testDaemonRestart(t *testing.T, backend string) {
 // neither through the jail nor by a manual ban.
 func TestDaemonAllowlist(t *testing.T) {
 	requireE2E(t, "nft")
-	corpus := filepath.Join(sharedDir(t), "corpus", "asterisk-20", "log", "messages")
+	corpus := filepath.Join(corpusDir(t), "asterisk-20", "log", "messages")
 	ns := newNetns(t, "allow")
 	dir := t.TempDir()
 	cfg := writeDaemonConfig(t, dir, daemonConfig{top: "allowlist: [203.0.113.0/25, \"2001:db8:66::/64\"]"})
@@ -881,9 +881,8 @@ func TestDaemonRestore100k(t *testing.T) {
 // file changes nothing.
 func TestDaemonReload(t *testing.T) {
 	requireE2E(t, "nft")
-	shared := sharedDir(t)
-	corpus := filepath.Join(shared, "corpus", "asterisk-20", "log", "messages")
-	etc := filepath.Join(shared, "corpus", "asterisk-20", "etc")
+	corpus := filepath.Join(corpusDir(t), "asterisk-20", "log", "messages")
+	etc := filepath.Join(corpusDir(t), "asterisk-20", "etc")
 	ns := newNetns(t, "reload")
 	dir := t.TempDir()
 	cfg := writeDaemonConfig(t, dir, daemonConfig{top: "audit: {enabled: false}\nallowlist_asterisk_trunks: false"})

@@ -58,15 +58,16 @@ func requireE2E(t *testing.T, tools ...string) {
 	}
 }
 
-// sharedDir is ../shared relative to the project root.
-func sharedDir(t *testing.T) string {
+// corpusDir is the project's recording of a real Asterisk under attack
+// (testdata/corpus at the module root).
+func corpusDir(t *testing.T) string {
 	t.Helper()
-	d, err := filepath.Abs("../../shared")
+	d, err := filepath.Abs("../testdata/corpus")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(d); err != nil {
-		t.Fatalf("shared test data not found at %s: %v", d, err)
+		t.Fatalf("test data not found at %s: %v", d, err)
 	}
 	return d
 }

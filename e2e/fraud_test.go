@@ -357,7 +357,7 @@ func cdrLineAt(t *testing.T, rec []string, end time.Time) string {
 // never going backwards).
 func readCorpusAMI(t *testing.T) []replayItem {
 	t.Helper()
-	msgs, err := ami.ReadCapture(filepath.Join(sharedDir(t), "corpus", "asterisk-20", "ami", "ami-events.raw.gz"))
+	msgs, err := ami.ReadCapture(filepath.Join(corpusDir(t), "asterisk-20", "ami", "ami-events.raw.gz"))
 	if err != nil {
 		t.Fatalf("corpus AMI stream: %v", err)
 	}
@@ -724,7 +724,7 @@ func followsFile(log, path string) bool {
 // (end) time: that is when Asterisk writes it.
 func readCorpusCDR(t *testing.T) []replayItem {
 	t.Helper()
-	f, err := os.Open(filepath.Join(sharedDir(t), "corpus", "asterisk-20", "log", "cdr-csv", "Master.csv"))
+	f, err := os.Open(filepath.Join(corpusDir(t), "asterisk-20", "log", "cdr-csv", "Master.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}

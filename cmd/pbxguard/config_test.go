@@ -9,7 +9,7 @@ import (
 )
 
 func TestConfigCheckShowsTrunks(t *testing.T) {
-	etc, err := filepath.Abs("../../../shared/corpus/asterisk-20/etc")
+	etc, err := filepath.Abs("../../testdata/corpus/asterisk-20/etc")
 	if err != nil {
 		t.Fatal(err)
 	}

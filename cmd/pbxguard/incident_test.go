@@ -12,7 +12,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/fraud"
 )
 
-const corpus20 = "../../../shared/corpus/asterisk-20"
+const corpus20 = "../../testdata/corpus/asterisk-20"
 
 // runCmd runs the CLI in-process and returns stdout and the exit code.
 func runIncidentCLI(t *testing.T, args ...string) (string, int) {
@@ -134,7 +134,7 @@ func TestIncidentReportRatesAndExitCodes(t *testing.T) {
 }
 
 func TestIncidentReportCorpus22(t *testing.T) {
-	const c22 = "../../../shared/corpus/asterisk-22"
+	const c22 = "../../testdata/corpus/asterisk-22"
 	if _, err := os.Stat(c22 + "/log/cdr-csv/Master.csv"); err != nil {
 		t.Skip("no asterisk-22 corpus")
 	}

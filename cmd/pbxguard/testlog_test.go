@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-const testLogCorpus20 = "../../../shared/corpus/asterisk-20/log/"
+const testLogCorpus20 = "../../testdata/corpus/asterisk-20/log/"
 
 func runTestLogCLI(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()

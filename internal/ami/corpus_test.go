@@ -11,9 +11,9 @@ import (
 	"testing"
 )
 
-// corpusDir is the shared corpus, relative to this package directory.
+// corpusDir is the project's recording (testdata/corpus at the module root).
 func corpusDir(version string) string {
-	return filepath.Join("..", "..", "..", "shared", "corpus", "asterisk-"+version)
+	return filepath.Join("..", "..", "testdata", "corpus", "asterisk-"+version)
 }
 
 var corpusVersions = []string{"20", "22"}

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-const corpusEtc = "../../../shared/corpus/asterisk-20/etc"
+const corpusEtc = "../../testdata/corpus/asterisk-20/etc"
 
 // copyCorpus copies the corpus configuration to a temporary directory. With
 // windows, the two .window fragments are put in place under their real names

@@ -11,7 +11,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/ami"
 )
 
-const corpus20 = "../../../shared/corpus/asterisk-20"
+const corpus20 = "../../testdata/corpus/asterisk-20"
 
 // readRawAMI parses a recorded AMI byte stream with the AMI client's reader.
 func readRawAMI(t testing.TB, path string) []*ami.Message {

@@ -197,7 +197,7 @@ syslog.local0 => notice,warning,error,security
 }
 
 func TestCorpusLoggerConf(t *testing.T) {
-	logs := readLoggerConf("../../../shared/corpus/asterisk-20/etc/logger.conf", "/var/log/asterisk")
+	logs := readLoggerConf("../../testdata/corpus/asterisk-20/etc/logger.conf", "/var/log/asterisk")
 	if !logs.Found {
 		t.Skip("corpus not present")
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/firewall"
 )
 
-const corpusEtc = "../../../shared/corpus/asterisk-20/etc"
+const corpusEtc = "../../testdata/corpus/asterisk-20/etc"
 
 // lockedBuffer is a log sink safe for concurrent writers.
 type lockedBuffer struct {

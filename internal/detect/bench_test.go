@@ -56,7 +56,7 @@ func benchDetector(b *testing.B, name string, lines [][]byte) {
 // BenchmarkAsterisk: one line per op over the real Asterisk 20 logs (file,
 // security and syslog formats; ~60% of the lines are events).
 func BenchmarkAsterisk(b *testing.B) {
-	dir := sharedDir + "/corpus/asterisk-20/log/"
+	dir := corpusDir + "/asterisk-20/log/"
 	benchDetector(b, "asterisk", readLines(b, dir+"messages", dir+"security", dir+"syslog-local0.log", dir+"full"))
 }
 
@@ -96,7 +96,7 @@ func fuzzSeeds(f *testing.F) {
 	for _, h := range hostileLines {
 		f.Add([]byte(h.line))
 	}
-	for _, l := range readLines(f, sharedDir+"/conformance/fail2ban-1.0.2/asterisk", sharedDir+"/conformance/fail2ban-1.0.2/sshd") {
+	for _, l := range conformanceLines(f, "asterisk", "sshd") {
 		f.Add(l)
 	}
 	for _, lines := range rtCases() {
@@ -179,7 +179,8 @@ func FuzzAsterisk(f *testing.F) { fuzzDetector(f, "asterisk") }
 // BenchmarkSSHD: one line per op over fail2ban's sshd sample log lines.
 func BenchmarkSSHD(b *testing.B) {
 	var lines [][]byte
-	for _, l := range readLines(b, sharedDir+"/conformance/fail2ban-1.0.2/sshd") {
+	needConformance(b)
+	for _, l := range readLines(b, conformanceDir+"/sshd") {
 		if len(l) > 0 && l[0] != '#' {
 			lines = append(lines, l)
 		}
@@ -189,8 +190,8 @@ func BenchmarkSSHD(b *testing.B) {
 
 // BenchmarkAuto: the auto detector over Asterisk and sshd lines mixed.
 func BenchmarkAuto(b *testing.B) {
-	dir := sharedDir + "/corpus/asterisk-20/log/"
-	benchDetector(b, "auto", readLines(b, dir+"messages", dir+"security", sharedDir+"/conformance/fail2ban-1.0.2/sshd"))
+	dir := corpusDir + "/asterisk-20/log/"
+	benchDetector(b, "auto", append(readLines(b, dir+"messages", dir+"security"), conformanceLines(b, "sshd")...))
 }
 
 func FuzzSSHD(f *testing.F) { fuzzDetector(f, "sshd") }
@@ -199,8 +200,8 @@ func FuzzAuto(f *testing.F) { fuzzDetector(f, "auto") }
 // TestZeroAllocs: after warm-up (the interning table has seen the
 // accounts), detecting allocates nothing, for every detector.
 func TestZeroAllocs(t *testing.T) {
-	dir := sharedDir + "/corpus/asterisk-20/log/"
-	lines := readLines(t, dir+"messages", dir+"security", dir+"syslog-local0.log", sharedDir+"/conformance/fail2ban-1.0.2/sshd")
+	dir := corpusDir + "/asterisk-20/log/"
+	lines := append(readLines(t, dir+"messages", dir+"security", dir+"syslog-local0.log"), conformanceLines(t, "sshd")...)
 	for _, h := range hostileLines {
 		lines = append(lines, []byte(h.line))
 	}
@@ -230,7 +231,7 @@ func TestZeroAllocs(t *testing.T) {
 // read by its own detector (a detector locks to its source's header form),
 // the files interleaved line by line.
 func BenchmarkAsteriskPerSource(b *testing.B) {
-	dir := sharedDir + "/corpus/asterisk-20/log/"
+	dir := corpusDir + "/asterisk-20/log/"
 	var srcs [][][]byte
 	var dets []Detector
 	var size, n int64

@@ -133,7 +133,7 @@ func TestCorpus(t *testing.T) {
 		{"asterisk-22", expectAsterisk22},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
-			dir := sharedDir + "/corpus/" + tc.dir
+			dir := corpusDir + "/" + tc.dir
 			g := readTruth(t, dir)
 			for _, file := range []string{"messages", "security", "syslog-local0.log"} {
 				c := countCorpusFile(t, dir+"/log/"+file, now)

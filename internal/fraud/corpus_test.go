@@ -18,8 +18,8 @@ import (
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
 
-const corpus20 = "../../../shared/corpus/asterisk-20"
-const corpus22 = "../../../shared/corpus/asterisk-22"
+const corpus20 = "../../testdata/corpus/asterisk-20"
+const corpus22 = "../../testdata/corpus/asterisk-22"
 
 // readRawAMI parses a recorded AMI byte stream with the AMI client's reader.
 func readRawAMI(t testing.TB, path string) []*ami.Message {

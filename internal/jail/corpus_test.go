@@ -17,7 +17,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/source"
 )
 
-const corpusDir = "../../../shared/corpus/asterisk-20"
+const corpusDir = "../../testdata/corpus/asterisk-20"
 
 type corpusTruth struct {
 	Attackers []struct {
