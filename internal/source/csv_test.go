@@ -1,9 +1,12 @@
 package source
 
 import (
+	"bytes"
+	"context"
 	"encoding/csv"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -199,4 +202,44 @@ func TestFileCSVCutByRotation(t *testing.T) {
 	if f.Stats().CutRecords != 1 {
 		t.Fatalf("stats %+v, want CutRecords 1", f.Stats())
 	}
+}
+
+// The CSV splitter allocates nothing per record (the feed of a read that
+// holds many records).
+func TestCSVFeedZeroAllocs(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/corpus/asterisk-20/log/cdr-csv/Master.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c counters
+	sp := newSplitter("Master.csv", slog.New(slog.DiscardHandler), &c)
+	sp.csv = true
+	n := 0
+	handle := func(Line) error { n++; return nil }
+	now := time.Now()
+	allocs := testing.AllocsPerRun(20, func() {
+		m := copy(sp.space(), data)
+		_ = sp.feed(m, int64(m), Position{Path: "Master.csv"}, now, handle)
+	})
+	if allocs != 0 || n == 0 || sp.pend != 0 {
+		t.Fatalf("%.1f allocations per feed of %d records (%d handed on, %d pending)", allocs, bytes.Count(data, []byte("\n")), n, sp.pend)
+	}
+}
+
+// BenchmarkReaderCSVRecords: the CSV follower's splitter on the corpus
+// Master.csv (bytes/s, allocations).
+func BenchmarkReaderCSVRecords(b *testing.B) {
+	one, err := os.ReadFile("../../testdata/corpus/asterisk-20/log/cdr-csv/Master.csv")
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := bytes.Repeat(one, 100)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	n := 0
+	for b.Loop() {
+		r := NewReader("bench", &sliceReader{b: data}).WithCSV()
+		_ = r.Run(context.Background(), func(Line) error { n++; return nil })
+	}
+	_ = n
 }
