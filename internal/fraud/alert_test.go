@@ -150,3 +150,15 @@ func TestSyslogAlerterHostile(t *testing.T) {
 		t.Errorf("syslog packet (%d bytes) %.200q", n, got)
 	}
 }
+
+// The ban reason (kept in the store, shown by `pbxguard bans`) carries the
+// extension escaped: for an unauthenticated call it is the caller's user.
+func TestBanReasonEscaped(t *testing.T) {
+	var reason string
+	r := &Responder{Banner: BanFunc(func(_ context.Context, _ netip.Addr, _ time.Duration, why string) error { reason = why; return nil })}
+	r.Respond(context.Background(), Finding{Rule: RuleUnauthIntl, Severity: SeverityHigh, Time: time.Now(),
+		Response: Response{Ban: true}, Extension: "evil\x1b]0;pwned\a\n" + strings.Repeat("x", 9<<10), Addrs: []netip.Addr{netip.MustParseAddr("203.0.113.7")}}, nil)
+	if reason == "" || strings.ContainsAny(reason, "\x1b\a\n") || len(reason) > 128 || !strings.HasPrefix(reason, `fraud unauth_intl ext evil\x1b]0;pwned\x07\n`) {
+		t.Fatalf("ban reason %q", reason)
+	}
+}
