@@ -29,8 +29,8 @@ const MaxAlertText = 256
 // paragraph separators (\u2028, \u2029, \u0085) and the bidirectional
 // overrides that reorder what a reader sees (\u202e, …); a backslash becomes
 // \\ so an escape cannot be forged. The result is at most max bytes (0:
-// MaxAlertText): longer text is cut, never inside an escape or a
-// character, and ends with "…".
+// MaxAlertText; a max below 3 still gets the 3-byte "…"): longer text is
+// cut, never inside an escape or a character, and ends with "…".
 func Escape(s string, max int) string {
 	if max <= 0 {
 		max = MaxAlertText
