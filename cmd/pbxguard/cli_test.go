@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pbxguard/pbxguard/internal/version"
+)
+
+// runCLI runs the command line as main does and returns stdout+stderr and
+// the exit code.
+func runCLI(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return out.String(), exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return out.String() + ee.Error(), ee.code
+	}
+	return out.String() + err.Error(), exitUsage
+}
+
+func TestVersion(t *testing.T) {
+	out, code := runCLI(t, "--version")
+	if code != exitOK || strings.TrimSpace(out) != version.Get().String() {
+		t.Fatalf("--version: %d %q", code, out)
+	}
+	out, code = runCLI(t, "version", "--json")
+	var in version.Info
+	if code != exitOK || json.Unmarshal([]byte(out), &in) != nil || in.GoVersion == "" || in.Version == "" {
+		t.Fatalf("version --json: %d %q", code, out)
+	}
+}
+
+// TestUnknownSubcommand: every command group refuses a subcommand it does
+// not have with exit 2 (a typo in a script must not pass as success).
+func TestUnknownSubcommand(t *testing.T) {
+	var groups []string
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.HasSubCommands() {
+			groups = append(groups, c.CommandPath())
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(newRootCmd())
+	if len(groups) < 3 {
+		t.Fatalf("only %d command groups: %v", len(groups), groups)
+	}
+	for _, g := range groups {
+		args := append(strings.Fields(g)[1:], "nosuchthing")
+		out, code := runCLI(t, args...)
+		if code != exitUsage || !strings.Contains(out, `unknown command "nosuchthing"`) {
+			t.Errorf("%s nosuchthing: exit %d, %q", g, code, out)
+		}
+	}
+	out, code := runCLI(t, "firewall", "aply")
+	if code != exitUsage || !strings.Contains(out, `did you mean "apply"`) {
+		t.Errorf("firewall aply: exit %d %q", code, out)
+	}
+	if _, code := runCLI(t, "firewall"); code != exitOK {
+		t.Errorf("firewall alone (help): exit %d", code)
+	}
+}
+
+// TestCompleteJailOffline: with no daemon to ask, --jail still completes
+// to manual, and nothing else is invented.
+func TestCompleteJailOffline(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	out, code := runCLI(t, cobra.ShellCompRequestCmd, "ban", "--socket", sock, "--jail", "")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 2 || lines[0] != "manual" || lines[1] != ":4" {
+		t.Fatalf("completion: %q", out)
+	}
+}
+
+// TestDocumentedFlags: every `pbxguard CMD … --flag` written in the README
+// and docs/ names a flag that command has (a doc that drifts from the CLI
+// fails here).
+func TestDocumentedFlags(t *testing.T) {
+	files, _ := filepath.Glob("../../docs/*.md")
+	files = append(files, "../../README.md")
+	root := newRootCmd()
+	cmdRe := regexp.MustCompile("pbxguard((?: [a-z][a-z0-9-]*)+)((?: [^`|\n]*)?)")
+	flagRe := regexp.MustCompile(`(?:^|[\s\[(|])--([a-z][a-z0-9-]*)`)
+	checked := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range cmdRe.FindAllStringSubmatch(string(data), -1) {
+			words := strings.Fields(m[1])
+			c, rest, err := root.Find(words)
+			if err != nil || c == root {
+				continue // prose ("pbxguard protects …"), not a command
+			}
+			tail := strings.Join(rest, " ") + m[2]
+			for _, fm := range flagRe.FindAllStringSubmatch(tail, -1) {
+				name := fm[1]
+				if c.Flags().Lookup(name) == nil && c.InheritedFlags().Lookup(name) == nil && c.PersistentFlags().Lookup(name) == nil && name != "help" && name != "version" {
+					t.Errorf("%s: `%s` documents --%s, which %q does not have", filepath.Base(f), strings.TrimSpace(m[0]), name, c.CommandPath())
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d documented flags checked: the pattern no longer finds the docs' commands", checked)
+	}
+}
