@@ -129,3 +129,25 @@ func TestDocumentedFlags(t *testing.T) {
 		t.Fatalf("only %d documented flags checked: the pattern no longer finds the docs' commands", checked)
 	}
 }
+
+// TestJSONAlias: --json works where the output is chosen by --format.
+func TestJSONAlias(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "messages")
+	if err := os.WriteFile(log, []byte("[2026-11-25 12:00:00] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '<sip:1001@192.0.2.1>' failed for '203.0.113.9:5060' (callid: x) - Failed to authenticate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "test-log", "--json", log)
+	var r struct {
+		Lines  int            `json:"lines"`
+		ByAddr map[string]int `json:"by_addr"`
+	}
+	if code != exitOK || json.Unmarshal([]byte(out), &r) != nil || r.Lines != 1 || r.ByAddr["203.0.113.9"] != 1 {
+		t.Fatalf("test-log --json: exit %d %q", code, out)
+	}
+	out, code = runCLI(t, "audit", "--json", "--asterisk-dir", dir, "--fail-on", "critical")
+	var a map[string]any
+	if code != exitOK || json.Unmarshal([]byte(out), &a) != nil {
+		t.Fatalf("audit --json: exit %d %q", code, out)
+	}
+}

@@ -77,7 +77,7 @@ configuration into pbxguard's own nftables table (inet pbxguard_policy) and
 applied in one transaction. apply refuses a policy that would lock out the
 current SSH session and rolls back by itself unless confirmed in time.`,
 	}
-	fw.PersistentFlags().StringVar(&o.config, "config", "/etc/pbxguard/pbxguard.yaml", "configuration file")
+	fw.PersistentFlags().StringVarP(&o.config, "config", "c", "/etc/pbxguard/pbxguard.yaml", "configuration file")
 	fw.PersistentFlags().StringVar(&o.netns, "netns", "", "operate inside this network namespace (ip netns exec NAME)")
 	fw.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/pbxguard", "where the previous ruleset and the pending rollback are kept (default: state_dir of the config)")
 	fw.AddCommand(planCmd(o), applyCmd(o), confirmCmd(o), rollbackCmd(o), showCmd(o), removeCmd(o))

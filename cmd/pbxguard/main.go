@@ -137,3 +137,26 @@ func run(args []string) int {
 	// cobra's own argument errors (unknown command, wrong arg count) are usage errors.
 	return exitUsage
 }
+
+// jsonFlag is --json on a command whose output is chosen by --format: it
+// sets the format to json (the one spelling every command accepts).
+type jsonFlag struct{ format *string }
+
+func (j jsonFlag) String() string { return "false" }
+func (j jsonFlag) Type() string   { return "bool" }
+func (j jsonFlag) Set(s string) error {
+	switch s {
+	case "true", "1":
+		*j.format = "json"
+	case "false", "0":
+	default:
+		return fmt.Errorf("--json takes no value")
+	}
+	return nil
+}
+
+// addJSONFlag adds --json as an alias of --format json.
+func addJSONFlag(cmd *cobra.Command, format *string) {
+	cmd.Flags().Var(jsonFlag{format}, "json", "print JSON (same as --format json)")
+	cmd.Flags().Lookup("json").NoOptDefVal = "true"
+}
