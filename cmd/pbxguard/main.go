@@ -54,6 +54,7 @@ var commandGroups = []func() []*cobra.Command{
 	incidentCommands,
 	auditCommands,
 	versionCommands,
+	generateCommands,
 }
 
 func newRootCmd() *cobra.Command {
