@@ -55,6 +55,7 @@ var commandGroups = []func() []*cobra.Command{
 	auditCommands,
 	versionCommands,
 	generateCommands,
+	importCommands,
 }
 
 func newRootCmd() *cobra.Command {
