@@ -311,7 +311,7 @@ func Convert(files []string, c *ini) (*Import, error) {
 		}
 		j := Jail{Name: name, Detector: detectors[name], Increment: 1}
 		if f, ok := c.get(name, "filter"); ok && j.Detector == "" {
-			j.Detector = detectors[strings.Fields(f+" ")[0]]
+			j.Detector = detectors[strings.Fields(f + " ")[0]]
 		}
 		en, _ := c.get(name, "enabled")
 		j.Enabled = strings.EqualFold(en, "true") || en == "1" || strings.EqualFold(en, "yes")

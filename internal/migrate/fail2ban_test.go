@@ -237,10 +237,10 @@ func TestImportBehavesLikeFail2ban(t *testing.T) {
 	}
 	m := time.Minute
 	add("203.0.113.5", 0, 1*m, 2*m, 3*m, 130*m, 131*m, 132*m, 400*m, 401*m, 402*m, 900*m, 901*m, 902*m, 1500*m, 1501*m, 1502*m) // repeat offender: 1h, 2h, 4h, 6h (cap), 6h
-	add("203.0.113.6", 0, 5*m, 11*m, 17*m, 23*m)                                                                                 // slow: never 3 within 10m
+	add("203.0.113.6", 0, 5*m, 11*m, 17*m, 23*m)                                                                                // slow: never 3 within 10m
 	add("203.0.113.7", 10*m, 10*m+30*time.Second, 19*m+59*time.Second)                                                          // 3 inside 10m: banned
-	add("198.51.100.9", 0, 1*m, 2*m, 3*m, 4*m)                                                                                   // allowlisted office
-	add("2001:db8::66", 30*m, 31*m, 32*m, 95*m, 96*m, 97*m)                                                                      // banned 1h at 32m; 95..97 after the ban ends → banned 2h
+	add("198.51.100.9", 0, 1*m, 2*m, 3*m, 4*m)                                                                                  // allowlisted office
+	add("2001:db8::66", 30*m, 31*m, 32*m, 95*m, 96*m, 97*m)                                                                     // banned 1h at 32m; 95..97 after the ban ends → banned 2h
 	sort.SliceStable(log, func(a, b int) bool { return log[a].at.Before(log[b].at) })
 
 	det, err := detect.New("sshd", detect.Options{Location: time.UTC, Now: func() time.Time { return clk.t }})
