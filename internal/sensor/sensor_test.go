@@ -131,7 +131,9 @@ func TestParseTable(t *testing.T) {
 				return m.Method == MethodInvite && string(m.RUser) == "011442079460349" && string(m.Branch) == "z9hG4bKa" && string(m.FromUser) == "1004" && string(m.CallID) == "cid1" && m.ContentLn == 0
 			}},
 		{"response", "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP x;branch=b1\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n\r\n", true,
-			func(m *Msg) bool { return !m.Request && m.Status == 401 && m.Method == MethodRegister && string(m.Branch) == "b1" }},
+			func(m *Msg) bool {
+				return !m.Request && m.Status == 401 && m.Method == MethodRegister && string(m.Branch) == "b1"
+			}},
 		{"only the top Via", "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=top\r\nVia: SIP/2.0/UDP b;branch=second\r\n\r\n", true,
 			func(m *Msg) bool { return string(m.Branch) == "top" }},
 		{"two Vias in one header", "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=one, SIP/2.0/UDP b;branch=two\r\n\r\n", true,
