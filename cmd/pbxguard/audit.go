@@ -60,6 +60,7 @@ Exit status: 0 when no finding is at or above --fail-on, 1 otherwise,
 	f := cmd.Flags()
 	f.StringVar(&dir, "asterisk-dir", "/etc/asterisk", "Asterisk configuration directory")
 	f.StringVar(&format, "format", "text", "output format: text, json or sarif")
+	addJSONFlag(cmd, &format)
 	f.StringVar(&failOn, "fail-on", "high", "exit 1 when a finding is at or above this severity: critical, high, medium, low, info")
 	f.StringSliceVar(&trusted, "trusted-endpoint", nil, "endpoint allowed to dial international numbers (repeatable; 1001, PJSIP/1001, SIP/2001, IAX2/5001)")
 	return []*cobra.Command{cmd}

@@ -77,7 +77,7 @@ configuration into pbxguard's own nftables table (inet pbxguard_policy) and
 applied in one transaction. apply refuses a policy that would lock out the
 current SSH session and rolls back by itself unless confirmed in time.`,
 	}
-	fw.PersistentFlags().StringVar(&o.config, "config", "/etc/pbxguard/pbxguard.yaml", "configuration file")
+	fw.PersistentFlags().StringVarP(&o.config, "config", "c", "/etc/pbxguard/pbxguard.yaml", "configuration file")
 	fw.PersistentFlags().StringVar(&o.netns, "netns", "", "operate inside this network namespace (ip netns exec NAME)")
 	fw.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/pbxguard", "where the previous ruleset and the pending rollback are kept (default: state_dir of the config)")
 	fw.AddCommand(planCmd(o), applyCmd(o), confirmCmd(o), rollbackCmd(o), showCmd(o), removeCmd(o))
@@ -243,7 +243,8 @@ func spawnRollback(o *firewallOpts, p *policy.Pending) (int, error) {
 }
 
 func confirmCmd(o *firewallOpts) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "confirm",
 		Short: "Keep the applied policy: disarm the automatic rollback",
 		Args:  cobra.NoArgs,
@@ -253,10 +254,15 @@ func confirmCmd(o *firewallOpts) *cobra.Command {
 				return failErr(err)
 			}
 			stopWaiter(p)
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"confirmed": true, "applied_at": p.AppliedAt, "id": p.ID})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "confirmed: the policy applied at %s stays; rollback disarmed\n", p.AppliedAt.Local().Format(time.TimeOnly))
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
 }
 
 // stopWaiter ends the sleeping rollback waiter of a confirmed apply. It
@@ -276,7 +282,7 @@ func stopWaiter(p *policy.Pending) {
 
 func rollbackCmd(o *firewallOpts) *cobra.Command {
 	var at, id string
-	var ifPending, boot bool
+	var ifPending, boot, asJSON bool
 	c := &cobra.Command{
 		Use:   "rollback",
 		Short: "Restore the ruleset from before the last unconfirmed apply",
@@ -307,18 +313,27 @@ down; --boot does the same and otherwise loads the last confirmed policy.`,
 					if err != nil {
 						return failErr(fmt.Errorf("loading the confirmed policy: %w", err))
 					}
+					if asJSON {
+						return writeJSON(out, map[string]any{"rolled_back": false, "loaded_confirmed": ok})
+					}
 					if ok {
 						fmt.Fprintln(out, "no rollback pending: loaded the last confirmed policy")
 					}
 					return nil
 				}
 				if ifPending {
+					if asJSON {
+						return writeJSON(out, map[string]any{"rolled_back": false})
+					}
 					return nil
 				}
 				return failErr(errors.New("no rollback is pending (nothing applied since the last confirm)"))
 			}
 			if _, err := policy.Rollback(ctx, k, st, ""); err != nil {
 				return failErr(err)
+			}
+			if asJSON {
+				return writeJSON(out, map[string]any{"rolled_back": true, "applied_at": p.AppliedAt, "id": p.ID})
 			}
 			fmt.Fprintf(out, "rolled back the policy applied at %s\n", p.AppliedAt.Local().Format(time.DateTime))
 			return nil
@@ -328,6 +343,7 @@ down; --boot does the same and otherwise loads the last confirmed policy.`,
 	c.Flags().StringVar(&id, "id", "", "the apply this waiter belongs to (used by apply)")
 	c.Flags().BoolVar(&ifPending, "if-pending", false, "roll back only if a rollback is pending (boot unit); exit 0 otherwise")
 	c.Flags().BoolVar(&boot, "boot", false, "like --if-pending, and load the last confirmed policy when nothing was pending")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pbxguard/pbxguard/internal/version"
 )
 
 // Exit codes. They are part of the CLI contract.
@@ -51,6 +53,9 @@ var commandGroups = []func() []*cobra.Command{
 	firewallCommands,
 	incidentCommands,
 	auditCommands,
+	versionCommands,
+	generateCommands,
+	importCommands,
 }
 
 func newRootCmd() *cobra.Command {
@@ -58,6 +63,7 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "pbxguard",
 		Short:         "Protect an Asterisk PBX: ban attackers, harden the firewall, stop toll fraud, audit the config",
+		Version:       version.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,6 +75,7 @@ func newRootCmd() *cobra.Command {
 			return nil
 		},
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: err}
@@ -78,7 +85,36 @@ func newRootCmd() *cobra.Command {
 			root.AddCommand(c)
 		}
 	}
+	strictGroups(root)
+	addCompletions(root)
 	return root
+}
+
+// strictGroups makes a command group (a command that only holds
+// subcommands) refuse an unknown subcommand with exit 2 and a suggestion,
+// instead of printing its help and exiting 0: `pbxguard firewall aply`
+// in a script must fail.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if c.Parent() == nil || !c.HasSubCommands() || c.Run != nil || c.RunE != nil {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return usageErr("%s; run '%s --help' for the list", msg, cmd.CommandPath())
+	}
 }
 
 func main() {
@@ -102,4 +138,27 @@ func run(args []string) int {
 	fmt.Fprintln(os.Stderr, "pbxguard:", err)
 	// cobra's own argument errors (unknown command, wrong arg count) are usage errors.
 	return exitUsage
+}
+
+// jsonFlag is --json on a command whose output is chosen by --format: it
+// sets the format to json (the one spelling every command accepts).
+type jsonFlag struct{ format *string }
+
+func (j jsonFlag) String() string { return "false" }
+func (j jsonFlag) Type() string   { return "bool" }
+func (j jsonFlag) Set(s string) error {
+	switch s {
+	case "true", "1":
+		*j.format = "json"
+	case "false", "0":
+	default:
+		return fmt.Errorf("--json takes no value")
+	}
+	return nil
+}
+
+// addJSONFlag adds --json as an alias of --format json.
+func addJSONFlag(cmd *cobra.Command, format *string) {
+	cmd.Flags().Var(jsonFlag{format}, "json", "print JSON (same as --format json)")
+	cmd.Flags().Lookup("json").NoOptDefVal = "true"
 }

@@ -57,6 +57,7 @@ injection_suspect (an event whose address could not be trusted).`,
 	f.StringVar(&o.detector, "filter", "asterisk", "alias of --detector")
 	_ = f.MarkHidden("filter")
 	f.StringVar(&o.format, "format", "text", "output: text, json, events or addrs")
+	addJSONFlag(cmd, &o.format)
 	f.BoolVar(&o.missed, "missed", false, "also print lines that look like failures but matched nothing")
 	f.StringVar(&o.input, "input", "auto", "input: log, pcap (a capture, read through the SIP sensor), or auto (pcap when the file starts like one)")
 	f.UintSliceVar(&o.sipPorts, "sip-port", []uint{5060}, "the PBX's SIP ports in a pcap input (UDP and TCP)")

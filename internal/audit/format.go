@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/pbxguard/pbxguard/internal/version"
 )
 
 // Rules describes every check id (SARIF rules, documentation).
@@ -170,6 +172,7 @@ func (r *Report) WriteSARIF(w io.Writer) error {
 	run := map[string]any{
 		"tool": map[string]any{"driver": map[string]any{
 			"name":           "pbxguard",
+			"version":        version.Short(),
 			"informationUri": "https://github.com/pbxguard/pbxguard",
 			"rules":          rules,
 		}},

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/pbxguard/pbxguard/internal/version"
 )
 
 func sampleReport() *Report {
@@ -54,8 +56,9 @@ func TestWriteSARIF(t *testing.T) {
 		Runs    []struct {
 			Tool struct {
 				Driver struct {
-					Name  string `json:"name"`
-					Rules []struct {
+					Name    string `json:"name"`
+					Version string `json:"version"`
+					Rules   []struct {
 						ID string `json:"id"`
 					} `json:"rules"`
 				} `json:"driver"`
@@ -93,6 +96,9 @@ func TestWriteSARIF(t *testing.T) {
 	run := log.Runs[0]
 	if run.Tool.Driver.Name != "pbxguard" || len(run.Results) != 3 {
 		t.Fatalf("run: %+v", run)
+	}
+	if run.Tool.Driver.Version != version.Short() || run.Tool.Driver.Version == "" {
+		t.Errorf("tool version %q, want %q", run.Tool.Driver.Version, version.Short())
 	}
 	if run.OriginalURIBaseIDs["ASTERISK_DIR"].URI != "file:///etc/asterisk/" {
 		t.Errorf("base: %+v", run.OriginalURIBaseIDs)

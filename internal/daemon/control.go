@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -197,6 +198,15 @@ type Client struct {
 	Timeout time.Duration // per call; default 30s
 }
 
+// dialError says why the control socket could not be reached, and what to
+// do when the answer is a permission (the socket is root's, mode 0600).
+func dialError(socket string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("control socket %s: permission denied: the socket is root's, run as root (sudo): %w", socket, ErrUnreachable)
+	}
+	return fmt.Errorf("control socket %s: %v: %w", socket, errors.Unwrap(err), ErrUnreachable)
+}
+
 // NewClient returns a client for the socket at path.
 func NewClient(path string) *Client { return &Client{Socket: path} }
 
@@ -210,7 +220,7 @@ func (c *Client) call(ctx context.Context, req Request) (Response, error) {
 	var dialer net.Dialer
 	conn, err := dialer.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
-		return Response{}, fmt.Errorf("control socket %s: %v: %w", c.Socket, errors.Unwrap(err), ErrUnreachable)
+		return Response{}, dialError(c.Socket, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {

@@ -109,6 +109,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors, m.auditFindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(buildInfo())
 	for _, op := range []string{"init", "add", "delete", "list"} {
 		m.backendErrors.WithLabelValues(op)
 	}
