@@ -265,9 +265,10 @@ func printReport(w io.Writer, rep *fraud.Report, haveLogs bool) {
 		fmt.Fprintf(w, "no suspicious extension (%d extensions with calls)\n", len(rep.Extensions))
 		return
 	}
+	esc := func(s string) string { return fraud.Escape(s, 0) } // dialled numbers are callers' text
 	for _, e := range sus {
 		fmt.Fprintf(w, "SUSPICIOUS extension %s: %d calls, %d international, first %s, last %s\n",
-			e.Extension, e.Calls, e.InternationalCalls, e.FirstCall, e.LastCall)
+			esc(e.Extension), e.Calls, e.InternationalCalls, e.FirstCall, e.LastCall)
 		dest := strings.Join(e.Countries, ",")
 		if len(e.NonGeographic) > 0 {
 			dest = strings.TrimPrefix(dest+","+strings.Join(e.NonGeographic, ","), ",")
@@ -289,15 +290,15 @@ func printReport(w io.Writer, rep *fraud.Report, haveLogs bool) {
 			fmt.Fprintln(w, ")")
 		}
 		for _, r := range e.Reasons {
-			fmt.Fprintf(w, "  reason:      %s\n", r)
+			fmt.Fprintf(w, "  reason:      %s\n", esc(r))
 		}
 		for _, p := range e.PrefixEvidence {
-			fmt.Fprintf(w, "  prefix guess %s: %s\n", p.E164, strings.Join(p.Dialled, ", "))
+			fmt.Fprintf(w, "  prefix guess %s: %s\n", p.E164, esc(strings.Join(p.Dialled, ", ")))
 		}
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  DIALLED\tE.164\tCOUNTRY\tTYPE\tCALLS\tBILLSEC")
 		for _, d := range e.Destinations {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\n", d.Dialled, d.E164, d.Country, d.Type, d.Calls, d.Billsec)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\n", esc(d.Dialled), d.E164, d.Country, d.Type, d.Calls, d.Billsec)
 		}
 		tw.Flush()
 	}
@@ -554,8 +555,8 @@ func printView(w io.Writer, views []extView, at time.Time) {
 			more = fmt.Sprintf(" +%d", len(dest)-4)
 			dest = dest[:4]
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s%s\n", v.Extension, v.Risk, v.Calls, v.InternationalCalls,
-			strings.Join(v.Countries, ","), joinAddrs(v.Addrs), joinAddrs(v.Contacts), strings.Join(dest, ","), more)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s%s\n", fraud.Escape(v.Extension, 0), v.Risk, v.Calls, v.InternationalCalls,
+			strings.Join(v.Countries, ","), joinAddrs(v.Addrs), joinAddrs(v.Contacts), fraud.Escape(strings.Join(dest, ","), 0), more)
 	}
 	tw.Flush()
 }

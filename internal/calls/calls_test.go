@@ -118,7 +118,7 @@ func TestCDRReaderCorpus(t *testing.T) {
 }
 
 func TestParseCDRErrors(t *testing.T) {
-	good := []string{"", "1001", "1002", "from-internal", "x", "PJSIP/1001-0", "", "Dial", "", "2026-11-25 04:00:36", "", "2026-11-25 04:00:40", "4", "0", "NO ANSWER", "DOCUMENTATION"}
+	good := []string{"", "1001", "1002", "from-internal", "x", "PJSIP/1001-00000000", "", "Dial", "", "2026-11-25 04:00:36", "", "2026-11-25 04:00:40", "4", "0", "NO ANSWER", "DOCUMENTATION"}
 	if c, ok, err := ParseCDR(good, nil); err != nil || !ok || !c.Answer.IsZero() {
 		t.Errorf("good row: %+v %v %v", c, ok, err)
 	}

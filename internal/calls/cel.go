@@ -30,17 +30,28 @@ const (
 	celAccountCode
 	celUniqueID
 	celLinkedID
-	celMinFields
+	celBridgePeer
+	celUserField
+	celUserDefType
+	celEventExtra
+	celFields // the legacy mapping writes exactly this many
 )
 
 // CELMessage turns one CEL custom CSV record (legacy mapping) into the AMI
 // event the tracker understands, so that CEL — written at each call event,
 // not at hang-up like a CDR — can stand in for AMI when there is no
 // manager connection: CHAN_START becomes Newchannel, ANSWER Newstate Up,
-// CHAN_END Hangup. It returns the event's time; ok=false for other events.
+// CHAN_END Hangup. It returns the event's time; ok=false for other events
+// and for channels that are not an endpoint's (Local/…).
+//
+// The record must have the mapping's 20 fields and, for the three events
+// used, a channel that is an endpoint's (EndpointChannel) and a uniqueid
+// and linkedid without control bytes; anything else is an error, so a
+// caller-ID name or a dialled number (caller text) can never become the
+// channel a call is attributed to.
 func CELMessage(rec []string) (m *ami.Message, at time.Time, ok bool, err error) {
-	if len(rec) < celMinFields {
-		return nil, time.Time{}, false, fmt.Errorf("cel: %d fields, want at least %d (the legacy cel_custom mapping: eventtype,eventtime,…,uniqueid,linkedid,…)", len(rec), celMinFields)
+	if len(rec) != celFields {
+		return nil, time.Time{}, false, fmt.Errorf("cel: %d fields, want %d (the legacy cel_custom mapping: eventtype,eventtime,…,uniqueid,linkedid,BRIDGEPEER,userfield,userdeftype,eventextra)", len(rec), celFields)
 	}
 	sec, frac, _ := strings.Cut(rec[celEventTime], ".")
 	s, err := strconv.ParseInt(sec, 10, 64)
@@ -61,6 +72,21 @@ func CELMessage(rec []string) (m *ami.Message, at time.Time, ok bool, err error)
 		return msg
 	}
 	uid, lid, ch := rec[celUniqueID], rec[celLinkedID], rec[celChannel]
+	switch rec[celEventType] {
+	case "CHAN_START", "ANSWER", "CHAN_END":
+		_, _, isEndpoint, other := EndpointChannel(ch)
+		if other {
+			return nil, at, false, nil
+		}
+		if !isEndpoint {
+			return nil, time.Time{}, false, fmt.Errorf("cel: channel %q is not an endpoint's channel (PJSIP/<endpoint>-<8 hex>, SIP/…, IAX2/<endpoint>-<n>): not attributed", ch)
+		}
+		if uid == "" || !plain(uid) || !plain(lid) || len(uid) > 150 || len(lid) > 150 {
+			return nil, time.Time{}, false, fmt.Errorf("cel: uniqueid %q or linkedid %q is not one Asterisk writes", uid, lid)
+		}
+	default:
+		return nil, at, false, nil
+	}
 	switch rec[celEventType] {
 	case "CHAN_START":
 		return h("Event", "Newchannel", "Channel", ch, "CallerIDNum", rec[celCIDNum], "Context", rec[celContext],

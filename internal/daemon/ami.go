@@ -107,15 +107,11 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 				if start.Path != path {
 					start = store.Position{}
 				}
-				open := fileOpener(path, source.FileOptions{Logger: log.With("component", "fraud", "file", path), StartAtEnd: true})
+				open := callFileOpener(path, log.With("component", "fraud", "file", path))
 				filesWG.Add(1)
 				go func() {
 					defer filesWG.Done()
-					d.followCDR(ctx, key, start, open, func(line []byte) {
-						if err := handle(string(line)); err != nil {
-							log.Debug("fraud: "+strings.ToUpper(kind)+" line skipped", "err", err)
-						}
-					})
+					d.followCDR(ctx, kind, key, start, open, func(rec []byte) error { return handle(string(rec)) })
 				}()
 			}
 			if settings.CDR != "" {
@@ -161,18 +157,35 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 // callFileKey is the store key of a followed CDR or CEL file's position.
 func callFileKey(kind, path string) string { return "fraud:" + kind + ":" + path }
 
-// followCDR reads the fraud CDR file from start (its saved position; the
-// zero Position = from its end, as old calls are not news) and hands each
-// line to handle. The position of each handled line is recorded like a
-// jail source's and saved with them (every second and at shutdown), so a
-// restart neither loses nor re-reads CDR rows. A source that fails is
-// reopened at its last position after a pause (1 s, doubling to 30 s).
-func (d *Daemon) followCDR(ctx context.Context, key string, start store.Position, open func(store.Position) Source, handle func([]byte)) {
+// callFileOpener makes followers of a CDR or CEL file: in CSV mode (a
+// record's quoted fields — a dialled number, a caller name — may hold
+// newlines: a line is not a record), from its end at the first start.
+func callFileOpener(path string, log *slog.Logger) func(store.Position) Source {
+	return fileOpener(path, source.FileOptions{Logger: log, StartAtEnd: true, CSV: true})
+}
+
+// followCDR reads the fraud CDR or CEL file (kind "cdr" or "cel") from
+// start (its saved position; the zero Position = from its end, as old calls
+// are not news) and hands each CSV record to handle (open makes followers in
+// CSV mode, see callFileOpener). Records handle rejects are logged and
+// counted (pbxguard_fraud_records_total{result="rejected"}). The position
+// of each handled record is recorded like a jail source's and saved with
+// them (every second and at shutdown), so a restart neither loses nor
+// re-reads rows, and never resumes inside a record. A source that fails is
+// reopened at its last position by the daemon's supervisor, as jail
+// sources are.
+func (d *Daemon) followCDR(ctx context.Context, kind, key string, start store.Position, open func(store.Position) Source, handle func([]byte) error) {
 	pos := start
-	pause := time.Second
-	for {
-		err := open(pos).Run(ctx, func(l Line) error {
-			handle(l.Data)
+	handled := d.metrics.callRecords.WithLabelValues(kind, "handled")
+	rejected := d.metrics.callRecords.WithLabelValues(kind, "rejected")
+	d.sup.run(ctx, func(ctx context.Context) error {
+		return open(pos).Run(ctx, func(l Line) error {
+			if err := handle(l.Data); err != nil {
+				rejected.Inc()
+				d.log.Debug("fraud: "+strings.ToUpper(kind)+" line skipped", "key", key, "offset", l.Pos.Offset, "err", err)
+			} else {
+				handled.Inc()
+			}
 			l.Pos.Source = key
 			pos = l.Pos
 			d.posMu.Lock()
@@ -181,18 +194,9 @@ func (d *Daemon) followCDR(ctx context.Context, key string, start store.Position
 			d.posMu.Unlock()
 			return nil
 		})
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			err = errors.New("stopped")
-		}
-		d.log.Error("fraud: CDR source stopped; reopening it", "key", key, "in", pause, "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 30*time.Second)
-	}
+	}, func(err error, pause time.Duration) bool {
+		d.metrics.sourceErrors.WithLabelValues("fraud", key).Inc()
+		d.log.Error("fraud: "+strings.ToUpper(kind)+" source stopped; reopening it", "key", key, "in", pause, "err", err)
+		return true
+	})
 }

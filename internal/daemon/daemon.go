@@ -170,6 +170,8 @@ type Daemon struct {
 	activeMu sync.Mutex
 	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
 	retry    []store.Ban             // bans the kernel refused, retried on tick
+
+	sup supervisor // restarts followed sources that stop
 }
 
 // New checks the options and makes a daemon; Run starts it.
@@ -205,6 +207,7 @@ func New(opts Options) (*Daemon, error) {
 		storeQ:    make(chan storeReq, 1024),
 		positions: map[string]store.Position{},
 		active:    map[netip.Prefix]string{},
+		sup:       defaultSupervisor(),
 	}
 	for _, j := range opts.Jails {
 		if _, dup := d.byName[j.Name]; dup {
@@ -316,41 +319,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 // superviseSource runs a source; when it fails and can be reopened, it is
-// reopened at its last position after a pause (1 s, doubling to 30 s).
+// reopened at its last position after a pause (d.sup: 1 s, doubling to
+// 30 s, back to 1 s after a healthy run).
 func (d *Daemon) superviseSource(ctx context.Context, js *jailState, sp SourceSpec) error {
-	pause := time.Second
-	for {
-		started := time.Now()
-		err := d.runSource(ctx, js, sp)
-		if ctx.Err() != nil {
-			return nil
+	first := true
+	err := d.sup.run(ctx, func(ctx context.Context) error {
+		if !first {
+			d.posMu.Lock()
+			pos, ok := d.positions[sp.Key]
+			d.posMu.Unlock()
+			if !ok {
+				pos = sp.start
+			}
+			sp.Source = sp.Reopen(pos)
 		}
-		if err == nil {
-			err = errors.New("stopped")
-		}
+		first = false
+		return d.runSource(ctx, js, sp)
+	}, func(err error, pause time.Duration) bool {
 		d.metrics.sourceErrors.WithLabelValues(js.spec.Name, sp.Name).Inc()
 		if sp.Reopen == nil {
 			d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
-			return fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
-		}
-		if time.Since(started) > time.Minute {
-			pause = time.Second
+			return false
 		}
 		d.log.Error("source stopped; reopening it", "jail", js.spec.Name, "source", sp.Name, "in", pause, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 30*time.Second)
-		d.posMu.Lock()
-		pos, ok := d.positions[sp.Key]
-		d.posMu.Unlock()
-		if !ok {
-			pos = sp.start
-		}
-		sp.Source = sp.Reopen(pos)
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("jail %s: source %s: %w", js.spec.Name, sp.Name, err)
 	}
+	return nil
 }
 
 func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) error {

@@ -25,6 +25,7 @@ type Metrics struct {
 	banLatency    latencyObserver
 	backendErrors *prometheus.CounterVec
 	sourceErrors  *prometheus.CounterVec
+	callRecords   *prometheus.CounterVec
 	auditFindings *prometheus.GaugeVec
 }
 
@@ -101,13 +102,16 @@ func NewMetrics() *Metrics {
 	m.sourceErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pbxguard_source_errors_total", Help: "Sources that stopped with an error (and were reopened), per jail and source.",
 	}, []string{"jail", "source"})
+	m.callRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pbxguard_fraud_records_total", Help: "CDR and CEL records read by the fraud followers, per file kind and result (handled, rejected: malformed or not an endpoint's).",
+	}, []string{"kind", "result"})
 	m.auditFindings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pbxguard_audit_findings", Help: "Findings of the Asterisk configuration audit run at start, per severity.",
 	}, []string{"severity"})
 	for _, s := range []string{"critical", "high", "medium", "low", "info"} {
 		m.auditFindings.WithLabelValues(s).Set(0)
 	}
-	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors, m.auditFindings,
+	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors, m.callRecords, m.auditFindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(buildInfo())
 	for _, op := range []string{"init", "add", "delete", "list"} {

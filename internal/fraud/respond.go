@@ -174,7 +174,7 @@ func (r *Responder) Respond(ctx context.Context, f Finding, live []calls.Call) *
 				if r.Banner == nil {
 					return fmt.Errorf("ban %s: %w (run inside pbxguard run, or give a daemon socket)", a, ErrNotConfigured)
 				}
-				return r.Banner.Ban(ctx, a, d, "fraud "+string(f.Rule)+" ext "+f.Extension)
+				return r.Banner.Ban(ctx, a, d, "fraud "+string(f.Rule)+" ext "+Escape(f.Extension, 64))
 			})
 		}
 	}

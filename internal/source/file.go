@@ -30,6 +30,15 @@ type FileOptions struct {
 	// path+".[0-9]*" (logrotate .1, Asterisk .0 .1 … and timestamps) and path+"-*"
 	// (dateext). Compressed copies (.gz, .bz2, .xz, .zst) are ignored.
 	RotatedGlobs []string
+	// CSV makes each Line one CSV record (Asterisk's cdr_csv Master.csv,
+	// cel_custom): a '\n' inside a quoted field does not end it, so a
+	// newline an attacker put in a dialled number or a caller name cannot
+	// split a record. Positions stay at record boundaries; a record longer
+	// than MaxLine is skipped to its real end (counted in LongSkipped) and
+	// one still open when its file ends is dropped (CutRecords).
+	// With StartAtEnd and no saved position the existing file is scanned
+	// once to learn whether it ends inside a record.
+	CSV bool
 }
 
 // File follows one log file across rename rotation, copytruncate and
@@ -96,6 +105,7 @@ func NewFile(path string, start Position, opts FileOptions) *File {
 		wake: make(chan struct{}, 1),
 	}
 	f.sp = newSplitter(path, opts.Logger, &f.c)
+	f.sp.csv = opts.CSV
 	return f
 }
 
@@ -233,9 +243,31 @@ func (f *File) resume(ctx context.Context, handle func(Line) error) error {
 			if err := f.seek(size); err != nil {
 				return err
 			}
-			var last [1]byte
-			if _, err := fh.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
-				f.sp.skipping = true // we are inside a line: start at the next one
+			if f.sp.csv {
+				// Only a scan from the start tells whether a '\n' at the
+				// end closes a record or sits inside a quoted field.
+				var st csvState
+				buf := make([]byte, 64<<10)
+				for off := int64(0); off < size; {
+					n, err := fh.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+					for b := buf[:n]; len(b) > 0; {
+						j := st.scan(b)
+						if j < 0 {
+							break
+						}
+						b = b[j+1:]
+					}
+					off += int64(n)
+					if err != nil && n == 0 {
+						break
+					}
+				}
+				f.sp.st, f.sp.skipping = st, st.open() // inside a record: start at the next one
+			} else {
+				var last [1]byte
+				if _, err := fh.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
+					f.sp.skipping = true // we are inside a line: start at the next one
+				}
 			}
 		}
 		f.log.Info("source: following", "path", f.path, "offset", f.readOff)

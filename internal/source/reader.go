@@ -33,6 +33,14 @@ func (rd *Reader) WithLogger(l *slog.Logger) *Reader {
 	return rd
 }
 
+// WithCSV makes each line one CSV record, as FileOptions.CSV does for a
+// file (a record still open at EOF is dropped, counted in CutRecords); it
+// returns rd.
+func (rd *Reader) WithCSV() *Reader {
+	rd.sp.csv = true
+	return rd
+}
+
 // Name is the name given to NewReader.
 func (rd *Reader) Name() string { return rd.name }
 

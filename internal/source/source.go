@@ -54,6 +54,7 @@ type Stats struct {
 	CopiesRead  uint64 // rotated copies read to recover lines (file sources)
 	Gaps        uint64 // times lines were certainly or possibly lost (truncation without copy, stale journal cursor)
 	Malformed   uint64 // malformed entries skipped (journal)
+	CutRecords  uint64 // CSV records (FileOptions.CSV) still open when their file ended, dropped
 }
 
 // MaxLine is the longest line handed on. Longer lines are skipped, counted
@@ -61,7 +62,7 @@ type Stats struct {
 const MaxLine = 64 << 10
 
 type counters struct {
-	lines, bytes, longSkipped, rotations, truncations, copiesRead, gaps, malformed atomic.Uint64
+	lines, bytes, longSkipped, rotations, truncations, copiesRead, gaps, malformed, cutRecords atomic.Uint64
 }
 
 func (c *counters) stats() Stats {
@@ -69,6 +70,7 @@ func (c *counters) stats() Stats {
 		Lines: c.lines.Load(), Bytes: c.bytes.Load(), LongSkipped: c.longSkipped.Load(),
 		Rotations: c.rotations.Load(), Truncations: c.truncations.Load(),
 		CopiesRead: c.copiesRead.Load(), Gaps: c.gaps.Load(), Malformed: c.malformed.Load(),
+		CutRecords: c.cutRecords.Load(),
 	}
 }
 
@@ -81,6 +83,12 @@ type splitter struct {
 	buf      []byte
 	pend     int
 	skipping bool // inside an over-long line (or a line we start inside): drop until the next '\n'
+	// csv: a line is a CSV record (encoding/csv's grammar): a '\n' inside a
+	// quoted field does not end it. st is where the scan of the bytes seen
+	// so far stands; it survives skipped (over-long) records, so a record
+	// is never re-read as lines.
+	csv bool
+	st  csvState
 }
 
 func newSplitter(name string, log *slog.Logger, c *counters) splitter {
@@ -99,13 +107,27 @@ func (s *splitter) feed(n int, endOff int64, pos Position, now time.Time, handle
 	start, i := 0, s.pend
 	s.c.bytes.Add(uint64(n))
 	for {
-		j := bytes.IndexByte(data[i:], '\n')
+		var j int
+		if s.csv {
+			j = s.st.scan(data[i:])
+		} else {
+			j = bytes.IndexByte(data[i:], '\n')
+		}
 		if j < 0 {
 			break
 		}
 		end := i + j
 		if s.skipping {
 			s.skipping = false
+			start, i = end+1, end+1
+			continue
+		}
+		if s.csv && end-start > MaxLine {
+			// A record too long for Asterisk to have written (cdr_csv
+			// writes at most 1 KiB) that arrived in one read: skipped
+			// whole, like one that did not.
+			s.c.longSkipped.Add(1)
+			s.log.Warn("source: CSV record longer than the maximum skipped", "source", s.name, "max_bytes", MaxLine, "offset", base+int64(start))
 			start, i = end+1, end+1
 			continue
 		}
@@ -144,6 +166,17 @@ func (s *splitter) feed(n int, endOff int64, pos Position, now time.Time, handle
 // flush hands on a pending incomplete line as if it were complete (used when
 // its file is finished, e.g. after a rename rotation).
 func (s *splitter) flush(pos Position, now time.Time, handle func(Line) error) error {
+	if s.csv && s.st.open() {
+		// A CSV record cut by the end of its file: never handed on (its
+		// rest, if any, would have to be read as a record of its own).
+		if s.pend > 0 || s.skipping {
+			s.c.cutRecords.Add(1)
+			s.log.Warn("source: CSV record cut by the end of its file dropped", "source", s.name, "bytes", s.pend)
+		}
+		s.pend, s.skipping, s.st = 0, false, csvRecordStart
+		return nil
+	}
+	s.st = csvRecordStart
 	if s.skipping || s.pend == 0 {
 		s.pend, s.skipping = 0, false
 		return nil
@@ -156,7 +189,87 @@ func (s *splitter) flush(pos Position, now time.Time, handle func(Line) error) e
 }
 
 // drop forgets pending bytes (their continuation is lost).
-func (s *splitter) drop() { s.pend, s.skipping = 0, false }
+func (s *splitter) drop() { s.pend, s.skipping, s.st = 0, false, csvRecordStart }
+
+// csvState is where a scan of CSV bytes stands, following encoding/csv
+// (RFC 4180, LazyQuotes off): a field that starts with '"' runs to the
+// '"' that is followed by ',' or the end of the line; "" inside it is a
+// quote; a '\n' inside it is data.
+type csvState uint8
+
+const (
+	csvRecordStart csvState = iota // at the start of a record
+	csvFieldStart                  // after a ','
+	csvUnquoted                    // in an unquoted field
+	csvQuoted                      // in a quoted field
+	csvQuote                       // after a '"' in a quoted field: its end, or the first of ""
+	csvQuoteCR                     // after `"\r` (ends the record when '\n' follows)
+	// csvBad: a bare quote in an unquoted field or a stray one after a
+	// closing quote; encoding/csv rejects the record and reads on after the
+	// line, so the record ends at the next '\n' (the parser rejects it).
+	csvBad
+)
+
+// open reports whether the scan stands inside a record that has begun.
+func (st csvState) open() bool { return st != csvRecordStart }
+
+// scan advances the state over b and returns the index of the '\n' that
+// ends the current record (the state is then csvRecordStart), or -1 when b
+// does not end it.
+func (st *csvState) scan(b []byte) int {
+	s := *st
+	for i, c := range b {
+		switch s {
+		case csvRecordStart, csvFieldStart, csvUnquoted:
+			switch c {
+			case '\n':
+				*st = csvRecordStart
+				return i
+			case ',':
+				s = csvFieldStart
+			case '"':
+				if s == csvUnquoted {
+					s = csvBad
+				} else {
+					s = csvQuoted
+				}
+			default:
+				s = csvUnquoted
+			}
+		case csvQuoted:
+			if c == '"' {
+				s = csvQuote
+			}
+		case csvQuote:
+			switch c {
+			case '"':
+				s = csvQuoted
+			case ',':
+				s = csvFieldStart
+			case '\r':
+				s = csvQuoteCR
+			case '\n':
+				*st = csvRecordStart
+				return i
+			default:
+				s = csvBad
+			}
+		case csvQuoteCR:
+			if c == '\n' {
+				*st = csvRecordStart
+				return i
+			}
+			s = csvBad
+		case csvBad:
+			if c == '\n' {
+				*st = csvRecordStart
+				return i
+			}
+		}
+	}
+	*st = s
+	return -1
+}
 
 const checkLen = 32
 
