@@ -51,6 +51,8 @@ type Config struct {
 	AllowlistAsteriskTrunks bool
 	// Fraud is the raw `fraud:` section (parsed by the fraud package), nil when absent.
 	Fraud *yaml.Node
+	// Sensor is the packet-level SIP sensor (sensor.go).
+	Sensor Sensor
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
 }
@@ -206,6 +208,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 		Audit:    Audit{Enabled: true, AsteriskDir: DefaultAsteriskDir},
 
 		AllowlistAsteriskTrunks: true,
+		Sensor:                  DefaultSensor(),
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -242,7 +245,8 @@ func Parse(data []byte, opts Options) (*Config, error) {
 					"listen": func(k string, v *yaml.Node) { c.Metrics.Listen = p.listen(k, v) },
 				})
 			},
-			"fraud": func(_ string, v *yaml.Node) { c.Fraud = v },
+			"fraud":  func(_ string, v *yaml.Node) { c.Fraud = v },
+			"sensor": func(k string, v *yaml.Node) { p.sensor(k, v, &c.Sensor) },
 			"audit": func(k string, v *yaml.Node) {
 				p.mapping(v, k, map[string]func(string, *yaml.Node){
 					"enabled":           func(k string, v *yaml.Node) { c.Audit.Enabled = p.boolean(k, v) },
@@ -271,6 +275,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	if !jailsSeen {
 		c.Jails = p.jails("jails", nil)
 	}
+	p.checkSensor(c)
 	c.Allowlist = mergePrefixes(append(append(loopback(), opts.HostPrefixes()...), userAllow...))
 	c.Warnings = p.warnings
 	if len(p.errs) > 0 {
