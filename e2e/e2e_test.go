@@ -80,7 +80,7 @@ type Netns struct {
 }
 
 // newNetns creates a namespace with loopback up; it is deleted on cleanup.
-func newNetns(t *testing.T, role string) *Netns {
+func newNetns(t testing.TB, role string) *Netns {
 	t.Helper()
 	name := fmt.Sprintf("pbxg-%s-%d-%d", role, os.Getpid()%100000, nsCounter.Add(1))
 	run(t, "ip", "netns", "add", name)
@@ -91,7 +91,7 @@ func newNetns(t *testing.T, role string) *Netns {
 }
 
 // Run runs a command inside the namespace and fails the test on error.
-func (n *Netns) Run(t *testing.T, name string, args ...string) string {
+func (n *Netns) Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	return run(t, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
@@ -109,7 +109,7 @@ func (n *Netns) Command(name string, args ...string) *exec.Cmd {
 
 // link connects two namespaces with a veth pair and gives each end the
 // given addresses (CIDR notation, IPv4 or IPv6; "" for none).
-func link(t *testing.T, a *Netns, aAddrs []string, b *Netns, bAddrs []string) (aIf, bIf string) {
+func link(t testing.TB, a *Netns, aAddrs []string, b *Netns, bAddrs []string) (aIf, bIf string) {
 	t.Helper()
 	id := nsCounter.Add(1)
 	aIf, bIf = fmt.Sprintf("pga%d", id), fmt.Sprintf("pgb%d", id)
@@ -131,7 +131,7 @@ func link(t *testing.T, a *Netns, aAddrs []string, b *Netns, bAddrs []string) (a
 	return aIf, bIf
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	var out bytes.Buffer
 	cmd := exec.Command(name, args...)

@@ -19,8 +19,8 @@ type Config struct {
 	// TxnTimeout is how long a request waits for the PBX's final answer
 	// [32s, SIP's timer B/F].
 	TxnTimeout time.Duration
-	MaxTxns    int // open transactions kept [32768]
-	MaxSources int // sources with rate state kept [65536]
+	MaxTxns    int // open transactions kept [16384]
+	MaxSources int // sources with rate state kept [16384]
 	// InviteRate is the INVITEs per second from one source that make a
 	// flood [20]; OptionsPerMinute the credential-less OPTIONS per minute
 	// that make a sweep [30].
@@ -39,10 +39,10 @@ func (c Config) withDefaults() Config {
 		c.TxnTimeout = 32 * time.Second
 	}
 	if c.MaxTxns <= 0 {
-		c.MaxTxns = 32768
+		c.MaxTxns = 16384
 	}
 	if c.MaxSources <= 0 {
-		c.MaxSources = 65536
+		c.MaxSources = 16384
 	}
 	if c.InviteRate <= 0 {
 		c.InviteRate = 20
