@@ -10,7 +10,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 n=0
 for pkg in $(go list ./... | grep -v /e2e); do
-  for f in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+  if ! list=$(go test -list '^Fuzz' "$pkg" 2>"$log"); then
+    echo "fuzz: cannot list the tests of $pkg:"; cat "$log"; exit 1
+  fi
+  for f in $(printf '%s\n' "$list" | grep '^Fuzz' || true); do
     echo "fuzz: $pkg $f ($t)"
     if ! go test -run '^$' -fuzz "^${f}\$" -fuzztime "$t" "$pkg" >"$log" 2>&1; then
       if grep -q 'Failing input written' "$log" || ! grep -q 'context deadline exceeded' "$log"; then

@@ -199,7 +199,7 @@ syslog.local0 => notice,warning,error,security
 func TestCorpusLoggerConf(t *testing.T) {
 	logs := readLoggerConf("../../testdata/corpus/asterisk-20/etc/logger.conf", "/var/log/asterisk")
 	if !logs.Found {
-		t.Skip("corpus not present")
+		t.Fatalf("testdata/corpus/asterisk-20/etc/logger.conf was not read: %+v", logs)
 	}
 	if strings.Join(logs.Files, ",") != "/var/log/asterisk/messages,/var/log/asterisk/security" || !logs.Security {
 		t.Fatalf("logs = %+v", logs)

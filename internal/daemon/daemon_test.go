@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -380,18 +381,13 @@ func TestUnreachable(t *testing.T) {
 func TestMetricsEndpoint(t *testing.T) {
 	m := NewMetrics()
 	m.lines.WithLabelValues("asterisk", "/var/log/asterisk/messages").Add(7)
-	stop, err := m.Serve("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop()
-	// Serve on a fixed free port to fetch.
-	stop, err = m.Serve("127.0.0.1:19469", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Skip("port busy:", err)
-	}
+	stop := m.ServeListener(ln, slog.New(slog.DiscardHandler))
 	defer stop()
-	resp, err := http.Get("http://127.0.0.1:19469/metrics")
+	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,6 +126,11 @@ func (m *Metrics) Serve(addr string, log *slog.Logger) (stop func(), err error) 
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w (another process on that port? set metrics.listen, or \"\" to turn it off)", addr, err)
 	}
+	return m.ServeListener(ln, log), nil
+}
+
+// ServeListener exposes /metrics on ln until stop is called (stop closes ln).
+func (m *Metrics) ServeListener(ln net.Listener, log *slog.Logger) (stop func()) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -137,6 +142,8 @@ func (m *Metrics) Serve(addr string, log *slog.Logger) (stop func(), err error) 
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn("metrics server: shutdown", "err", err)
+		}
+	}
 }
