@@ -37,11 +37,11 @@ type IPSet struct {
 // NewIPSet checks that the tools exist; it changes nothing until Init.
 func NewIPSet(opts Options) (*IPSet, error) {
 	for _, t := range [][2]string{{"ipset", "ipset"}, {"iptables", "iptables"}, {"ip6tables", "iptables"}} {
-		if _, err := lookTool(t[0], t[1]); err != nil {
+		if _, err := lookTool(opts, t[0], t[1]); err != nil {
 			return nil, err
 		}
 	}
-	return &IPSet{opts: opts, log: opts.logger().With("backend", "ipset"), r: runner{opts.NetNS}}, nil
+	return &IPSet{opts: opts, log: opts.logger().With("backend", "ipset"), r: newRunner(opts)}, nil
 }
 
 // Name implements Backend.
@@ -64,18 +64,43 @@ func (s *IPSet) Init(ctx context.Context) error {
 	for hashsize < max/4 && hashsize < 1<<20 {
 		hashsize *= 2
 	}
+	var existing map[string]ipsetHeader
+	if out, err := s.r.run(ctx, nil, "ipset", "list", "-t"); err == nil {
+		existing = parseIPSetTerse(out)
+	}
 	for _, f := range ipFamilies {
-		name, fam := IPSet4, "inet"
-		if f.v6 {
-			name, fam = IPSet6, "inet6"
+		name, want := s.want(f.v6)
+		create := func(set string) error {
+			_, err := s.r.run(ctx, nil, "ipset", "create", set, want.typ, "family", want.family,
+				"hashsize", strconv.Itoa(hashsize), "maxelem", strconv.Itoa(max), "timeout", "3600", "-exist")
+			return err
 		}
-		if _, err := s.r.run(ctx, nil, "ipset", "create", name, s.setType(), "family", fam,
-			"hashsize", strconv.Itoa(hashsize), "maxelem", strconv.Itoa(max), "timeout", "3600", "-exist"); err != nil {
+		old := ""
+		if got, ok := existing[name]; ok && got.differs(want) != "" {
+			// Made with other settings (prefixes, max_elem changed): a set
+			// cannot be altered, and it cannot be destroyed while our rule
+			// uses it. Rename it aside, make the right one, point the rule
+			// at it, then drop the old one; the daemon adds its bans again.
+			old = name + "-old"
+			s.log.Warn("ipset: set made with other settings; replacing it (the daemon restores its bans)",
+				"set", name, "differs", got.differs(want))
+			_, _ = s.r.run(ctx, nil, "ipset", "destroy", old)
+			if _, err := s.r.run(ctx, nil, "ipset", "rename", name, old); err != nil {
+				return fmt.Errorf("ipset: renaming set %s made with other settings (%s): %w", name, got.differs(want), err)
+			}
+		}
+		if err := create(name); err != nil {
 			return fmt.Errorf("ipset: %w (a set of another type or size exists? run 'pbxguard firewall remove' first)", err)
 		}
 		rule := []string{"-m", "set", "--match-set", name, "src", "-j", "DROP"}
 		if err := ensureChain(ctx, s.r, f, [][]string{rule}, hooks(s.opts)); err != nil {
 			return fmt.Errorf("ipset: %w", err)
+		}
+		if old != "" {
+			_, _ = s.r.run(ctx, nil, f.tables, "-w", "-D", IPTChain, "-m", "set", "--match-set", old, "src", "-j", "DROP")
+			if _, err := s.r.run(ctx, nil, "ipset", "destroy", old); err != nil {
+				s.log.Warn("ipset: could not destroy the replaced set", "set", old, "err", err)
+			}
 		}
 	}
 	s.log.Info("ipset: ready", "sets", IPSet4+","+IPSet6, "type", s.setType(), "maxelem", max)
@@ -209,7 +234,7 @@ func (s *IPSet) Remove(ctx context.Context) error {
 	for _, f := range ipFamilies {
 		errs = errors.Join(errs, removeChain(ctx, s.r, f))
 	}
-	for _, name := range []string{IPSet4, IPSet6} {
+	for _, name := range []string{IPSet4, IPSet6, IPSet4 + "-old", IPSet6 + "-old"} {
 		if _, err := s.r.run(ctx, nil, "ipset", "list", "-n", name); err != nil {
 			continue
 		}
