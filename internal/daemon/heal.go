@@ -42,6 +42,10 @@ type KernelStatus struct {
 	LastErrAt time.Time `json:"last_error_at,omitzero"`
 	Heals     uint64    `json:"heals"`
 	LastHeal  time.Time `json:"last_heal,omitzero"`
+	// LastLoss and LastMissing keep the last time the kernel was found
+	// out of sync and what was missing then, after it is in sync again.
+	LastLoss    time.Time `json:"last_loss,omitzero"`
+	LastMissing []string  `json:"last_missing,omitempty"`
 	LastCheck time.Time `json:"last_check,omitzero"`
 }
 
@@ -56,6 +60,7 @@ func (k *kernelSync) get() KernelStatus {
 	defer k.mu.Unlock()
 	st := k.st
 	st.Missing = append([]string(nil), st.Missing...)
+	st.LastMissing = append([]string(nil), st.LastMissing...)
 	return st
 }
 
@@ -83,6 +88,7 @@ func (d *Daemon) setOutOfSync(now time.Time, missing []string) bool {
 	if changed {
 		k.st.OutOfSyncSince = now
 	}
+	k.st.LastLoss, k.st.LastMissing = now, missing
 	k.st.InSync, k.st.Missing, k.st.LastCheck = false, missing, now
 	d.metrics.kernelInSync.Set(0)
 	d.metrics.kernelOutOfSyncSince.Set(float64(k.st.OutOfSyncSince.UnixMilli()) / 1000)

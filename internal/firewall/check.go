@@ -65,16 +65,18 @@ func (n *Nftables) Check(ctx context.Context) (Health, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	sets, err := n.conn.GetSets(n.table)
-	if err != nil && !errors.Is(err, syscall.ENOENT) {
-		return h, fmt.Errorf("nftables: reading the sets of table inet %s: %w", NftTable, err)
-	}
-	if len(sets) == 0 {
+	if err != nil || len(sets) == 0 {
+		// google/nftables flattens the dump's errno (%v): ask for the
+		// table itself to tell "no table" from a failed read.
 		if _, terr := n.conn.ListTableOfFamily(NftTable, nftables.TableFamilyINet); terr != nil {
-			if errors.Is(terr, syscall.ENOENT) {
+			if isENOENT(terr) {
 				h.Missing = append(h.Missing, "table inet "+NftTable)
 				return h, nil
 			}
 			return h, fmt.Errorf("nftables: looking for table inet %s: %w", NftTable, terr)
+		}
+		if err != nil {
+			return h, fmt.Errorf("nftables: reading the sets of table inet %s: %w", NftTable, err)
 		}
 	}
 	have := map[string]*nftables.Set{}
@@ -292,4 +294,10 @@ func (t *IPTables) Check(ctx context.Context) (Health, error) {
 		h.Entries += bans
 	}
 	return h, nil
+}
+
+// isENOENT: the kernel answered ENOENT (google/nftables keeps the errno
+// for some calls and only its text for others).
+func isENOENT(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), syscall.ENOENT.Error())
 }
