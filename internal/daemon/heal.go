@@ -46,7 +46,7 @@ type KernelStatus struct {
 	// out of sync and what was missing then, after it is in sync again.
 	LastLoss    time.Time `json:"last_loss,omitzero"`
 	LastMissing []string  `json:"last_missing,omitempty"`
-	LastCheck time.Time `json:"last_check,omitzero"`
+	LastCheck   time.Time `json:"last_check,omitzero"`
 }
 
 // kernelSync is the daemon's view of KernelStatus.
