@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -277,5 +278,36 @@ func TestOverlappingPrefixesRestart(t *testing.T) {
 	d3 := startDaemon(t, ns, dir, cfg)
 	if st := d3.status(); !st.Kernel.InSync {
 		t.Fatalf("third start: %+v", st.Kernel)
+	}
+}
+
+// TestFirewallRemoveEveryBackend (issue 16): `pbxguard firewall remove`
+// removes what each backend made: ipsets, iptables chains and jumps (it
+// removed only the nftables table and claimed the bans were gone).
+func TestFirewallRemoveEveryBackend(t *testing.T) {
+	for _, b := range fwBackends {
+		t.Run(b.name, func(t *testing.T) {
+			requireE2E(t, b.tools...)
+			ns := newNetns(t, "rm")
+			dir := t.TempDir()
+			cfg := writeDaemonConfig(t, dir, daemonConfig{backend: b.name})
+			d := startDaemon(t, ns, dir, cfg)
+			if out, code := d.cli("ban", "203.0.113.5"); code != 0 {
+				t.Fatalf("ban: %d %s", code, out)
+			}
+			d.stop()
+			out, err := exec.Command(pbxguardBin, "firewall", "remove", "--netns", ns.Name, "--state-dir", filepath.Join(dir, "state"), "--config", cfg).CombinedOutput()
+			if err != nil {
+				t.Fatalf("firewall remove: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), "is gone") {
+				t.Fatalf("firewall remove says nothing was removed:\n%s", out)
+			}
+			if got := kernelHolds(ns, b.name); len(got) != 0 {
+				t.Fatalf("after remove the kernel holds %v", got)
+			}
+			checkRemoved(t, ns, b.name)
+			t.Logf("%s: %s", b.name, strings.TrimSpace(string(out)))
+		})
 	}
 }

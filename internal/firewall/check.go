@@ -301,3 +301,59 @@ func (t *IPTables) Check(ctx context.Context) (Health, error) {
 func isENOENT(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), syscall.ENOENT.Error())
 }
+
+// RemoveAll deletes what each backend made in the kernel, whichever is
+// configured: table inet pbxguard (nftables), the sets pbxguard4 and
+// pbxguard6 (ipset), chain PBXGUARD with its jumps in iptables and
+// ip6tables (ipset, iptables). A backend whose tools are missing is
+// skipped. It returns what was there and is gone.
+func RemoveAll(ctx context.Context, opts Options) (removed []string, err error) {
+	r := newRunner(opts)
+	if n, nerr := NewNftables(opts); nerr == nil {
+		if _, terr := n.conn.ListTableOfFamily(NftTable, nftables.TableFamilyINet); terr == nil {
+			if rerr := n.Remove(ctx); rerr != nil {
+				err = errors.Join(err, rerr)
+			} else {
+				removed = append(removed, "table inet "+NftTable)
+			}
+		}
+		n.Close()
+	}
+	var chains []string
+	for _, f := range ipFamilies {
+		if _, lerr := lookTool(opts, f.tables, "iptables"); lerr != nil {
+			continue
+		}
+		if _, cerr := r.run(ctx, nil, f.tables, "-w", "-S", IPTChain); cerr == nil {
+			chains = append(chains, f.tables+" chain "+IPTChain+" and its jumps")
+		}
+	}
+	var sets []string
+	if _, lerr := lookTool(opts, "ipset", "ipset"); lerr == nil {
+		out, _ := r.run(ctx, nil, "ipset", "list", "-n")
+		for _, name := range strings.Fields(string(out)) {
+			if strings.HasPrefix(name, "pbxguard") && (name == IPSet4 || name == IPSet6 || strings.HasSuffix(name, "-old")) {
+				sets = append(sets, "ipset "+name)
+			}
+		}
+	}
+	if s, serr := NewIPSet(opts); serr == nil {
+		if rerr := s.Remove(ctx); rerr != nil {
+			err = errors.Join(err, rerr)
+		} else {
+			removed = append(removed, chains...)
+			removed = append(removed, sets...)
+			chains = nil
+		}
+	}
+	if len(chains) > 0 {
+		if t, terr := NewIPTables(opts); terr == nil {
+			if rerr := t.Remove(ctx); rerr != nil {
+				err = errors.Join(err, rerr)
+			} else {
+				removed = append(removed, chains...)
+			}
+		}
+	}
+	return removed, err
+}
