@@ -765,33 +765,7 @@ func (d *Daemon) tick(ctx context.Context) {
 		d.noteGone(prefixes)
 		d.log.Info("bans expired", "count", len(expired))
 	}
-	d.activeMu.Lock()
-	retry := d.retry
-	d.retry = nil
-	d.activeMu.Unlock()
-	if len(retry) > 0 {
-		var fw []firewall.Ban
-		var keep []store.Ban
-		for _, b := range retry {
-			if r := b.Remaining(now); r > 0 {
-				fw = append(fw, firewall.Ban{Prefix: b.Prefix, Timeout: r})
-				keep = append(keep, b)
-			}
-		}
-		d.fwMu.Lock()
-		err := d.opts.Backend.Add(ctx, fw)
-		d.fwMu.Unlock()
-		if refused, rest := d.splitRefused(err); len(refused) > 0 {
-			err = rest
-			keep = slices.DeleteFunc(keep, func(b store.Ban) bool { return refused[b.Prefix] })
-		}
-		if err != nil {
-			d.metrics.backendErrors.WithLabelValues("add").Inc()
-			d.activeMu.Lock()
-			d.retry = append(d.retry, keep...)
-			d.activeMu.Unlock()
-		}
-	}
+	d.retryRefused(ctx, now)
 }
 
 func (d *Daemon) savePositions(ctx context.Context, flush bool) error {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/firewall"
+	"github.com/pbxguard/pbxguard/internal/store"
 )
 
 // Self-healing of the kernel state. Somebody runs `nft flush ruleset`
@@ -53,7 +55,14 @@ type KernelStatus struct {
 type kernelSync struct {
 	mu sync.Mutex
 	st KernelStatus
+	// retryAt, retryPause: when the bans the kernel refused are tried
+	// again (retryRefused).
+	retryAt    time.Time
+	retryPause time.Duration
 }
+
+// retryMaxPause bounds the pause between retries of refused bans.
+const retryMaxPause = time.Minute
 
 func (k *kernelSync) get() KernelStatus {
 	k.mu.Lock()
@@ -162,6 +171,15 @@ func (d *Daemon) checkAndHeal(ctx context.Context, chk firewall.Checker) bool {
 		}
 	}
 	if len(missing) == 0 {
+		d.activeMu.Lock()
+		refused := len(d.retry)
+		d.activeMu.Unlock()
+		if refused > 0 {
+			// The objects are there but some bans were refused: not in
+			// sync, and retryRefused (not a heal) tries them again.
+			d.setOutOfSync(now, []string{fmt.Sprintf("%d ban(s) refused by the kernel, retried with a growing pause", refused)})
+			return true
+		}
 		if d.setInSync(now) {
 			d.log.Info("firewall: kernel agrees with the store", "backend", d.opts.Backend.Name())
 		}
@@ -187,6 +205,7 @@ func (d *Daemon) checkAndHeal(ctx context.Context, chk firewall.Checker) bool {
 	d.kernel.mu.Lock()
 	d.kernel.st.Heals++
 	d.kernel.st.LastHeal = d.now()
+	d.kernel.retryAt = time.Time{} // refused bans: try again now
 	d.kernel.mu.Unlock()
 	d.setInSync(d.now())
 	d.log.Warn("firewall: kernel state restored", "backend", d.opts.Backend.Name(), "bans", n,
@@ -288,4 +307,57 @@ func (d *Daemon) addOrHeal(ctx context.Context, bans []firewall.Ban) error {
 	d.kernel.mu.Unlock()
 	d.setInSync(d.now())
 	return d.opts.Backend.Add(ctx, bans)
+}
+
+// retryRefused adds again the bans the kernel refused when they were
+// decided, with a doubling pause (1 s to retryMaxPause) instead of every
+// tick, logging once per distinct error. Until they are in, status says
+// the kernel is out of sync (checkAndHeal).
+func (d *Daemon) retryRefused(ctx context.Context, now time.Time) {
+	k := &d.kernel
+	k.mu.Lock()
+	due := !now.Before(k.retryAt)
+	k.mu.Unlock()
+	if !due {
+		return
+	}
+	d.activeMu.Lock()
+	retry := d.retry
+	d.retry = nil
+	d.activeMu.Unlock()
+	if len(retry) == 0 {
+		return
+	}
+	var fw []firewall.Ban
+	var keep []store.Ban
+	for _, b := range retry {
+		if r := b.Remaining(now); r > 0 {
+			fw = append(fw, firewall.Ban{Prefix: b.Prefix, Timeout: r})
+			keep = append(keep, b)
+		}
+	}
+	d.fwMu.Lock()
+	err := d.opts.Backend.Add(ctx, fw)
+	d.fwMu.Unlock()
+	if refused, rest := d.splitRefused(err); len(refused) > 0 {
+		err = rest
+		keep = slices.DeleteFunc(keep, func(b store.Ban) bool { return refused[b.Prefix] })
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err == nil {
+		k.retryPause, k.retryAt = 0, time.Time{}
+		return
+	}
+	d.metrics.backendErrors.WithLabelValues("add").Inc()
+	d.activeMu.Lock()
+	d.retry = append(d.retry, keep...)
+	d.activeMu.Unlock()
+	k.retryPause = min(max(2*k.retryPause, time.Second), retryMaxPause)
+	k.retryAt = now.Add(k.retryPause)
+	msg := err.Error()
+	if msg != k.st.LastError {
+		d.log.Error("firewall: bans refused by the kernel; retrying with a growing pause", "count", len(keep), "next_in", k.retryPause, "err", err)
+	}
+	k.st.LastError, k.st.LastErrAt = msg, now
 }

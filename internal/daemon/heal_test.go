@@ -270,3 +270,45 @@ func metricValue(t *testing.T, d *Daemon, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// TestRefusedBansBackOff: a ban the kernel refuses is retried with a
+// growing pause, not every tick forever, and status says the kernel is
+// not in sync until it is in.
+func TestRefusedBansBackOff(t *testing.T) {
+	fw := &losingBackend{fakeBackend: newFakeBackend()}
+	h := startHeal(t, fw)
+	fw.fakeBackend.mu.Lock()
+	fw.fakeBackend.fail = true
+	fw.fakeBackend.mu.Unlock()
+	now := time.Now()
+	h.d.apply([]pending{{d: Decision{Jail: "asterisk", Addr: netip.MustParseAddr("203.0.113.45"), Duration: time.Hour, Reason: "t"}}})
+	ctx := context.Background()
+	// 40 ticks over 2 s of fake time: the pause doubles (1 s, 2 s).
+	for i := 0; i < 40; i++ {
+		h.d.retryRefused(ctx, now.Add(time.Duration(i)*50*time.Millisecond))
+	}
+	fw.fakeBackend.mu.Lock()
+	adds := fw.fakeBackend.adds
+	fw.fakeBackend.mu.Unlock()
+	if adds != 0 {
+		t.Fatalf("fake counted %d successful adds while failing", adds)
+	}
+	h.d.kernel.mu.Lock()
+	pause := h.d.kernel.retryPause
+	h.d.kernel.mu.Unlock()
+	if pause != 2*time.Second {
+		t.Fatalf("after 2 s of refusals the retry pause is %v, want 2s (1 s, then doubled): retried too often", pause)
+	}
+	waitFor(t, "status out of sync", func() bool {
+		st := h.d.Status().Kernel
+		return !st.InSync && len(st.Missing) == 1 && strings.Contains(st.Missing[0], "refused") && st.LastError != ""
+	})
+	fw.fakeBackend.mu.Lock()
+	fw.fakeBackend.fail = false
+	fw.fakeBackend.mu.Unlock()
+	h.d.retryRefused(ctx, now.Add(time.Minute))
+	if _, ok := fw.has("203.0.113.45/32"); !ok {
+		t.Fatal("the refused ban is not in after the retry")
+	}
+	waitFor(t, "status in sync", func() bool { return h.d.Status().Kernel.InSync })
+}
