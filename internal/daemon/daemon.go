@@ -1024,12 +1024,16 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 			err = d.opts.Backend.Delete(ctx, gone)
 		}
 	}
-	d.fwMu.Unlock()
 	if err != nil {
+		d.fwMu.Unlock()
 		d.metrics.backendErrors.WithLabelValues("delete").Inc()
 		return nil, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
 	}
-	if err := d.opts.Store.RemoveBans(ctx, gone); err != nil {
+	// The store too before fwMu goes: a heal (heal.go) between the two
+	// would put the unbanned prefix back from the store.
+	err = d.opts.Store.RemoveBans(ctx, gone)
+	d.fwMu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	d.noteGone(gone)

@@ -26,6 +26,10 @@ import (
 
 const healMaxPause = 30 * time.Second
 
+// recheckAfter: a short entry count is checked again after this pause
+// before it counts as a loss.
+const recheckAfter = 200 * time.Millisecond
+
 // expirySlack: bans that end within it are not counted as missing (the
 // kernel may drop them a moment before the store does).
 const expirySlack = 3 * time.Second
@@ -167,7 +171,23 @@ func (d *Daemon) checkAndHeal(ctx context.Context, chk firewall.Checker) bool {
 	missing := h.Missing
 	if h.Intact() && h.Entries >= 0 {
 		if short := d.shortBy(ctx, now, h.Entries); short != "" {
-			missing = []string{short}
+			// A count can be caught between two steps of a change (a
+			// ban in the kernel but not yet in the store): believe it
+			// when a second look, a moment later, agrees.
+			select {
+			case <-ctx.Done():
+				return true
+			case <-time.After(recheckAfter):
+			}
+			d.fwMu.Lock()
+			h2, err := chk.Check(ctx)
+			d.fwMu.Unlock()
+			if err == nil && h2.Intact() && h2.Entries >= 0 {
+				short = d.shortBy(ctx, d.now(), h2.Entries)
+			}
+			if short != "" {
+				missing = []string{short}
+			}
 		}
 	}
 	if len(missing) == 0 {
