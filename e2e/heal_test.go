@@ -311,3 +311,42 @@ func TestFirewallRemoveEveryBackend(t *testing.T) {
 		})
 	}
 }
+
+// TestIPSetSettingsChanged (issue 16): ipsets made with other settings
+// (here: prefix bans turned on, ipv6_prefix 128 -> 64: hash:ip ->
+// hash:net) do not stop the
+// start; the sets are replaced and every ban is back in the new ones.
+func TestIPSetSettingsChanged(t *testing.T) {
+	requireE2E(t, "ipset", "iptables", "ip6tables")
+	ns := newNetns(t, "ipsetcfg")
+	dir := t.TempDir()
+	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: "ipset", jail: "    ipv6_prefix: 128"})
+	d := startDaemon(t, ns, dir, cfg)
+	for _, a := range []string{"203.0.113.5", "2001:db8:9::5"} {
+		if out, code := d.cli("ban", a); code != 0 {
+			t.Fatalf("ban %s: %d %s", a, code, out)
+		}
+	}
+	d.stop()
+	if out := ns.Run(t, "ipset", "list", "-t", firewall.IPSet6); !strings.Contains(out, "hash:ip\n") {
+		t.Fatalf("first run's set:\n%s", out)
+	}
+	cfg = writeDaemonConfig(t, dir, daemonConfig{backend: "ipset", jail: "    ipv6_prefix: 64"})
+	d2 := startDaemon(t, ns, dir, cfg)
+	if out := ns.Run(t, "ipset", "list", "-t", firewall.IPSet6); !strings.Contains(out, "hash:net") {
+		t.Fatalf("set not replaced:\n%s", out)
+	}
+	got := kernelHolds(ns, "ipset")
+	if !got["203.0.113.5/32"] || !got["2001:db8:9::5/128"] {
+		t.Fatalf("bans after the sets were replaced: %v", got)
+	}
+	if out, code := d2.cli("ban", "2001:db8:a::/64"); code != 0 {
+		t.Fatalf("prefix ban in the new set: %d %s", code, out)
+	}
+	if out, _ := ns.Try("ipset", "list", "-n"); strings.Count(out, "pbxguard") != 2 {
+		t.Fatalf("sets after the replacement: %s", out)
+	}
+	if st := d2.status(); !st.Kernel.InSync {
+		t.Fatalf("status: %+v", st.Kernel)
+	}
+}

@@ -332,7 +332,7 @@ func RemoveAll(ctx context.Context, opts Options) (removed []string, err error) 
 	if _, lerr := lookTool(opts, "ipset", "ipset"); lerr == nil {
 		out, _ := r.run(ctx, nil, "ipset", "list", "-n")
 		for _, name := range strings.Fields(string(out)) {
-			if strings.HasPrefix(name, "pbxguard") && (name == IPSet4 || name == IPSet6 || strings.HasSuffix(name, "-old")) {
+			if name == IPSet4 || name == IPSet6 {
 				sets = append(sets, "ipset "+name)
 			}
 		}

@@ -134,10 +134,10 @@ func TestIPSetOtherSettings(t *testing.T) {
 	}
 	f.mu.Lock()
 	set4 := *f.sets[IPSet4]
-	_, leftover := f.sets[IPSet4+"-old"]
+	nsets := len(f.sets)
 	f.mu.Unlock()
-	if set4.typ != "hash:net" || set4.maxelem != 200000 || leftover {
-		t.Fatalf("set after Init: %+v, old left: %v", set4, leftover)
+	if set4.typ != "hash:net" || set4.maxelem != 200000 || nsets != 2 {
+		t.Fatalf("set after Init: %+v, %d sets", set4, nsets)
 	}
 	rules, _ := f.rules("iptables", IPTChain)
 	if len(rules) != 1 || !strings.Contains(rules[0], "--match-set "+IPSet4+" ") {

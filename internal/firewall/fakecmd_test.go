@@ -150,6 +150,9 @@ func (f *fakeCmds) ipset(in string, args []string) ([]byte, error) {
 		if f.sets[args[1]] == nil || f.sets[args[2]] != nil {
 			return nil, errors.New("ipset v7: cannot rename")
 		}
+		if f.referenced(args[1]) {
+			return nil, errors.New("ipset v7: Set cannot be renamed: it is in use by another system")
+		}
 		f.sets[args[2]] = f.sets[args[1]]
 		delete(f.sets, args[1])
 		for _, t := range f.ipt {

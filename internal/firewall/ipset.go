@@ -70,37 +70,26 @@ func (s *IPSet) Init(ctx context.Context) error {
 	}
 	for _, f := range ipFamilies {
 		name, want := s.want(f.v6)
-		create := func(set string) error {
-			_, err := s.r.run(ctx, nil, "ipset", "create", set, want.typ, "family", want.family,
-				"hashsize", strconv.Itoa(hashsize), "maxelem", strconv.Itoa(max), "timeout", "3600", "-exist")
-			return err
-		}
-		old := ""
 		if got, ok := existing[name]; ok && got.differs(want) != "" {
 			// Made with other settings (prefixes, max_elem changed): a set
-			// cannot be altered, and it cannot be destroyed while our rule
-			// uses it. Rename it aside, make the right one, point the rule
-			// at it, then drop the old one; the daemon adds its bans again.
-			old = name + "-old"
+			// cannot be altered, and the kernel refuses to destroy or
+			// rename it while our rule uses it. Take the rule out, destroy
+			// the set; the right one and the rule are made below, and the
+			// daemon adds its bans again.
 			s.log.Warn("ipset: set made with other settings; replacing it (the daemon restores its bans)",
 				"set", name, "differs", got.differs(want))
-			_, _ = s.r.run(ctx, nil, "ipset", "destroy", old)
-			if _, err := s.r.run(ctx, nil, "ipset", "rename", name, old); err != nil {
-				return fmt.Errorf("ipset: renaming set %s made with other settings (%s): %w", name, got.differs(want), err)
+			_, _ = s.r.run(ctx, nil, f.tables, "-w", "-D", IPTChain, "-m", "set", "--match-set", name, "src", "-j", "DROP")
+			if _, err := s.r.run(ctx, nil, "ipset", "destroy", name); err != nil {
+				return fmt.Errorf("ipset: replacing set %s made with other settings (%s): %w (another rule uses it? run 'pbxguard firewall remove')", name, got.differs(want), err)
 			}
 		}
-		if err := create(name); err != nil {
+		if _, err := s.r.run(ctx, nil, "ipset", "create", name, want.typ, "family", want.family,
+			"hashsize", strconv.Itoa(hashsize), "maxelem", strconv.Itoa(max), "timeout", "3600", "-exist"); err != nil {
 			return fmt.Errorf("ipset: %w (a set of another type or size exists? run 'pbxguard firewall remove' first)", err)
 		}
 		rule := []string{"-m", "set", "--match-set", name, "src", "-j", "DROP"}
 		if err := ensureChain(ctx, s.r, f, [][]string{rule}, hooks(s.opts)); err != nil {
 			return fmt.Errorf("ipset: %w", err)
-		}
-		if old != "" {
-			_, _ = s.r.run(ctx, nil, f.tables, "-w", "-D", IPTChain, "-m", "set", "--match-set", old, "src", "-j", "DROP")
-			if _, err := s.r.run(ctx, nil, "ipset", "destroy", old); err != nil {
-				s.log.Warn("ipset: could not destroy the replaced set", "set", old, "err", err)
-			}
 		}
 	}
 	s.log.Info("ipset: ready", "sets", IPSet4+","+IPSet6, "type", s.setType(), "maxelem", max)
@@ -234,7 +223,7 @@ func (s *IPSet) Remove(ctx context.Context) error {
 	for _, f := range ipFamilies {
 		errs = errors.Join(errs, removeChain(ctx, s.r, f))
 	}
-	for _, name := range []string{IPSet4, IPSet6, IPSet4 + "-old", IPSet6 + "-old"} {
+	for _, name := range []string{IPSet4, IPSet6} {
 		if _, err := s.r.run(ctx, nil, "ipset", "list", "-n", name); err != nil {
 			continue
 		}
