@@ -23,6 +23,14 @@ import (
 // not, it calls Init and adds every active ban with its remaining time.
 // A heal that fails is retried with a doubling pause (up to healMaxPause),
 // and each change of state is logged once, not every second.
+//
+// Why poll and not subscribe to nftables' netlink notifications: a
+// listener on NFNLGRP_NFTABLES makes the kernel build one notification
+// per set element for every ban added or expired (100k for a restore),
+// and google/nftables' Monitor only delivers events when it listens to
+// everything. The check costs 0.44 ms per second for nftables
+// (BenchmarkKernelCheck), and a flushed table is back within a second
+// (e2e TestHealAfterFlush: 0.57-0.66 s measured).
 
 const healMaxPause = 30 * time.Second
 
