@@ -119,7 +119,7 @@ func TestHealAfterFlush(t *testing.T) {
 func testHealAfterFlush(t *testing.T, backend string) {
 	ns := newNetns(t, "heal")
 	dir := t.TempDir()
-	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: backend})
+	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: backend, metrics: "127.0.0.1:9469"})
 	d := startDaemon(t, ns, dir, cfg)
 	c := daemon.NewClient(d.sock)
 	want := map[string]bool{}
@@ -203,6 +203,12 @@ func testHealAfterFlush(t *testing.T, backend string) {
 	}
 	if bans := d.bans(); len(bans) != len(want) {
 		t.Fatalf("bans after healing: %d, want %d", len(bans), len(want))
+	}
+	m := fetchMetrics(t, ns, "http://127.0.0.1:9469/metrics")
+	for _, w := range []string{"pbxguard_kernel_in_sync 1\n", "pbxguard_kernel_out_of_sync_since_seconds 0\n", fmt.Sprintf("pbxguard_kernel_heals_total %d\n", len(flushes))} {
+		if !strings.Contains(m, w) {
+			t.Fatalf("/metrics lacks %q:\n%s", w, m)
+		}
 	}
 	if n := strings.Count(d.out.String(), "kernel lost pbxguard's state"); n != len(flushes) {
 		t.Errorf("'kernel lost' logged %d times for %d flushes", n, len(flushes))
