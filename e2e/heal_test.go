@@ -162,9 +162,8 @@ func testHealAfterFlush(t *testing.T, backend string) {
 		for _, cmd := range cmds {
 			ns.Run(t, cmd[0], cmd[1:]...)
 		}
-		if got := kernelHolds(ns, backend); len(got) != 0 {
-			t.Fatalf("round %d: the flush left %d entries", round, len(got))
-		}
+		// No look at the kernel here: the daemon may have healed it
+		// already. Its status below says the loss was seen.
 		sawOut := false
 		var took time.Duration
 		for {
@@ -195,7 +194,8 @@ func testHealAfterFlush(t *testing.T, backend string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		k := st.Kernel
-		if !k.InSync || k.Heals != heals+1 || k.LastLoss.Before(start) || len(k.LastMissing) == 0 || k.LastHeal.Before(k.LastLoss) {
+		// A heal can come between two of a round's commands: at least one.
+		if !k.InSync || k.Heals < heals+1 || k.LastLoss.Before(start) || len(k.LastMissing) == 0 || k.LastHeal.Before(k.LastLoss) {
 			t.Fatalf("round %d: status after the heal: %+v", round, k)
 		}
 		t.Logf("status: lost at +%v (%s), healed at +%v, out-of-sync seen by polling: %v",
@@ -205,13 +205,13 @@ func testHealAfterFlush(t *testing.T, backend string) {
 		t.Fatalf("bans after healing: %d, want %d", len(bans), len(want))
 	}
 	m := fetchMetrics(t, ns, "http://127.0.0.1:9469/metrics")
-	for _, w := range []string{"pbxguard_kernel_in_sync 1\n", "pbxguard_kernel_out_of_sync_since_seconds 0\n", fmt.Sprintf("pbxguard_kernel_heals_total %d\n", len(flushes))} {
+	for _, w := range []string{"pbxguard_kernel_in_sync 1\n", "pbxguard_kernel_out_of_sync_since_seconds 0\n", fmt.Sprintf("pbxguard_kernel_heals_total %d\n", d.status().Kernel.Heals)} {
 		if !strings.Contains(m, w) {
 			t.Fatalf("/metrics lacks %q:\n%s", w, m)
 		}
 	}
-	if n := strings.Count(d.out.String(), "kernel lost pbxguard's state"); n != len(flushes) {
-		t.Errorf("'kernel lost' logged %d times for %d flushes", n, len(flushes))
+	if n, heals := strings.Count(d.out.String(), "kernel lost pbxguard's state"), d.status().Kernel.Heals; uint64(n) != heals || n < len(flushes) {
+		t.Errorf("'kernel lost' logged %d times for %d heals, %d flushes", n, heals, len(flushes))
 	}
 }
 
