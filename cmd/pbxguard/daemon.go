@@ -180,6 +180,7 @@ func statusCmd() *cobra.Command {
 func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "pbxguard running since %s (up %s), firewall %s, %d active ban(s)\n",
 		st.Started.Local().Format("2006-01-02 15:04:05"), config.FormatDuration(time.Duration(st.Uptime*float64(time.Second))), st.Backend, st.ActiveBans)
+	printKernel(w, st)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JAIL\tLINES\tEVENTS\tBANS\tSOURCES")
 	for _, j := range st.Jails {
@@ -198,6 +199,27 @@ func printStatus(w io.Writer, st daemon.Status) {
 	if st.Latency.Count > 0 {
 		fmt.Fprintf(w, "line-to-kernel ban latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d bans)\n",
 			st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms, st.Latency.Count)
+	}
+}
+
+// printKernel says whether the kernel holds what the store says.
+func printKernel(w io.Writer, st daemon.Status) {
+	k := st.Kernel
+	switch {
+	case !k.Checked:
+		fmt.Fprintf(w, "kernel: not checked (firewall %s)\n", st.Backend)
+	case k.InSync:
+		fmt.Fprintf(w, "kernel: in sync with the store")
+		if k.Heals > 0 {
+			fmt.Fprintf(w, " (restored %d time(s), last %s)", k.Heals, k.LastHeal.Local().Format("2006-01-02 15:04:05"))
+		}
+		fmt.Fprintln(w)
+	default:
+		fmt.Fprintf(w, "kernel: OUT OF SYNC since %s: %s; the bans listed are NOT all enforced\n",
+			k.OutOfSyncSince.Local().Format("2006-01-02 15:04:05"), strings.Join(k.Missing, "; "))
+	}
+	if k.LastError != "" {
+		fmt.Fprintf(w, "last firewall error (%s): %s\n", k.LastErrAt.Local().Format("2006-01-02 15:04:05"), k.LastError)
 	}
 }
 

@@ -34,3 +34,34 @@ func TestPrintStatusAudit(t *testing.T) {
 		t.Fatalf("audit off, yet shown:\n%s", b.String())
 	}
 }
+
+// TestPrintStatusKernel: status says whether the kernel holds the bans it
+// lists (it said "N active ban(s)" with the table gone).
+func TestPrintStatusKernel(t *testing.T) {
+	since := time.Date(2026, 12, 5, 8, 0, 0, 0, time.Local)
+	st := daemon.Status{Started: since, Backend: "nftables", ActiveBans: 3,
+		Kernel: daemon.KernelStatus{Checked: true, OutOfSyncSince: since, Missing: []string{"table inet pbxguard"},
+			LastError: "firewall nftables: init: permission denied", LastErrAt: since}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	for _, want := range []string{
+		"kernel: OUT OF SYNC since 2026-12-05 08:00:00: table inet pbxguard; the bans listed are NOT all enforced\n",
+		"last firewall error (2026-12-05 08:00:00): firewall nftables: init: permission denied\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("status:\n%s\nwant %q", b.String(), want)
+		}
+	}
+	st.Kernel = daemon.KernelStatus{Checked: true, InSync: true, Heals: 2, LastHeal: since}
+	b.Reset()
+	printStatus(&b, st)
+	if !strings.Contains(b.String(), "kernel: in sync with the store (restored 2 time(s), last 2026-12-05 08:00:00)\n") {
+		t.Fatalf("status:\n%s", b.String())
+	}
+	st.Backend, st.Kernel = "dry-run", daemon.KernelStatus{}
+	b.Reset()
+	printStatus(&b, st)
+	if !strings.Contains(b.String(), "kernel: not checked (firewall dry-run)\n") {
+		t.Fatalf("status:\n%s", b.String())
+	}
+}

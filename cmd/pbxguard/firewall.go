@@ -440,7 +440,7 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 	var keepBans bool
 	c := &cobra.Command{
 		Use:   "remove",
-		Short: "Delete pbxguard's tables (the policy and the daemon's ban table) and forget the policy state; other tables stay",
+		Short: "Delete what pbxguard made in the kernel (the policy table; the daemon's nftables table, ipsets, iptables chains and jumps) and forget the policy state; other tables stay",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -455,15 +455,19 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 			if keepBans {
 				return nil
 			}
-			b, err := firewall.New("nftables", firewall.Options{NetNS: o.netns, Logger: slog.Default()})
+			// Every backend's objects, whichever backend made them.
+			removed, err := firewall.RemoveAll(ctx, firewall.Options{NetNS: o.netns, Logger: slog.Default()})
+			for _, r := range removed {
+				fmt.Fprintf(out, "%s (the daemon's bans) is gone\n", r)
+			}
 			if err != nil {
-				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
+				return failErr(fmt.Errorf("policy removed; the daemon's bans were not all removed: %w", err))
 			}
-			defer b.Close()
-			if err := b.Remove(ctx); err != nil {
-				return failErr(fmt.Errorf("policy removed; the ban table was not: %w", err))
+			if len(removed) == 0 {
+				fmt.Fprintln(out, "no ban table, ipset or iptables chain of pbxguard was there")
+				return nil
 			}
-			fmt.Fprintf(out, "table inet %s (the daemon's bans) is gone too; a running daemon recreates it\n", firewall.NftTable)
+			fmt.Fprintln(out, "a running daemon puts its bans back within seconds (stop it first to keep them out)")
 			return nil
 		},
 	}

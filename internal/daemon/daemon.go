@@ -105,6 +105,9 @@ type Options struct {
 	SaveEvery time.Duration
 	// TickEvery is the expiry/challenge period (default 1s).
 	TickEvery time.Duration
+	// CheckEvery is how often the kernel state is verified (heal.go;
+	// default 1s).
+	CheckEvery time.Duration
 	// Version is shown by status.
 	Version string
 	// Workers run beside the sources (AMI listener, fraud monitor).
@@ -171,7 +174,8 @@ type Daemon struct {
 	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
 	retry    []store.Ban             // bans the kernel refused, retried on tick
 
-	sup supervisor // restarts followed sources that stop
+	sup    supervisor // restarts followed sources that stop
+	kernel kernelSync // does the kernel hold what the store says (heal.go)
 }
 
 // New checks the options and makes a daemon; Run starts it.
@@ -196,6 +200,9 @@ func New(opts Options) (*Daemon, error) {
 	}
 	if opts.TickEvery <= 0 {
 		opts.TickEvery = time.Second
+	}
+	if opts.CheckEvery <= 0 {
+		opts.CheckEvery = time.Second
 	}
 	d := &Daemon{
 		opts:      opts,
@@ -288,6 +295,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); d.loop(bgCtx) }()
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); d.healLoop(bgCtx) }()
 
 	d.running.Store(true)
 	d.log.Info("pbxguard running", "jails", len(d.jails), "backend", d.opts.Backend.Name(),
@@ -752,33 +761,7 @@ func (d *Daemon) tick(ctx context.Context) {
 		d.noteGone(prefixes)
 		d.log.Info("bans expired", "count", len(expired))
 	}
-	d.activeMu.Lock()
-	retry := d.retry
-	d.retry = nil
-	d.activeMu.Unlock()
-	if len(retry) > 0 {
-		var fw []firewall.Ban
-		var keep []store.Ban
-		for _, b := range retry {
-			if r := b.Remaining(now); r > 0 {
-				fw = append(fw, firewall.Ban{Prefix: b.Prefix, Timeout: r})
-				keep = append(keep, b)
-			}
-		}
-		d.fwMu.Lock()
-		err := d.opts.Backend.Add(ctx, fw)
-		d.fwMu.Unlock()
-		if refused, rest := d.splitRefused(err); len(refused) > 0 {
-			err = rest
-			keep = slices.DeleteFunc(keep, func(b store.Ban) bool { return refused[b.Prefix] })
-		}
-		if err != nil {
-			d.metrics.backendErrors.WithLabelValues("add").Inc()
-			d.activeMu.Lock()
-			d.retry = append(d.retry, keep...)
-			d.activeMu.Unlock()
-		}
-	}
+	d.retryRefused(ctx, now)
 }
 
 func (d *Daemon) savePositions(ctx context.Context, flush bool) error {
@@ -878,6 +861,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	d.activeMu.Unlock()
 	d.markBanned(rows)
+	d.reconciled()
 	d.log.Info("kernel reconciled with the store", "restored", len(restore), "removed_unknown", len(stale),
 		"dropped_allowlisted", len(refused), "kernel_add", time.Since(addStart).Round(time.Microsecond),
 		"took", time.Since(start).Round(time.Microsecond))
@@ -977,9 +961,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	now := d.now()
 	row := store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: jail, Reason: reason, Since: now, Until: now.Add(dur),
 		Count: d.opts.Store.PriorBans(pfx.Addr()) + 1}
-	d.fwMu.Lock()
-	err := d.opts.Backend.Add(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
-	d.fwMu.Unlock()
+	err := d.addOrHeal(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
 	if refused, rest := d.splitRefused(err); refused[pfx] {
 		entry, _ := d.opts.Allowed(pfx)
 		if !entry.IsValid() {
@@ -1038,12 +1020,16 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 			err = d.opts.Backend.Delete(ctx, gone)
 		}
 	}
-	d.fwMu.Unlock()
 	if err != nil {
+		d.fwMu.Unlock()
 		d.metrics.backendErrors.WithLabelValues("delete").Inc()
 		return nil, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
 	}
-	if err := d.opts.Store.RemoveBans(ctx, gone); err != nil {
+	// The store too before fwMu goes: a heal (heal.go) between the two
+	// would put the unbanned prefix back from the store.
+	err = d.opts.Store.RemoveBans(ctx, gone)
+	d.fwMu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	d.noteGone(gone)
@@ -1071,6 +1057,7 @@ type Status struct {
 	Jails      []JailStatus   `json:"jails"`
 	Latency    LatencySummary `json:"ban_latency"`
 	Audit      *AuditStatus   `json:"audit,omitempty"`
+	Kernel     KernelStatus   `json:"kernel"`
 }
 
 // JailStatus is one jail in Status.
@@ -1086,7 +1073,7 @@ type JailStatus struct {
 func (d *Daemon) Status() Status {
 	now := d.now()
 	st := Status{Version: d.opts.Version, Started: d.started.UTC(), Uptime: now.Sub(d.started).Seconds(),
-		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary(), Audit: d.opts.Audit}
+		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary(), Audit: d.opts.Audit, Kernel: d.kernel.get()}
 	perJail := map[string]int{}
 	d.activeMu.Lock()
 	st.ActiveBans = len(d.active)

@@ -27,6 +27,11 @@ type Metrics struct {
 	sourceErrors  *prometheus.CounterVec
 	callRecords   *prometheus.CounterVec
 	auditFindings *prometheus.GaugeVec
+
+	kernelInSync         prometheus.Gauge
+	kernelOutOfSyncSince prometheus.Gauge
+	kernelHeals          prometheus.Counter
+	kernelHealFailures   prometheus.Counter
 }
 
 // latencyObserver feeds the histogram and keeps the last samples for
@@ -111,10 +116,23 @@ func NewMetrics() *Metrics {
 	for _, s := range []string{"critical", "high", "medium", "low", "info"} {
 		m.auditFindings.WithLabelValues(s).Set(0)
 	}
+	m.kernelInSync = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pbxguard_kernel_in_sync", Help: "1 when the kernel holds pbxguard's table, sets, chains and the store's active bans (last check), else 0.",
+	})
+	m.kernelOutOfSyncSince = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pbxguard_kernel_out_of_sync_since_seconds", Help: "Unix time since when the kernel disagrees with the store; 0 when it agrees.",
+	})
+	m.kernelHeals = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pbxguard_kernel_heals_total", Help: "Times the daemon put its lost table, sets or chains and every active ban back into the kernel.",
+	})
+	m.kernelHealFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pbxguard_kernel_heal_failures_total", Help: "Attempts to restore the kernel state that failed (retried with a growing pause).",
+	})
+	m.Registry.MustRegister(m.kernelInSync, m.kernelOutOfSyncSince, m.kernelHeals, m.kernelHealFailures)
 	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors, m.callRecords, m.auditFindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(buildInfo())
-	for _, op := range []string{"init", "add", "delete", "list"} {
+	for _, op := range []string{"init", "add", "delete", "list", "check"} {
 		m.backendErrors.WithLabelValues(op)
 	}
 	return m

@@ -24,7 +24,7 @@ func Detect(ctx context.Context, opts Options) (Backend, error) {
 	} else {
 		why = append(why, err)
 	}
-	r := runner{opts.NetNS}
+	r := newRunner(opts)
 	if s, err := NewIPSet(opts); err == nil {
 		if _, perr := r.run(ctx, nil, "ipset", "list", "-n"); perr == nil {
 			log.Info("firewall: auto picked ipset", "nftables", errors.Join(why...))

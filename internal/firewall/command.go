@@ -9,10 +9,19 @@ import (
 	"strings"
 )
 
-// runner runs firewall tools, inside Options.NetNS when set.
+// runner runs firewall tools, inside Options.NetNS when set, or through
+// Options.Exec (tests) when that is set.
 type runner struct {
 	netns string
+	exec  ExecFunc
 }
+
+// ExecFunc runs one firewall tool (ipset, iptables, iptables-save, ...)
+// with stdin and returns its stdout; the error carries its stderr. It is
+// what Options.Exec replaces, for tests without root.
+type ExecFunc func(ctx context.Context, stdin io.Reader, name string, args ...string) ([]byte, error)
+
+func newRunner(o Options) runner { return runner{netns: o.NetNS, exec: o.Exec} }
 
 func (r runner) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	if r.netns != "" {
@@ -24,6 +33,13 @@ func (r runner) command(ctx context.Context, name string, args ...string) *exec.
 // run runs a command with optional stdin and returns its stdout; the error
 // carries the command line and its stderr.
 func (r runner) run(ctx context.Context, stdin io.Reader, name string, args ...string) ([]byte, error) {
+	if r.exec != nil {
+		out, err := r.exec(ctx, stdin, name, args...)
+		if err != nil {
+			return out, fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+		}
+		return out, nil
+	}
 	cmd := r.command(ctx, name, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb

@@ -218,7 +218,7 @@ func TestDryRunExpires(t *testing.T) {
 }
 
 func TestMissingToolMessage(t *testing.T) {
-	_, err := lookTool("pbxguard-no-such-tool", "ipset")
+	_, err := lookTool(Options{}, "pbxguard-no-such-tool", "ipset")
 	if err == nil || !strings.Contains(err.Error(), "apt-get install ipset") || !strings.Contains(err.Error(), "firewall.backend: nftables") {
 		t.Fatalf("error = %v", err)
 	}

@@ -37,11 +37,11 @@ type IPSet struct {
 // NewIPSet checks that the tools exist; it changes nothing until Init.
 func NewIPSet(opts Options) (*IPSet, error) {
 	for _, t := range [][2]string{{"ipset", "ipset"}, {"iptables", "iptables"}, {"ip6tables", "iptables"}} {
-		if _, err := lookTool(t[0], t[1]); err != nil {
+		if _, err := lookTool(opts, t[0], t[1]); err != nil {
 			return nil, err
 		}
 	}
-	return &IPSet{opts: opts, log: opts.logger().With("backend", "ipset"), r: runner{opts.NetNS}}, nil
+	return &IPSet{opts: opts, log: opts.logger().With("backend", "ipset"), r: newRunner(opts)}, nil
 }
 
 // Name implements Backend.
@@ -64,12 +64,26 @@ func (s *IPSet) Init(ctx context.Context) error {
 	for hashsize < max/4 && hashsize < 1<<20 {
 		hashsize *= 2
 	}
+	var existing map[string]ipsetHeader
+	if out, err := s.r.run(ctx, nil, "ipset", "list", "-t"); err == nil {
+		existing = parseIPSetTerse(out)
+	}
 	for _, f := range ipFamilies {
-		name, fam := IPSet4, "inet"
-		if f.v6 {
-			name, fam = IPSet6, "inet6"
+		name, want := s.want(f.v6)
+		if got, ok := existing[name]; ok && got.differs(want) != "" {
+			// Made with other settings (prefixes, max_elem changed): a set
+			// cannot be altered, and the kernel refuses to destroy or
+			// rename it while our rule uses it. Take the rule out, destroy
+			// the set; the right one and the rule are made below, and the
+			// daemon adds its bans again.
+			s.log.Warn("ipset: set made with other settings; replacing it (the daemon restores its bans)",
+				"set", name, "differs", got.differs(want))
+			_, _ = s.r.run(ctx, nil, f.tables, "-w", "-D", IPTChain, "-m", "set", "--match-set", name, "src", "-j", "DROP")
+			if _, err := s.r.run(ctx, nil, "ipset", "destroy", name); err != nil {
+				return fmt.Errorf("ipset: replacing set %s made with other settings (%s): %w (another rule uses it? run 'pbxguard firewall remove')", name, got.differs(want), err)
+			}
 		}
-		if _, err := s.r.run(ctx, nil, "ipset", "create", name, s.setType(), "family", fam,
+		if _, err := s.r.run(ctx, nil, "ipset", "create", name, want.typ, "family", want.family,
 			"hashsize", strconv.Itoa(hashsize), "maxelem", strconv.Itoa(max), "timeout", "3600", "-exist"); err != nil {
 			return fmt.Errorf("ipset: %w (a set of another type or size exists? run 'pbxguard firewall remove' first)", err)
 		}

@@ -35,6 +35,7 @@ type IPTables struct {
 
 	mu      sync.Mutex
 	entries map[netip.Prefix]int64 // expiry, unix seconds, as written in the rule
+	warned  bool                   // the many-rules warning was logged
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -43,12 +44,12 @@ type IPTables struct {
 func NewIPTables(opts Options) (*IPTables, error) {
 	for _, f := range ipFamilies {
 		for _, t := range []string{f.tables, f.restore, f.save} {
-			if _, err := lookTool(t, "iptables"); err != nil {
+			if _, err := lookTool(opts, t, "iptables"); err != nil {
 				return nil, err
 			}
 		}
 	}
-	return &IPTables{opts: opts, log: opts.logger().With("backend", "iptables"), r: runner{opts.NetNS},
+	return &IPTables{opts: opts, log: opts.logger().With("backend", "iptables"), r: newRunner(opts),
 		now: time.Now, entries: map[netip.Prefix]int64{}}, nil
 }
 
@@ -226,13 +227,17 @@ func (t *IPTables) Add(ctx context.Context, bans []Ban) error {
 	now := t.now()
 	add := make(map[netip.Prefix]int64, len(bans))
 	for _, b := range bans {
-		add[b.Prefix] = now.Unix() + seconds(b.Timeout)
+		add[b.Prefix] = untilSecond(now, b.Timeout)
 	}
 	if len(add) == 0 {
 		return errs
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	errs = errors.Join(errs, t.capLocked(add))
+	if len(add) == 0 {
+		return errs
+	}
 	if err := t.applyLocked(ctx, add, nil); err != nil {
 		// The map may disagree with the kernel (rules changed by hand):
 		// read the truth and try once more.
@@ -244,6 +249,61 @@ func (t *IPTables) Add(ctx context.Context, bans []Ban) error {
 		}
 	}
 	return errs
+}
+
+// untilSecond is the end of a ban as the rule stores it: now+timeout
+// rounded up to the second. Rounding the end, not the timeout, makes the
+// same end give the same rule at every restart (rounding the timeout and
+// adding it to the truncated now moved the end up to 1 s later each time).
+func untilSecond(now time.Time, timeout time.Duration) int64 {
+	end := now.Add(timeout)
+	sec := end.Unix()
+	if end.Nanosecond() > 0 {
+		sec++
+	}
+	return max(sec, now.Unix()+1)
+}
+
+// IPTablesMaxRules is the most ban rules the iptables backend holds.
+// Every inbound packet walks the chain rule by rule: measured with 10,000
+// rules, ~0.34 ms more per packet (nftables and ipset look the source up
+// in a hash, whatever their size). Past IPTablesWarnRules it warns once;
+// past the cap (or Options.MaxElem when smaller) new bans are refused
+// with ErrTooManyRules.
+const (
+	IPTablesMaxRules  = 10000
+	IPTablesWarnRules = 1000
+)
+
+// ErrTooManyRules is wrapped by the iptables backend's Add for bans past
+// its cap.
+var ErrTooManyRules = errors.New("the iptables backend holds at most IPTablesMaxRules rules (each costs every packet; use firewall.backend: nftables or ipset)")
+
+// capLocked drops from add the new entries past the cap, and says so.
+func (t *IPTables) capLocked(add map[netip.Prefix]int64) error {
+	limit := min(t.opts.maxElem(), IPTablesMaxRules)
+	n := len(t.entries)
+	var refused []netip.Prefix
+	for p := range add {
+		if _, ok := t.entries[p]; ok {
+			continue
+		}
+		if n >= limit {
+			refused = append(refused, p)
+			delete(add, p)
+			continue
+		}
+		n++
+	}
+	if n >= IPTablesWarnRules && !t.warned {
+		t.warned = true
+		t.log.Warn("iptables: many ban rules; every inbound packet walks them all (~0.34 ms per packet at 10,000): use firewall.backend: nftables or ipset",
+			"rules", n, "cap", limit)
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("iptables: %d bans refused, chain %s holds %d rules (cap %d): %w", len(refused), IPTChain, len(t.entries), limit, ErrTooManyRules)
+	}
+	return nil
 }
 
 // Delete implements Backend; absent entries are skipped.

@@ -82,6 +82,10 @@ type Nftables struct {
 	table  *nftables.Table
 	sets   []nftSet // banned4, banned6 [, banned4net, banned6net]
 
+	// covered: prefixes not in the kernel because a wider one covers
+	// them but ends first, with their end: added when the wider goes.
+	covered map[netip.Prefix]time.Time
+
 	// legacyRefresh: re-adding a present element does not update its
 	// timeout on this kernel (before 6.10), so Add re-creates elements.
 	legacyRefresh bool
@@ -90,7 +94,7 @@ type Nftables struct {
 // NewNftables opens a netlink connection (in Options.NetNS / NetNSFd when
 // given). It changes nothing in the kernel until Init.
 func NewNftables(opts Options) (*Nftables, error) {
-	n := &Nftables{opts: opts, log: opts.logger().With("backend", "nftables")}
+	n := &Nftables{opts: opts, log: opts.logger().With("backend", "nftables"), covered: map[netip.Prefix]time.Time{}}
 	fd := opts.NetNSFd
 	if fd <= 0 && opts.NetNS != "" {
 		f, err := os.Open(filepath.Join("/run/netns", opts.NetNS))
@@ -103,6 +107,9 @@ func NewNftables(opts Options) (*Nftables, error) {
 	connOpts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(raiseBuffers)}
 	if fd > 0 {
 		connOpts = append(connOpts, nftables.WithNetNSFd(fd))
+	}
+	if opts.NetlinkDial != nil {
+		connOpts = append(connOpts, nftables.WithTestDial(opts.NetlinkDial))
 	}
 	c, err := nftables.New(connOpts...)
 	if err != nil {
@@ -543,6 +550,11 @@ func (n *Nftables) retryOneByOne(ops []elemOp, del bool) error {
 			left--
 			single := n.plan([]netip.Prefix{p}, []time.Duration{op.tos[i]})
 			_, err := n.send(single, del)
+			if err != nil && !del && op.set.Interval && errors.Is(err, syscall.EEXIST) {
+				// Overlaps an interval already there (a /64 inside a /48,
+				// or a /48 over a /64): never an error.
+				err = n.addOverlapping(op.set, p, op.tos[i])
+			}
 			switch {
 			case err == nil:
 				failedInARow = 0
@@ -562,14 +574,88 @@ func (n *Nftables) retryOneByOne(ops []elemOp, del bool) error {
 	return errs
 }
 
+// addOverlapping adds prefix p (timeout to) to interval set set, which
+// refused it because it overlaps intervals there. The kernel cannot hold
+// overlapping intervals, so:
+//   - p inside a wider prefix: p is covered, nothing is added; when p
+//     outlasts the wider one it is kept in n.covered and added when the
+//     wider one is deleted;
+//   - p over narrower prefixes: they are deleted and p added in one
+//     transaction; the ones that outlast p go to n.covered.
+func (n *Nftables) addOverlapping(set *nftables.Set, p netip.Prefix, to time.Duration) error {
+	els, err := n.conn.GetSetElements(set)
+	if err != nil {
+		return fmt.Errorf("reading set %s for overlaps: %w", set.Name, err)
+	}
+	now := time.Now()
+	var inner []Ban
+	for _, b := range intervalsToBans(els) {
+		if !b.Prefix.Overlaps(p) {
+			continue
+		}
+		if b.Prefix.Bits() <= p.Bits() {
+			n.log.Info("nftables: prefix covered by a wider ban already in the kernel", "prefix", p, "covered_by", b.Prefix)
+			if to > b.Timeout {
+				n.covered[p] = now.Add(to)
+			}
+			return nil
+		}
+		inner = append(inner, b)
+	}
+	if len(inner) == 0 {
+		return fmt.Errorf("%v: kernel says it overlaps, but no overlapping interval is listed", p)
+	}
+	del := make([]nftables.SetElement, 0, 2*len(inner))
+	for _, b := range inner {
+		els, k, _, _ := n.toElems(b.Prefix, 0)
+		del = append(del, els[:k]...)
+	}
+	add, k, _, _ := n.toElems(p, to)
+	if err := errors.Join(n.conn.SetDeleteElements(set, del), n.conn.SetAddElements(set, add[:k])); err != nil {
+		return err
+	}
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("replacing %d narrower prefixes by %v: %w", len(inner), p, err)
+	}
+	for _, b := range inner {
+		if b.Timeout > to {
+			n.covered[b.Prefix] = now.Add(b.Timeout)
+		}
+		n.log.Info("nftables: narrower prefix replaced by a wider ban", "prefix", b.Prefix, "covered_by", p)
+	}
+	return nil
+}
+
+// readdCoveredLocked adds again the covered prefixes (see addOverlapping)
+// that are still due, after their cover may have gone.
+func (n *Nftables) readdCoveredLocked() error {
+	if len(n.covered) == 0 {
+		return nil
+	}
+	now := time.Now()
+	var ps []netip.Prefix
+	var tos []time.Duration
+	for p, until := range n.covered {
+		delete(n.covered, p)
+		if until.After(now) {
+			ps = append(ps, p)
+			tos = append(tos, until.Sub(now))
+		}
+	}
+	failed, err := n.send(n.plan(ps, tos), false)
+	if err != nil {
+		return n.retryOneByOne(failed, false)
+	}
+	return nil
+}
+
 // Delete implements Backend. Absent entries are skipped: a batch that the
 // kernel refuses (ENOENT aborts the whole transaction) is retried entry by
 // entry.
-func (n *Nftables) Delete(ctx context.Context, prefixes []netip.Prefix) error {
+func (n *Nftables) Delete(ctx context.Context, prefixes []netip.Prefix) (errs error) {
 	if len(prefixes) == 0 {
 		return nil
 	}
-	var errs error
 	ps := make([]netip.Prefix, 0, len(prefixes))
 	for _, p := range prefixes {
 		q, err := normalize(p, n.opts.Prefixes)
@@ -584,6 +670,14 @@ func (n *Nftables) Delete(ctx context.Context, prefixes []netip.Prefix) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	for _, p := range ps {
+		delete(n.covered, p)
+	}
+	defer func() {
+		if err := n.readdCoveredLocked(); err != nil {
+			errs = errors.Join(errs, fmt.Errorf("nftables: adding back covered prefixes: %w", err))
+		}
+	}()
 	failed, err := n.send(n.plan(ps, nil), true)
 	if err != nil {
 		// Usually: some entry was absent (expired meanwhile). Delete only

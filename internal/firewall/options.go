@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+
+	"github.com/mdlayher/netlink/nltest"
 	"sort"
 	"strings"
 	"time"
@@ -43,6 +45,14 @@ type Options struct {
 	// itself on kernels before 6.10 (which ignore a new timeout on re-add).
 	// For tests; leave false.
 	LegacyRefresh bool
+	// Exec, when set, runs the command-line tools (ipset, iptables, ...)
+	// instead of executing them, and the tools are not looked up on PATH:
+	// tests without root give a fake kernel here.
+	Exec ExecFunc
+	// NetlinkDial, when set, replaces the nftables backend's netlink socket
+	// (nftables.WithTestDial): tests without root give a fake kernel here
+	// (see package nfttest).
+	NetlinkDial nltest.Func
 }
 
 // DefaultMaxElem is the set capacity when Options.MaxElem is 0.
@@ -149,7 +159,10 @@ func validBans(bans []Ban, prefixes bool) (ok []Ban, err error) {
 }
 
 // lookTool finds a command or says how to install it.
-func lookTool(name, pkg string) (string, error) {
+func lookTool(o Options, name, pkg string) (string, error) {
+	if o.Exec != nil {
+		return name, nil
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
 		return "", fmt.Errorf("%s not found: apt-get install %s, or set firewall.backend: nftables", name, pkg)
