@@ -437,7 +437,7 @@ func showCmd(o *firewallOpts) *cobra.Command {
 }
 
 func removeCmd(o *firewallOpts) *cobra.Command {
-	var keepBans bool
+	var keepBans, asJSON bool
 	c := &cobra.Command{
 		Use:   "remove",
 		Short: "Delete what pbxguard made in the kernel (the policy table; the daemon's nftables table, ipsets, iptables chains and jumps) and forget the policy state; other tables stay",
@@ -451,12 +451,35 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 				return failErr(fmt.Errorf("policy table removed, but the state in %s could not be cleared: %w", o.stateDir, err))
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "removed table %s %s (the hardened policy); no rollback pending any more\n", policy.TableFamily, policy.TableName)
+			result := struct {
+				Policy  string   `json:"policy_removed"`
+				Removed []string `json:"bans_removed"`
+				Error   string   `json:"error,omitempty"`
+			}{Policy: policy.TableFamily + " " + policy.TableName, Removed: []string{}}
+			if !asJSON {
+				fmt.Fprintf(out, "removed table %s %s (the hardened policy); no rollback pending any more\n", policy.TableFamily, policy.TableName)
+			}
 			if keepBans {
+				if asJSON {
+					return writeJSON(out, result)
+				}
 				return nil
 			}
 			// Every backend's objects, whichever backend made them.
 			removed, err := firewall.RemoveAll(ctx, firewall.Options{NetNS: o.netns, Logger: slog.Default()})
+			result.Removed = append(result.Removed, removed...)
+			if err != nil {
+				result.Error = err.Error()
+			}
+			if asJSON {
+				if werr := writeJSON(out, result); werr != nil {
+					return failErr(werr)
+				}
+				if err != nil {
+					return failErr(fmt.Errorf("policy removed; the daemon's bans were not all removed: %w", err))
+				}
+				return nil
+			}
 			for _, r := range removed {
 				fmt.Fprintf(out, "%s (the daemon's bans) is gone\n", r)
 			}
@@ -471,6 +494,7 @@ func removeCmd(o *firewallOpts) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&keepBans, "keep-bans", false, "remove only the policy table, keep the daemon's ban table")
 	return c
 }
