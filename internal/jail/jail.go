@@ -68,20 +68,20 @@ type Config struct {
 	// registered phone whose keep-alive OPTIONS are challenged and never
 	// answered is not an attacker). Its explicit failures still count.
 	SuccessGrace time.Duration
-	// TwinWindow [1h]: Asterisk reports most SIP, PJSIP and AMI failures
-	// twice, as a free-text NOTICE and as a structured SecurityEvent (or AMI
-	// security event). While the jail has seen a structured event within
-	// TwinWindow, or StructuredSource is set, the NOTICE twins
-	// (non-structured auth_failure, unknown_account, acl_violation of those
-	// services) are not counted, so one mistyped password counts once.
-	// A negative TwinWindow turns this off (every event counts).
+	// TwinWindow [2s]: Asterisk reports most SIP, PJSIP and AMI failures
+	// of one request twice, as a free-text NOTICE and as a structured
+	// SecurityEvent (or AMI security event), and the daemon may follow both
+	// files. Twins are paired per request: an event is not counted when its
+	// twin of the other form was counted for the same request — same
+	// address, same kind and service, same account, same source port and
+	// Call-ID where both carry them — within TwinWindow of event time. Each
+	// counted event pairs with at most one twin, in either arrival order,
+	// so nothing is counted twice and a structured event never hides a
+	// NOTICE of another request. Asterisk stamps both lines of a request
+	// within the same second or the next (the security line passes through
+	// stasis), so 2s is plenty while keeping an attacker's other requests
+	// apart. A negative TwinWindow turns pairing off (every event counts).
 	TwinWindow time.Duration
-	// StructuredSource: NOTICE twins are not counted from the first line
-	// on, before any structured event was seen. Only for a source known to
-	// deliver every structured event: a security log file that exists but
-	// stays empty (res_security_log not loaded) would silence the NOTICEs,
-	// so the daemon relies on TwinWindow's learning instead.
-	StructuredSource bool
 }
 
 // Decision is a ban.
@@ -104,13 +104,13 @@ type Stats struct {
 	AllowlistedSkipped uint64 // events from allowlisted addresses
 	Decisions          uint64
 	IgnoredWhileBanned uint64 // events from an address already decided
-	TwinsSkipped       uint64 // NOTICE twins of structured events, not counted (TwinWindow)
+	TwinsSkipped       uint64 // twins of counted events of the same request, not counted (TwinWindow)
 	ChallengeFailures  uint64 // challenges that went unanswered and counted
 }
 
 const ring = 8 // failure slots per address: windows are exact for MaxRetry <= ring
 
-// entry is one tracked address (or IPv6 prefix). 88 bytes.
+// entry is one tracked address (or IPv6 prefix). 112 bytes.
 type entry struct {
 	key        [16]byte // the address (IPv4 as ::ffff:a.b.c.d), or its IPv6 prefix in prefix mode
 	prev, next int32    // LRU links, -1 = none
@@ -119,10 +119,26 @@ type entry struct {
 	k          [ring]event.Kind
 	until      uint32 // banned until (event time); 0 = not banned
 	chal       uint32 // time of the oldest unanswered challenge, or of the latest unpaired failure
-	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
 	good       uint32 // time of the last successful authentication; 0 = none
+	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
 	bans       uint8  // decisions made for this entry
+	tw         [twinSlots]twin
 }
+
+// twin is a counted event whose twin of the other form (NOTICE or
+// structured) may still arrive: the request it reports, hashed.
+type twin struct {
+	t    uint32 // event time; 0 = empty slot
+	tag  uint16 // hash of service and account
+	req  uint16 // folded Event.Request; 0 = the line named no request
+	port uint16 // source port; 0 = unknown
+	kind uint8  // event.Kind | twinStructured
+}
+
+const (
+	twinSlots      = 2 // recent counted events per address awaiting their twin
+	twinStructured = 0x80
+)
 
 type pendingChal struct {
 	idx   int32
@@ -164,32 +180,68 @@ type Jail struct {
 	evicted, allowSkipped, decisions, ignoredBanned, chalFai atomic.Uint64
 	twinsSkipped                                             atomic.Uint64
 
-	twinSec        int64 // TwinWindow in seconds; < 0 = off
-	lastStructured int64 // event time (rel) of the latest structured event; 0 = none
+	twinSec int64 // TwinWindow in seconds; < 0 = off
 }
 
-// isTwin reports whether ev is the free-text twin of a structured event
-// that the jail counts instead (see Config.TwinWindow), and notes the time
-// of structured events.
-func (j *Jail) isTwin(ev *event.Event, now int64) bool {
-	if j.twinSec < 0 {
-		return false
-	}
-	if ev.Structured {
-		j.lastStructured = max(j.lastStructured, max(now, 1))
-		return false
-	}
+// twinKind reports whether ev may have a twin of the other form: the
+// failures that SIP, PJSIP and AMI report both as a NOTICE and as a
+// security event. IAX2, SSH, call_rejected, scan, bad_request: one report.
+func twinKind(ev *event.Event) bool {
 	switch ev.Service {
 	case event.ServiceSIP, event.ServicePJSIP, event.ServiceAMI:
 	default:
-		return false // IAX2, SSH, …: no structured twin
+		return false
 	}
 	switch ev.Kind {
 	case event.AuthFailure, event.UnknownAccount, event.ACLViolation:
-	default:
-		return false // call_rejected, scan, bad_request: the NOTICE is the only report
+		return true
 	}
-	return j.cfg.StructuredSource || (j.lastStructured != 0 && now-j.twinSec <= j.lastStructured)
+	return false
+}
+
+// twinOf describes ev as a twin slot.
+func (j *Jail) twinOf(ev *event.Event, now int64) twin {
+	tag := uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Service)
+	req := uint16(ev.Request ^ ev.Request>>16 ^ ev.Request>>32 ^ ev.Request>>48)
+	if req == 0 && ev.Request != 0 {
+		req = 1
+	}
+	k := uint8(ev.Kind)
+	if ev.Structured {
+		k |= twinStructured
+	}
+	return twin{t: uint32(now), tag: tag, req: req, port: ev.Port, kind: k}
+}
+
+// pairTwin looks for a counted event of the other form of the same
+// request as c; found, that slot is used up (it pairs once) and true
+// returned: c is not counted.
+func (j *Jail) pairTwin(e *entry, c *twin) bool {
+	for s := range e.tw {
+		o := &e.tw[s]
+		if o.t == 0 || o.kind != c.kind^twinStructured || o.tag != c.tag ||
+			(o.req != 0 && c.req != 0 && o.req != c.req) ||
+			(o.port != 0 && c.port != 0 && o.port != c.port) ||
+			max(o.t, c.t)-min(o.t, c.t) > uint32(j.twinSec) {
+			continue
+		}
+		*o = twin{}
+		return true
+	}
+	return false
+}
+
+// noteTwin keeps c, a counted event, for its twin to pair with (in the
+// empty or oldest slot). A twin that finds no slot is counted as well:
+// double counting, never a miss.
+func noteTwin(e *entry, c twin) {
+	old := 0
+	for s := range e.tw {
+		if e.tw[s].t < e.tw[old].t {
+			old = s
+		}
+	}
+	e.tw[old] = c
 }
 
 // New returns a jail; it validates cfg (zero fields take defaults).
@@ -210,6 +262,9 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 		v6bits:   cfg.IPv6Prefix,
 		idx:      index{seed: maphash.MakeSeed()},
 		free:     -1, head: -1, tail: -1,
+	}
+	if cfg.TwinWindow < 0 {
+		j.twinSec = -1
 	}
 	for k := event.Kind(0); int(k) < event.NumKinds; k++ {
 		if k.IsFailure() {
@@ -244,7 +299,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.MaxBanTime, 7*24*time.Hour)
 	def(&c.ChallengeTimeout, 5*time.Second)
 	def(&c.SuccessGrace, time.Hour)
-	def(&c.TwinWindow, time.Hour)
+	def(&c.TwinWindow, 2*time.Second)
 	if c.Increment == 0 {
 		c.Increment = 2
 	}
@@ -268,6 +323,8 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("challenge_timeout", "%v is negative (5s is usual; set the challenge_sent weight to 0 to turn the correlation off)", c.ChallengeTimeout)
 	case c.ChallengeTimeout > time.Hour:
 		return bad("challenge_timeout", "%v is too long (at most 1h; 5s is usual)", c.ChallengeTimeout)
+	case c.TwinWindow > time.Minute:
+		return bad("twin_window", "%v is too long (at most 1m; 2s is usual; negative turns twin pairing off)", c.TwinWindow)
 	case c.SuccessGrace < 0:
 		return bad("success_grace", "%v is negative (1h is usual)", c.SuccessGrace)
 	case c.IPv6Prefix != 0 && (c.IPv6Prefix < 16 || c.IPv6Prefix > 128):
@@ -379,10 +436,6 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		t = j.clock.Now()
 	}
 	now := j.rel(t)
-	if j.isTwin(ev, now) {
-		j.twinsSkipped.Add(1)
-		return Decision{}, false
-	}
 	if now > j.hwm {
 		// The event-time high-water mark, for Tick. An event stamped in the
 		// future (a wrong clock or year) may not drag it past wall time:
@@ -438,6 +491,15 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 			j.queue = append(j.queue, pendingChal{idx: i, stamp: e.chal})
 		}
 		return Decision{}, false
+	}
+	// The twin of a counted event of the same request is not counted.
+	if j.twinSec >= 0 && twinKind(ev) {
+		c := j.twinOf(ev, now)
+		if j.pairTwin(e, &c) {
+			j.twinsSkipped.Add(1)
+			return Decision{}, false
+		}
+		noteTwin(e, c)
 	}
 	// A failure: it answers one unanswered challenge, or waits to pair with
 	// the challenge of the same request that may be logged after it.
@@ -555,6 +617,7 @@ func (j *Jail) decide(e *entry, now int64, total int, addr netip.Addr) Decision 
 	e.bans = uint8(min(prior+1, 255))
 	e.w = [ring]uint8{}
 	e.pend = 0
+	e.tw = [twinSlots]twin{}
 	j.decisions.Add(1)
 	return d
 }
@@ -641,6 +704,7 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	e.bans = uint8(min(max(int(e.bans), banCount), 255))
 	e.w = [ring]uint8{}
 	e.pend = 0
+	e.tw = [twinSlots]twin{}
 }
 
 // Forget drops everything the jail knows about addr (or its IPv6 prefix in
