@@ -105,6 +105,7 @@ type Stats struct {
 	Decisions          uint64
 	IgnoredWhileBanned uint64 // events from an address already decided
 	TwinsSkipped       uint64 // twins of counted events of the same request, not counted (TwinWindow)
+	SpecialSkipped     uint64 // events naming an unspecified, broadcast or multicast address (never tracked)
 	ChallengeFailures  uint64 // challenges that went unanswered and counted
 }
 
@@ -178,7 +179,7 @@ type Jail struct {
 
 	tracked                                                  atomic.Int64
 	evicted, allowSkipped, decisions, ignoredBanned, chalFai atomic.Uint64
-	twinsSkipped                                             atomic.Uint64
+	twinsSkipped, specialSkipped                             atomic.Uint64
 
 	twinSec int64 // TwinWindow in seconds; < 0 = off
 }
@@ -361,6 +362,7 @@ func (j *Jail) Stats() Stats {
 		Evicted:            j.evicted.Load(),
 		AllowlistedSkipped: j.allowSkipped.Load(),
 		TwinsSkipped:       j.twinsSkipped.Load(),
+		SpecialSkipped:     j.specialSkipped.Load(),
 		Decisions:          j.decisions.Load(),
 		IgnoredWhileBanned: j.ignoredBanned.Load(),
 		ChallengeFailures:  j.chalFai.Load(),
@@ -409,6 +411,22 @@ func (j *Jail) mask(a [16]byte) [16]byte {
 	return a
 }
 
+// special reports whether a (unmapped) is never the source of an attack
+// packet: unspecified or "this network" (0.0.0.0/8, ::), limited
+// broadcast, multicast (224.0.0.0/4, ff00::/8, link-local ones included).
+// A line that names one is forged or broken; the jail never tracks it (and
+// firewall.Special refuses it at the kernel gate).
+func special(a netip.Addr) bool {
+	if a.IsUnspecified() || a.IsMulticast() {
+		return true
+	}
+	if a.Is4() {
+		b := a.As4()
+		return b[0] == 0 || b == [4]byte{255, 255, 255, 255}
+	}
+	return false
+}
+
 func is4in6(a [16]byte) bool {
 	return a[0]|a[1]|a[2]|a[3]|a[4]|a[5]|a[6]|a[7]|a[8]|a[9] == 0 && a[10] == 0xff && a[11] == 0xff
 }
@@ -427,6 +445,10 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		return Decision{}, false
 	}
 	addr := ev.Addr.Unmap().WithZone("")
+	if special(addr) {
+		j.specialSkipped.Add(1)
+		return Decision{}, false
+	}
 	if j.allow.Contains(addr) {
 		j.allowSkipped.Add(1)
 		return Decision{}, false
@@ -681,7 +703,7 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 		return
 	}
 	addr = addr.Unmap().WithZone("")
-	if j.allow.Contains(addr) {
+	if special(addr) || j.allow.Contains(addr) {
 		return
 	}
 	// until is wall time; move it into event time like Tick does.
