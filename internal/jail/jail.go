@@ -4,13 +4,15 @@
 // the allowlist, which wins over everything. It does no I/O and reads time
 // from the events (or an injected Clock).
 //
-// Memory is bounded by Config.MaxTracked (least recently seen addresses are
-// evicted; banned ones are passed over) and small per address: an
-// open-addressing index (index.go) into a slab of fixed 88-byte entries
-// linked in an intrusive LRU list, about 110 bytes per tracked address in
-// all (TestMemoryPerAddress). Windows have one-second resolution and keep
-// the last 8 failures of an address exactly (maxretry <= 8 is exact; above,
-// the two oldest failures merge and the older one counts a little longer).
+// Memory is bounded by Config.MaxTracked (a segmented LRU: addresses with
+// one failure are evicted before those with two or more, so a flood of
+// spoofed sources cannot push out an address close to a ban; banned ones
+// are passed over) and small per address: an open-addressing index
+// (index.go) into a slab of fixed 112-byte entries linked in intrusive LRU
+// lists, about 130 bytes per tracked address in all (TestMemoryPerAddress).
+// Windows have one-second resolution and keep the last 8 failures of an
+// address exactly (maxretry <= 8 is exact; above, the two oldest failures
+// merge and the older one counts a little longer).
 package jail
 
 import (
@@ -101,6 +103,7 @@ type Decision struct {
 type Stats struct {
 	Tracked            int
 	Evicted            uint64 // addresses dropped because MaxTracked was reached
+	EvictedNearBan     uint64 // of those, addresses with two failures or more in their window
 	AllowlistedSkipped uint64 // events from allowlisted addresses
 	Decisions          uint64
 	IgnoredWhileBanned uint64 // events from an address already decided
@@ -123,6 +126,7 @@ type entry struct {
 	good       uint32 // time of the last successful authentication; 0 = none
 	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
 	bans       uint8  // decisions made for this entry
+	seg        uint8  // LRU segment: segProbation or segProtected
 	tw         [twinSlots]twin
 }
 
@@ -169,16 +173,25 @@ type Jail struct {
 	hwm     int64 // latest event time seen (relative)
 	hwmWall time.Time
 
-	idx        index
-	chunks     [][]entry
-	used       int32 // slab entries ever handed out
-	free       int32 // free list through next, -1 = empty
-	head, tail int32 // LRU: head = most recently seen
+	idx    index
+	chunks [][]entry
+	used   int32 // slab entries ever handed out
+	free   int32 // free list through next, -1 = empty
+	// Segmented LRU: new entries start in probation; an entry with two
+	// failures or more in its window, a ban or a success moves to
+	// protected (at most protCap entries; its least recently seen go back
+	// to probation). Eviction takes probation's least recently seen
+	// first, so a flood of one-failure sources churns probation and
+	// never pushes out an address close to a ban.
+	head, tail [2]int32 // per segment; head = most recently seen
+	nseg       [2]int32
+	protCap    int32
 	queue      []pendingChal
 	qHead      int
 
 	tracked                                                  atomic.Int64
 	evicted, allowSkipped, decisions, ignoredBanned, chalFai atomic.Uint64
+	evictedNear                                              atomic.Uint64
 	twinsSkipped, specialSkipped                             atomic.Uint64
 
 	twinSec int64 // TwinWindow in seconds; < 0 = off
@@ -262,7 +275,8 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 		twinSec:  int64(cfg.TwinWindow / time.Second),
 		v6bits:   cfg.IPv6Prefix,
 		idx:      index{seed: maphash.MakeSeed()},
-		free:     -1, head: -1, tail: -1,
+		free:     -1, head: [2]int32{-1, -1}, tail: [2]int32{-1, -1},
+		protCap: int32(cfg.MaxTracked - cfg.MaxTracked/4),
 	}
 	if cfg.TwinWindow < 0 {
 		j.twinSec = -1
@@ -360,6 +374,7 @@ func (j *Jail) Stats() Stats {
 	return Stats{
 		Tracked:            int(j.tracked.Load()),
 		Evicted:            j.evicted.Load(),
+		EvictedNearBan:     j.evictedNear.Load(),
 		AllowlistedSkipped: j.allowSkipped.Load(),
 		TwinsSkipped:       j.twinsSkipped.Load(),
 		SpecialSkipped:     j.specialSkipped.Load(),
@@ -474,6 +489,7 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 			i = j.insert(k)
 			e := j.at(i)
 			e.good = uint32(now)
+			j.protect(e)
 			return Decision{}, false
 		}
 		e := j.at(i)
@@ -595,6 +611,9 @@ func (j *Jail) check(e *entry, now int64, addr netip.Addr) (Decision, bool) {
 			continue
 		}
 		total += int(e.w[s])
+	}
+	if total >= 2 || e.good != 0 {
+		j.protect(e)
 	}
 	if total < j.cfg.MaxRetry {
 		return Decision{}, false
@@ -727,6 +746,7 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	e.w = [ring]uint8{}
 	e.pend = 0
 	e.tw = [twinSlots]twin{}
+	j.protect(e)
 }
 
 // Forget drops everything the jail knows about addr (or its IPv6 prefix in
@@ -744,21 +764,38 @@ func (j *Jail) Forget(addr netip.Addr) {
 	j.release(i)
 }
 
-// insert makes a new entry for k, evicting the least recently seen one at
-// the cap. Banned entries are passed over (up to evictScan of them) so that
-// an address is not decided again while its ban runs.
+// insert makes a new entry for k, in probation, evicting one at the cap:
+// probation's least recently seen, else protected's. Banned entries are
+// passed over (up to evictScan of them) so that an address is not decided
+// again while its ban runs.
 func (j *Jail) insert(k [16]byte) int32 {
-	if int(j.tracked.Load()) >= j.cfg.MaxTracked && j.tail >= 0 {
-		old := j.tail
-		for n, i := 0, j.tail; n < evictScan && i >= 0; n, i = n+1, j.at(i).prev {
-			if e := j.at(i); e.until == 0 || int64(e.until) <= j.hwm {
-				old = i
+	if int(j.tracked.Load()) >= j.cfg.MaxTracked {
+		old := int32(-1)
+		for _, sg := range [2]uint8{segProbation, segProtected} {
+			for n, i := 0, j.tail[sg]; n < evictScan && i >= 0; n, i = n+1, j.at(i).prev {
+				if e := j.at(i); e.until == 0 || int64(e.until) <= j.hwm {
+					old = i
+					break
+				}
+			}
+			if old >= 0 {
 				break
 			}
 		}
-		j.idx.remove(j, &j.at(old).key)
-		j.release(old)
-		j.evicted.Add(1)
+		if old < 0 { // all banned: the least recently seen goes
+			old = j.tail[segProbation]
+			if old < 0 {
+				old = j.tail[segProtected]
+			}
+		}
+		if old >= 0 {
+			if j.live(j.at(old)) >= 2 {
+				j.evictedNear.Add(1)
+			}
+			j.idx.remove(j, &j.at(old).key)
+			j.release(old)
+			j.evicted.Add(1)
+		}
 	}
 	var i int32
 	if j.free >= 0 {
@@ -771,51 +808,93 @@ func (j *Jail) insert(k [16]byte) int32 {
 		}
 		j.used++
 	}
-	*j.at(i) = entry{key: k, prev: -1, next: -1}
+	*j.at(i) = entry{key: k, prev: -1, next: -1, seg: segProbation}
 	j.idx.insert(&k, i)
 	j.tracked.Add(1)
-	// link at head
-	e := j.at(i)
-	e.next = j.head
-	if j.head >= 0 {
-		j.at(j.head).prev = i
-	}
-	j.head = i
-	if j.tail < 0 {
-		j.tail = i
-	}
+	j.link(i)
 	return i
+}
+
+// LRU segments.
+const (
+	segProbation = 0
+	segProtected = 1
+)
+
+// live is the weight of e's failures within findtime of the latest event.
+func (j *Jail) live(e *entry) int {
+	total := 0
+	for s := range ring {
+		if e.w[s] != 0 && j.hwm-int64(e.t[s]) < j.findSec {
+			total += int(e.w[s])
+		}
+	}
+	return total
+}
+
+// link puts entry i at the head of its segment.
+func (j *Jail) link(i int32) {
+	e := j.at(i)
+	sg := e.seg
+	e.prev, e.next = -1, j.head[sg]
+	if j.head[sg] >= 0 {
+		j.at(j.head[sg]).prev = i
+	}
+	j.head[sg] = i
+	if j.tail[sg] < 0 {
+		j.tail[sg] = i
+	}
+	j.nseg[sg]++
 }
 
 func (j *Jail) unlink(i int32) {
 	e := j.at(i)
+	sg := e.seg
 	if e.prev >= 0 {
 		j.at(e.prev).next = e.next
 	} else {
-		j.head = e.next
+		j.head[sg] = e.next
 	}
 	if e.next >= 0 {
 		j.at(e.next).prev = e.prev
 	} else {
-		j.tail = e.prev
+		j.tail[sg] = e.prev
 	}
 	e.prev, e.next = -1, -1
+	j.nseg[sg]--
 }
 
+// touch makes entry i the most recently seen of its segment.
 func (j *Jail) touch(i int32) {
-	if j.head == i {
+	if j.head[j.at(i).seg] == i {
 		return
 	}
 	j.unlink(i)
-	e := j.at(i)
-	e.next = j.head
-	if j.head >= 0 {
-		j.at(j.head).prev = i
+	j.link(i)
+}
+
+// protect moves e (in probation) to protected; beyond protCap, protected's
+// least recently seen goes back to probation (as its most recently seen).
+func (j *Jail) protect(e *entry) {
+	if e.seg == segProtected {
+		return
 	}
-	j.head = i
-	if j.tail < 0 {
-		j.tail = i
+	i := j.self(e)
+	j.unlink(i)
+	e.seg = segProtected
+	j.link(i)
+	if j.nseg[segProtected] > j.protCap {
+		d := j.tail[segProtected]
+		j.unlink(d)
+		j.at(d).seg = segProbation
+		j.link(d)
 	}
+}
+
+// self is the slab index of e (found through its key).
+func (j *Jail) self(e *entry) int32 {
+	i, _ := j.idx.find(j, &e.key)
+	return i
 }
 
 // release unlinks entry i and puts it on the free list.
