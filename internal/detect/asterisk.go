@@ -129,6 +129,9 @@ type hit struct {
 	from    []byte // attacker text (display name, caller name, User-Agent) to look for scanner signatures in
 	// structured: a res_security_log SecurityEvent record.
 	structured bool
+	// request: the request's Call-ID (pjsip NOTICE callid, security event
+	// SessionID), for pairing twins; nil when the line names none.
+	request []byte
 	// cut > 0: the message may continue on the following lines (it ended
 	// inside an attacker field that can hold a newline, or it announced a
 	// packet dump); the next cut bytes are untrusted.
@@ -198,7 +201,7 @@ func (d *asteriskDetector) Detect(line []byte, ev *event.Event) bool {
 		// the cut, so an 8 KB Call-ID does not hide the sender.
 		if m := h.msg; hasPrefix(m, "Request ") && (string(h.module) == "res_pjsip/pjsip_distributor.c" || string(h.module) == "pjsip_distributor.c") {
 			if room := len(m) - (len(line) - maxLineTrusted) - 100; room > 0 {
-				if a, disp, from, ok := pjsipFromLeft(m[:room]); ok {
+				if a, disp, from, _, ok := pjsipFromLeft(m[:room]); ok {
 					r.svc, r.from, r.account = event.ServicePJSIP, disp, sipUser(from)
 					if !setAddr(&r, a, event.BadRequest, "pjsip request with an 8 KB field") {
 						r.kind = event.InjectionSuspect
@@ -239,6 +242,7 @@ func (d *asteriskDetector) fill(h *astHeader, r *hit, ev *event.Event, name stri
 		Detail:     r.detail,
 		Detector:   name,
 		Structured: r.structured,
+		Request:    event.RequestKey(r.request),
 	}
 	if r.kind == event.InjectionSuspect {
 		ev.Addr, ev.Port = netip.Addr{}, 0
@@ -941,8 +945,8 @@ func pjsipRequest(msg []byte, r *hit) bool {
 	}
 	body = body[:len(body)-4]
 	const pre, post = "' failed for '", "' (callid: "
-	if a, disp, from, ok := pjsipFromLeft(body); ok {
-		r.from, r.account = disp, sipUser(from)
+	if a, disp, from, callid, ok := pjsipFromLeft(body); ok {
+		r.from, r.account, r.request = disp, sipUser(from), callid
 		return setAddr(r, a, rs.kind, rs.text)
 	}
 	var found []byte
@@ -979,6 +983,7 @@ func pjsipRequest(msg []byte, r *hit) bool {
 	if !setAddr(r, found, rs.kind, rs.text) {
 		return false
 	}
+	r.request = body[at+len(pre)+len(found)+len(post):]
 	if f := indexStr(msg[:at], "from '"); f >= 0 {
 		r.from = displayName(msg[f+len("from '") : at])
 		r.account = sipUser(msg[f+len("from '") : at])
@@ -987,23 +992,24 @@ func pjsipRequest(msg []byte, r *hit) bool {
 }
 
 // pjsipFromLeft reads "Request 'METHOD' from 'FROM' failed for 'ADDR'
-// (callid: " from the left. METHOD is a SIP token (no space); FROM is what
+// (callid: " from the left; callid is the rest of body (the Call-ID when
+// body ends before ") - REASON"). METHOD is a SIP token (no space); FROM is what
 // pjsip_uri_print writes for a From name-addr: an optional quoted display
 // name (quotes inside escaped) and a space, then "<URI>" where the URI has
 // no space and no '>'. So the server's "' failed for '" is found without
 // looking at the Call-ID. ok is false when the line does not have exactly
 // this shape (then the caller falls back to the unique-candidate rule).
-func pjsipFromLeft(body []byte) (addr, display, from []byte, ok bool) {
+func pjsipFromLeft(body []byte) (addr, display, from, callid []byte, ok bool) {
 	b := body[len("Request "):]
 	if hasPrefix(b, "from '") { // Asterisk 13: no method
 		b = b[len("from '"):]
 	} else {
 		if len(b) == 0 || b[0] != '\'' {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 		sp := indexByteFrom(b, 0, ' ')
 		if sp < 2 || b[sp-1] != '\'' || !hasPrefix(b[sp:], " from '") {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 		b = b[sp+len(" from '"):]
 	}
@@ -1018,32 +1024,32 @@ func pjsipFromLeft(body []byte) (addr, display, from []byte, ok bool) {
 			i++
 		}
 		if i >= len(b) {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 		display = b[1:i]
 		i++
 		if i >= len(b) || b[i] != ' ' {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 		i++
 	}
 	if i >= len(b) || b[i] != '<' {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
 	gt := indexByteFrom(b, i, '>')
 	if gt < 0 {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
 	for _, c := range b[i:gt] {
 		if c == ' ' {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 	}
 	from = f[:gt+1]
 	rest := b[gt+1:]
 	const pre, post = "' failed for '", "' (callid: "
 	if !hasPrefix(rest, pre) {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
 	a := rest[len(pre):]
 	e := 0
@@ -1051,9 +1057,9 @@ func pjsipFromLeft(body []byte) (addr, display, from []byte, ok bool) {
 		e++
 	}
 	if e == 0 || !hasPrefix(a[e:], post) {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
-	return a[:e], display, from, true
+	return a[:e], display, from, a[e+len(post):], true
 }
 
 // displayName returns the quoted display name of a From header text

@@ -87,10 +87,14 @@ func securityEvent(msg []byte, r *hit) bool {
 		}
 		rest = rest[next:]
 	}
+	sid := -1 // where the SessionID value starts in rest
 	if hasPrefix(rest, ",AccountID=\"") {
 		v := rest[len(",AccountID=\""):]
-		if e := indexStr(v, "\",SessionID=\""); e > 0 && e <= 64 && indexByteFrom(v[:e], 0, '"') < 0 {
-			r.account = v[:e]
+		if e := indexStr(v, "\",SessionID=\""); e >= 0 && e <= 64 && indexByteFrom(v[:e], 0, '"') < 0 {
+			if e > 0 {
+				r.account = v[:e]
+			}
+			sid = len(",AccountID=\"") + e + len("\",SessionID=\"")
 		}
 	}
 	// RemoteAddress candidates.
@@ -98,7 +102,7 @@ func securityEvent(msg []byte, r *hit) bool {
 	count := 0
 	var last netip.Addr
 	var lastPort uint16
-	lastEnd := 0
+	lastEnd, lastRemote := 0, 0
 	for off := 0; off < len(rest); {
 		k := indexStr(rest[off:], mk)
 		if k < 0 {
@@ -120,7 +124,7 @@ func securityEvent(msg []byte, r *hit) bool {
 			continue
 		}
 		count++
-		last, lastPort = a, p
+		last, lastPort, lastRemote = a, p, k
 		lastEnd = len(rest) - len(after)
 	}
 	if count == 0 {
@@ -136,6 +140,14 @@ func securityEvent(msg []byte, r *hit) bool {
 		return true
 	}
 	r.addr, r.port, r.kind, r.detail = last, lastPort, st.kind, st.detail
+	// SessionID (pjsip: the request's Call-ID) runs up to the LocalAddress
+	// the server wrote before the chosen RemoteAddress: the last
+	// `",LocalAddress="` before it (attacker text lies to its left).
+	if sid >= 0 {
+		if l := lastIndexStr(rest[:lastRemote], "\",LocalAddress=\""); l >= sid {
+			r.request = rest[sid:l]
+		}
+	}
 	return true
 }
 

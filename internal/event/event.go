@@ -147,6 +147,26 @@ type Event struct {
 	// NOTICE. Asterisk reports many failures twice, once in each form; the
 	// jail uses this flag to count such twins once.
 	Structured bool
+	// Request identifies the request the line reports, for pairing the
+	// twins Asterisk writes of one request: a hash (RequestKey) of the SIP
+	// Call-ID (res_pjsip's "(callid: …)", a security event's SessionID);
+	// 0 when the line names none. Attacker text: used only to tell apart
+	// the requests of one address, never to name one.
+	Request uint64
+}
+
+// RequestKey hashes a request identifier (a Call-ID) for Event.Request:
+// FNV-1a, never 0, no allocation. 0 for an empty identifier.
+func RequestKey(id []byte) uint64 {
+	if len(id) == 0 {
+		return 0
+	}
+	h := uint64(14695981039346656037)
+	for _, c := range id {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return max(h, 1)
 }
 
 // Reset clears e for reuse.

@@ -89,6 +89,10 @@ type allowlisted struct {
 }
 
 func (a *allowlisted) Add(ctx context.Context, bans []Ban) error {
+	return withoutSpecial(ctx, bans, a.log, a.add) // special.go: never unspecified, broadcast, multicast
+}
+
+func (a *allowlisted) add(ctx context.Context, bans []Ban) error {
 	keep := make([]Ban, 0, len(bans))
 	var refused []netip.Prefix
 	for _, b := range bans {

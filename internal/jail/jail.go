@@ -4,13 +4,15 @@
 // the allowlist, which wins over everything. It does no I/O and reads time
 // from the events (or an injected Clock).
 //
-// Memory is bounded by Config.MaxTracked (least recently seen addresses are
-// evicted; banned ones are passed over) and small per address: an
-// open-addressing index (index.go) into a slab of fixed 88-byte entries
-// linked in an intrusive LRU list, about 110 bytes per tracked address in
-// all (TestMemoryPerAddress). Windows have one-second resolution and keep
-// the last 8 failures of an address exactly (maxretry <= 8 is exact; above,
-// the two oldest failures merge and the older one counts a little longer).
+// Memory is bounded by Config.MaxTracked (a segmented LRU: addresses with
+// one failure are evicted before those with two or more, so a flood of
+// spoofed sources cannot push out an address close to a ban; banned ones
+// are passed over) and small per address: an open-addressing index
+// (index.go) into a slab of fixed 112-byte entries linked in intrusive LRU
+// lists, about 130 bytes per tracked address in all (TestMemoryPerAddress).
+// Windows have one-second resolution and keep the last 8 failures of an
+// address exactly (maxretry <= 8 is exact; above, the two oldest failures
+// merge and the older one counts a little longer).
 package jail
 
 import (
@@ -68,20 +70,20 @@ type Config struct {
 	// registered phone whose keep-alive OPTIONS are challenged and never
 	// answered is not an attacker). Its explicit failures still count.
 	SuccessGrace time.Duration
-	// TwinWindow [1h]: Asterisk reports most SIP, PJSIP and AMI failures
-	// twice, as a free-text NOTICE and as a structured SecurityEvent (or AMI
-	// security event). While the jail has seen a structured event within
-	// TwinWindow, or StructuredSource is set, the NOTICE twins
-	// (non-structured auth_failure, unknown_account, acl_violation of those
-	// services) are not counted, so one mistyped password counts once.
-	// A negative TwinWindow turns this off (every event counts).
+	// TwinWindow [2s]: Asterisk reports most SIP, PJSIP and AMI failures
+	// of one request twice, as a free-text NOTICE and as a structured
+	// SecurityEvent (or AMI security event), and the daemon may follow both
+	// files. Twins are paired per request: an event is not counted when its
+	// twin of the other form was counted for the same request — same
+	// address, same kind and service, same account, same source port and
+	// Call-ID where both carry them — within TwinWindow of event time. Each
+	// counted event pairs with at most one twin, in either arrival order,
+	// so nothing is counted twice and a structured event never hides a
+	// NOTICE of another request. Asterisk stamps both lines of a request
+	// within the same second or the next (the security line passes through
+	// stasis), so 2s is plenty while keeping an attacker's other requests
+	// apart. A negative TwinWindow turns pairing off (every event counts).
 	TwinWindow time.Duration
-	// StructuredSource: NOTICE twins are not counted from the first line
-	// on, before any structured event was seen. Only for a source known to
-	// deliver every structured event: a security log file that exists but
-	// stays empty (res_security_log not loaded) would silence the NOTICEs,
-	// so the daemon relies on TwinWindow's learning instead.
-	StructuredSource bool
 }
 
 // Decision is a ban.
@@ -101,16 +103,18 @@ type Decision struct {
 type Stats struct {
 	Tracked            int
 	Evicted            uint64 // addresses dropped because MaxTracked was reached
+	EvictedNearBan     uint64 // of those, addresses with two failures or more in their window
 	AllowlistedSkipped uint64 // events from allowlisted addresses
 	Decisions          uint64
 	IgnoredWhileBanned uint64 // events from an address already decided
-	TwinsSkipped       uint64 // NOTICE twins of structured events, not counted (TwinWindow)
+	TwinsSkipped       uint64 // twins of counted events of the same request, not counted (TwinWindow)
+	SpecialSkipped     uint64 // events naming an unspecified, broadcast or multicast address (never tracked)
 	ChallengeFailures  uint64 // challenges that went unanswered and counted
 }
 
 const ring = 8 // failure slots per address: windows are exact for MaxRetry <= ring
 
-// entry is one tracked address (or IPv6 prefix). 88 bytes.
+// entry is one tracked address (or IPv6 prefix). 112 bytes.
 type entry struct {
 	key        [16]byte // the address (IPv4 as ::ffff:a.b.c.d), or its IPv6 prefix in prefix mode
 	prev, next int32    // LRU links, -1 = none
@@ -119,10 +123,27 @@ type entry struct {
 	k          [ring]event.Kind
 	until      uint32 // banned until (event time); 0 = not banned
 	chal       uint32 // time of the oldest unanswered challenge, or of the latest unpaired failure
-	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
 	good       uint32 // time of the last successful authentication; 0 = none
+	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
 	bans       uint8  // decisions made for this entry
+	seg        uint8  // LRU segment: segProbation or segProtected
+	tw         [twinSlots]twin
 }
+
+// twin is a counted event whose twin of the other form (NOTICE or
+// structured) may still arrive: the request it reports, hashed.
+type twin struct {
+	t    uint32 // event time; 0 = empty slot
+	tag  uint16 // hash of service and account
+	req  uint16 // folded Event.Request; 0 = the line named no request
+	port uint16 // source port; 0 = unknown
+	kind uint8  // event.Kind | twinStructured
+}
+
+const (
+	twinSlots      = 2 // recent counted events per address awaiting their twin
+	twinStructured = 0x80
+)
 
 type pendingChal struct {
 	idx   int32
@@ -152,44 +173,89 @@ type Jail struct {
 	hwm     int64 // latest event time seen (relative)
 	hwmWall time.Time
 
-	idx        index
-	chunks     [][]entry
-	used       int32 // slab entries ever handed out
-	free       int32 // free list through next, -1 = empty
-	head, tail int32 // LRU: head = most recently seen
+	idx    index
+	chunks [][]entry
+	used   int32 // slab entries ever handed out
+	free   int32 // free list through next, -1 = empty
+	// Segmented LRU: new entries start in probation; an entry with two
+	// failures or more in its window, a ban or a success moves to
+	// protected (at most protCap entries; its least recently seen go back
+	// to probation). Eviction takes probation's least recently seen
+	// first, so a flood of one-failure sources churns probation and
+	// never pushes out an address close to a ban.
+	head, tail [2]int32 // per segment; head = most recently seen
+	nseg       [2]int32
+	protCap    int32
 	queue      []pendingChal
 	qHead      int
 
 	tracked                                                  atomic.Int64
 	evicted, allowSkipped, decisions, ignoredBanned, chalFai atomic.Uint64
-	twinsSkipped                                             atomic.Uint64
+	evictedNear                                              atomic.Uint64
+	twinsSkipped, specialSkipped                             atomic.Uint64
 
-	twinSec        int64 // TwinWindow in seconds; < 0 = off
-	lastStructured int64 // event time (rel) of the latest structured event; 0 = none
+	twinSec int64 // TwinWindow in seconds; < 0 = off
 }
 
-// isTwin reports whether ev is the free-text twin of a structured event
-// that the jail counts instead (see Config.TwinWindow), and notes the time
-// of structured events.
-func (j *Jail) isTwin(ev *event.Event, now int64) bool {
-	if j.twinSec < 0 {
-		return false
-	}
-	if ev.Structured {
-		j.lastStructured = max(j.lastStructured, max(now, 1))
-		return false
-	}
+// twinKind reports whether ev may have a twin of the other form: the
+// failures that SIP, PJSIP and AMI report both as a NOTICE and as a
+// security event. IAX2, SSH, call_rejected, scan, bad_request: one report.
+func twinKind(ev *event.Event) bool {
 	switch ev.Service {
 	case event.ServiceSIP, event.ServicePJSIP, event.ServiceAMI:
 	default:
-		return false // IAX2, SSH, …: no structured twin
+		return false
 	}
 	switch ev.Kind {
 	case event.AuthFailure, event.UnknownAccount, event.ACLViolation:
-	default:
-		return false // call_rejected, scan, bad_request: the NOTICE is the only report
+		return true
 	}
-	return j.cfg.StructuredSource || (j.lastStructured != 0 && now-j.twinSec <= j.lastStructured)
+	return false
+}
+
+// twinOf describes ev as a twin slot.
+func (j *Jail) twinOf(ev *event.Event, now int64) twin {
+	tag := uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Service)
+	req := uint16(ev.Request ^ ev.Request>>16 ^ ev.Request>>32 ^ ev.Request>>48)
+	if req == 0 && ev.Request != 0 {
+		req = 1
+	}
+	k := uint8(ev.Kind)
+	if ev.Structured {
+		k |= twinStructured
+	}
+	return twin{t: uint32(now), tag: tag, req: req, port: ev.Port, kind: k}
+}
+
+// pairTwin looks for a counted event of the other form of the same
+// request as c; found, that slot is used up (it pairs once) and true
+// returned: c is not counted.
+func (j *Jail) pairTwin(e *entry, c *twin) bool {
+	for s := range e.tw {
+		o := &e.tw[s]
+		if o.t == 0 || o.kind != c.kind^twinStructured || o.tag != c.tag ||
+			(o.req != 0 && c.req != 0 && o.req != c.req) ||
+			(o.port != 0 && c.port != 0 && o.port != c.port) ||
+			max(o.t, c.t)-min(o.t, c.t) > uint32(j.twinSec) {
+			continue
+		}
+		*o = twin{}
+		return true
+	}
+	return false
+}
+
+// noteTwin keeps c, a counted event, for its twin to pair with (in the
+// empty or oldest slot). A twin that finds no slot is counted as well:
+// double counting, never a miss.
+func noteTwin(e *entry, c twin) {
+	old := 0
+	for s := range e.tw {
+		if e.tw[s].t < e.tw[old].t {
+			old = s
+		}
+	}
+	e.tw[old] = c
 }
 
 // New returns a jail; it validates cfg (zero fields take defaults).
@@ -209,7 +275,11 @@ func New(cfg Config, allow *Allowlist, hist History, clock Clock) (*Jail, error)
 		twinSec:  int64(cfg.TwinWindow / time.Second),
 		v6bits:   cfg.IPv6Prefix,
 		idx:      index{seed: maphash.MakeSeed()},
-		free:     -1, head: -1, tail: -1,
+		free:     -1, head: [2]int32{-1, -1}, tail: [2]int32{-1, -1},
+		protCap: int32(cfg.MaxTracked - cfg.MaxTracked/4),
+	}
+	if cfg.TwinWindow < 0 {
+		j.twinSec = -1
 	}
 	for k := event.Kind(0); int(k) < event.NumKinds; k++ {
 		if k.IsFailure() {
@@ -244,7 +314,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.MaxBanTime, 7*24*time.Hour)
 	def(&c.ChallengeTimeout, 5*time.Second)
 	def(&c.SuccessGrace, time.Hour)
-	def(&c.TwinWindow, time.Hour)
+	def(&c.TwinWindow, 2*time.Second)
 	if c.Increment == 0 {
 		c.Increment = 2
 	}
@@ -268,6 +338,8 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("challenge_timeout", "%v is negative (5s is usual; set the challenge_sent weight to 0 to turn the correlation off)", c.ChallengeTimeout)
 	case c.ChallengeTimeout > time.Hour:
 		return bad("challenge_timeout", "%v is too long (at most 1h; 5s is usual)", c.ChallengeTimeout)
+	case c.TwinWindow > time.Minute:
+		return bad("twin_window", "%v is too long (at most 1m; 2s is usual; negative turns twin pairing off)", c.TwinWindow)
 	case c.SuccessGrace < 0:
 		return bad("success_grace", "%v is negative (1h is usual)", c.SuccessGrace)
 	case c.IPv6Prefix != 0 && (c.IPv6Prefix < 16 || c.IPv6Prefix > 128):
@@ -302,8 +374,10 @@ func (j *Jail) Stats() Stats {
 	return Stats{
 		Tracked:            int(j.tracked.Load()),
 		Evicted:            j.evicted.Load(),
+		EvictedNearBan:     j.evictedNear.Load(),
 		AllowlistedSkipped: j.allowSkipped.Load(),
 		TwinsSkipped:       j.twinsSkipped.Load(),
+		SpecialSkipped:     j.specialSkipped.Load(),
 		Decisions:          j.decisions.Load(),
 		IgnoredWhileBanned: j.ignoredBanned.Load(),
 		ChallengeFailures:  j.chalFai.Load(),
@@ -352,6 +426,22 @@ func (j *Jail) mask(a [16]byte) [16]byte {
 	return a
 }
 
+// special reports whether a (unmapped) is never the source of an attack
+// packet: unspecified or "this network" (0.0.0.0/8, ::), limited
+// broadcast, multicast (224.0.0.0/4, ff00::/8, link-local ones included).
+// A line that names one is forged or broken; the jail never tracks it (and
+// firewall.Special refuses it at the kernel gate).
+func special(a netip.Addr) bool {
+	if a.IsUnspecified() || a.IsMulticast() {
+		return true
+	}
+	if a.Is4() {
+		b := a.As4()
+		return b[0] == 0 || b == [4]byte{255, 255, 255, 255}
+	}
+	return false
+}
+
 func is4in6(a [16]byte) bool {
 	return a[0]|a[1]|a[2]|a[3]|a[4]|a[5]|a[6]|a[7]|a[8]|a[9] == 0 && a[10] == 0xff && a[11] == 0xff
 }
@@ -370,6 +460,10 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		return Decision{}, false
 	}
 	addr := ev.Addr.Unmap().WithZone("")
+	if special(addr) {
+		j.specialSkipped.Add(1)
+		return Decision{}, false
+	}
 	if j.allow.Contains(addr) {
 		j.allowSkipped.Add(1)
 		return Decision{}, false
@@ -379,10 +473,6 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 		t = j.clock.Now()
 	}
 	now := j.rel(t)
-	if j.isTwin(ev, now) {
-		j.twinsSkipped.Add(1)
-		return Decision{}, false
-	}
 	if now > j.hwm {
 		// The event-time high-water mark, for Tick. An event stamped in the
 		// future (a wrong clock or year) may not drag it past wall time:
@@ -399,6 +489,7 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 			i = j.insert(k)
 			e := j.at(i)
 			e.good = uint32(now)
+			j.protect(e)
 			return Decision{}, false
 		}
 		e := j.at(i)
@@ -438,6 +529,15 @@ func (j *Jail) Observe(ev *event.Event) (Decision, bool) {
 			j.queue = append(j.queue, pendingChal{idx: i, stamp: e.chal})
 		}
 		return Decision{}, false
+	}
+	// The twin of a counted event of the same request is not counted.
+	if j.twinSec >= 0 && twinKind(ev) {
+		c := j.twinOf(ev, now)
+		if j.pairTwin(e, &c) {
+			j.twinsSkipped.Add(1)
+			return Decision{}, false
+		}
+		noteTwin(e, c)
 	}
 	// A failure: it answers one unanswered challenge, or waits to pair with
 	// the challenge of the same request that may be logged after it.
@@ -512,6 +612,9 @@ func (j *Jail) check(e *entry, now int64, addr netip.Addr) (Decision, bool) {
 		}
 		total += int(e.w[s])
 	}
+	if total >= 2 || e.good != 0 {
+		j.protect(e)
+	}
 	if total < j.cfg.MaxRetry {
 		return Decision{}, false
 	}
@@ -555,6 +658,7 @@ func (j *Jail) decide(e *entry, now int64, total int, addr netip.Addr) Decision 
 	e.bans = uint8(min(prior+1, 255))
 	e.w = [ring]uint8{}
 	e.pend = 0
+	e.tw = [twinSlots]twin{}
 	j.decisions.Add(1)
 	return d
 }
@@ -618,7 +722,7 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 		return
 	}
 	addr = addr.Unmap().WithZone("")
-	if j.allow.Contains(addr) {
+	if special(addr) || j.allow.Contains(addr) {
 		return
 	}
 	// until is wall time; move it into event time like Tick does.
@@ -641,6 +745,8 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	e.bans = uint8(min(max(int(e.bans), banCount), 255))
 	e.w = [ring]uint8{}
 	e.pend = 0
+	e.tw = [twinSlots]twin{}
+	j.protect(e)
 }
 
 // Forget drops everything the jail knows about addr (or its IPv6 prefix in
@@ -658,21 +764,38 @@ func (j *Jail) Forget(addr netip.Addr) {
 	j.release(i)
 }
 
-// insert makes a new entry for k, evicting the least recently seen one at
-// the cap. Banned entries are passed over (up to evictScan of them) so that
-// an address is not decided again while its ban runs.
+// insert makes a new entry for k, in probation, evicting one at the cap:
+// probation's least recently seen, else protected's. Banned entries are
+// passed over (up to evictScan of them) so that an address is not decided
+// again while its ban runs.
 func (j *Jail) insert(k [16]byte) int32 {
-	if int(j.tracked.Load()) >= j.cfg.MaxTracked && j.tail >= 0 {
-		old := j.tail
-		for n, i := 0, j.tail; n < evictScan && i >= 0; n, i = n+1, j.at(i).prev {
-			if e := j.at(i); e.until == 0 || int64(e.until) <= j.hwm {
-				old = i
+	if int(j.tracked.Load()) >= j.cfg.MaxTracked {
+		old := int32(-1)
+		for _, sg := range [2]uint8{segProbation, segProtected} {
+			for n, i := 0, j.tail[sg]; n < evictScan && i >= 0; n, i = n+1, j.at(i).prev {
+				if e := j.at(i); e.until == 0 || int64(e.until) <= j.hwm {
+					old = i
+					break
+				}
+			}
+			if old >= 0 {
 				break
 			}
 		}
-		j.idx.remove(j, &j.at(old).key)
-		j.release(old)
-		j.evicted.Add(1)
+		if old < 0 { // all banned: the least recently seen goes
+			old = j.tail[segProbation]
+			if old < 0 {
+				old = j.tail[segProtected]
+			}
+		}
+		if old >= 0 {
+			if j.live(j.at(old)) >= 2 {
+				j.evictedNear.Add(1)
+			}
+			j.idx.remove(j, &j.at(old).key)
+			j.release(old)
+			j.evicted.Add(1)
+		}
 	}
 	var i int32
 	if j.free >= 0 {
@@ -685,51 +808,93 @@ func (j *Jail) insert(k [16]byte) int32 {
 		}
 		j.used++
 	}
-	*j.at(i) = entry{key: k, prev: -1, next: -1}
+	*j.at(i) = entry{key: k, prev: -1, next: -1, seg: segProbation}
 	j.idx.insert(&k, i)
 	j.tracked.Add(1)
-	// link at head
-	e := j.at(i)
-	e.next = j.head
-	if j.head >= 0 {
-		j.at(j.head).prev = i
-	}
-	j.head = i
-	if j.tail < 0 {
-		j.tail = i
-	}
+	j.link(i)
 	return i
+}
+
+// LRU segments.
+const (
+	segProbation = 0
+	segProtected = 1
+)
+
+// live is the weight of e's failures within findtime of the latest event.
+func (j *Jail) live(e *entry) int {
+	total := 0
+	for s := range ring {
+		if e.w[s] != 0 && j.hwm-int64(e.t[s]) < j.findSec {
+			total += int(e.w[s])
+		}
+	}
+	return total
+}
+
+// link puts entry i at the head of its segment.
+func (j *Jail) link(i int32) {
+	e := j.at(i)
+	sg := e.seg
+	e.prev, e.next = -1, j.head[sg]
+	if j.head[sg] >= 0 {
+		j.at(j.head[sg]).prev = i
+	}
+	j.head[sg] = i
+	if j.tail[sg] < 0 {
+		j.tail[sg] = i
+	}
+	j.nseg[sg]++
 }
 
 func (j *Jail) unlink(i int32) {
 	e := j.at(i)
+	sg := e.seg
 	if e.prev >= 0 {
 		j.at(e.prev).next = e.next
 	} else {
-		j.head = e.next
+		j.head[sg] = e.next
 	}
 	if e.next >= 0 {
 		j.at(e.next).prev = e.prev
 	} else {
-		j.tail = e.prev
+		j.tail[sg] = e.prev
 	}
 	e.prev, e.next = -1, -1
+	j.nseg[sg]--
 }
 
+// touch makes entry i the most recently seen of its segment.
 func (j *Jail) touch(i int32) {
-	if j.head == i {
+	if j.head[j.at(i).seg] == i {
 		return
 	}
 	j.unlink(i)
-	e := j.at(i)
-	e.next = j.head
-	if j.head >= 0 {
-		j.at(j.head).prev = i
+	j.link(i)
+}
+
+// protect moves e (in probation) to protected; beyond protCap, protected's
+// least recently seen goes back to probation (as its most recently seen).
+func (j *Jail) protect(e *entry) {
+	if e.seg == segProtected {
+		return
 	}
-	j.head = i
-	if j.tail < 0 {
-		j.tail = i
+	i := j.self(e)
+	j.unlink(i)
+	e.seg = segProtected
+	j.link(i)
+	if j.nseg[segProtected] > j.protCap {
+		d := j.tail[segProtected]
+		j.unlink(d)
+		j.at(d).seg = segProbation
+		j.link(d)
 	}
+}
+
+// self is the slab index of e (found through its key).
+func (j *Jail) self(e *entry) int32 {
+	i, _ := j.idx.find(j, &e.key)
+	return i
 }
 
 // release unlinks entry i and puts it on the free list.

@@ -340,18 +340,29 @@ func TestIPv6Prefix(t *testing.T) {
 }
 
 func TestEviction(t *testing.T) {
+	// Segmented LRU: a (two failures, close to a ban) is protected; the
+	// one-failure addresses churn among themselves.
 	j := run(t, Config{MaxRetry: 3, MaxTracked: 2}, nil, nil, []step{
 		{at: 0, addr: a, kind: fail}, {at: sec, addr: a, kind: fail},
 		{at: 2 * sec, addr: b, kind: fail},
-		{at: 3 * sec, addr: a, kind: chal}, // a seen again: b is now the oldest
-		{at: 4 * sec, addr: c, kind: fail}, // evicts b
-		{at: 5 * sec, addr: b, kind: fail}, // b starts afresh (evicts a)
+		{at: 3 * sec, addr: a, kind: chal},
+		{at: 4 * sec, addr: c, kind: fail}, // evicts b (one failure), not a
+		{at: 5 * sec, addr: b, kind: fail}, // b starts afresh, evicts c: a is still spared
 		{at: 6 * sec, addr: b, kind: fail},
-		{at: 7 * sec, addr: a, kind: fail}, // a starts afresh too (evicts c)
+		{at: 7 * sec, addr: a, kind: fail, want: a + "/32"}, // a's count survived
 		{at: 8 * sec, addr: b, kind: fail, want: b + "/32"},
 	})
-	if s := j.Stats(); s.Tracked != 2 || s.Evicted != 3 {
+	if s := j.Stats(); s.Tracked != 2 || s.Evicted != 2 || s.EvictedNearBan != 0 {
 		t.Fatalf("stats %+v", s)
+	}
+	// With a cap of one, the protected address goes when it must.
+	j1 := run(t, Config{MaxRetry: 3, MaxTracked: 1}, nil, nil, []step{
+		{at: 0, addr: a, kind: fail}, {at: sec, addr: a, kind: fail},
+		{at: 2 * sec, addr: b, kind: fail}, // evicts a
+		{at: 3 * sec, addr: a, kind: fail}, // afresh, evicts b
+	})
+	if s := j1.Stats(); s.Tracked != 1 || s.Evicted != 2 || s.EvictedNearBan != 1 {
+		t.Fatalf("cap 1: stats %+v", s)
 	}
 	j.Forget(netip.MustParseAddr(b))
 	j.Forget(netip.MustParseAddr(c)) // not tracked: no-op
