@@ -77,6 +77,7 @@ type txn struct {
 	auth    bool
 	account string // interned
 	dialled string // interned request-URI user (INVITE)
+	request uint64 // event.RequestKey of the Call-ID: pairs the wire's event with the log's
 }
 
 type source struct {
@@ -252,6 +253,7 @@ func (s *Sensor) request(src netip.AddrPort, m *Msg, t time.Time) {
 		}
 	}
 	tx.account = s.intern.get(acct, 64)
+	tx.request = event.RequestKey(m.CallID)
 	tx.dialled = ""
 	if m.Method == MethodInvite {
 		tx.dialled = s.intern.get(m.RUser, 64)
@@ -279,34 +281,38 @@ func (s *Sensor) judge(tx *txn, status int, t time.Time) {
 	switch {
 	case status == 401 || status == 407:
 		if tx.auth {
-			s.fire(tx.src, t, event.AuthFailure, tx.account, "credentials refused (401/407)")
+			s.fireReq(tx.src, t, event.AuthFailure, tx.account, "credentials refused (401/407)", tx.request)
 		} else if tx.method == MethodRegister || tx.method == MethodInvite || tx.method == MethodSubscribe || tx.method == MethodMessage {
-			s.fire(tx.src, t, event.ChallengeSent, tx.account, "challenged")
+			s.fireReq(tx.src, t, event.ChallengeSent, tx.account, "challenged", tx.request)
 		}
 	case status == 403:
 		if tx.auth {
-			s.fire(tx.src, t, event.AuthFailure, tx.account, "credentials refused (403)")
+			s.fireReq(tx.src, t, event.AuthFailure, tx.account, "credentials refused (403)", tx.request)
 		} else if tx.method != MethodOptions {
-			s.fire(tx.src, t, event.UnknownAccount, tx.account, "forbidden (403)")
+			s.fireReq(tx.src, t, event.UnknownAccount, tx.account, "forbidden (403)", tx.request)
 		}
 	case status == 404 || status == 484 || status == 604:
 		switch tx.method {
 		case MethodInvite:
-			s.fire(tx.src, t, event.CallRejected, tx.dialled, "no route (404)")
+			s.fireReq(tx.src, t, event.CallRejected, tx.dialled, "no route (404)", tx.request)
 		case MethodRegister, MethodSubscribe:
-			s.fire(tx.src, t, event.UnknownAccount, tx.account, "no such user (404)")
+			s.fireReq(tx.src, t, event.UnknownAccount, tx.account, "no such user (404)", tx.request)
 		}
 	case status >= 200 && status < 300:
 		if tx.auth && (tx.method == MethodRegister || tx.method == MethodInvite) {
-			s.fire(tx.src, t, event.AuthSuccess, tx.account, "accepted")
+			s.fireReq(tx.src, t, event.AuthSuccess, tx.account, "accepted", tx.request)
 		}
 	}
 }
 
 func (s *Sensor) fire(src netip.AddrPort, t time.Time, k event.Kind, account, detail string) {
+	s.fireReq(src, t, k, account, detail, 0)
+}
+
+func (s *Sensor) fireReq(src netip.AddrPort, t time.Time, k event.Kind, account, detail string, req uint64) {
 	ev := &s.ev
 	*ev = event.Event{Time: t, Addr: src.Addr(), Port: src.Port(), Service: event.ServiceSIP, Kind: k,
-		Account: account, Detail: detail, Detector: Detector, Structured: true}
+		Account: account, Detail: detail, Detector: Detector, Structured: true, Request: req}
 	s.Stats.Events[k]++
 	if s.emit != nil {
 		s.emit(ev)

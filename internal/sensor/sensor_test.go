@@ -183,7 +183,7 @@ func TestPasswordGuessing(t *testing.T) {
 		t.Fatal("the forged Via/From address was named")
 	}
 	e := r.evs[0]
-	if e.Account != "1001" || e.Detector != Detector || !e.Structured || e.Port != 5070 || !e.Time.Equal(t0.Add(time.Millisecond)) {
+	if e.Account != "1001" || e.Detector != Detector || !e.Structured || e.Port != 5070 || !e.Time.Equal(t0.Add(time.Millisecond)) || e.Request != event.RequestKey([]byte("crack-0")) {
 		t.Fatalf("event: %+v", e)
 	}
 }
