@@ -18,14 +18,18 @@ import (
 
 // Metrics are the daemon's Prometheus metrics, on their own registry.
 type Metrics struct {
-	Registry      *prometheus.Registry
-	lines         *prometheus.CounterVec
-	events        *prometheus.CounterVec
-	activeBans    *prometheus.GaugeVec
-	banLatency    latencyObserver
-	backendErrors *prometheus.CounterVec
-	sourceErrors  *prometheus.CounterVec
-	auditFindings *prometheus.GaugeVec
+	Registry       *prometheus.Registry
+	lines          *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	activeBans     *prometheus.GaugeVec
+	banLatency     latencyObserver
+	backendErrors  *prometheus.CounterVec
+	sourceErrors   *prometheus.CounterVec
+	auditFindings  *prometheus.GaugeVec
+	storeErrors    prometheus.Counter
+	storeOK        prometheus.Gauge
+	storeDropped   prometheus.Counter
+	storeRecovered prometheus.Gauge
 }
 
 // latencyObserver feeds the histogram and keeps the last samples for
@@ -107,6 +111,19 @@ func NewMetrics() *Metrics {
 	for _, s := range []string{"critical", "high", "medium", "low", "info"} {
 		m.auditFindings.WithLabelValues(s).Set(0)
 	}
+	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pbxguard_store_errors_total", Help: "Store operations (bans, positions, expiry) that failed; failed ban writes are retried.",
+	})
+	m.storeOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pbxguard_store_ok", Help: "1 when the last store write worked, 0 while it fails (disk full?).",
+	})
+	m.storeDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pbxguard_store_bans_given_up_total", Help: "Bans given up after the unsaved queue overflowed (decided again from their lines at the next start).",
+	})
+	m.storeRecovered = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pbxguard_store_recovered", Help: "1 when the store was corrupt at start, moved aside and started afresh (bans rebuilt from the kernel).",
+	})
+	m.Registry.MustRegister(m.storeErrors, m.storeOK, m.storeDropped, m.storeRecovered)
 	m.Registry.MustRegister(m.lines, m.events, m.activeBans, m.banLatency.hist, m.backendErrors, m.sourceErrors, m.auditFindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, op := range []string{"init", "add", "delete", "list"} {
@@ -130,8 +147,10 @@ func (m *Metrics) Serve(addr string, log *slog.Logger) (stop func(), err error) 
 		}
 	}()
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		if srv.Shutdown(ctx) != nil {
+			srv.Close() // a scrape still running: cut it, shutdown is bounded
+		}
 	}, nil
 }

@@ -111,7 +111,13 @@ type Store struct {
 
 	mu    sync.Mutex
 	prior map[netip.Addr]int // ban history counts within historyWindow
+
+	recovered string // where a corrupt database was moved at Open ("" = it was fine)
 }
+
+// RecoveredFrom is where Open moved a corrupt database before starting a
+// fresh one ("" when it did not).
+func (s *Store) RecoveredFrom() string { return s.recovered }
 
 // Open opens (creating if needed) the database in stateDir.
 func Open(stateDir string) (*Store, error) {
@@ -404,4 +410,27 @@ func (s *Store) Incidents(ctx context.Context, since time.Time, limit int) ([]In
 		out = append(out, in)
 	}
 	return out, rows.Err()
+}
+
+// LimitPages caps the database at n pages (SQLite's max_page_count; 0 =
+// SQLite's default, no practical cap). Writes that would grow it past the
+// cap fail as on a full disk: tests use it to play a full state directory.
+func (s *Store) LimitPages(ctx context.Context, n int64) (int64, error) {
+	if n <= 0 {
+		n = 4294967294
+	}
+	var got int64
+	if err := s.db.QueryRowContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", n)).Scan(&got); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return got, nil
+}
+
+// PageCount is the database's size in pages.
+func (s *Store) PageCount(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return n, nil
 }
