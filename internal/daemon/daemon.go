@@ -880,9 +880,32 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		return fmt.Errorf("firewall %s: listing bans: %w", b.Name(), err)
 	}
 	var stale []netip.Prefix
+	var adopted []store.Ban
+	recovered := d.opts.Store.RecoveredFrom()
 	for _, k := range kernel {
-		if !want[k.Prefix.Masked()] {
-			stale = append(stale, k.Prefix)
+		if want[k.Prefix.Masked()] {
+			continue
+		}
+		if recovered != "" && k.Timeout > 0 {
+			if _, hit := d.opts.Allowed(k.Prefix.Masked()); !hit {
+				// The store was lost: the kernel's entries are the
+				// bans there are. Adopted with their remaining time.
+				pfx := k.Prefix.Masked()
+				adopted = append(adopted, store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: "recovered",
+					Reason: "adopted from the kernel: the store was corrupt", Since: now, Until: now.Add(k.Timeout), Count: 1})
+				want[pfx] = true
+				continue
+			}
+		}
+		stale = append(stale, k.Prefix)
+	}
+	if recovered != "" {
+		d.log.Error("STORE WAS CORRUPT: moved aside, started with a fresh one; active bans rebuilt from the kernel (ban history and log positions are lost)",
+			"moved_to", recovered, "corruption", d.opts.Store.CorruptError(), "adopted_from_kernel", len(adopted))
+		if len(adopted) > 0 {
+			if err := d.opts.Store.AddBans(ctx, adopted); err != nil {
+				return fmt.Errorf("storing the %d bans adopted from the kernel: %w", len(adopted), err)
+			}
 		}
 	}
 	if len(stale) > 0 {
@@ -903,6 +926,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			return fmt.Errorf("firewall %s: restoring %d bans: %w", b.Name(), len(restore), err)
 		}
 	}
+	rows = append(rows, adopted...)
 	d.activeMu.Lock()
 	for _, r := range rows {
 		d.active[r.Prefix] = r.Jail

@@ -424,3 +424,60 @@ func TestLineStamp(t *testing.T) {
 		}
 	}
 }
+
+// TestCorruptStoreRebuiltFromKernel: the store file is garbage at start.
+// The daemon starts (no protection gap), the kernel's entries are adopted
+// with their remaining time instead of being deleted as unknown, and the
+// Error log, status and /metrics say so.
+func TestCorruptStoreRebuiltFromKernel(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, store.FileName), bytes.Repeat([]byte("not sqlite "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatalf("store.Open of a corrupt file: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	fw := newFakeBackend()
+	fw.set[netip.MustParsePrefix("192.0.2.99/32")] = time.Now().Add(40 * time.Minute)
+	fw.set[netip.MustParsePrefix("2001:db8:5::/64")] = time.Now().Add(2 * time.Hour)
+	fw.set[netip.MustParsePrefix("198.51.100.7/32")] = time.Now().Add(time.Hour) // allowlisted now: goes
+	var logs syncBuf
+	d, err := New(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Store: st, Backend: fw,
+		Allowed: allowlist("198.51.100.0/24"),
+		Jails:   []JailSpec{{Name: "asterisk", Judge: &countJudge{max: 3, counts: map[netip.Addr]int{}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, d)
+	ctx := context.Background()
+	bans, err := st.ActiveBans(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]time.Duration{}
+	for _, b := range bans {
+		got[b.Prefix.String()] = b.Remaining(time.Now())
+	}
+	if len(got) != 2 || got["192.0.2.99/32"] < 39*time.Minute || got["192.0.2.99/32"] > 40*time.Minute ||
+		got["2001:db8:5::/64"] < 119*time.Minute {
+		t.Fatalf("adopted bans = %v", got)
+	}
+	if _, ok := fw.has("192.0.2.99/32"); !ok {
+		t.Fatal("kernel entry deleted")
+	}
+	if _, ok := fw.has("198.51.100.7/32"); ok {
+		t.Fatal("allowlisted kernel entry adopted")
+	}
+	s := d.Status()
+	if !strings.Contains(s.Store.Recovered, store.FileName+".corrupt-") || s.ActiveBans != 2 {
+		t.Fatalf("status = %+v", s)
+	}
+	if v := gaugeValue(t, d.metrics, "pbxguard_store_recovered", nil); v != 1 {
+		t.Fatalf("pbxguard_store_recovered = %v", v)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"STORE WAS CORRUPT") {
+		t.Fatalf("not said loudly:\n%s", logs.String())
+	}
+}
