@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -260,5 +261,60 @@ func TestRobustRestartLoss(t *testing.T) {
 	d3.waitBans("the security.log attack written while down", 10*time.Second, func(b []daemon.BanInfo) bool { return hasBan(b, "203.0.113.63/32") })
 	if n, k := kernelCount(t, ns, "nftables"); n != 3 {
 		t.Fatalf("kernel = %v", sortedKeys(k))
+	}
+}
+
+// TestRobustReloadIdleClient: a control-socket client that connects and
+// says nothing neither holds a SIGHUP reload (today: its whole read
+// deadline, a minute, with no source running) nor makes the reload lose
+// the lines written meanwhile to a file the daemon had not read a line of.
+func TestRobustReloadIdleClient(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "reloadidle")
+	dir := t.TempDir()
+	msgs := filepath.Join(dir, "messages.log")
+	corpus := filepath.Join(corpusDir(t), "asterisk-20", "log", "messages")
+	old := corpusLines(t, corpus, "203.0.113.101", "203.0.113.70", "Failed to authenticate", 5)
+	for i := range old {
+		old[i] = stampRE.ReplaceAllString(old[i], "["+time.Now().Add(-3*time.Hour).Format("Jan _2 15:04:05")+"]")
+	}
+	if err := os.WriteFile(msgs, []byte(strings.Join(old, "\n")+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeDaemonConfig(t, dir, daemonConfig{top: "audit: {enabled: false}"})
+	d := startDaemon(t, ns, dir, cfg)
+	time.Sleep(1500 * time.Millisecond) // positions saved
+
+	idle, err := net.Dial("unix", d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	t0 := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(d.out.String(), "reload: stopping to apply the new configuration") {
+		if time.Since(t0) > 10*time.Second {
+			t.Fatalf("reload not started:\n%s", tail(d.out.String(), 20))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	appendLines(t, msgs, corpusLines(t, corpus, "203.0.113.101", "203.0.113.71", "Failed to authenticate", 5)...)
+	for !strings.Contains(d.out.String(), "reload: new configuration applied") {
+		if time.Since(t0) > 20*time.Second {
+			t.Fatalf("reload not applied 20 s after SIGHUP with an idle client:\n%s", tail(d.out.String(), 20))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(t0)
+	t.Logf("SIGHUP reload with an idle control client: applied after %v", took.Round(time.Millisecond))
+	if took > 8*time.Second {
+		t.Fatalf("reload took %v (want ≤ 5 s, 8 s tolerated)", took)
+	}
+	d.waitReady(10 * time.Second)
+	d.waitBans("the attack written during the reload", 10*time.Second, func(b []daemon.BanInfo) bool { return hasBan(b, "203.0.113.71/32") })
+	if hasBan(d.bans(), "203.0.113.70/32") {
+		t.Fatal("the old attack (3 h) was banned")
 	}
 }

@@ -836,6 +836,9 @@ func (d *Daemon) savePositions(ctx context.Context, _ bool) error {
 		d.posMu.Unlock()
 		return err
 	}
+	if d.storeH.pending.Load() == 0 {
+		d.storeWorked()
+	}
 	return nil
 }
 
