@@ -318,3 +318,75 @@ func TestRobustReloadIdleClient(t *testing.T) {
 		t.Fatal("the old attack (3 h) was banned")
 	}
 }
+
+// TestRobustCorruptStore: the store file is damaged while the daemon is
+// down (today the next start exits: no protection at all). The daemon
+// starts, moves the file aside, adopts the kernel's 50 bans with their
+// remaining time, and says so in its log, status and /metrics.
+func TestRobustCorruptStore(t *testing.T) {
+	requireE2E(t, "nft")
+	ns := newNetns(t, "corrupt")
+	dir := t.TempDir()
+	cfg := writeDaemonConfig(t, dir, daemonConfig{maxretry: 1, metrics: "127.0.0.1:9482", jail: "    ipv6_prefix: 128", top: "audit: {enabled: false}"})
+	d := startDaemon(t, ns, dir, cfg)
+	const total = 50
+	lines, prefixes := attackLines(total)
+	appendLines(t, filepath.Join(dir, "messages.log"), lines...)
+	d.waitBans("50 bans", 20*time.Second, func(b []daemon.BanInfo) bool { return len(b) == total })
+	if _, code := d.sigterm(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	db := filepath.Join(dir, "state", "pbxguard.db")
+	garbage := make([]byte, 64<<10)
+	for i := range garbage {
+		garbage[i] = byte(i*7 + 3)
+	}
+	if err := os.WriteFile(db, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(db + "-wal")
+	os.Remove(db + "-shm")
+
+	d2 := startDaemon(t, ns, dir, cfg)
+	bans := d2.bans()
+	n, kernel := kernelCount(t, ns, "nftables")
+	if len(bans) != total || n != total {
+		t.Fatalf("after the corrupt start: %d bans listed, kernel holds %d; want %d", len(bans), n, total)
+	}
+	for _, b := range bans {
+		if b.Remaining < 500 || b.Remaining > 600 || b.Jail != "recovered" {
+			t.Fatalf("adopted ban %+v: want ~10 min left, jail recovered", b)
+		}
+	}
+	for _, p := range prefixes {
+		if _, ok := kernel[p]; !ok {
+			t.Fatalf("%s left the kernel", p)
+		}
+	}
+	st := d2.status().Store
+	if !strings.HasPrefix(st.Recovered, db+".corrupt-") {
+		t.Fatalf("status store = %+v", st)
+	}
+	if got, err := os.ReadFile(st.Recovered); err != nil || len(got) != len(garbage) {
+		t.Fatalf("the corrupt file was not kept at %s: %v", st.Recovered, err)
+	}
+	if !loggedError(d2.out.String(), "STORE WAS CORRUPT") {
+		t.Fatalf("not said loudly:\n%s", tail(d2.out.String(), 20))
+	}
+	if out, _ := d2.cli("status"); !strings.Contains(out, "STORE WAS CORRUPT") {
+		t.Fatalf("status text:\n%s", out)
+	}
+	if m := fetchMetrics(t, ns, "http://127.0.0.1:9482/metrics"); !strings.Contains(m, "pbxguard_store_recovered 1") {
+		t.Fatal("metrics lack pbxguard_store_recovered 1")
+	}
+}
+
+// loggedError reports whether a log line at level ERROR contains msg.
+func loggedError(log, msg string) bool {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, msg) && strings.Contains(l, "ERROR") {
+			return true
+		}
+	}
+	return false
+}
