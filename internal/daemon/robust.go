@@ -284,8 +284,12 @@ func (d *Daemon) storeStatus() StoreStatus {
 		PendingBans: int(h.pending.Load()), DroppedBans: h.dropped.Load(), Recovered: d.opts.Store.RecoveredFrom()}
 }
 
-// storeQueueMax bounds the bans held while the store fails (~100 MB).
-const storeQueueMax = 500_000
+// storeQueueMax bounds the bans held while the store fails (~100 MB);
+// storeChunk is about how many go in one transaction.
+const (
+	storeQueueMax = 500_000
+	storeChunk    = 4096
+)
 
 // storeReq is, in order: bans to record, decisions (tickets) whose bans
 // were queued before it, or (done != nil) a flush barrier.
@@ -340,31 +344,49 @@ func (d *Daemon) storeWriter(stop <-chan struct{}, deadline func() time.Time) {
 			d.storeH.pending.Store(int64(rows))
 			continue
 		}
-		var batch []store.Ban
-		for _, r := range q {
-			batch = append(batch, r.rows...)
-		}
+		// Written in transactions of whole requests, about storeChunk bans
+		// each, oldest first: on a nearly full disk as much as fits is
+		// stored, and each request's tickets are released as soon as it
+		// and everything before it is.
 		var err error
-		if len(batch) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if stopping {
-				ctx, cancel = context.WithDeadline(context.Background(), deadline())
+		wrote := false
+		for len(q) > 0 {
+			n, cnt := 0, 0
+			for n < len(q) && (n == 0 || cnt+len(q[n].rows) <= storeChunk) {
+				cnt += len(q[n].rows)
+				n++
 			}
-			err = d.opts.Store.AddBans(ctx, batch)
-			cancel()
-		}
-		if err == nil {
-			if len(batch) > 0 {
-				d.storeWorked()
+			if cnt > 0 {
+				batch := make([]store.Ban, 0, cnt)
+				for _, r := range q[:n] {
+					batch = append(batch, r.rows...)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				if stopping {
+					ctx, cancel = context.WithDeadline(context.Background(), deadline())
+				}
+				err = d.opts.Store.AddBans(ctx, batch)
+				cancel()
+				if err != nil {
+					break
+				}
+				wrote = true
 			}
-			for _, r := range q {
+			for _, r := range q[:n] {
 				d.resolveTickets(r.tickets)
 				if r.done != nil {
 					close(r.done)
 				}
 			}
+			q = q[n:]
+			rows -= cnt
+			d.storeH.pending.Store(int64(rows))
+		}
+		if err == nil {
+			if wrote {
+				d.storeWorked()
+			}
 			q, rows, pause, retryAt = q[:0], 0, 500*time.Millisecond, time.Time{}
-			d.storeH.pending.Store(0)
 			continue
 		}
 		d.storeFailed("saving bans", err)
