@@ -109,7 +109,7 @@ func TestRobustFIFO(t *testing.T) {
 	}
 }
 
-// TestRobustStoreFull: the state directory is a tiny tmpfs, filled up
+// TestRobustStoreFull: the state directory is a tiny tmpfs (4 MiB), filled up
 // while 2,000 attackers are banned. The bans reach the kernel; the store
 // errors show in status; the daemon is stopped while the disk is still
 // full. After freeing space and restarting, every ban decided is in the
@@ -123,7 +123,7 @@ func TestRobustStoreFull(t *testing.T) {
 	if err := os.Mkdir(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "pbxguard-e2e", state)
+	run(t, "mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "pbxguard-e2e", state)
 	t.Cleanup(func() { exec.Command("umount", "-l", state).Run() })
 	cfg := writeDaemonConfig(t, dir, daemonConfig{maxretry: 1, jail: "    ipv6_prefix: 128", top: "audit: {enabled: false}"})
 	d := startDaemon(t, ns, dir, cfg)
@@ -135,7 +135,7 @@ func TestRobustStoreFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	chunk := make([]byte, 4096)
-	for range 1024 {
+	for range 4096 {
 		if _, err := f.Write(chunk); err != nil {
 			if !errors.Is(err, syscall.ENOSPC) {
 				t.Fatal(err)

@@ -403,6 +403,13 @@ func (d *Daemon) storeWriter(stop <-chan struct{}, deadline func() time.Time) {
 		}
 		d.log.Error("store: saving bans failed; they stay in the kernel and are retried (is the state directory's disk full?)",
 			"bans", rows, "retry_in", pause, "store", d.opts.Store.Path(), "err", err)
+		// The write-ahead log keeps old page versions: folding it into the
+		// database gives room back on a full disk.
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if cerr := d.opts.Store.Checkpoint(cctx); cerr != nil {
+			d.log.Debug("store: checkpoint after a failed write", "err", cerr)
+		}
+		cancel()
 		retryAt = time.Now().Add(pause)
 		pause = min(2*pause, 30*time.Second)
 		if rows > storeQueueMax {

@@ -509,3 +509,18 @@ func (s *Store) PageCount(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// Checkpoint moves the write-ahead log into the database and truncates it
+// (PRAGMA wal_checkpoint(TRUNCATE)). On a full disk the log holds many
+// versions of the same pages: this gives their room back, so that a retry
+// can fit.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	var busy, logPages, done int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return errors.New("store: checkpoint: database busy")
+	}
+	return nil
+}
