@@ -234,7 +234,7 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 			}
 			key := jc.Name + ":journal"
 			start := positions[key]
-			jopts := source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")}
+			jopts := source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal"), Backlog: jc.FindTime}
 			open := func(pos store.Position) Source {
 				return sourceAdapter{source.NewJournal(jc.Name, jc.Journal, pos.Cursor, jopts)}
 			}

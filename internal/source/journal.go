@@ -22,6 +22,12 @@ type JournalOptions struct {
 	// Command is journalctl and any leading arguments; default ["journalctl"].
 	// The follow, output and cursor arguments and the matches are appended.
 	Command []string
+	// Backlog, with no cursor, reads the entries of this window before now
+	// (--since=-N s) instead of none (--lines=0): a first start counts the
+	// attacks of the minutes before it (fail2ban reads findtime back too),
+	// and a restart without a saved cursor loses nothing of a shorter
+	// downtime. The daemon passes the jail's findtime.
+	Backlog time.Duration
 }
 
 // Journal follows the systemd journal through `journalctl -f -o json`.
@@ -75,6 +81,8 @@ func (j *Journal) Args() []string {
 	args := []string{"--follow", "--output=json"}
 	if cur := j.resumeCursor(); cur != "" {
 		args = append(args, "--after-cursor="+cur, "--no-tail")
+	} else if j.opts.Backlog > 0 {
+		args = append(args, fmt.Sprintf("--since=-%ds", int64((j.opts.Backlog+time.Second-1)/time.Second)))
 	} else {
 		args = append(args, "--lines=0")
 	}

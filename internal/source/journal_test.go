@@ -162,3 +162,16 @@ func TestJournalIdentTrusted(t *testing.T) {
 		stamp + " pbx kernel: z",
 	})
 }
+
+// TestJournalBacklog: with no cursor, the window before now is read
+// (--since), not nothing (--lines=0); a cursor wins.
+func TestJournalBacklog(t *testing.T) {
+	j := NewJournal("j", []string{"_COMM=sshd"}, "", JournalOptions{Backlog: 10 * time.Minute})
+	if got := strings.Join(j.Args(), " "); got != "--follow --output=json --since=-600s _COMM=sshd" {
+		t.Fatalf("args %q", got)
+	}
+	j = NewJournal("j", nil, "s=1", JournalOptions{Backlog: 10 * time.Minute})
+	if got := strings.Join(j.Args(), " "); got != "--follow --output=json --after-cursor=s=1 --no-tail" {
+		t.Fatalf("args %q", got)
+	}
+}
