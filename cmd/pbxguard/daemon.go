@@ -187,6 +187,21 @@ func printStatus(w io.Writer, st daemon.Status) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", j.Name, j.Lines, j.Events, j.ActiveBans, strings.Join(j.Sources, ", "))
 	}
 	tw.Flush()
+	for _, j := range st.Jails {
+		for _, s := range j.SourceStates {
+			if s.State != "ok" {
+				fmt.Fprintf(w, "source %s of jail %s: %s since %s: %s\n", s.Name, j.Name, strings.ToUpper(s.State),
+					s.Since.Local().Format("2006-01-02 15:04:05"), s.Error)
+			}
+		}
+	}
+	if s := st.Store; s.Recovered != "" {
+		fmt.Fprintf(w, "STORE WAS CORRUPT: moved aside to %s at start; bans were rebuilt from the kernel\n", s.Recovered)
+	}
+	if s := st.Store; !s.OK {
+		fmt.Fprintf(w, "STORE FAILING since %s (%d error(s), %d ban(s) in the kernel waiting to be saved, retried): %s\n",
+			s.Since.Local().Format("2006-01-02 15:04:05"), s.Errors, s.PendingBans, s.LastError)
+	}
 	if a := st.Audit; a != nil && a.Enabled {
 		if a.Error != "" {
 			fmt.Fprintf(w, "asterisk config audit: not run: %s\n", a.Error)

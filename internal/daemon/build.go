@@ -191,7 +191,7 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 		}
 		judges[jc.Name] = judge
 		kept[jc.Name] = keptJudge{cfg: jc, j: judge}
-		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime}
+		spec := JailSpec{Name: jc.Name, Judge: jailJudge{judge}, BanTime: jc.BanTime, FindTime: jc.FindTime}
 		if jc.Source == "ami" {
 			amiJails = append(amiJails, jc.Name)
 			jails = append(jails, spec)
@@ -217,7 +217,10 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 			if _, err := os.Stat(path); err != nil {
 				log.Warn("log file not there yet; pbxguard waits for it", "jail", jc.Name, "file", path, "err", err)
 			}
-			fopts := source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning}
+			fopts := source.FileOptions{Logger: log.With("jail", jc.Name, "file", path), StartAtEnd: !opts.StartAtBeginning,
+				// No saved position: read back the jail's findtime, as
+				// fail2ban does at its first start.
+				Backlog: source.Backlog{Window: jc.FindTime, Stamp: lineStamp(cfg.Location, time.Now)}}
 			open := fileOpener(path, fopts)
 			spec.Sources = append(spec.Sources, SourceSpec{Key: key, Name: path, Source: open(start), Detector: det, Reopen: open, start: start})
 		}
@@ -231,7 +234,7 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 			}
 			key := jc.Name + ":journal"
 			start := positions[key]
-			jopts := source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal")}
+			jopts := source.JournalOptions{Logger: log.With("jail", jc.Name, "source", "journal"), Backlog: jc.FindTime}
 			open := func(pos store.Position) Source {
 				return sourceAdapter{source.NewJournal(jc.Name, jc.Journal, pos.Cursor, jopts)}
 			}
@@ -318,6 +321,23 @@ func fileOpener(path string, fopts source.FileOptions) func(store.Position) Sour
 
 // sourceAdapter turns a source.Source into the daemon's Source.
 type sourceAdapter struct{ s source.Source }
+
+// Health is the file follower's (a journal reads while it runs).
+func (a sourceAdapter) Health() source.Health {
+	if h, ok := a.s.(interface{ Health() source.Health }); ok {
+		return h.Health()
+	}
+	return source.Health{}
+}
+
+// OnStart passes on the starting position of a file without a saved one.
+func (a sourceAdapter) OnStart(fn func(store.Position)) {
+	if f, ok := a.s.(*source.File); ok {
+		f.OnPosition(func(p source.Position) {
+			fn(store.Position{Path: p.Path, Inode: p.Inode, Size: p.Size, Offset: p.Offset, Check: p.Check})
+		})
+	}
+}
 
 func (a sourceAdapter) Run(ctx context.Context, handle func(Line) error) error {
 	return a.s.Run(ctx, func(l source.Line) error {

@@ -46,11 +46,28 @@ type Response struct {
 }
 
 type controlServer struct {
-	ln  net.Listener
-	d   *Daemon
-	log *slog.Logger
-	wg  sync.WaitGroup
+	ln     net.Listener
+	d      *Daemon
+	log    *slog.Logger
+	wg     sync.WaitGroup
+	ctx    context.Context // cancelled by Close: requests in progress give up
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
+
+// MaxRequest is the longest control request (one JSON line); a longer one
+// is answered with an error and the connection closed.
+const MaxRequest = 64 << 10
+
+// Idle clients are dropped after controlIdle; Close waits at most
+// controlCloseWait for requests in progress.
+const (
+	controlIdle      = time.Minute
+	controlCloseWait = 500 * time.Millisecond
+)
 
 func listenControl(path string, d *Daemon, log *slog.Logger) (*controlServer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -74,15 +91,48 @@ func listenControl(path string, d *Daemon, log *slog.Logger) (*controlServer, er
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	s := &controlServer{ln: ln, d: d, log: log}
+	s := &controlServer{ln: ln, d: d, log: log, conns: map[net.Conn]struct{}{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
 }
 
+// Close stops accepting, closes every connection (an idle client never
+// holds a reload or shutdown), cancels requests in progress and waits for
+// them at most controlCloseWait. Closing again does nothing.
 func (s *controlServer) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
 	s.ln.Close()
-	s.wg.Wait()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	if stuck := waitBounded(s.wg.Wait, controlCloseWait, nil); len(stuck) > 0 {
+		s.log.Warn("control socket: a request still running was left behind at shutdown")
+	}
+}
+
+func (s *controlServer) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *controlServer) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
 
 func (s *controlServer) serve() {
@@ -92,9 +142,14 @@ func (s *controlServer) serve() {
 		if err != nil {
 			return
 		}
+		if !s.track(c) {
+			c.Close()
+			return
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.untrack(c)
 			s.handle(c)
 		}()
 	}
@@ -102,11 +157,16 @@ func (s *controlServer) serve() {
 
 func (s *controlServer) handle(c net.Conn) {
 	defer c.Close()
-	r := bufio.NewReader(c)
+	r := bufio.NewReaderSize(c, 4096)
 	enc := json.NewEncoder(c)
 	for {
-		c.SetReadDeadline(time.Now().Add(time.Minute))
-		line, err := r.ReadBytes('\n')
+		c.SetReadDeadline(time.Now().Add(controlIdle))
+		line, tooLong, err := readLine(r, MaxRequest)
+		if tooLong {
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			enc.Encode(Response{Error: fmt.Sprintf("request longer than %d bytes: one JSON object per line, e.g. {\"cmd\":\"status\"}", MaxRequest)})
+			return
+		}
 		if len(line) == 0 || (err != nil && len(strings.TrimSpace(string(line))) == 0) {
 			return
 		}
@@ -124,8 +184,28 @@ func (s *controlServer) handle(c net.Conn) {
 	}
 }
 
+// readLine reads one line of at most max bytes; tooLong when it is longer
+// (what was read is dropped: memory stays bounded).
+func readLine(r *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			return nil, true, nil
+		}
+		line = append(line, chunk...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return line, false, err
+	}
+}
+
 func (s *controlServer) do(req Request) Response {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	base := s.ctx
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(base, 30*time.Second)
 	defer cancel()
 	switch req.Cmd {
 	case "status":

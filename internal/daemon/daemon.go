@@ -84,6 +84,9 @@ type JailSpec struct {
 	Judge   Judge
 	Sources []SourceSpec
 	BanTime time.Duration // default duration of manual bans into this jail
+	// FindTime is the jail's window: a ban not yet stored holds its
+	// source's saved position back by it (default 10m).
+	FindTime time.Duration
 }
 
 // Options are the daemon's parts.
@@ -127,11 +130,13 @@ const (
 type pending struct {
 	d        Decision
 	received time.Time // when the line that caused it was read (zero for ticks)
+	ticket   *ticket   // the line's source waits for it to be stored (nil for ticks, AMI)
 }
 
 type jailState struct {
 	spec   JailSpec
-	mu     sync.Mutex // serialises the Judge
+	srcs   []*sourceState // per spec.Sources
+	mu     sync.Mutex     // serialises the Judge
 	lines  atomic.Uint64
 	events atomic.Uint64
 }
@@ -161,13 +166,16 @@ type Daemon struct {
 	started time.Time
 	running atomic.Bool // set once Run has started every stage
 
-	decisions chan pending
-	storeQ    chan storeReq // bans to write, off the kernel path
+	decisions  chan pending
+	storeQ     chan storeReq // bans to write, off the kernel path
+	bannerStop chan struct{} // closed at shutdown once the sources stopped
+	storeH     storeHealth
 
 	fwMu sync.Mutex // serialises the backend
 
 	posMu     sync.Mutex
-	positions map[string]store.Position
+	positions map[string]store.Position // last line handled, per source key
+	gates     map[string][]*ticket      // decisions not yet stored, per source key, oldest first
 	posDirty  bool
 
 	activeMu sync.Mutex
@@ -213,18 +221,28 @@ func New(opts Options) (*Daemon, error) {
 		decisions: make(chan pending, 4096),
 		storeQ:    make(chan storeReq, 1024),
 		positions: map[string]store.Position{},
+		gates:     map[string][]*ticket{},
 		active:    map[netip.Prefix]string{},
 		sup:       defaultSupervisor(),
+	}
+	d.storeH.ok, d.storeH.since = true, opts.Now()
+	d.metrics.storeOK.Set(1)
+	if rec := opts.Store.RecoveredFrom(); rec != "" {
+		d.metrics.storeRecovered.Set(1)
 	}
 	for _, j := range opts.Jails {
 		if _, dup := d.byName[j.Name]; dup {
 			return nil, fmt.Errorf("daemon: jail %q twice", j.Name)
 		}
 		js := &jailState{spec: j}
+		for _, sp := range j.Sources {
+			js.srcs = append(js.srcs, &sourceState{name: sp.Name})
+		}
 		d.jails = append(d.jails, js)
 		d.byName[j.Name] = js
 		d.metrics.activeBans.WithLabelValues(j.Name).Set(0)
 	}
+	d.registerSourceMetrics()
 	if opts.Audit != nil {
 		for sev, n := range opts.Audit.Findings {
 			d.metrics.auditFindings.WithLabelValues(sev).Set(float64(n))
@@ -253,7 +271,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ctl, err = listenControl(d.opts.ControlSocket, d, d.log); err != nil {
 			return err
 		}
-		defer ctl.Close()
+		defer ctl.Close() // closed early at shutdown; again is a no-op
 	}
 	if d.opts.MetricsListen != "" {
 		stop, err := d.metrics.Serve(d.opts.MetricsListen, d.log)
@@ -265,32 +283,32 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	srcCtx, stopSources := context.WithCancel(ctx)
 	defer stopSources()
-	var srcWG, bgWG sync.WaitGroup
+	var srcs tracked
+	var bgWG sync.WaitGroup
 	srcErr := make(chan error, 64)
 	for _, js := range d.jails {
-		for _, sp := range js.spec.Sources {
-			srcWG.Add(1)
-			go func() {
-				defer srcWG.Done()
-				if err := d.superviseSource(srcCtx, js, sp); err != nil {
+		for i, sp := range js.spec.Sources {
+			st := js.srcs[i]
+			srcs.Go("source "+js.spec.Name+":"+sp.Name, func() {
+				if err := d.superviseSource(srcCtx, js, sp, st); err != nil {
 					srcErr <- err
 				}
-			}()
+			})
 		}
 	}
 	for _, w := range d.opts.Workers {
-		srcWG.Add(1)
-		go func() {
-			defer srcWG.Done()
+		srcs.Go("worker "+w.Name, func() {
 			if err := w.Run(srcCtx, d); err != nil && srcCtx.Err() == nil {
 				d.log.Error("worker stopped", "worker", w.Name, "err", err)
 			}
-		}()
+		})
 	}
+	d.bannerStop = make(chan struct{})
 	bannerDone := make(chan struct{})
-	go func() { defer close(bannerDone); d.banner() }()
-	storeDone := make(chan struct{})
-	go func() { defer close(storeDone); d.storeWriter() }()
+	go func() { defer close(bannerDone); d.banner(d.bannerStop) }()
+	var shutdownBy time.Time // set when the shutdown starts
+	storeStop, storeDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(storeDone); d.storeWriter(storeStop, func() time.Time { return shutdownBy }) }()
 
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	bgWG.Add(1)
@@ -307,16 +325,36 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-srcErr:
 	}
+	// Shutdown, bounded: a source or worker stuck in a call that ignores
+	// its context is left behind (logged), the rest goes on in order:
+	// queued decisions reach the kernel and the store, positions are saved
+	// (never past a decision that is not stored).
+	t0 := time.Now()
+	deadline := t0.Add(shutdownBudget)
+	shutdownBy = deadline.Add(-time.Second) // the store's last attempt leaves a second for the positions
+	left := func(limit time.Duration) time.Duration { return min(limit, time.Until(deadline)) }
 	d.log.Info("shutting down")
+	if ctl != nil {
+		ctl.Close() // idle and slow clients are cut: they never hold the shutdown
+	}
 	stopSources()
-	srcWG.Wait()
+	if stuck := srcs.Wait(left(sourceStopWait)); len(stuck) > 0 {
+		d.log.Error("shutdown: left behind what did not stop in time (their lines are read again at the next start)",
+			"waited", sourceStopWait, "stuck", stuck)
+	}
 	stopBG()
-	bgWG.Wait()
-	close(d.decisions)
-	<-bannerDone
-	close(d.storeQ)
-	<-storeDone
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if stuck := waitBounded(bgWG.Wait, left(time.Second), func() []string { return []string{"expiry loop"} }); len(stuck) > 0 {
+		d.log.Error("shutdown: the expiry loop did not stop in time", "stuck", stuck)
+	}
+	close(d.bannerStop)
+	if !waitChan(bannerDone, left(time.Until(shutdownBy))) {
+		d.log.Error("shutdown: decisions still being applied were left behind (the kernel did not answer in time)")
+	}
+	close(storeStop)
+	if !waitChan(storeDone, left(time.Until(shutdownBy)+500*time.Millisecond)) {
+		d.log.Error("shutdown: the store did not finish in time; unsaved bans are decided again from their lines at the next start")
+	}
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := d.savePositions(sctx, false); err != nil {
 		d.log.Error("saving positions at shutdown", "err", err)
@@ -324,13 +362,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			runErr = err
 		}
 	}
+	d.log.Info("stopped", "shutdown_took", time.Since(t0).Round(time.Millisecond))
 	return runErr
 }
 
 // superviseSource runs a source; when it fails and can be reopened, it is
 // reopened at its last position after a pause (d.sup: 1 s, doubling to
-// 30 s, back to 1 s after a healthy run).
-func (d *Daemon) superviseSource(ctx context.Context, js *jailState, sp SourceSpec) error {
+// 30 s, back to 1 s after a healthy run). st (nil in tests) is the
+// source's health as status and /metrics show it.
+func (d *Daemon) superviseSource(ctx context.Context, js *jailState, sp SourceSpec, st *sourceState) error {
 	first := true
 	err := d.sup.run(ctx, func(ctx context.Context) error {
 		if !first {
@@ -343,8 +383,14 @@ func (d *Daemon) superviseSource(ctx context.Context, js *jailState, sp SourceSp
 			sp.Source = sp.Reopen(pos)
 		}
 		first = false
+		if st != nil {
+			st.running(sp.Source)
+		}
 		return d.runSource(ctx, js, sp)
 	}, func(err error, pause time.Duration) bool {
+		if st != nil {
+			st.failed(err)
+		}
 		d.metrics.sourceErrors.WithLabelValues(js.spec.Name, sp.Name).Inc()
 		if sp.Reopen == nil {
 			d.log.Error("source stopped", "jail", js.spec.Name, "source", sp.Name, "err", err)
@@ -366,8 +412,26 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 	for k := range byKind {
 		byKind[k] = d.metrics.events.WithLabelValues(detName, event.Kind(k).String())
 	}
+	d.posMu.Lock()
+	last, haveLast := d.positions[sp.Key]
+	d.posMu.Unlock()
+	cps := newCheckpoints(js.spec.FindTime)
+	if ps, ok := sp.Source.(positionSource); ok {
+		// No saved position: the starting point is stored at once, so
+		// that what is written while pbxguard is down (restart, reload)
+		// is read after it.
+		ps.OnStart(func(p store.Position) {
+			p.Source = sp.Key
+			last, haveLast = p, true
+			d.posMu.Lock()
+			d.positions[sp.Key] = p
+			d.posDirty = true
+			d.posMu.Unlock()
+		})
+	}
 	var ev event.Event
 	return sp.Source.Run(ctx, func(l Line) error {
+		cps.note(l.Received, last, haveLast)
 		lines.Inc()
 		js.lines.Add(1)
 		ev.Reset()
@@ -390,8 +454,10 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 					if dec.Jail == "" {
 						dec.Jail = js.spec.Name
 					}
+					pre, hasPre := cps.since(l.Received.Add(-js.spec.FindTime))
+					t := d.issueTicket(sp.Key, pre, hasPre)
 					select {
-					case d.decisions <- pending{d: dec, received: l.Received}:
+					case d.decisions <- pending{d: dec, received: l.Received, ticket: t}:
 					case <-ctx.Done():
 						// Shutting down: the position below is not saved for
 						// this line, so it is read again at the next start.
@@ -401,6 +467,7 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 			}
 		}
 		l.Pos.Source = sp.Key
+		last, haveLast = l.Pos, true
 		d.posMu.Lock()
 		d.positions[sp.Key] = l.Pos
 		d.posDirty = true
@@ -455,12 +522,29 @@ func (d *Daemon) Inject(ctx context.Context, jail string, ev *event.Event) error
 // banner applies decisions with one backend Add and one store transaction
 // per batch. A lone decision goes at once; when more are already queued (a
 // burst), it collects for at most batchWait or batchMax items.
-func (d *Daemon) banner() {
+func (d *Daemon) banner(stop <-chan struct{}) {
 	batch := make([]pending, 0, batchMax)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	stopping := false
 	for {
-		p, ok := <-d.decisions
+		var p pending
+		ok := true
+		if stopping {
+			// Shutting down: what is queued is applied, then we stop.
+			select {
+			case p = <-d.decisions:
+			default:
+				return
+			}
+		} else {
+			select {
+			case p, ok = <-d.decisions:
+			case <-stop:
+				stopping = true
+				continue
+			}
+		}
 		if !ok {
 			return
 		}
@@ -494,6 +578,17 @@ func (d *Daemon) banner() {
 			timer.Stop()
 		}
 		d.apply(batch)
+		// The decisions' tickets are done once the bans apply queued are
+		// stored (allowlisted or expired ones were no ban at all).
+		var ts []*ticket
+		for _, p := range batch {
+			if p.ticket != nil {
+				ts = append(ts, p.ticket)
+			}
+		}
+		if len(ts) > 0 {
+			d.storeQ <- storeReq{tickets: ts}
+		}
 	}
 }
 
@@ -620,65 +715,6 @@ func (d *Daemon) splitRefused(err error) (map[netip.Prefix]bool, error) {
 	return refused, errors.Join(rest...)
 }
 
-// storeReq is a batch of bans to record, or (done != nil) a flush barrier.
-type storeReq struct {
-	rows []store.Ban
-	done chan struct{}
-}
-
-// storeWriter records bans in the store, merging what is queued into one
-// transaction, so that the kernel path never waits for the disk.
-func (d *Daemon) storeWriter() {
-	var rows []store.Ban
-	var barriers []chan struct{}
-	for req := range d.storeQ {
-		rows = append(rows[:0], req.rows...)
-		barriers = barriers[:0]
-		if req.done != nil {
-			barriers = append(barriers, req.done)
-		}
-	drain:
-		for len(rows) < 4096 {
-			select {
-			case r, ok := <-d.storeQ:
-				if !ok {
-					break drain
-				}
-				rows = append(rows, r.rows...)
-				if r.done != nil {
-					barriers = append(barriers, r.done)
-				}
-			default:
-				break drain
-			}
-		}
-		if len(rows) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if err := d.opts.Store.AddBans(ctx, rows); err != nil {
-				d.log.Error("saving bans", "count", len(rows), "err", err)
-			}
-			cancel()
-		}
-		for _, b := range barriers {
-			close(b)
-		}
-	}
-}
-
-// flushStore waits until the bans queued so far are in the store.
-func (d *Daemon) flushStore(ctx context.Context) {
-	done := make(chan struct{})
-	select {
-	case d.storeQ <- storeReq{done: done}:
-	case <-ctx.Done():
-		return
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-}
-
 func (d *Daemon) noteActive(rows []store.Ban) {
 	d.activeMu.Lock()
 	defer d.activeMu.Unlock()
@@ -742,6 +778,7 @@ func (d *Daemon) tick(ctx context.Context) {
 	}
 	expired, err := d.opts.Store.ExpireBans(ctx, now)
 	if err != nil {
+		d.storeFailed("expiring bans", err)
 		d.log.Error("expiring bans", "err", err)
 	}
 	if len(expired) > 0 {
@@ -764,28 +801,28 @@ func (d *Daemon) tick(ctx context.Context) {
 	d.retryRefused(ctx, now)
 }
 
-func (d *Daemon) savePositions(ctx context.Context, flush bool) error {
+func (d *Daemon) savePositions(ctx context.Context, _ bool) error {
 	d.posMu.Lock()
 	if !d.posDirty {
 		d.posMu.Unlock()
 		return nil
 	}
-	ps := make([]store.Position, 0, len(d.positions))
-	for _, p := range d.positions {
-		ps = append(ps, p)
-	}
-	d.posDirty = false
+	ps, blocked := d.safePositions()
+	// Held back by a decision on its way to the store: look again later.
+	d.posDirty = blocked
 	d.posMu.Unlock()
-	if flush {
-		// The bans of the lines up to these positions are in the store
-		// before the positions are.
-		d.flushStore(ctx)
+	if len(ps) == 0 {
+		return nil
 	}
 	if err := d.opts.Store.SavePositions(ctx, ps); err != nil {
+		d.storeFailed("saving positions", err)
 		d.posMu.Lock()
 		d.posDirty = true
 		d.posMu.Unlock()
 		return err
+	}
+	if d.storeH.pending.Load() == 0 {
+		d.storeWorked()
 	}
 	return nil
 }
@@ -831,9 +868,32 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		return fmt.Errorf("firewall %s: listing bans: %w", b.Name(), err)
 	}
 	var stale []netip.Prefix
+	var adopted []store.Ban
+	recovered := d.opts.Store.RecoveredFrom()
 	for _, k := range kernel {
-		if !want[k.Prefix.Masked()] {
-			stale = append(stale, k.Prefix)
+		if want[k.Prefix.Masked()] {
+			continue
+		}
+		if recovered != "" && k.Timeout > 0 {
+			if _, hit := d.opts.Allowed(k.Prefix.Masked()); !hit {
+				// The store was lost: the kernel's entries are the
+				// bans there are. Adopted with their remaining time.
+				pfx := k.Prefix.Masked()
+				adopted = append(adopted, store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: "recovered",
+					Reason: "adopted from the kernel: the store was corrupt", Since: now, Until: now.Add(k.Timeout), Count: 1})
+				want[pfx] = true
+				continue
+			}
+		}
+		stale = append(stale, k.Prefix)
+	}
+	if recovered != "" {
+		d.log.Error("STORE WAS CORRUPT: moved aside, started with a fresh one; active bans rebuilt from the kernel (ban history and log positions are lost)",
+			"moved_to", recovered, "corruption", d.opts.Store.CorruptError(), "adopted_from_kernel", len(adopted))
+		if len(adopted) > 0 {
+			if err := d.opts.Store.AddBans(ctx, adopted); err != nil {
+				return fmt.Errorf("storing the %d bans adopted from the kernel: %w", len(adopted), err)
+			}
 		}
 	}
 	if len(stale) > 0 {
@@ -854,6 +914,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			return fmt.Errorf("firewall %s: restoring %d bans: %w", b.Name(), len(restore), err)
 		}
 	}
+	rows = append(rows, adopted...)
 	d.activeMu.Lock()
 	for _, r := range rows {
 		d.active[r.Prefix] = r.Jail
@@ -1058,22 +1119,28 @@ type Status struct {
 	Latency    LatencySummary `json:"ban_latency"`
 	Audit      *AuditStatus   `json:"audit,omitempty"`
 	Kernel     KernelStatus   `json:"kernel"`
+	Store      StoreStatus    `json:"store"`
 }
 
 // JailStatus is one jail in Status.
 type JailStatus struct {
-	Name       string   `json:"name"`
-	Sources    []string `json:"sources"`
-	Lines      uint64   `json:"lines"`
-	Events     uint64   `json:"events"`
-	ActiveBans int      `json:"active_bans"`
+	Name    string   `json:"name"`
+	Sources []string `json:"sources"`
+	// SourceStates says, per source, whether it reads (ok), waits for
+	// its file (waiting) or fails (failing: a FIFO at the path, no
+	// permission, journalctl gone), since when, and why.
+	SourceStates []SourceStatus `json:"source_states"`
+	Lines        uint64         `json:"lines"`
+	Events       uint64         `json:"events"`
+	ActiveBans   int            `json:"active_bans"`
 }
 
 // Status reports the daemon's state.
 func (d *Daemon) Status() Status {
 	now := d.now()
 	st := Status{Version: d.opts.Version, Started: d.started.UTC(), Uptime: now.Sub(d.started).Seconds(),
-		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary(), Audit: d.opts.Audit, Kernel: d.kernel.get()}
+		Backend: d.opts.Backend.Name(), Latency: d.metrics.LatencySummary(), Audit: d.opts.Audit, Kernel: d.kernel.get(),
+		Store: d.storeStatus()}
 	perJail := map[string]int{}
 	d.activeMu.Lock()
 	st.ActiveBans = len(d.active)
@@ -1083,8 +1150,9 @@ func (d *Daemon) Status() Status {
 	d.activeMu.Unlock()
 	for _, js := range d.jails {
 		js2 := JailStatus{Name: js.spec.Name, ActiveBans: perJail[js.spec.Name], Lines: js.lines.Load(), Events: js.events.Load()}
-		for _, sp := range js.spec.Sources {
+		for i, sp := range js.spec.Sources {
 			js2.Sources = append(js2.Sources, sp.Name)
+			js2.SourceStates = append(js2.SourceStates, js.srcs[i].status())
 		}
 		st.Jails = append(st.Jails, js2)
 	}

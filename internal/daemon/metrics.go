@@ -18,15 +18,19 @@ import (
 
 // Metrics are the daemon's Prometheus metrics, on their own registry.
 type Metrics struct {
-	Registry      *prometheus.Registry
-	lines         *prometheus.CounterVec
-	events        *prometheus.CounterVec
-	activeBans    *prometheus.GaugeVec
-	banLatency    latencyObserver
-	backendErrors *prometheus.CounterVec
-	sourceErrors  *prometheus.CounterVec
-	callRecords   *prometheus.CounterVec
-	auditFindings *prometheus.GaugeVec
+	Registry       *prometheus.Registry
+	lines          *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	activeBans     *prometheus.GaugeVec
+	banLatency     latencyObserver
+	backendErrors  *prometheus.CounterVec
+	sourceErrors   *prometheus.CounterVec
+	callRecords    *prometheus.CounterVec
+	auditFindings  *prometheus.GaugeVec
+	storeErrors    prometheus.Counter
+	storeOK        prometheus.Gauge
+	storeDropped   prometheus.Counter
+	storeRecovered prometheus.Gauge
 
 	kernelInSync         prometheus.Gauge
 	kernelOutOfSyncSince prometheus.Gauge
@@ -116,6 +120,19 @@ func NewMetrics() *Metrics {
 	for _, s := range []string{"critical", "high", "medium", "low", "info"} {
 		m.auditFindings.WithLabelValues(s).Set(0)
 	}
+	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pbxguard_store_errors_total", Help: "Store operations (bans, positions, expiry) that failed; failed ban writes are retried.",
+	})
+	m.storeOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pbxguard_store_ok", Help: "1 when the last store write worked, 0 while it fails (disk full?).",
+	})
+	m.storeDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pbxguard_store_bans_given_up_total", Help: "Bans given up after the unsaved queue overflowed (decided again from their lines at the next start).",
+	})
+	m.storeRecovered = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pbxguard_store_recovered", Help: "1 when the store was corrupt at start, moved aside and started afresh (bans rebuilt from the kernel).",
+	})
+	m.Registry.MustRegister(m.storeErrors, m.storeOK, m.storeDropped, m.storeRecovered)
 	m.kernelInSync = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pbxguard_kernel_in_sync", Help: "1 when the kernel holds pbxguard's table, sets, chains and the store's active bans (last check), else 0.",
 	})
@@ -158,10 +175,11 @@ func (m *Metrics) ServeListener(ln net.Listener, log *slog.Logger) (stop func())
 		}
 	}()
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			log.Warn("metrics server: shutdown", "err", err)
+			srv.Close() // a scrape still running: cut it, shutdown is bounded
 		}
 	}
 }

@@ -111,7 +111,7 @@ func TestFollowersShareSupervisor(t *testing.T) {
 			d.sup = c.supervisor()
 			if which == "followCDR" {
 				d.followCDR(ctx, "cdr", callFileKey("cdr", "/var/log/asterisk/cdr-csv/Master.csv"), store.Position{}, open, func([]byte) error { return nil })
-			} else if err := d.superviseSource(ctx, js, sp); err != nil {
+			} else if err := d.superviseSource(ctx, js, sp, nil); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(c.pauses, wantPauses) {

@@ -39,7 +39,27 @@ type FileOptions struct {
 	// With StartAtEnd and no saved position the existing file is scanned
 	// once to learn whether it ends inside a record.
 	CSV bool
+	// Backlog, with no saved Position and StartAtEnd, starts an existing
+	// file at its first line stamped within Backlog.Window before now
+	// instead of at its end (fail2ban reads findtime back at its first
+	// start): attacks logged in the minutes before pbxguard started count.
+	Backlog Backlog
 }
+
+// Backlog is how far back a file without a saved position is read.
+type Backlog struct {
+	Window time.Duration // 0 = off: start at the end
+	// Stamp returns the time of a line (false when it has none: such
+	// lines are skipped while looking for the start).
+	Stamp func(line []byte) (time.Time, bool)
+	// MaxBytes bounds the work: at most this many bytes before the end are
+	// searched and read back (default 64 MiB); a window that starts
+	// earlier is cut there (logged).
+	MaxBytes int64
+	Now      func() time.Time // default time.Now
+}
+
+func (b Backlog) on() bool { return b.Window > 0 && b.Stamp != nil }
 
 // File follows one log file across rename rotation, copytruncate and
 // truncation.
@@ -84,6 +104,9 @@ type File struct {
 	wake    chan struct{}
 	watcher *fsnotify.Watcher
 	watched bool
+
+	health healthBox
+	onPos  func(Position)
 }
 
 // NewFile returns a follower of path starting at start (the zero Position =
@@ -114,6 +137,45 @@ func (f *File) Name() string { return f.path }
 
 // Stats returns the counters.
 func (f *File) Stats() Stats { return f.c.stats() }
+
+// Health tells whether the follower reads its file, waits for it, or
+// cannot read what is at its path; safe to call while Run runs.
+func (f *File) Health() Health { return f.health.get() }
+
+// OnPosition sets fn to be told the position the follower starts at when
+// no position was saved (the end of the file, or the start of the read
+// back window), before any line is handed on: store it at once, so that
+// lines written while pbxguard is down are read after its restart. Set it
+// before Run.
+func (f *File) OnPosition(fn func(Position)) { f.onPos = fn }
+
+// started reports the starting position (see OnPosition).
+func (f *File) started(p Position) {
+	f.start = p // a later Run resumes there too
+	if f.onPos != nil {
+		f.onPos(p)
+	}
+}
+
+// refuse records and logs (once per cause) why the path cannot be followed now.
+func (f *File) refuse(err error) {
+	if errors.Is(err, fs.ErrNotExist) {
+		if f.health.set(StateWaiting, errors.New("waiting for the file to appear")) {
+			f.log.Info("source: waiting for file to appear", "path", f.path)
+		}
+		return
+	}
+	if f.health.set(StateFailing, err) {
+		f.log.Error("source: cannot follow this path; retrying until it holds a regular file", "path", f.path, "err", err)
+	}
+}
+
+// reading records that the file is open and read.
+func (f *File) reading() {
+	if old := f.health.get(); f.health.set(StateOK, nil) && old.State == StateFailing {
+		f.log.Info("source: the path holds a regular file again; following it", "path", f.path)
+	}
+}
 
 // Run follows the file until ctx is done. Run may be called again after it
 // returned (the daemon restarting a source): it resumes after the last line
@@ -219,12 +281,12 @@ func (f *File) forward(w *fsnotify.Watcher) {
 // resume opens the file at the saved position (or the start/end).
 func (f *File) resume(ctx context.Context, handle func(Line) error) error {
 	st := f.start
-	fh, err := os.Open(f.path)
+	fh, err := openRegular(f.path)
 	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrNotRegular) {
 			return err
 		}
-		f.log.Info("source: waiting for file to appear", "path", f.path)
+		f.refuse(err)
 		if st.Inode != 0 {
 			// Renamed away while we were down and not recreated yet.
 			return f.readRestOfCopy(ctx, st, 0, handle)
@@ -237,24 +299,34 @@ func (f *File) resume(ctx context.Context, handle func(Line) error) error {
 		return err
 	}
 	f.adopt(fh, ino)
+	f.reading()
 	switch {
 	case st.Inode == 0:
+		startOff := int64(0)
 		if f.opts.StartAtEnd && size > 0 {
-			if err := f.seek(size); err != nil {
+			off, back := size, false
+			if f.opts.Backlog.on() {
+				off, back = f.backlogStart(fh, size)
+			}
+			if err := f.seek(off); err != nil {
 				return err
 			}
+			startOff = off
 			if f.sp.csv {
 				// Only a scan from the start tells whether a '\n' at the
 				// end closes a record or sits inside a quoted field.
 				var st csvState
 				buf := make([]byte, 64<<10)
+				boundary := int64(0) // where the last complete record ends
 				for off := int64(0); off < size; {
 					n, err := fh.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
-					for b := buf[:n]; len(b) > 0; {
+					for b, used := buf[:n], int64(0); len(b) > 0; {
 						j := st.scan(b)
 						if j < 0 {
 							break
 						}
+						used += int64(j + 1)
+						boundary = off + used
 						b = b[j+1:]
 					}
 					off += int64(n)
@@ -263,14 +335,21 @@ func (f *File) resume(ctx context.Context, handle func(Line) error) error {
 					}
 				}
 				f.sp.st, f.sp.skipping = st, st.open() // inside a record: start at the next one
+				if st.open() {
+					startOff = boundary // a restart re-skips the open record from its start
+				}
 			} else {
 				var last [1]byte
-				if _, err := fh.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
+				if back {
+					f.headN = 0
+				} else if _, err := fh.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
 					f.sp.skipping = true // we are inside a line: start at the next one
+					startOff = lineStartBefore(fh, size)
 				}
 			}
 		}
 		f.log.Info("source: following", "path", f.path, "offset", f.readOff)
+		f.started(f.posAt(fh, ino, startOff))
 		return nil
 	case st.Inode == ino && size >= st.Offset && checkAt(fh, st.Offset, st.Check):
 		f.log.Info("source: resuming", "path", f.path, "offset", st.Offset)
@@ -294,7 +373,7 @@ func (f *File) readRestOfCopy(ctx context.Context, st Position, curIno uint64, h
 	var pick *os.File
 	var pickIno uint64
 	for _, name := range cands {
-		fh, err := os.Open(name)
+		fh, err := openRegular(name)
 		if err != nil {
 			continue
 		}
@@ -421,7 +500,7 @@ func (f *File) recoverHead(ctx context.Context, handle func(Line) error) error {
 	f.c.truncations.Add(1)
 	var cur [64]byte
 	for _, name := range f.candidates(f.ino) {
-		fh, err := os.Open(name)
+		fh, err := openRegular(name)
 		if err != nil {
 			continue
 		}
@@ -453,11 +532,13 @@ func (f *File) recoverHead(ctx context.Context, handle func(Line) error) error {
 // openPath opens the file at its path and follows it from its start.
 // opened is false when it is not there (err nil: wait for it) or on error.
 func (f *File) openPath() (opened bool, err error) {
-	fh, err := os.Open(f.path)
+	fh, err := openRegular(f.path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrNotRegular) {
+			f.refuse(err)
 			return false, nil
 		}
+		f.refuse(err)
 		return false, err
 	}
 	ino, _, err := fileID(fh)
@@ -466,6 +547,7 @@ func (f *File) openPath() (opened bool, err error) {
 		return false, err
 	}
 	f.adopt(fh, ino)
+	f.reading()
 	f.log.Info("source: following", "path", f.path, "inode", ino)
 	return true, nil
 }
@@ -565,7 +647,7 @@ func (f *File) catchUp(ctx context.Context, after time.Time, skip []uint64, hand
 	}
 	slices.SortFunc(cs, func(a, b cand) int { return a.mod.Compare(b.mod) })
 	for _, c := range cs {
-		fh, err := os.Open(c.name)
+		fh, err := openRegular(c.name)
 		if err != nil {
 			continue
 		}
@@ -655,7 +737,7 @@ func (f *File) findCopyByTail() (*os.File, uint64) {
 	}
 	var cur [64]byte
 	for _, name := range f.candidates(f.ino) {
-		fh, err := os.Open(name)
+		fh, err := openRegular(name)
 		if err != nil {
 			continue
 		}
@@ -755,4 +837,105 @@ func fileID(fh *os.File) (ino uint64, size int64, err error) {
 		ino = st.Ino
 	}
 	return ino, fi.Size(), nil
+}
+
+// posAt is the Position of offset off (a line start) in fh: Check covers
+// the bytes of the line before it, as the splitter computes it.
+func (f *File) posAt(fh *os.File, ino uint64, off int64) Position {
+	p := Position{Path: f.path, Inode: ino, Size: off, Offset: off}
+	if off <= 0 {
+		return p
+	}
+	var b [checkLen + 1]byte
+	n := min(off, int64(len(b)))
+	if m, _ := fh.ReadAt(b[:n], off-n); int64(m) != n {
+		return p
+	}
+	seg := b[:n]
+	if i := bytes.LastIndexByte(seg[:len(seg)-1], '\n'); i >= 0 {
+		seg = seg[i+1:]
+	}
+	p.Check = fingerprint(seg[max(0, len(seg)-checkLen):])
+	return p
+}
+
+// lineStartBefore is the offset just after the last '\n' before size
+// (looked for in the last MaxLine bytes), or size when there is none.
+func lineStartBefore(fh *os.File, size int64) int64 {
+	from := max(0, size-MaxLine)
+	buf := make([]byte, size-from)
+	n, _ := fh.ReadAt(buf, from)
+	if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+		return from + int64(i) + 1
+	}
+	if from == 0 {
+		return 0
+	}
+	return size
+}
+
+// defaultBacklogBytes bounds the read-back of a file without a position.
+const defaultBacklogBytes = 64 << 20
+
+// backlogStart finds the first line stamped within the backlog window, in
+// at most MaxBytes before size, reading forward line by line (one pass,
+// bounded). It returns size (back=false) when no line is that recent.
+func (f *File) backlogStart(fh *os.File, size int64) (off int64, back bool) {
+	bl := f.opts.Backlog
+	maxBytes := bl.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = defaultBacklogBytes
+	}
+	now := time.Now
+	if bl.Now != nil {
+		now = bl.Now
+	}
+	since := now().Add(-bl.Window)
+	from := max(0, size-maxBytes)
+	r := io.NewSectionReader(fh, from, size-from)
+	buf := make([]byte, 256<<10)
+	pos := from // stream offset of buf[0]
+	n := 0
+	first := from > 0 // the first line may be cut: skip it
+	stamped := false  // a stamped line older than the window was seen
+	for {
+		m, err := r.Read(buf[n:])
+		n += m
+		data := buf[:n]
+		start := 0
+		for {
+			j := bytes.IndexByte(data[start:], '\n')
+			if j < 0 {
+				break
+			}
+			line := data[start : start+j]
+			if first {
+				first = false
+			} else if t, ok := bl.Stamp(line); ok && !t.Before(since) {
+				lineOff := pos + int64(start)
+				if from > 0 && !stamped {
+					f.log.Warn("source: no saved position; reading back is limited: lines of the window before this offset are skipped",
+						"path", f.path, "offset", lineOff, "max_bytes", maxBytes, "window", bl.Window)
+				}
+				f.log.Info("source: no saved position; reading back the lines of the last window", "path", f.path,
+					"window", bl.Window, "from_offset", lineOff, "bytes", size-lineOff)
+				return lineOff, true
+			} else if ok {
+				stamped = true
+			}
+			start += j + 1
+		}
+		// Keep the incomplete tail; a line longer than the buffer is dropped.
+		if start == 0 && n == len(buf) {
+			pos += int64(n)
+			n = 0
+			first = true
+		} else {
+			pos += int64(start)
+			n = copy(buf, data[start:])
+		}
+		if err != nil {
+			return size, false
+		}
+	}
 }

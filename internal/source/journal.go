@@ -22,13 +22,19 @@ type JournalOptions struct {
 	// Command is journalctl and any leading arguments; default ["journalctl"].
 	// The follow, output and cursor arguments and the matches are appended.
 	Command []string
+	// Backlog, with no cursor, reads the entries of this window before now
+	// (--since=-N s) instead of none (--lines=0): a first start counts the
+	// attacks of the minutes before it (fail2ban reads findtime back too),
+	// and a restart without a saved cursor loses nothing of a shorter
+	// downtime. The daemon passes the jail's findtime.
+	Backlog time.Duration
 }
 
 // Journal follows the systemd journal through `journalctl -f -o json`.
 //
 // Each entry becomes one line "Jan _2 15:04:05 host ident[pid]: MESSAGE"
-// (local time, from __REALTIME_TIMESTAMP, _HOSTNAME, SYSLOG_IDENTIFIER or
-// _COMM, _PID or SYSLOG_PID) so that the line detectors written for syslog
+// (local time, from __REALTIME_TIMESTAMP, _HOSTNAME, _COMM (else the name
+// of _EXE, else SYSLOG_IDENTIFIER), _PID or SYSLOG_PID) so that the line detectors written for syslog
 // files parse it unchanged. Pos.Cursor is the entry's __CURSOR: store it and
 // give it back to NewJournal to resume after the last entry handed on.
 type Journal struct {
@@ -75,6 +81,8 @@ func (j *Journal) Args() []string {
 	args := []string{"--follow", "--output=json"}
 	if cur := j.resumeCursor(); cur != "" {
 		args = append(args, "--after-cursor="+cur, "--no-tail")
+	} else if j.opts.Backlog > 0 {
+		args = append(args, fmt.Sprintf("--since=-%ds", int64((j.opts.Backlog+time.Second-1)/time.Second)))
 	} else {
 		args = append(args, "--lines=0")
 	}
@@ -176,6 +184,7 @@ type journalEntry struct {
 	Hostname  jfield `json:"_HOSTNAME"`
 	Ident     jfield `json:"SYSLOG_IDENTIFIER"`
 	Comm      jfield `json:"_COMM"`
+	Exe       jfield `json:"_EXE"`
 	PID       jfield `json:"_PID"`
 	SyslogPID jfield `json:"SYSLOG_PID"`
 	Message   jfield `json:"MESSAGE"`
@@ -293,7 +302,7 @@ func (j *Journal) entry(b []byte, e *journalEntry, handle func(Line) error) erro
 }
 
 func (e *journalEntry) reset() {
-	for _, f := range []*jfield{&e.Cursor, &e.Realtime, &e.Hostname, &e.Ident, &e.Comm, &e.PID, &e.SyslogPID, &e.Message} {
+	for _, f := range []*jfield{&e.Cursor, &e.Realtime, &e.Hostname, &e.Ident, &e.Comm, &e.Exe, &e.PID, &e.SyslogPID, &e.Message} {
 		*f = (*f)[:0]
 	}
 }
@@ -314,9 +323,19 @@ func (j *Journal) format(e *journalEntry) []byte {
 	}
 	b = append(b, host...)
 	b = append(b, ' ')
-	ident := e.Ident
+	// The program name: journald's own fields first. _COMM and _EXE are
+	// set by journald from the kernel's view of the sender; SYSLOG_IDENTIFIER
+	// is whatever the sender claims (`logger -t sshd` forges it), so it is
+	// used only for entries without them (kernel messages, imported logs).
+	ident := e.Comm
+	if len(ident) == 0 && len(e.Exe) > 0 {
+		ident = e.Exe
+		if i := bytes.LastIndexByte(ident, '/'); i >= 0 {
+			ident = ident[i+1:]
+		}
+	}
 	if len(ident) == 0 {
-		ident = e.Comm
+		ident = e.Ident
 	}
 	if len(ident) == 0 {
 		ident = jfield("unknown")

@@ -135,3 +135,43 @@ exec sleep 30
 		t.Fatalf("got %q, stats %+v, cursor %q", got, j.Stats(), j.Cursor())
 	}
 }
+
+// TestJournalIdentTrusted: the program name comes from journald's trusted
+// _COMM (or _EXE), not from SYSLOG_IDENTIFIER, which any local user sets
+// (`logger -t sshd "Failed password for root from 203.0.113.9 …"`).
+func TestJournalIdentTrusted(t *testing.T) {
+	out := `{"__CURSOR":"c1","__REALTIME_TIMESTAMP":"1764100800000000","_HOSTNAME":"pbx","SYSLOG_IDENTIFIER":"sshd","_COMM":"logger","_EXE":"/usr/bin/logger","_PID":"77","MESSAGE":"Failed password for root from 203.0.113.9 port 1 ssh2"}
+{"__CURSOR":"c2","__REALTIME_TIMESTAMP":"1764100800000000","_HOSTNAME":"pbx","SYSLOG_IDENTIFIER":"sshd","_EXE":"/usr/bin/python3.12","_PID":"78","MESSAGE":"x"}
+{"__CURSOR":"c3","__REALTIME_TIMESTAMP":"1764100800000000","_HOSTNAME":"pbx","SYSLOG_IDENTIFIER":"sshd-session","_COMM":"sshd-session","_PID":"79","MESSAGE":"y"}
+{"__CURSOR":"c4","__REALTIME_TIMESTAMP":"1764100800000000","_HOSTNAME":"pbx","SYSLOG_IDENTIFIER":"kernel","MESSAGE":"z"}
+`
+	cmd, _ := fakeJournalctl(t, out, false)
+	j := NewJournal("j", nil, "", JournalOptions{Logger: testLogger(t), Command: cmd})
+	c := &collector{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- j.Run(ctx, c.handle) }()
+	got := c.waitN(t, 4)
+	cancel()
+	<-errc
+	stamp := time.UnixMicro(1764100800000000).Local().Format(time.Stamp)
+	assertLines(t, got, []string{
+		stamp + " pbx logger[77]: Failed password for root from 203.0.113.9 port 1 ssh2",
+		stamp + " pbx python3.12[78]: x",
+		stamp + " pbx sshd-session[79]: y",
+		stamp + " pbx kernel: z",
+	})
+}
+
+// TestJournalBacklog: with no cursor, the window before now is read
+// (--since), not nothing (--lines=0); a cursor wins.
+func TestJournalBacklog(t *testing.T) {
+	j := NewJournal("j", []string{"_COMM=sshd"}, "", JournalOptions{Backlog: 10 * time.Minute})
+	if got := strings.Join(j.Args(), " "); got != "--follow --output=json --since=-600s _COMM=sshd" {
+		t.Fatalf("args %q", got)
+	}
+	j = NewJournal("j", nil, "s=1", JournalOptions{Backlog: 10 * time.Minute})
+	if got := strings.Join(j.Args(), " "); got != "--follow --output=json --after-cursor=s=1 --no-tail" {
+		t.Fatalf("args %q", got)
+	}
+}

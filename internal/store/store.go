@@ -8,9 +8,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,14 +113,84 @@ type Store struct {
 
 	mu    sync.Mutex
 	prior map[netip.Addr]int // ban history counts within historyWindow
+
+	recovered  string // where a corrupt database was moved at Open ("" = it was fine)
+	corruptErr error
 }
 
-// Open opens (creating if needed) the database in stateDir.
+// RecoveredFrom is where Open moved a corrupt database before starting a
+// fresh one ("" when it did not).
+func (s *Store) RecoveredFrom() string { return s.recovered }
+
+// Open opens (creating if needed) the database in stateDir. A database
+// that SQLite finds corrupt (not a database, malformed, failing its quick
+// check) does not stop pbxguard: it is moved aside with its -wal and -shm
+// files (pbxguard.db.corrupt-<UTC time>) and a fresh one is started;
+// RecoveredFrom then names the moved file (the daemon says so loudly and
+// rebuilds the active bans from the kernel). Any other error (permissions,
+// a full disk) is returned: such a file is not touched.
 func Open(stateDir string) (*Store, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: state directory: %w (create it or set state_dir)", err)
 	}
 	path := filepath.Join(stateDir, FileName)
+	s, err := open(path)
+	if err == nil || !Corrupt(err) {
+		return s, err
+	}
+	moved, merr := moveAside(path, time.Now())
+	if merr != nil {
+		return nil, fmt.Errorf("%w; moving the corrupt file aside failed too: %w (move %s away by hand)", err, merr, path)
+	}
+	s, err2 := open(path)
+	if err2 != nil {
+		return nil, fmt.Errorf("store: %s was corrupt (%w), moved to %s; a fresh one fails too: %w", path, err, moved, err2)
+	}
+	s.recovered = moved
+	s.corruptErr = err
+	return s, nil
+}
+
+// CorruptError is how the database was found corrupt at Open.
+func (s *Store) CorruptError() error { return s.corruptErr }
+
+// Corrupt reports whether err says the database file is damaged
+// (SQLITE_CORRUPT, SQLITE_NOTADB, or a failed quick check).
+func Corrupt(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errQuickCheck) {
+		return true
+	}
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) {
+		switch coded.Code() & 0xff {
+		case 11, 26: // SQLITE_CORRUPT, SQLITE_NOTADB
+			return true
+		}
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "file is not a database") || strings.Contains(msg, "database disk image is malformed")
+}
+
+var errQuickCheck = errors.New("quick check failed")
+
+// moveAside renames path and its -wal and -shm to path.corrupt-<time>.
+func moveAside(path string, now time.Time) (string, error) {
+	to := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	if err := os.Rename(path, to); err != nil {
+		return "", err
+	}
+	for _, sfx := range []string{"-wal", "-shm"} {
+		if err := os.Rename(path+sfx, to+sfx); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return to, err
+		}
+	}
+	return to, nil
+}
+
+func open(path string) (*Store, error) {
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -132,6 +204,15 @@ func Open(stateDir string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: creating schema: %w (is it a pbxguard database, and writable?)", path, err)
+	}
+	var check string
+	if err := db.QueryRowContext(ctx, "PRAGMA quick_check(1)").Scan(&check); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: checking it: %w", path, err)
+	}
+	if check != "ok" {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w: %s", path, errQuickCheck, check)
 	}
 	s := &Store{db: db, path: path, prior: map[netip.Addr]int{}}
 	if err := s.loadHistory(ctx); err != nil {
@@ -404,4 +485,42 @@ func (s *Store) Incidents(ctx context.Context, since time.Time, limit int) ([]In
 		out = append(out, in)
 	}
 	return out, rows.Err()
+}
+
+// LimitPages caps the database at n pages (SQLite's max_page_count; 0 =
+// SQLite's default, no practical cap). Writes that would grow it past the
+// cap fail as on a full disk: tests use it to play a full state directory.
+func (s *Store) LimitPages(ctx context.Context, n int64) (int64, error) {
+	if n <= 0 {
+		n = 4294967294
+	}
+	var got int64
+	if err := s.db.QueryRowContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", n)).Scan(&got); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return got, nil
+}
+
+// PageCount is the database's size in pages.
+func (s *Store) PageCount(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return n, nil
+}
+
+// Checkpoint moves the write-ahead log into the database and truncates it
+// (PRAGMA wal_checkpoint(TRUNCATE)). On a full disk the log holds many
+// versions of the same pages: this gives their room back, so that a retry
+// can fit.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	var busy, logPages, done int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return errors.New("store: checkpoint: database busy")
+	}
+	return nil
 }
