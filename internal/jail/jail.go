@@ -221,8 +221,9 @@ type twin struct {
 
 // twinOf describes ev as a twin slot.
 func (j *Jail) twinOf(ev *event.Event, now int64) twin {
-	h := maphash.String(j.idx.seed, ev.Account) ^ uint64(ev.Service)<<8 ^ uint64(ev.Kind)
-	tag := uint16(h>>48) &^ 1
+	// the account's hash, with kind (< 16) and service (< 8) in bits 1-7:
+	// events of one account but another kind or service never match
+	tag := (uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Kind)<<1 ^ uint16(ev.Service)<<5) &^ 1
 	if ev.Structured {
 		tag |= 1
 	}
