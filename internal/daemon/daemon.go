@@ -1007,6 +1007,9 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	if entry, hit := d.opts.Allowed(pfx); hit {
 		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
 	}
+	if firewall.Special(pfx) { // refused on purpose, like the allowlist (exit 1)
+		return BanInfo{}, fmt.Errorf("refused: %s covers an unspecified, broadcast or multicast address, never the source of an attack: %w", pfx, ErrAllowlisted)
+	}
 	if jail == "" {
 		jail = "manual"
 	}

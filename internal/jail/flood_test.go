@@ -49,6 +49,7 @@ func TestFloodSparesNearBan(t *testing.T) {
 			banned++
 		}
 	}
+	checkLists(t, j)
 	st := j.Stats()
 	t.Logf("real attackers at maxretry-1 banned at their next failure: %d of %d; stats %+v", banned, real, st)
 	if banned != real {
@@ -83,6 +84,7 @@ func TestProtectedCap(t *testing.T) {
 	if _, ok := j.idx.find(j, new(addr(1).As16())); ok {
 		t.Fatal("the demoted address is still tracked")
 	}
+	checkLists(t, j)
 	// Every entry banned: the least recently seen goes all the same.
 	j, _ = New(Config{Name: "banned", MaxTracked: 1, MaxRetry: 1}, NewAllowlist(nil), nil, clk)
 	ev.Addr, ev.Time = addr(1), t0

@@ -8,8 +8,8 @@
 // one failure are evicted before those with two or more, so a flood of
 // spoofed sources cannot push out an address close to a ban; banned ones
 // are passed over) and small per address: an open-addressing index
-// (index.go) into a slab of fixed 112-byte entries linked in intrusive LRU
-// lists, about 130 bytes per tracked address in all (TestMemoryPerAddress).
+// (index.go) into a slab of fixed 120-byte entries linked in intrusive LRU
+// lists, about 137 bytes per tracked address in all (TestMemoryPerAddress).
 // Windows have one-second resolution and keep the last 8 failures of an
 // address exactly (maxretry <= 8 is exact; above, the two oldest failures
 // merge and the older one counts a little longer).
@@ -114,7 +114,7 @@ type Stats struct {
 
 const ring = 8 // failure slots per address: windows are exact for MaxRetry <= ring
 
-// entry is one tracked address (or IPv6 prefix). 112 bytes.
+// entry is one tracked address (or IPv6 prefix). 120 bytes.
 type entry struct {
 	key        [16]byte // the address (IPv4 as ::ffff:a.b.c.d), or its IPv6 prefix in prefix mode
 	prev, next int32    // LRU links, -1 = none
@@ -127,23 +127,23 @@ type entry struct {
 	pend       int16  // > 0 unanswered challenges; < 0 failures not yet paired with a challenge
 	bans       uint8  // decisions made for this entry
 	seg        uint8  // LRU segment: segProbation or segProtected
-	tw         [twinSlots]twin
+	tw         twins
 }
 
-// twin is a counted event whose twin of the other form (NOTICE or
-// structured) may still arrive: the request it reports, hashed.
-type twin struct {
-	t    uint32 // event time; 0 = empty slot
-	tag  uint16 // hash of service and account
-	req  uint16 // folded Event.Request; 0 = the line named no request
-	port uint16 // source port; 0 = unknown
-	kind uint8  // event.Kind | twinStructured
+// twins are the recent counted events of an address whose twin of the
+// other form (NOTICE or structured) may still arrive, one request each,
+// hashed (struct of arrays: 10 bytes a slot).
+type twins struct {
+	t    [twinSlots]uint32 // event time; 0 = empty slot
+	tag  [twinSlots]uint16 // hash of service, account and kind; the low bit is the form (1 = structured)
+	req  [twinSlots]uint16 // folded Event.Request; 0 = the line named no request
+	port [twinSlots]uint16 // source port; 0 = unknown
 }
 
-const (
-	twinSlots      = 2 // recent counted events per address awaiting their twin
-	twinStructured = 0x80
-)
+// twinSlots: a phone's typos are seconds apart, and the two files are read
+// within milliseconds of each other; an attacker's burst that overflows
+// the slots is counted twice, never missed.
+const twinSlots = 3
 
 type pendingChal struct {
 	idx   int32
@@ -213,33 +213,40 @@ func twinKind(ev *event.Event) bool {
 	return false
 }
 
+// twin is one counted event as twins hold it.
+type twin struct {
+	t              uint32
+	tag, req, port uint16
+}
+
 // twinOf describes ev as a twin slot.
 func (j *Jail) twinOf(ev *event.Event, now int64) twin {
-	tag := uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Service)
+	// the account's hash, with kind (< 16) and service (< 8) in bits 1-7:
+	// events of one account but another kind or service never match
+	tag := (uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Kind)<<1 ^ uint16(ev.Service)<<5) &^ 1
+	if ev.Structured {
+		tag |= 1
+	}
 	req := uint16(ev.Request ^ ev.Request>>16 ^ ev.Request>>32 ^ ev.Request>>48)
 	if req == 0 && ev.Request != 0 {
 		req = 1
 	}
-	k := uint8(ev.Kind)
-	if ev.Structured {
-		k |= twinStructured
-	}
-	return twin{t: uint32(now), tag: tag, req: req, port: ev.Port, kind: k}
+	return twin{t: uint32(now), tag: tag, req: req, port: ev.Port}
 }
 
 // pairTwin looks for a counted event of the other form of the same
 // request as c; found, that slot is used up (it pairs once) and true
 // returned: c is not counted.
 func (j *Jail) pairTwin(e *entry, c *twin) bool {
-	for s := range e.tw {
-		o := &e.tw[s]
-		if o.t == 0 || o.kind != c.kind^twinStructured || o.tag != c.tag ||
-			(o.req != 0 && c.req != 0 && o.req != c.req) ||
-			(o.port != 0 && c.port != 0 && o.port != c.port) ||
-			max(o.t, c.t)-min(o.t, c.t) > uint32(j.twinSec) {
+	w := &e.tw
+	for s := range twinSlots {
+		if w.t[s] == 0 || w.tag[s] != c.tag^1 ||
+			(w.req[s] != 0 && c.req != 0 && w.req[s] != c.req) ||
+			(w.port[s] != 0 && c.port != 0 && w.port[s] != c.port) ||
+			max(w.t[s], c.t)-min(w.t[s], c.t) > uint32(j.twinSec) {
 			continue
 		}
-		*o = twin{}
+		w.t[s] = 0
 		return true
 	}
 	return false
@@ -249,13 +256,14 @@ func (j *Jail) pairTwin(e *entry, c *twin) bool {
 // empty or oldest slot). A twin that finds no slot is counted as well:
 // double counting, never a miss.
 func noteTwin(e *entry, c twin) {
+	w := &e.tw
 	old := 0
-	for s := range e.tw {
-		if e.tw[s].t < e.tw[old].t {
+	for s := range twinSlots {
+		if w.t[s] < w.t[old] {
 			old = s
 		}
 	}
-	e.tw[old] = c
+	w.t[old], w.tag[old], w.req[old], w.port[old] = c.t, c.tag, c.req, c.port
 }
 
 // New returns a jail; it validates cfg (zero fields take defaults).
@@ -658,7 +666,7 @@ func (j *Jail) decide(e *entry, now int64, total int, addr netip.Addr) Decision 
 	e.bans = uint8(min(prior+1, 255))
 	e.w = [ring]uint8{}
 	e.pend = 0
-	e.tw = [twinSlots]twin{}
+	e.tw = twins{}
 	j.decisions.Add(1)
 	return d
 }
@@ -745,7 +753,7 @@ func (j *Jail) MarkBanned(addr netip.Addr, until time.Time, banCount int) {
 	e.bans = uint8(min(max(int(e.bans), banCount), 255))
 	e.w = [ring]uint8{}
 	e.pend = 0
-	e.tw = [twinSlots]twin{}
+	e.tw = twins{}
 	j.protect(e)
 }
 

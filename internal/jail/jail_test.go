@@ -314,7 +314,8 @@ func FuzzObserve(f *testing.F) {
 				}
 				continue
 			}
-			ev := &event.Event{Time: clk.t, Addr: addr, Kind: event.Kind(op & 15 % uint8(event.NumKinds))}
+			ev := &event.Event{Time: clk.t, Addr: addr, Kind: event.Kind(op & 15 % uint8(event.NumKinds)),
+				Service: event.ServicePJSIP, Structured: arg&4 != 0, Port: 5060}
 			if d, ok := j.Observe(ev); ok {
 				checkD(d)
 			}
@@ -322,7 +323,36 @@ func FuzzObserve(f *testing.F) {
 		if s := j.Stats(); s.Tracked > 5 {
 			t.Fatalf("tracked %d > cap", s.Tracked)
 		}
+		checkLists(t, j)
 	})
+}
+
+// checkLists verifies the segmented LRU: both lists well linked, their
+// entries in the right segment and in the index, the counts right.
+func checkLists(t *testing.T, j *Jail) {
+	t.Helper()
+	total := 0
+	for sg := range 2 {
+		n, prev := 0, int32(-1)
+		for i := j.head[sg]; i >= 0; i = j.at(i).next {
+			e := j.at(i)
+			if e.prev != prev || int(e.seg) != sg {
+				t.Fatalf("segment %d: entry %d has prev %d (want %d), seg %d", sg, i, e.prev, prev, e.seg)
+			}
+			if k, ok := j.idx.find(j, &e.key); !ok || k != i {
+				t.Fatalf("entry %d not in the index", i)
+			}
+			prev = i
+			n++
+		}
+		if j.tail[sg] != prev || int32(n) != j.nseg[sg] {
+			t.Fatalf("segment %d: tail %d (want %d), %d entries, count %d", sg, j.tail[sg], prev, n, j.nseg[sg])
+		}
+		total += n
+	}
+	if total != int(j.tracked.Load()) || j.nseg[segProtected] > j.protCap {
+		t.Fatalf("lists hold %d, tracked %d, protected %d of %d", total, j.tracked.Load(), j.nseg[segProtected], j.protCap)
+	}
 }
 
 func TestIPv6Prefix(t *testing.T) {

@@ -258,3 +258,24 @@ func TestTwinsZeroAllocs(t *testing.T) {
 		t.Fatalf("TwinsSkipped = %d, want >= 100", s.TwinsSkipped)
 	}
 }
+
+// Another kind or service of the same request is another report, not a twin.
+func TestTwinsKindAndServiceMustMatch(t *testing.T) {
+	base := time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
+	addr := netip.MustParseAddr("198.51.100.21")
+	for _, other := range []event.Event{
+		{Service: event.ServicePJSIP, Kind: event.UnknownAccount},
+		{Service: event.ServicePJSIP, Kind: event.ACLViolation},
+		{Service: event.ServiceSIP, Kind: event.AuthFailure},
+		{Service: event.ServiceAMI, Kind: event.AuthFailure},
+	} {
+		clk := &fakeClock{t: base}
+		j, _ := New(Config{Name: "a", MaxRetry: 2}, NewAllowlist(nil), nil, clk)
+		n := event.Event{Time: base, Addr: addr, Port: 5060, Service: event.ServicePJSIP, Kind: event.AuthFailure, Account: "1001", Request: 9}
+		j.Observe(&n)
+		other.Time, other.Addr, other.Port, other.Account, other.Request, other.Structured = base, addr, 5060, "1001", 9, true
+		if _, ok := j.Observe(&other); !ok {
+			t.Errorf("%v/%v paired with a pjsip auth_failure NOTICE (stats %+v)", other.Service, other.Kind, j.Stats())
+		}
+	}
+}
