@@ -147,6 +147,10 @@ type Event struct {
 	// NOTICE. Asterisk reports many failures twice, once in each form; the
 	// jail uses this flag to count such twins once.
 	Structured bool
+	// Wire is true when the event was seen on the wire (the packet sensor)
+	// rather than read from a log: a third report of the same request,
+	// besides the NOTICE and the security event, that the jail counts once.
+	Wire bool
 	// Request identifies the request the line reports, for pairing the
 	// twins Asterisk writes of one request: a hash (RequestKey) of the SIP
 	// Call-ID (res_pjsip's "(callid: …)", a security event's SessionID);

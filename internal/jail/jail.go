@@ -135,7 +135,7 @@ type entry struct {
 // hashed (struct of arrays: 10 bytes a slot).
 type twins struct {
 	t    [twinSlots]uint32 // event time; 0 = empty slot
-	tag  [twinSlots]uint16 // hash of service, account and kind; the low bit is the form (1 = structured)
+	tag  [twinSlots]uint16 // forms seen (bits 0-2), service (3-5), hash of account and kind (6-15): twinOf
 	req  [twinSlots]uint16 // folded Event.Request; 0 = the line named no request
 	port [twinSlots]uint16 // source port; 0 = unknown
 }
@@ -219,13 +219,28 @@ type twin struct {
 	tag, req, port uint16
 }
 
-// twinOf describes ev as a twin slot.
+// The forms of one request's reports: the NOTICE line, the security
+// event, and the packet sensor's view of the wire.
+const (
+	twinNotice     = 1
+	twinStructured = 2
+	twinWire       = 4
+	twinForms      = twinNotice | twinStructured | twinWire
+)
+
+// twinOf describes ev as a twin slot. The tag holds the forms seen in
+// bits 0-2, the service in bits 3-5 and a hash of account and kind in
+// bits 6-15.
 func (j *Jail) twinOf(ev *event.Event, now int64) twin {
-	// the account's hash, with kind (< 16) and service (< 8) in bits 1-7:
-	// events of one account but another kind or service never match
-	tag := (uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Kind)<<1 ^ uint16(ev.Service)<<5) &^ 1
-	if ev.Structured {
-		tag |= 1
+	h := uint16(maphash.String(j.idx.seed, ev.Account)>>48) ^ uint16(ev.Kind)<<6
+	tag := h&^twinLow | uint16(ev.Service&7)<<3
+	switch {
+	case ev.Wire:
+		tag |= twinWire
+	case ev.Structured:
+		tag |= twinStructured
+	default:
+		tag |= twinNotice
 	}
 	req := uint16(ev.Request ^ ev.Request>>16 ^ ev.Request>>32 ^ ev.Request>>48)
 	if req == 0 && ev.Request != 0 {
@@ -234,19 +249,32 @@ func (j *Jail) twinOf(ev *event.Event, now int64) twin {
 	return twin{t: uint32(now), tag: tag, req: req, port: ev.Port}
 }
 
-// pairTwin looks for a counted event of the other form of the same
-// request as c; found, that slot is used up (it pairs once) and true
-// returned: c is not counted.
+const (
+	twinService = 7 << 3
+	twinLow     = twinForms | twinService
+)
+
+// pairTwin looks for a counted report of another form of the same
+// request as c; found, that slot remembers c's form (a request pairs once
+// per form: NOTICE, security event, wire) and true is returned: c is not
+// counted. Kind and account must match; the service too, except against
+// the wire's report: the sensor sees SIP and cannot tell whether chan_sip
+// or res_pjsip answered.
 func (j *Jail) pairTwin(e *entry, c *twin) bool {
 	w := &e.tw
+	form := c.tag & twinForms
 	for s := range twinSlots {
-		if w.t[s] == 0 || w.tag[s] != c.tag^1 ||
+		if w.t[s] == 0 || w.tag[s]&^twinLow != c.tag&^twinLow || w.tag[s]&form != 0 ||
+			(w.tag[s]&twinService != c.tag&twinService && form != twinWire && w.tag[s]&twinWire == 0) ||
 			(w.req[s] != 0 && c.req != 0 && w.req[s] != c.req) ||
 			(w.port[s] != 0 && c.port != 0 && w.port[s] != c.port) ||
 			max(w.t[s], c.t)-min(w.t[s], c.t) > uint32(j.twinSec) {
 			continue
 		}
-		w.t[s] = 0
+		w.tag[s] |= form
+		if w.req[s] == 0 {
+			w.req[s] = c.req
+		}
 		return true
 	}
 	return false

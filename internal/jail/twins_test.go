@@ -189,6 +189,10 @@ func TestTwinsEitherOrder(t *testing.T) {
 		return event.Event{Time: base.Add(time.Duration(sec) * time.Second), Addr: addr, Port: port, Service: event.ServicePJSIP,
 			Kind: event.AuthFailure, Account: acct, Request: req, Structured: structured}
 	}
+	wire := func(sec int, req uint64, acct string, port uint16) event.Event {
+		return event.Event{Time: base.Add(time.Duration(sec) * time.Second), Addr: addr, Port: port, Service: event.ServiceSIP,
+			Kind: event.AuthFailure, Account: acct, Request: req, Structured: true, Wire: true, Detector: "sip-sensor"}
+	}
 	cases := []struct {
 		name string
 		evs  []event.Event
@@ -205,6 +209,13 @@ func TestTwinsEitherOrder(t *testing.T) {
 		{"beyond the window: two requests", []event.Event{mk(0, true, 1, "1001", 5060), mk(3, false, 1, "1001", 5060)}, 2},
 		{"one structured, two notices", []event.Event{mk(0, true, 1, "1001", 5060), mk(0, false, 1, "1001", 5060), mk(0, false, 1, "1001", 5060)}, 2},
 		{"same form twice: two requests", []event.Event{mk(0, false, 1, "1001", 5060), mk(0, false, 1, "1001", 5060)}, 2},
+		// The packet sensor's report of the request is a third form; it
+		// says SIP whichever channel driver answered.
+		{"wire, notice, security: one request", []event.Event{wire(0, 1, "1001", 5060), mk(0, false, 1, "1001", 5060), mk(1, true, 1, "1001", 5060)}, 1},
+		{"notice, wire, security: one request", []event.Event{mk(0, false, 1, "1001", 5060), wire(0, 1, "1001", 5060), mk(0, true, 1, "1001", 5060)}, 1},
+		{"wire alone", []event.Event{wire(0, 1, "1001", 5060)}, 1},
+		{"wire, then a notice of another Call-ID", []event.Event{wire(0, 1, "1001", 5060), mk(0, false, 2, "1001", 5060)}, 2},
+		{"wire twice: two requests", []event.Event{wire(0, 1, "1001", 5060), wire(0, 2, "1001", 5060)}, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -312,7 +312,7 @@ func (s *Sensor) fire(src netip.AddrPort, t time.Time, k event.Kind, account, de
 func (s *Sensor) fireReq(src netip.AddrPort, t time.Time, k event.Kind, account, detail string, req uint64) {
 	ev := &s.ev
 	*ev = event.Event{Time: t, Addr: src.Addr(), Port: src.Port(), Service: event.ServiceSIP, Kind: k,
-		Account: account, Detail: detail, Detector: Detector, Structured: true, Request: req}
+		Account: account, Detail: detail, Detector: Detector, Structured: true, Wire: true, Request: req}
 	s.Stats.Events[k]++
 	if s.emit != nil {
 		s.emit(ev)
