@@ -220,3 +220,38 @@ func TestUnbanAllAndJailNames(t *testing.T) {
 		t.Fatalf("status active bans = %d", st.ActiveBans)
 	}
 }
+
+// A decision the kernel refused is retried as the ban stands at the retry:
+// a longer ban made meanwhile is not shortened by the retry, an unbanned
+// prefix is not put back.
+func TestRetryNeverShortensOrResurrects(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fw := newFakeBackend()
+	d, err := New(Options{Store: st, Backend: fw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, b := netip.MustParseAddr("203.0.113.83"), netip.MustParseAddr("203.0.113.84")
+	fw.fail = true
+	now := time.Now()
+	d.apply([]pending{{d: Decision{Jail: "sip", Addr: a, At: now, Duration: time.Hour}}, {d: Decision{Jail: "sip", Addr: b, At: now, Duration: time.Hour}}})
+	fw.fail = false
+	if _, err := d.Ban(ctx, netip.PrefixFrom(a, 32), 24*time.Hour, "fraud", "fraud"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Unban(ctx, netip.PrefixFrom(b, 32)); err != nil {
+		t.Fatal(err)
+	}
+	d.tick(ctx)
+	if left, ok := fw.has("203.0.113.83/32"); !ok || left < 23*time.Hour {
+		t.Fatalf("after the retry: %v (present %v), want the 24h ban", left, ok)
+	}
+	if _, ok := fw.has("203.0.113.84/32"); ok {
+		t.Fatal("the retry put an unbanned prefix back")
+	}
+}

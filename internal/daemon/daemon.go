@@ -644,6 +644,15 @@ func (d *Daemon) extend(b store.Ban) (eff store.Ban, kept bool) {
 	return b, false
 }
 
+// inForce is the ban in force for a prefix (see extend); false when there
+// is none (never banned, unbanned, expired).
+func (d *Daemon) inForce(p netip.Prefix) (store.Ban, bool) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	b, ok := d.held[p]
+	return b, ok
+}
+
 // forgetHeld drops prefixes the kernel refused (allowlisted) from held.
 func (d *Daemon) forgetHeld(refused map[netip.Prefix]bool) {
 	d.activeMu.Lock()
@@ -842,6 +851,12 @@ func (d *Daemon) tick(ctx context.Context) {
 		var fw []firewall.Ban
 		var keep []store.Ban
 		for _, b := range retry {
+			// The ban as it stands now: extended meanwhile, or lifted
+			// (unban, expiry), in which case it is not put back.
+			b, ok := d.inForce(b.Prefix)
+			if !ok {
+				continue
+			}
 			if r := b.Remaining(now); r > 0 {
 				fw = append(fw, firewall.Ban{Prefix: b.Prefix, Timeout: r})
 				keep = append(keep, b)
@@ -1167,7 +1182,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 // /64 that holds it too) and makes the jails forget the address.
 func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error) {
 	now := d.now()
-	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	bans, err := d.activeBans(ctx, now)
 	if err != nil {
 		return nil, err
 	}
@@ -1219,6 +1234,37 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 	return out, nil
 }
 
+// activeBans is what an unban lifts: the store's active bans, once the
+// bans queued for it are written (so that a queued write cannot bring an
+// unbanned prefix back), and the bans in force not stored yet (a store
+// that fails).
+func (d *Daemon) activeBans(ctx context.Context, now time.Time) ([]store.Ban, error) {
+	if d.running.Load() {
+		func() {
+			// At shutdown the store queue closes while the control socket
+			// may still answer: then there is nothing left to wait for.
+			defer func() { _ = recover() }()
+			d.flushStore(ctx)
+		}()
+	}
+	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[netip.Prefix]bool, len(bans))
+	for _, b := range bans {
+		have[b.Prefix] = true
+	}
+	d.activeMu.Lock()
+	for p, b := range d.held {
+		if !have[p] && b.Until.After(now) {
+			bans = append(bans, b)
+		}
+	}
+	d.activeMu.Unlock()
+	return bans, nil
+}
+
 // UnbanAll removes every active ban, or (jail != "") every active ban of
 // that jail, from the kernel and the store, and makes the jails forget the
 // addresses. It returns the bans removed.
@@ -1229,7 +1275,7 @@ func (d *Daemon) UnbanAll(ctx context.Context, jail string) ([]BanInfo, error) {
 		}
 	}
 	now := d.now()
-	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	bans, err := d.activeBans(ctx, now)
 	if err != nil {
 		return nil, err
 	}
