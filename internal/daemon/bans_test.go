@@ -3,12 +3,18 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/firewall"
+	"github.com/pbxguard/pbxguard/internal/jail"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -253,5 +259,66 @@ func TestRetryNeverShortensOrResurrects(t *testing.T) {
 	}
 	if _, ok := fw.has("203.0.113.84/32"); ok {
 		t.Fatal("the retry put an unbanned prefix back")
+	}
+}
+
+// One value means permanent everywhere: the jail's decision, the config's
+// bantime, the store's Remaining and the kernel's Timeout.
+func TestPermanentIsOneValue(t *testing.T) {
+	if config.Permanent != store.Permanent || jail.Permanent != store.Permanent || firewall.Permanent != store.Permanent {
+		t.Fatalf("permanent differs: config %d, jail %d, store %d, firewall %d", config.Permanent, jail.Permanent, store.Permanent, firewall.Permanent)
+	}
+	now := time.Now()
+	if u := decisionUntil(Decision{At: now, Duration: jail.Permanent, Until: now.Add(jail.Permanent)}, now); !u.Equal(store.Forever) {
+		t.Fatalf("a jail's permanent decision ends %v, want store.Forever", u)
+	}
+}
+
+// bantime: permanent in a jail, through the real stages: the jail's ban
+// reaches the kernel with no timeout and is listed as permanent.
+func TestJailBanTimePermanent(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "messages.log")
+	os.WriteFile(logPath, nil, 0o600)
+	cfgPath := filepath.Join(dir, "pbxguard.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("state_dir: %[1]s/state\nfirewall: {backend: dry-run}\ncontrol: {socket: %[1]s/ctl.sock}\nmetrics: {listen: \"\"}\n"+
+		"allowlist_asterisk_trunks: false\njails:\n  asterisk:\n    files: [%[2]s]\n    maxretry: 2\n    bantime: permanent\n", dir, logPath)), 0o600)
+	cfg, err := config.Load(cfgPath, config.Options{HostPrefixes: func() []netip.Prefix { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := newFakeBackend()
+	logs := &lockedBuffer{}
+	b, err := Build(cfg, BuildOptions{Logger: slog.New(slog.NewTextHandler(logs, nil)), Backend: fw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := NewClient(cfg.Control.Socket)
+	waitFor(t, "ready", func() bool { _, err := c.Status(ctx); return err == nil })
+	waitFor(t, "the source", func() bool { return strings.Contains(logs.String(), "source: following") })
+	f, _ := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	for i := range 2 {
+		fmt.Fprintf(f, "[%s] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '\"%d\" <sip:%d@192.0.2.1>' failed for '203.0.113.85:5060' (callid: %d) - No matching endpoint found\n",
+			time.Now().Format("Jan _2 15:04:05"), 1000+i, 1000+i, i)
+	}
+	f.Close()
+	waitFor(t, "ban", func() bool { bans, _ := c.Bans(ctx); return len(bans) == 1 })
+	bans, _ := c.Bans(ctx)
+	if !bans[0].Permanent || bans[0].Jail != "asterisk" {
+		t.Fatalf("ban = %+v, want permanent in jail asterisk", bans[0])
+	}
+	fw.mu.Lock()
+	added := fw.lastAdd
+	fw.mu.Unlock()
+	if len(added) != 1 || added[0].Timeout != firewall.Permanent {
+		t.Fatalf("kernel add = %+v, want Timeout firewall.Permanent", added)
+	}
+	if !strings.Contains(logs.String(), `msg="banned by jail asterisk"`) || strings.Contains(logs.String(), "banned by hand") {
+		t.Fatalf("log wording:\n%s", logs.String())
 	}
 }
