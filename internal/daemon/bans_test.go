@@ -322,3 +322,32 @@ func TestJailBanTimePermanent(t *testing.T) {
 		t.Fatalf("log wording:\n%s", logs.String())
 	}
 }
+
+// The log of a kept decision names the jail that decided it and the ban
+// that stays.
+func TestKeptDecisionLog(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var logs lockedBuffer
+	d, err := New(Options{Store: st, Backend: newFakeBackend(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("203.0.113.86")
+	if _, err := d.Ban(context.Background(), netip.PrefixFrom(a, 32), 24*time.Hour, "fraud", "fraud: ext 1001"); err != nil {
+		t.Fatal(err)
+	}
+	d.apply([]pending{{d: Decision{Jail: "sip", Addr: a, At: time.Now(), Duration: time.Hour, Reason: "5 failures"}}})
+	out := logs.String()
+	for _, want := range []string{`msg="banned for toll fraud"`, `msg="jail sip decided a ban; a longer ban is in force and stays"`, `in_force_jail=fraud`, `reason="5 failures"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "banned by hand") {
+		t.Errorf("a fraud ban logged as by hand:\n%s", out)
+	}
+}

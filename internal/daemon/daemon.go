@@ -546,6 +546,7 @@ func (d *Daemon) apply(batch []pending) {
 	// gets the longer of the two (extend), under fwMu so that the kernel
 	// sees the bans in the order they were merged.
 	kept := make([]bool, len(rows))
+	asked := slices.Clone(rows) // the decisions, for the log
 	fw := make([]firewall.Ban, len(rows))
 	for i, r := range rows {
 		rows[i], kept[i] = d.extend(r)
@@ -557,13 +558,13 @@ func (d *Daemon) apply(batch []pending) {
 	if refused, rest := d.splitRefused(err); len(refused) > 0 {
 		// Kept out of the kernel by the allowlist gate: not a ban.
 		err = rest
-		keep, keepRecv, keepKept := rows[:0], received[:0], kept[:0]
+		keep, keepRecv, keepKept, keepAsked := rows[:0], received[:0], kept[:0], asked[:0]
 		for i, r := range rows {
 			if !refused[r.Prefix] {
-				keep, keepRecv, keepKept = append(keep, r), append(keepRecv, received[i]), append(keepKept, kept[i])
+				keep, keepRecv, keepKept, keepAsked = append(keep, r), append(keepRecv, received[i]), append(keepKept, kept[i]), append(keepAsked, asked[i])
 			}
 		}
-		rows, received, kept = keep, keepRecv, keepKept
+		rows, received, kept, asked = keep, keepRecv, keepKept, keepAsked
 		decided = slices.DeleteFunc(decided, func(b store.Ban) bool { return refused[b.Prefix] })
 		d.forgetHeld(refused)
 		if len(rows) == 0 {
@@ -594,8 +595,9 @@ func (d *Daemon) apply(batch []pending) {
 	d.noteActive(rows)
 	for i, r := range rows {
 		if kept[i] {
-			d.log.Info("ban kept: a longer ban is in force", "decided_by", "jail "+r.Jail, "prefix", r.Prefix,
-				"until", untilText(r), "jail", r.Jail, "reason", r.Reason)
+			a := asked[i]
+			d.log.Info("jail "+a.Jail+" decided a ban; a longer ban is in force and stays", "jail", a.Jail, "prefix", r.Prefix,
+				"asked_until", untilText(a), "reason", a.Reason, "in_force_until", untilText(r), "in_force_jail", r.Jail, "in_force_reason", r.Reason)
 			continue
 		}
 		d.log.Info("banned by jail "+r.Jail, "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", untilText(r),
