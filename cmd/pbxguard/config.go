@@ -139,7 +139,7 @@ func runConfigCheck(w io.Writer, path string, asJSON bool) error {
 			for _, j := range c.Jails {
 				out.Jails = append(out.Jails, checkedJail{Name: j.Name, Enabled: j.Enabled, Detector: j.Detector, Files: j.Files,
 					Journal: j.Journal, MaxRetry: j.MaxRetry, FindTime: config.FormatDuration(j.FindTime),
-					BanTime: config.FormatDuration(j.BanTime), MaxBanTime: config.FormatDuration(j.MaxBanTime)})
+					BanTime: config.FormatBanTime(j.BanTime), MaxBanTime: config.FormatBanTime(j.MaxBanTime)})
 			}
 		}
 	}

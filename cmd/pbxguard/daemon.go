@@ -138,6 +138,9 @@ func daemonErr(err error) error {
 	if errors.Is(err, daemon.ErrRefused) {
 		return &exitError{code: exitFindings, err: err}
 	}
+	if errors.Is(err, daemon.ErrUsage) {
+		return &exitError{code: exitUsage, err: err}
+	}
 	return failErr(err)
 }
 
@@ -281,9 +284,12 @@ func printBans(w io.Writer, bans []daemon.BanInfo) {
 		if p, err := netip.ParsePrefix(b.Prefix); err == nil && p.Bits() != p.Addr().BitLen() {
 			addr = b.Prefix
 		}
+		until, left := b.Until.Local().Format("01-02 15:04:05"), config.FormatDuration(time.Duration(b.Remaining*float64(time.Second)))
+		if b.Permanent {
+			until, left = "permanent", "-"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", addr, b.Jail, b.Reason,
-			b.Since.Local().Format("01-02 15:04:05"), b.Until.Local().Format("01-02 15:04:05"),
-			config.FormatDuration(time.Duration(b.Remaining*float64(time.Second))), b.Count)
+			b.Since.Local().Format("01-02 15:04:05"), until, left, b.Count)
 	}
 	tw.Flush()
 }
@@ -311,8 +317,8 @@ func banCmd() *cobra.Command {
 			}
 			var d time.Duration
 			if dur != "" {
-				if d, err = config.ParseDuration(dur); err != nil || d <= 0 {
-					return usageErr("--for %q is not a duration (try 1h, 30m, 1w)", dur)
+				if d, err = config.ParseBanTime(dur); err != nil || d <= 0 {
+					return usageErr("--for %q is not a duration (try 1h, 30m, 1w, or permanent)", dur)
 				}
 			}
 			c, err := sf.client(cmd)
@@ -326,13 +332,22 @@ func banCmd() *cobra.Command {
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), b)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "banned %s (jail %s) until %s\n", b.Prefix, b.Jail, b.Until.Local().Format("2006-01-02 15:04:05"))
+			until := "until " + b.Until.Local().Format("2006-01-02 15:04:05")
+			if b.Permanent {
+				until = "permanently"
+			}
+			if b.Kept {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s stays banned %s (jail %s, %s): a ban is never shortened; unban it first to shorten\n",
+					b.Prefix, until, b.Jail, b.Reason)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "banned %s (jail %s) %s\n", b.Prefix, b.Jail, until)
 			return nil
 		},
 	}
 	sf.add(cmd)
-	cmd.Flags().StringVar(&dur, "for", "", "ban duration (default: the jail's bantime, 1h for manual)")
-	cmd.Flags().StringVar(&jailName, "jail", "", "jail to file the ban under (default manual)")
+	cmd.Flags().StringVar(&dur, "for", "", "ban duration, or permanent (default: the jail's bantime, 1h for manual); a longer ban in force is kept")
+	cmd.Flags().StringVar(&jailName, "jail", "", "jail to file the ban under: a configured jail or manual (default manual)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (shown by pbxguard bans)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -340,21 +355,40 @@ func banCmd() *cobra.Command {
 
 func unbanCmd() *cobra.Command {
 	var sf socketFlags
-	var asJSON bool
+	var asJSON, all bool
+	var jailName string
 	cmd := &cobra.Command{
-		Use:   "unban ADDR|PREFIX",
-		Short: "Lift the bans covering an address or prefix",
-		Args:  cobra.ExactArgs(1),
+		Use:   "unban ADDR|PREFIX | unban --all [--jail J]",
+		Short: "Lift the bans covering an address or prefix, or every ban (of one jail)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case all && len(args) > 0:
+				return usageErr("unban --all takes no address")
+			case !all && len(args) != 1:
+				return usageErr("unban takes one address or prefix, or --all")
+			case !all && jailName != "":
+				return usageErr("--jail goes with --all")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseAddrArg(args[0])
-			if err != nil {
-				return err
+			var p netip.Prefix
+			if !all {
+				var err error
+				if p, err = parseAddrArg(args[0]); err != nil {
+					return err
+				}
 			}
 			c, err := sf.client(cmd)
 			if err != nil {
 				return err
 			}
-			gone, err := c.Unban(cmd.Context(), p)
+			var gone []daemon.BanInfo
+			if all {
+				gone, err = c.UnbanAll(cmd.Context(), jailName)
+			} else {
+				gone, err = c.Unban(cmd.Context(), p)
+			}
 			if err != nil {
 				return daemonErr(err)
 			}
@@ -363,6 +397,10 @@ func unbanCmd() *cobra.Command {
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), gone)
+			}
+			if len(gone) == 0 && all {
+				fmt.Fprintln(cmd.OutOrStdout(), "no active bans to lift")
+				return nil
 			}
 			if len(gone) == 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s was not banned (any kernel entry removed anyway)\n", p)
@@ -376,5 +414,7 @@ func unbanCmd() *cobra.Command {
 	}
 	sf.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&all, "all", false, "lift every active ban")
+	cmd.Flags().StringVar(&jailName, "jail", "", "with --all: only the bans of this jail (or manual, fraud)")
 	return cmd
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
@@ -63,6 +65,18 @@ func (o *firewallOpts) loadPolicy() (*policy.Config, error) {
 		return nil, usageErr("%s: %v", o.config, err)
 	}
 	cfg.Source = o.config
+	// The daemon's one allowlist (with the Asterisk trunks) is trusted for
+	// SIP: a carrier the daemon never bans is never rate-limited either.
+	if full, err := config.Load(o.config, config.Options{}); err == nil {
+		for _, e := range daemon.Allowlist(full, nil) {
+			if !e.Loopback {
+				cfg.Trusted.SIP = append(cfg.Trusted.SIP, policy.Origin{Prefix: e.Prefix, From: e.From})
+			}
+		}
+	} else {
+		slog.Warn("firewall: the daemon's allowlist and Asterisk trunks are left out of the policy's SIP trusted set: the configuration does not load (pbxguard config check)",
+			"config", o.config, "err", err)
+	}
 	return cfg, nil
 }
 

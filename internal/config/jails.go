@@ -122,8 +122,8 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 			},
 			"maxretry":          func(k string, v *yaml.Node) { j.MaxRetry = p.intRange(k, v, 1, 255) },
 			"findtime":          func(k string, v *yaml.Node) { j.FindTime = p.duration(k, v) },
-			"bantime":           func(k string, v *yaml.Node) { j.BanTime = p.duration(k, v) },
-			"maxbantime":        func(k string, v *yaml.Node) { j.MaxBanTime = p.duration(k, v) },
+			"bantime":           func(k string, v *yaml.Node) { j.BanTime = p.banTime(k, v) },
+			"maxbantime":        func(k string, v *yaml.Node) { j.MaxBanTime = p.banTime(k, v) },
 			"increment":         func(k string, v *yaml.Node) { j.Increment = p.float(k, v, 1, 100) },
 			"ipv6_prefix":       func(k string, v *yaml.Node) { j.IPv6Prefix = p.intRange(k, v, 16, 128) },
 			"challenge_timeout": func(k string, v *yaml.Node) { j.ChallengeTimeout = p.duration(k, v) },
@@ -166,7 +166,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 		}
 		if j.MaxBanTime < j.BanTime {
 			if p.lineOf[full+".maxbantime"] > 0 {
-				p.errorf(p.lineOf[full+".maxbantime"], full+".maxbantime", "%s is shorter than bantime %s (make it at least the bantime)", FormatDuration(j.MaxBanTime), FormatDuration(j.BanTime))
+				p.errorf(p.lineOf[full+".maxbantime"], full+".maxbantime", "%s is shorter than bantime %s (make it at least the bantime)", FormatBanTime(j.MaxBanTime), FormatBanTime(j.BanTime))
 			}
 			j.MaxBanTime = j.BanTime
 		}

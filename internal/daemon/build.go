@@ -143,9 +143,11 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	if err != nil {
 		return nil, err
 	}
-	allowList := slices.Clone(cfg.Allowlist)
-	if cfg.AllowlistAsteriskTrunks {
-		allowList = append(allowList, trunkAllowlist(cfg.Audit.AsteriskDir, log.With("component", "trunks"))...)
+	// One allowlist for the jails, the ban gate and (pbxguard firewall
+	// plan/apply) the compiled policy: see Allowlist.
+	var allowList []netip.Prefix
+	for _, e := range Allowlist(cfg, log.With("component", "trunks")) {
+		allowList = append(allowList, e.Prefix)
 	}
 	allow := jail.NewAllowlist(allowList)
 	allowed := func(p netip.Prefix) (netip.Prefix, bool) {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pbxguard/pbxguard/internal/store"
 )
 
 // The control protocol: one JSON request per line, one JSON response per
@@ -23,6 +25,8 @@ import (
 //	{"cmd":"status"}
 //	{"cmd":"bans"}
 //	{"cmd":"ban","prefix":"203.0.113.66/32","for":"1h","jail":"manual","reason":"..."}
+//	{"cmd":"ban","prefix":"203.0.113.66/32","for":"permanent"}
+//	{"cmd":"unban","all":true,"jail":"sip"}
 //	{"cmd":"unban","prefix":"203.0.113.66/32"}
 //
 // Responses are {"ok":true,...} or {"ok":false,"error":"..."}.
@@ -31,9 +35,10 @@ import (
 type Request struct {
 	Cmd    string `json:"cmd"`
 	Prefix string `json:"prefix,omitempty"`
-	For    string `json:"for,omitempty"` // Go duration; "" = the jail's bantime
+	For    string `json:"for,omitempty"` // Go duration or "permanent"; "" = the jail's bantime
 	Jail   string `json:"jail,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	All    bool   `json:"all,omitempty"` // unban: every active ban (of Jail when set)
 }
 
 // Response is one control response.
@@ -41,6 +46,7 @@ type Response struct {
 	OK      bool      `json:"ok"`
 	Error   string    `json:"error,omitempty"`
 	Refused bool      `json:"refused,omitempty"` // the request was refused on purpose (allowlist)
+	Usage   bool      `json:"usage,omitempty"`   // the request was wrong (unknown jail)
 	Status  *Status   `json:"status,omitempty"`
 	Bans    []BanInfo `json:"bans,omitempty"`
 }
@@ -221,6 +227,13 @@ func (s *controlServer) do(req Request) Response {
 		}
 		return Response{OK: true, Bans: bans}
 	case "ban", "unban":
+		if req.Cmd == "unban" && req.All {
+			bans, err := s.d.UnbanAll(ctx, req.Jail)
+			if err != nil {
+				return Response{Error: err.Error(), Usage: errors.Is(err, ErrUnknownJail)}
+			}
+			return Response{OK: true, Bans: bans}
+		}
 		pfx, err := parseTarget(req.Prefix)
 		if err != nil {
 			return Response{Error: err.Error()}
@@ -233,14 +246,16 @@ func (s *controlServer) do(req Request) Response {
 			return Response{OK: true, Bans: bans}
 		}
 		var dur time.Duration
-		if req.For != "" {
+		if req.For == "permanent" {
+			dur = store.Permanent
+		} else if req.For != "" {
 			if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 {
 				return Response{Error: fmt.Sprintf("%q is not a duration (try 1h, 30m)", req.For)}
 			}
 		}
 		b, err := s.d.Ban(ctx, pfx, dur, req.Jail, req.Reason)
 		if err != nil {
-			return Response{Error: err.Error(), Refused: errors.Is(err, ErrAllowlisted)}
+			return Response{Error: err.Error(), Refused: errors.Is(err, ErrAllowlisted), Usage: errors.Is(err, ErrUnknownJail)}
 		}
 		return Response{OK: true, Bans: []BanInfo{b}}
 	}
@@ -266,6 +281,10 @@ func parseTarget(s string) (netip.Prefix, error) {
 
 // ErrUnreachable is returned (wrapped) by Client when no daemon answers.
 var ErrUnreachable = errors.New("is pbxguard running? (systemctl status pbxguard)")
+
+// ErrUsage is returned (wrapped) by Client when the daemon found the
+// request wrong (an unknown jail): the caller's usage error.
+var ErrUsage = errors.New("usage")
 
 // ErrRefused is returned (wrapped) by Client.Ban when the daemon refused on
 // purpose (allowlisted address).
@@ -318,6 +337,9 @@ func (c *Client) call(ctx context.Context, req Request) (Response, error) {
 		if resp.Refused {
 			return resp, fmt.Errorf("%s: %w", resp.Error, ErrRefused)
 		}
+		if resp.Usage {
+			return resp, usageError{resp.Error}
+		}
 		return resp, errors.New(resp.Error)
 	}
 	return resp, nil
@@ -342,7 +364,9 @@ func (c *Client) Bans(ctx context.Context) ([]BanInfo, error) {
 // jail's bantime) under jail (default "manual") with reason.
 func (c *Client) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, jail, reason string) (BanInfo, error) {
 	req := Request{Cmd: "ban", Prefix: pfx.String(), Jail: jail, Reason: reason}
-	if dur > 0 {
+	if dur >= store.Permanent {
+		req.For = "permanent"
+	} else if dur > 0 {
 		req.For = dur.String()
 	}
 	r, err := c.call(ctx, req)
@@ -354,6 +378,18 @@ func (c *Client) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	}
 	return r.Bans[0], nil
 }
+
+// UnbanAll removes every active ban (of jail, when not "") and returns them.
+func (c *Client) UnbanAll(ctx context.Context, jail string) ([]BanInfo, error) {
+	r, err := c.call(ctx, Request{Cmd: "unban", All: true, Jail: jail})
+	return r.Bans, err
+}
+
+// usageError is the daemon's message for a wrong request, as is.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string        { return e.msg }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
 
 // Unban removes the bans covering pfx and returns them.
 func (c *Client) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error) {

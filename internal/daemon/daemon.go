@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,6 +182,9 @@ type Daemon struct {
 	activeMu sync.Mutex
 	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
 	retry    []store.Ban             // bans the kernel refused, retried on tick
+	// held is the ban in force per prefix (the longest one decided: see
+	// extend), the kernel's timeout and the store's until.
+	held map[netip.Prefix]store.Ban
 
 	sup    supervisor // restarts followed sources that stop
 	kernel kernelSync // does the kernel hold what the store says (heal.go)
@@ -223,6 +227,7 @@ func New(opts Options) (*Daemon, error) {
 		positions: map[string]store.Position{},
 		gates:     map[string][]*ticket{},
 		active:    map[netip.Prefix]string{},
+		held:      map[netip.Prefix]store.Ban{},
 		sup:       defaultSupervisor(),
 	}
 	d.storeH.ok, d.storeH.since = true, opts.Now()
@@ -596,8 +601,8 @@ func (d *Daemon) apply(batch []pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	now := d.now()
-	fw := make([]firewall.Ban, 0, len(batch))
 	rows := make([]store.Ban, 0, len(batch))
+	var decided []store.Ban // every decision, for the store's history
 	received := make([]time.Time, 0, len(batch))
 	seen := map[netip.Prefix]int{}
 	for _, p := range batch {
@@ -611,12 +616,8 @@ func (d *Daemon) apply(batch []pending) {
 			d.log.Warn("decision refused: allowlisted", "jail", dec.Jail, "prefix", pfx, "allowlist", entry)
 			continue
 		}
-		until := dec.Until
-		if until.IsZero() {
-			until = now.Add(dec.Duration)
-		}
-		remaining := until.Sub(now)
-		if remaining <= 0 {
+		until := decisionUntil(dec, now)
+		if !until.After(now) {
 			continue
 		}
 		since := dec.At
@@ -624,33 +625,49 @@ func (d *Daemon) apply(batch []pending) {
 			since = now
 		}
 		row := store.Ban{Prefix: pfx, Addr: dec.Addr, Jail: dec.Jail, Reason: dec.Reason, Since: since, Until: until, Count: dec.BanCount}
-		if i, dup := seen[pfx]; dup { // the later decision wins
-			rows[i], fw[i].Timeout, received[i] = row, remaining, p.received
+		if i, dup := seen[pfx]; dup {
+			// Both decisions go to the history; the longer one is the ban.
+			decided = append(decided, row)
+			if row.Until.After(rows[i].Until) {
+				rows[i], received[i] = row, p.received
+			}
 			continue
 		}
 		seen[pfx] = len(rows)
-		fw = append(fw, firewall.Ban{Prefix: pfx, Timeout: remaining})
 		rows = append(rows, row)
 		received = append(received, p.received)
 	}
-	if len(fw) == 0 {
+	if len(rows) == 0 {
 		return
 	}
+	decided = append(decided, rows...)
 	t0 := time.Now()
 	d.fwMu.Lock()
+	// A later, shorter decision never shortens a ban in force: the kernel
+	// gets the longer of the two (extend), under fwMu so that the kernel
+	// sees the bans in the order they were merged.
+	kept := make([]bool, len(rows))
+	asked := slices.Clone(rows) // the decisions, for the log
+	fw := make([]firewall.Ban, len(rows))
+	for i, r := range rows {
+		rows[i], kept[i] = d.extend(r)
+		fw[i] = firewall.Ban{Prefix: rows[i].Prefix, Timeout: rows[i].Remaining(now)}
+	}
 	err := d.opts.Backend.Add(ctx, fw)
 	d.fwMu.Unlock()
 	done := time.Now()
 	if refused, rest := d.splitRefused(err); len(refused) > 0 {
 		// Kept out of the kernel by the allowlist gate: not a ban.
 		err = rest
-		keep, keepRecv := rows[:0], received[:0]
+		keep, keepRecv, keepKept, keepAsked := rows[:0], received[:0], kept[:0], asked[:0]
 		for i, r := range rows {
 			if !refused[r.Prefix] {
-				keep, keepRecv = append(keep, r), append(keepRecv, received[i])
+				keep, keepRecv, keepKept, keepAsked = append(keep, r), append(keepRecv, received[i]), append(keepKept, kept[i]), append(keepAsked, asked[i])
 			}
 		}
-		rows, received = keep, keepRecv
+		rows, received, kept, asked = keep, keepRecv, keepKept, keepAsked
+		decided = slices.DeleteFunc(decided, func(b store.Ban) bool { return refused[b.Prefix] })
+		d.forgetHeld(refused)
 		if len(rows) == 0 {
 			return
 		}
@@ -673,11 +690,80 @@ func (d *Daemon) apply(batch []pending) {
 			}
 		}
 	}
-	d.storeQ <- storeReq{rows: rows}
+	// The store keeps the longer ban of a prefix too (AddBans) and
+	// records every decision in the history.
+	d.storeQ <- storeReq{rows: decided}
 	d.noteActive(rows)
-	for _, r := range rows {
-		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
+	for i, r := range rows {
+		if kept[i] {
+			a := asked[i]
+			d.log.Info("jail "+a.Jail+" decided a ban; a longer ban is in force and stays", "jail", a.Jail, "prefix", r.Prefix,
+				"asked_until", untilText(a), "reason", a.Reason, "in_force_until", untilText(r), "in_force_jail", r.Jail, "in_force_reason", r.Reason)
+			continue
+		}
+		d.log.Info("banned by jail "+r.Jail, "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", untilText(r),
 			"count", r.Count, "reason", r.Reason)
+	}
+}
+
+// decisionUntil is when a decision's ban ends: store.Forever for a
+// permanent one (Duration store.Permanent, i.e. bantime: permanent).
+func decisionUntil(dec Decision, now time.Time) time.Time {
+	if dec.Duration >= store.Permanent || !dec.Until.Before(store.Forever) {
+		return store.Forever
+	}
+	if dec.Until.IsZero() {
+		return now.Add(dec.Duration)
+	}
+	return dec.Until
+}
+
+// untilText is a ban's end for logs and messages.
+func untilText(b store.Ban) string {
+	if b.Permanent() {
+		return "permanent"
+	}
+	return b.Until.Format(time.RFC3339)
+}
+
+// extend merges a new ban of a prefix with the one in force and records
+// the result: the ban that ends later wins whole (jail, reason, since, end;
+// on a tie, the one in force), the count is the higher. kept is true when
+// the ban in force stays as it was (the new one was not longer). Only an
+// unban (or expiry) shortens a ban. Call with fwMu held.
+func (d *Daemon) extend(b store.Ban) (eff store.Ban, kept bool) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	old, ok := d.held[b.Prefix]
+	if ok && !old.Until.Before(b.Until) {
+		old.Count = max(old.Count, b.Count)
+		d.held[b.Prefix] = old
+		return old, true
+	}
+	if ok {
+		b.Count = max(old.Count, b.Count)
+	}
+	d.held[b.Prefix] = b
+	return b, false
+}
+
+// inForce is the ban in force for a prefix (see extend); false when there
+// is none (never banned, unbanned, expired).
+func (d *Daemon) inForce(p netip.Prefix) (store.Ban, bool) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	b, ok := d.held[p]
+	return b, ok
+}
+
+// forgetHeld drops prefixes the kernel refused (allowlisted) from held.
+func (d *Daemon) forgetHeld(refused map[netip.Prefix]bool) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	for p := range refused {
+		if _, active := d.active[p]; !active {
+			delete(d.held, p)
+		}
 	}
 }
 
@@ -724,6 +810,9 @@ func (d *Daemon) noteActive(rows []store.Ban) {
 		}
 		d.active[r.Prefix] = r.Jail
 		d.metrics.activeBans.WithLabelValues(r.Jail).Inc()
+		if h, ok := d.held[r.Prefix]; !ok || h.Until.Before(r.Until) {
+			d.held[r.Prefix] = r
+		}
 	}
 }
 
@@ -735,6 +824,7 @@ func (d *Daemon) noteGone(prefixes []netip.Prefix) {
 			d.metrics.activeBans.WithLabelValues(j).Dec()
 			delete(d.active, p)
 		}
+		delete(d.held, p)
 	}
 }
 
@@ -918,6 +1008,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	d.activeMu.Lock()
 	for _, r := range rows {
 		d.active[r.Prefix] = r.Jail
+		d.held[r.Prefix] = r
 		d.metrics.activeBans.WithLabelValues(r.Jail).Inc()
 	}
 	d.activeMu.Unlock()
@@ -951,7 +1042,9 @@ func (d *Daemon) markBanned(rows []store.Ban) {
 	}
 }
 
-// BanInfo is one active ban as the control socket reports it.
+// BanInfo is one active ban as the control socket reports it. A permanent
+// ban has Permanent set, Until store.Forever (2262-04-11T23:47:16Z) and
+// Remaining -1.
 type BanInfo struct {
 	Addr      string    `json:"addr"`
 	Prefix    string    `json:"prefix"`
@@ -960,7 +1053,11 @@ type BanInfo struct {
 	Since     time.Time `json:"since"`
 	Until     time.Time `json:"until"`
 	Remaining float64   `json:"remaining_seconds"`
+	Permanent bool      `json:"permanent"`
 	Count     int       `json:"count"`
+	// Kept (answer to a ban) is set when a ban already in force ends
+	// later than the one asked for: it stays, and this is it.
+	Kept bool `json:"kept,omitempty"`
 }
 
 func banInfo(b store.Ban, now time.Time) BanInfo {
@@ -968,8 +1065,12 @@ func banInfo(b store.Ban, now time.Time) BanInfo {
 	if !addr.IsValid() {
 		addr = b.Prefix.Addr()
 	}
-	return BanInfo{Addr: addr.String(), Prefix: b.Prefix.String(), Jail: b.Jail, Reason: b.Reason,
+	bi := BanInfo{Addr: addr.String(), Prefix: b.Prefix.String(), Jail: b.Jail, Reason: b.Reason,
 		Since: b.Since.UTC(), Until: b.Until.UTC(), Remaining: b.Remaining(now).Seconds(), Count: b.Count}
+	if b.Permanent() {
+		bi.Permanent, bi.Remaining = true, -1
+	}
+	return bi
 }
 
 // Bans lists the active bans.
@@ -997,21 +1098,58 @@ func (e allowlistedError) Error() string {
 
 func (e allowlistedError) Is(target error) bool { return target == ErrAllowlisted }
 
+// ErrUnknownJail is returned (wrapped) by Ban for a jail name that is
+// neither a configured jail, "manual" nor "fraud": a usage error.
+var ErrUnknownJail = errors.New("unknown jail")
+
+// FraudJail is the jail name of fraud containment's bans; ManualJail the
+// default of bans by hand.
+const (
+	FraudJail  = "fraud"
+	ManualJail = "manual"
+)
+
+// JailNames are the names a ban can be filed under: the configured jails,
+// then manual and fraud.
+func (d *Daemon) JailNames() []string {
+	names := make([]string, 0, len(d.jails)+2)
+	for _, js := range d.jails {
+		names = append(names, js.spec.Name)
+	}
+	sort.Strings(names)
+	return append(names, ManualJail, FraudJail)
+}
+
+func (d *Daemon) checkJail(jail string) error {
+	if _, ok := d.byName[jail]; ok || jail == ManualJail || jail == FraudJail {
+		return nil
+	}
+	return fmt.Errorf("%w %q: a ban is filed under a configured jail or manual (valid: %s)",
+		ErrUnknownJail, jail, strings.Join(d.JailNames(), ", "))
+}
+
 // Ban bans a prefix by hand (or for another part of pbxguard, e.g. fraud
-// containment). An allowlisted prefix is refused with the reason.
+// containment, jail "fraud"). dur 0 is the jail's bantime (1h for manual),
+// store.Permanent a ban that never ends. An allowlisted prefix is refused
+// with the reason, an unknown jail with the valid names (ErrUnknownJail).
+// A ban in force that ends later than this one stays as it is (the
+// answer shows it, with Kept set): only Unban shortens a ban.
 func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, jail, reason string) (BanInfo, error) {
 	if !pfx.IsValid() {
 		return BanInfo{}, errors.New("invalid address or prefix")
 	}
 	pfx = normPrefix(pfx)
+	if jail == "" {
+		jail = ManualJail
+	}
+	if err := d.checkJail(jail); err != nil {
+		return BanInfo{}, err
+	}
 	if entry, hit := d.opts.Allowed(pfx); hit {
 		return BanInfo{}, allowlistedError{pfx: pfx, entry: entry}
 	}
 	if firewall.Special(pfx) { // refused on purpose, like the allowlist (exit 1)
 		return BanInfo{}, fmt.Errorf("refused: %s covers an unspecified, broadcast or multicast address, never the source of an attack: %w", pfx, ErrAllowlisted)
-	}
-	if jail == "" {
-		jail = "manual"
 	}
 	if dur <= 0 {
 		dur = d.opts.ManualBanTime
@@ -1023,10 +1161,14 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 		reason = "manual ban"
 	}
 	now := d.now()
-	row := store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: jail, Reason: reason, Since: now, Until: now.Add(dur),
-		Count: d.opts.Store.PriorBans(pfx.Addr()) + 1}
-	err := d.addOrHeal(ctx, []firewall.Ban{{Prefix: pfx, Timeout: dur}})
+	row := store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: jail, Reason: reason, Since: now,
+		Until: decisionUntil(Decision{Duration: dur}, now), Count: d.opts.Store.PriorBans(pfx.Addr()) + 1}
+	d.fwMu.Lock()
+	eff, kept := d.extend(row)
+	err := d.addOrHealLocked(ctx, []firewall.Ban{{Prefix: pfx, Timeout: eff.Remaining(now)}})
+	d.fwMu.Unlock()
 	if refused, rest := d.splitRefused(err); refused[pfx] {
+		d.forgetHeld(refused)
 		entry, _ := d.opts.Allowed(pfx)
 		if !entry.IsValid() {
 			entry = pfx
@@ -1036,26 +1178,52 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 		err = rest
 	}
 	if errors.Is(err, firewall.ErrUnsupportedPrefix) {
+		d.forgetHeld(map[netip.Prefix]bool{pfx: true})
 		return BanInfo{}, fmt.Errorf("firewall %s holds single addresses only: ban %s, or give a jail ipv6_prefix: 64 (or any value below 128) to enable prefix bans", d.opts.Backend.Name(), pfx.Addr())
 	}
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("add").Inc()
+		if !kept {
+			// Not in the kernel: held goes back to what the store says.
+			d.activeMu.Lock()
+			delete(d.held, pfx)
+			d.activeMu.Unlock()
+			if old, ok, _ := d.opts.Store.Ban(ctx, pfx); ok && old.Until.After(now) {
+				d.extend(old)
+			}
+		}
 		return BanInfo{}, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
 	}
+	// The store keeps the longer ban too, and records this one in the
+	// history.
 	if err := d.opts.Store.AddBans(ctx, []store.Ban{row}); err != nil {
 		return BanInfo{}, err
 	}
-	d.noteActive([]store.Ban{row})
-	d.markBanned([]store.Ban{row})
-	d.log.Info("banned by hand", "jail", jail, "prefix", pfx, "until", row.Until.Format(time.RFC3339), "reason", reason)
-	return banInfo(row, now), nil
+	d.noteActive([]store.Ban{eff})
+	d.markBanned([]store.Ban{eff})
+	what := "banned by hand"
+	switch {
+	case jail == FraudJail:
+		what = "banned for toll fraud"
+	case jail != ManualJail:
+		what = "banned by hand into jail " + jail
+	}
+	if kept {
+		d.log.Info(what+": a longer ban is in force and stays", "jail", jail, "prefix", pfx, "asked_until", untilText(row),
+			"reason", reason, "in_force_until", untilText(eff), "in_force_jail", eff.Jail, "in_force_reason", eff.Reason)
+	} else {
+		d.log.Info(what, "jail", jail, "prefix", pfx, "until", untilText(eff), "reason", reason)
+	}
+	bi := banInfo(eff, now)
+	bi.Kept = kept
+	return bi, nil
 }
 
 // Unban removes every active ban that covers pfx (an address unbans the
 // /64 that holds it too) and makes the jails forget the address.
 func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error) {
 	now := d.now()
-	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	bans, err := d.activeBans(ctx, now)
 	if err != nil {
 		return nil, err
 	}
@@ -1108,6 +1276,92 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 		js.mu.Unlock()
 	}
 	d.log.Info("unbanned", "prefix", pfx, "removed", len(gone))
+	return out, nil
+}
+
+// activeBans is what an unban lifts: the store's active bans, once the
+// bans queued for it are written (so that a queued write cannot bring an
+// unbanned prefix back), and the bans in force not stored yet (a store
+// that fails).
+func (d *Daemon) activeBans(ctx context.Context, now time.Time) ([]store.Ban, error) {
+	if d.running.Load() {
+		func() {
+			// At shutdown the store queue closes while the control socket
+			// may still answer: then there is nothing left to wait for.
+			defer func() { _ = recover() }()
+			d.flushStore(ctx)
+		}()
+	}
+	bans, err := d.opts.Store.ActiveBans(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[netip.Prefix]bool, len(bans))
+	for _, b := range bans {
+		have[b.Prefix] = true
+	}
+	d.activeMu.Lock()
+	for p, b := range d.held {
+		if !have[p] && b.Until.After(now) {
+			bans = append(bans, b)
+		}
+	}
+	d.activeMu.Unlock()
+	return bans, nil
+}
+
+// UnbanAll removes every active ban, or (jail != "") every active ban of
+// that jail, from the kernel and the store, and makes the jails forget the
+// addresses. It returns the bans removed.
+func (d *Daemon) UnbanAll(ctx context.Context, jail string) ([]BanInfo, error) {
+	if jail != "" {
+		if err := d.checkJail(jail); err != nil {
+			return nil, err
+		}
+	}
+	now := d.now()
+	bans, err := d.activeBans(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	var gone []netip.Prefix
+	out := []BanInfo{}
+	for _, b := range bans {
+		if jail == "" || b.Jail == jail {
+			gone = append(gone, b.Prefix)
+			out = append(out, banInfo(b, now))
+		}
+	}
+	if len(gone) == 0 {
+		return out, nil
+	}
+	d.fwMu.Lock()
+	err = d.opts.Backend.Delete(ctx, gone)
+	if err != nil {
+		d.fwMu.Unlock()
+		d.metrics.backendErrors.WithLabelValues("delete").Inc()
+		return nil, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
+	}
+	err = d.opts.Store.RemoveBans(ctx, gone)
+	d.fwMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	d.noteGone(gone)
+	for _, js := range d.jails {
+		js.mu.Lock()
+		for _, b := range bans {
+			if jail == "" || b.Jail == jail {
+				js.spec.Judge.Forget(b.Addr)
+			}
+		}
+		js.mu.Unlock()
+	}
+	scope := "every jail"
+	if jail != "" {
+		scope = "jail " + jail
+	}
+	d.log.Info("unbanned all", "scope", scope, "removed", len(gone))
 	return out, nil
 }
 

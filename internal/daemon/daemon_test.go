@@ -29,6 +29,8 @@ type fakeBackend struct {
 	adds  int
 	fail  bool
 	inits int
+	// lastAdd is the last Add's entries, as given.
+	lastAdd []firewall.Ban
 }
 
 func newFakeBackend() *fakeBackend { return &fakeBackend{set: map[netip.Prefix]time.Time{}} }
@@ -44,6 +46,7 @@ func (f *fakeBackend) Add(_ context.Context, bans []firewall.Ban) error {
 		return errors.New("kernel says no")
 	}
 	f.adds++
+	f.lastAdd = append([]firewall.Ban(nil), bans...)
 	for _, b := range bans {
 		if b.Timeout <= 0 {
 			return fmt.Errorf("timeout %v", b.Timeout)

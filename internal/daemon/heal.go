@@ -307,6 +307,11 @@ func (d *Daemon) healLocked(ctx context.Context) (int, error) {
 func (d *Daemon) addOrHeal(ctx context.Context, bans []firewall.Ban) error {
 	d.fwMu.Lock()
 	defer d.fwMu.Unlock()
+	return d.addOrHealLocked(ctx, bans)
+}
+
+// addOrHealLocked is addOrHeal with d.fwMu held.
+func (d *Daemon) addOrHealLocked(ctx context.Context, bans []firewall.Ban) error {
 	err := d.opts.Backend.Add(ctx, bans)
 	if err == nil || errors.Is(err, firewall.ErrAllowlisted) || errors.Is(err, firewall.ErrUnsupportedPrefix) {
 		return err
@@ -359,6 +364,12 @@ func (d *Daemon) retryRefused(ctx context.Context, now time.Time) {
 	var fw []firewall.Ban
 	var keep []store.Ban
 	for _, b := range retry {
+		// The ban as it stands now: extended meanwhile, or lifted (unban,
+		// expiry), in which case it is not put back.
+		b, ok := d.inForce(b.Prefix)
+		if !ok {
+			continue
+		}
 		if r := b.Remaining(now); r > 0 {
 			fw = append(fw, firewall.Ban{Prefix: b.Prefix, Timeout: r})
 			keep = append(keep, b)

@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/pbxguard/pbxguard/internal/audit"
+	"github.com/pbxguard/pbxguard/internal/config"
 )
 
 // Trunk is an address that Asterisk's configuration names as a SIP or IAX
@@ -174,20 +177,99 @@ func maskBits(m netip.Addr) int {
 	return n
 }
 
+// AllowEntry is one entry of the daemon's allowlist and where it came from.
+type AllowEntry struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// From: "loopback", "host address", "allowlist (FILE:LINE)", or for a
+	// trunk "FILE:LINE [section] pjsip identify" (sip peer, iax peer).
+	From     string `json:"from"`
+	Loopback bool   `json:"loopback,omitempty"`
+	Trunk    bool   `json:"trunk,omitempty"`
+}
+
+// Allowlist is the daemon's one allowlist, computed once per (re)start:
+// cfg.Allowlist (loopback, the host's own addresses, allowlist:) and, with
+// allowlist_asterisk_trunks, the literal trunk addresses of the Asterisk
+// configuration (audit.asterisk_dir). The jails, the ban gate before the
+// kernel and the compiled firewall policy (`pbxguard firewall plan/apply`:
+// policy.Trusted.SIP, exempt from the SIP rate limits and scanner guard)
+// all use it. log (nil = quiet) gets each trunk taken or skipped.
+func Allowlist(cfg *config.Config, log *slog.Logger) []AllowEntry {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hosts := map[netip.Prefix]bool{}
+	for _, p := range config.HostPrefixes() {
+		hosts[p.Masked()] = true
+	}
+	lines := allowlistLines(cfg.Path)
+	out := make([]AllowEntry, 0, len(cfg.Allowlist))
+	for _, p := range cfg.Allowlist {
+		e := AllowEntry{Prefix: p}
+		switch {
+		case p == netip.MustParsePrefix("127.0.0.0/8") || p == netip.MustParsePrefix("::1/128"):
+			e.From, e.Loopback = "loopback", true
+		case lines[p.Masked()] > 0:
+			e.From = fmt.Sprintf("allowlist (%s:%d)", cfg.Path, lines[p.Masked()])
+		case hosts[p.Masked()]:
+			e.From = "host address"
+		default:
+			e.From = "allowlist (" + cfg.Path + ")"
+		}
+		out = append(out, e)
+	}
+	if cfg.AllowlistAsteriskTrunks {
+		for _, t := range trunkAllowlist(cfg.Audit.AsteriskDir, log) {
+			out = append(out, AllowEntry{Prefix: t.Prefix, Trunk: true,
+				From: fmt.Sprintf("%s [%s] %s", filepath.Join(cfg.Audit.AsteriskDir, t.At), t.Section, t.Kind)})
+		}
+	}
+	return out
+}
+
+// allowlistLines maps the entries of the top-level allowlist: of the
+// configuration file to their lines (best effort: nil when unreadable).
+func allowlistLines(path string) map[netip.Prefix]int {
+	out := map[netip.Prefix]int{}
+	if path == "" {
+		return out
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return out
+	}
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return out
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "allowlist" || root.Content[i+1].Kind != yaml.SequenceNode {
+			continue
+		}
+		for _, n := range root.Content[i+1].Content {
+			if p, err := config.ParsePrefix(n.Value); err == nil {
+				out[p.Masked()] = n.Line
+			}
+		}
+	}
+	return out
+}
+
 // trunkAllowlist returns the trunks of the Asterisk configuration in dir,
 // logging each one allowlisted (with its file:line) and each one skipped
 // (with what to do).
-func trunkAllowlist(dir string, log *slog.Logger) []netip.Prefix {
+func trunkAllowlist(dir string, log *slog.Logger) []Trunk {
 	trunks, skipped, err := AsteriskTrunks(dir)
 	if err != nil {
 		log.Warn("asterisk trunks not allowlisted: cannot read the configuration", "err", err,
 			"hint", "set audit.asterisk_dir to Asterisk's configuration directory, or allowlist_asterisk_trunks: false")
 		return nil
 	}
-	out := make([]netip.Prefix, 0, len(trunks))
+	out := make([]Trunk, 0, len(trunks))
 	for _, t := range trunks {
 		log.Info("allowlisted an asterisk trunk", "prefix", t.Prefix, "section", t.Section, "kind", t.Kind, "at", filepath.Join(dir, t.At))
-		out = append(out, t.Prefix)
+		out = append(out, t)
 	}
 	for _, s := range skipped {
 		log.Warn("asterisk trunk not allowlisted", "value", s.Value, "section", s.Section, "kind", s.Kind, "at", filepath.Join(dir, s.At), "why", s.Why)

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/firewall"
 )
 
 func TestAsteriskTrunksCorpus(t *testing.T) {
@@ -167,5 +171,45 @@ func TestBuildAllowlistsTrunks(t *testing.T) {
 	_, logs = buildWith(t, "audit: {enabled: false, asterisk_dir: /nonexistent/asterisk}\n")
 	if !strings.Contains(logs.String(), `level=WARN msg="asterisk trunks not allowlisted: cannot read the configuration"`) {
 		t.Fatalf("no warning for an unreadable directory:\n%s", logs.String())
+	}
+}
+
+// Allowlist is the one allowlist: configured entries with their line, the
+// host's addresses, loopback, and the trunks with file:line; Build's gate
+// refuses a trunk like any other entry.
+func TestOneAllowlist(t *testing.T) {
+	dir := t.TempDir()
+	etc, _ := filepath.Abs(corpusEtc)
+	path := filepath.Join(dir, "pbxguard.yaml")
+	os.WriteFile(path, []byte("state_dir: "+dir+"/state\nfirewall: {backend: dry-run}\ncontrol: {socket: "+dir+"/ctl.sock}\nmetrics: {listen: \"\"}\naudit: {asterisk_dir: "+etc+"}\nallowlist:\n  - 198.51.100.0/24\njails:\n  asterisk:\n    files: ["+dir+"/m.log]\n"), 0o600)
+	cfg, err := config.Load(path, config.Options{HostPrefixes: func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32")} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range Allowlist(cfg, nil) {
+		got[e.Prefix.String()] = e.From
+	}
+	want := map[string]string{
+		"127.0.0.0/8":      "loopback",
+		"::1/128":          "loopback",
+		"198.51.100.0/24":  "allowlist (" + path + ":7)",
+		"203.0.113.250/32": etc + "/pjsip.conf:117 [carrier] pjsip identify",
+	}
+	for p, from := range want {
+		if got[p] != from {
+			t.Errorf("%s: from %q, want %q", p, got[p], from)
+		}
+	}
+	if _, ok := got["192.0.2.5/32"]; !ok {
+		t.Errorf("host address missing: %v", got)
+	}
+	b, err := Build(cfg, BuildOptions{Backend: firewall.NewDryRun(firewall.Options{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Ban(context.Background(), netip.MustParsePrefix("203.0.113.250/32"), time.Hour, "", ""); !errors.Is(err, ErrAllowlisted) {
+		t.Fatalf("ban of the trunk: %v, want refused as allowlisted", err)
 	}
 }

@@ -3,9 +3,17 @@ package firewall
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"time"
 )
+
+// Permanent as a Ban's Timeout asks for an entry with no timeout: it never
+// expires (nftables: an element without timeout in a set with the timeout
+// flag; ipset: timeout 0; iptables: a rule whose stored end is year 9999).
+// It is the largest duration, so that "the longer ban wins" needs no
+// special case, and List reports such entries with Timeout Permanent.
+const Permanent time.Duration = math.MaxInt64
 
 // Ban is one entry in the kernel: an address (a /32 or /128 prefix) or a
 // prefix (e.g. an IPv6 /64), dropped until Timeout elapses. The kernel
@@ -13,7 +21,7 @@ import (
 // forever.
 type Ban struct {
 	Prefix  netip.Prefix
-	Timeout time.Duration // remaining time; 0 is not allowed for Add
+	Timeout time.Duration // remaining time; 0 is not allowed for Add; Permanent = no timeout
 }
 
 // Backend is a kernel firewall. Implementations batch: Add and Delete take

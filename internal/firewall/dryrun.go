@@ -43,7 +43,12 @@ func (d *DryRun) Add(ctx context.Context, bans []Ban) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, b := range bans {
-		d.entries[b.Prefix] = now.Add(b.Timeout)
+		if b.Timeout == Permanent {
+			// Far enough that List's Sub saturates to Permanent.
+			d.entries[b.Prefix] = time.Unix(1<<40, 0)
+		} else {
+			d.entries[b.Prefix] = now.Add(b.Timeout)
+		}
 		d.log.Info("dry-run: would ban", "prefix", b.Prefix, "for", b.Timeout)
 	}
 	return errors.Join(errs, ctx.Err())

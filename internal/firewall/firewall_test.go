@@ -223,3 +223,31 @@ func TestMissingToolMessage(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
+
+func TestDryRunPermanent(t *testing.T) {
+	d := NewDryRun(Options{})
+	ctx := context.Background()
+	p := netip.MustParsePrefix("203.0.113.9/32")
+	if err := d.Add(ctx, []Ban{{Prefix: p, Timeout: Permanent}}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := d.List(ctx)
+	if err != nil || len(l) != 1 || l[0].Timeout != Permanent {
+		t.Fatalf("List = %+v, %v; want one entry with Timeout Permanent", l, err)
+	}
+}
+
+// Permanent entries read back as Permanent: ipset's timeout 0, an nftables
+// element without timeout.
+func TestPermanentReadBack(t *testing.T) {
+	bans, err := parseIPSetSave([]byte("create pbxguard4 hash:ip family inet timeout 3600\nadd pbxguard4 203.0.113.9 timeout 0\nadd pbxguard4 203.0.113.10 timeout 59\n"))
+	if err != nil || len(bans) != 2 || bans[0].Timeout != Permanent || bans[1].Timeout != 59*time.Second {
+		t.Fatalf("ipset save = %+v, %v", bans, err)
+	}
+	if got := elemRemaining(nftables.SetElement{Key: []byte{203, 0, 113, 9}}); got != Permanent {
+		t.Fatalf("nft element without timeout: %v", got)
+	}
+	if got := elemRemaining(nftables.SetElement{Key: []byte{203, 0, 113, 9}, Timeout: time.Hour, Expires: time.Minute}); got != time.Minute {
+		t.Fatalf("nft element with timeout: %v", got)
+	}
+}

@@ -105,7 +105,10 @@ func (s *IPSet) Add(ctx context.Context, bans []Ban) error {
 	}
 	var buf bytes.Buffer
 	for _, b := range bans {
-		to := min(seconds(b.Timeout), ipsetMaxTimeout)
+		to := int64(0) // ipset: timeout 0 is a permanent entry
+		if b.Timeout != Permanent {
+			to = min(seconds(b.Timeout), ipsetMaxTimeout)
+		}
 		fmt.Fprintf(&buf, "add %s %s timeout %d\n", ipsetName(b.Prefix), ipsetEntry(b.Prefix), to)
 	}
 	s.mu.Lock()
@@ -196,6 +199,9 @@ func parseIPSetSave(data []byte) ([]Ban, error) {
 					return nil, fmt.Errorf("entry %s: timeout %q: %w", f[2], f[i+1], err)
 				}
 				b.Timeout = time.Duration(sec) * time.Second
+				if sec == 0 { // a permanent entry
+					b.Timeout = Permanent
+				}
 			}
 		}
 		out = append(out, b)

@@ -221,12 +221,20 @@ func (t *IPTables) applyLocked(ctx context.Context, add map[netip.Prefix]int64, 
 	return errs
 }
 
+// iptForever is the stored end of a permanent rule (9999-12-31T23:59:59Z):
+// the expiry loop never reaches it, and List reports Permanent for it.
+const iptForever int64 = 253402300799
+
 // Add implements Backend.
 func (t *IPTables) Add(ctx context.Context, bans []Ban) error {
 	bans, errs := validBans(bans, t.opts.Prefixes)
 	now := t.now()
 	add := make(map[netip.Prefix]int64, len(bans))
 	for _, b := range bans {
+		if b.Timeout == Permanent {
+			add[b.Prefix] = iptForever
+			continue
+		}
 		add[b.Prefix] = untilSecond(now, b.Timeout)
 	}
 	if len(add) == 0 {
@@ -335,6 +343,9 @@ func (t *IPTables) List(ctx context.Context) ([]Ban, error) {
 		rem := time.Unix(until, 0).Sub(now)
 		if rem <= 0 {
 			continue
+		}
+		if until >= iptForever {
+			rem = Permanent
 		}
 		out = append(out, Ban{Prefix: p, Timeout: rem})
 	}

@@ -447,8 +447,8 @@ func (n *Nftables) plan(prefixes []netip.Prefix, timeouts []time.Duration) []ele
 // send queues ops into batches of bounded size and flushes each batch as one
 // transaction. del selects delete instead of add. On a failed batch, the
 // failed batch's ops are returned for the caller to retry smaller.
-func (n *Nftables) send(ops []elemOp, del bool) (failed []elemOp, err error) {
-	readd := !del && n.legacyRefresh
+func (n *Nftables) send(ops []elemOp, del, forceReadd bool) (failed []elemOp, err error) {
+	readd := !del && (n.legacyRefresh || forceReadd)
 	var batch []elemOp
 	size := 0
 	flush := func() {
@@ -509,18 +509,31 @@ func (n *Nftables) Add(ctx context.Context, bans []Ban) error {
 		return nil
 	}
 	bans, errs := validBans(bans, n.opts.Prefixes)
-	prefixes := make([]netip.Prefix, len(bans))
-	timeouts := make([]time.Duration, len(bans))
-	for i, b := range bans {
-		prefixes[i] = b.Prefix
-		timeouts[i] = max(b.Timeout, time.Millisecond)
+	prefixes := make([]netip.Prefix, 0, len(bans))
+	timeouts := make([]time.Duration, 0, len(bans))
+	var forever []netip.Prefix
+	for _, b := range bans {
+		if b.Timeout == Permanent {
+			forever = append(forever, b.Prefix)
+			continue
+		}
+		prefixes = append(prefixes, b.Prefix)
+		timeouts = append(timeouts, max(b.Timeout, time.Millisecond))
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	failed, err := n.send(n.plan(prefixes, timeouts), false)
+	failed, err := n.send(n.plan(prefixes, timeouts), false, false)
+	if len(forever) > 0 {
+		// Permanent: elements without a timeout (they never expire in a
+		// set with the timeout flag). A re-add without a timeout leaves a
+		// present element's timeout as it was on every kernel, so these
+		// are added, deleted and added again in one transaction.
+		f, e := n.send(n.plan(forever, make([]time.Duration, len(forever))), false, true)
+		failed, err = append(failed, f...), errors.Join(err, e)
+	}
 	if err != nil {
 		n.log.Warn("nftables: batch refused, retrying entry by entry", "entries", countBans(failed), "err", err)
 		errs = errors.Join(errs, n.retryOneByOne(failed, false))
@@ -549,7 +562,7 @@ func (n *Nftables) retryOneByOne(ops []elemOp, del bool) error {
 		for i, p := range op.bans {
 			left--
 			single := n.plan([]netip.Prefix{p}, []time.Duration{op.tos[i]})
-			_, err := n.send(single, del)
+			_, err := n.send(single, del, !del && op.tos[i] == 0)
 			if err != nil && !del && op.set.Interval && errors.Is(err, syscall.EEXIST) {
 				// Overlaps an interval already there (a /64 inside a /48,
 				// or a /48 over a /64): never an error.
@@ -642,7 +655,7 @@ func (n *Nftables) readdCoveredLocked() error {
 			tos = append(tos, until.Sub(now))
 		}
 	}
-	failed, err := n.send(n.plan(ps, tos), false)
+	failed, err := n.send(n.plan(ps, tos), false, false)
 	if err != nil {
 		return n.retryOneByOne(failed, false)
 	}
@@ -678,7 +691,7 @@ func (n *Nftables) Delete(ctx context.Context, prefixes []netip.Prefix) (errs er
 			errs = errors.Join(errs, fmt.Errorf("nftables: adding back covered prefixes: %w", err))
 		}
 	}()
-	failed, err := n.send(n.plan(ps, nil), true)
+	failed, err := n.send(n.plan(ps, nil), true, false)
 	if err != nil {
 		// Usually: some entry was absent (expired meanwhile). Delete only
 		// what is there, by reading the sets once.
@@ -698,7 +711,7 @@ func (n *Nftables) Delete(ctx context.Context, prefixes []netip.Prefix) (errs er
 				}
 			}
 		}
-		if failed2, err2 := n.send(n.plan(keep, nil), true); err2 != nil {
+		if failed2, err2 := n.send(n.plan(keep, nil), true, false); err2 != nil {
 			errs = errors.Join(errs, n.retryOneByOne(failed2, true))
 		}
 	}
@@ -732,10 +745,19 @@ func (n *Nftables) listLocked() ([]Ban, error) {
 			if !ok {
 				continue
 			}
-			out = append(out, Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: e.Expires})
+			out = append(out, Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: elemRemaining(e)})
 		}
 	}
 	return out, nil
+}
+
+// elemRemaining is an element's time left: Permanent for one without a
+// timeout.
+func elemRemaining(e nftables.SetElement) time.Duration {
+	if e.Timeout == 0 && e.Expires == 0 && !e.IntervalEnd {
+		return Permanent
+	}
+	return e.Expires
 }
 
 // intervalsToBans pairs interval starts with their ends. The kernel's
@@ -752,7 +774,7 @@ func intervalsToBans(els []nftables.SetElement) []Ban {
 		if !ok {
 			continue
 		}
-		evs = append(evs, ev{a, e.IntervalEnd, e.Expires})
+		evs = append(evs, ev{a, e.IntervalEnd, elemRemaining(e)})
 	}
 	sort.Slice(evs, func(i, j int) bool {
 		if c := evs[i].a.Compare(evs[j].a); c != 0 {

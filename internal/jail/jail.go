@@ -699,14 +699,27 @@ func (j *Jail) decide(e *entry, now int64, total int, addr netip.Addr) Decision 
 	return d
 }
 
+// Permanent as BanTime (`bantime: permanent`) makes every ban of the jail
+// permanent; as MaxBanTime it lets increments grow without a cap until a
+// ban reaches it. It is the largest duration (the value of
+// config.Permanent, store.Permanent and firewall.Permanent); the daemon
+// gives such a ban no kernel timeout.
+const Permanent time.Duration = math.MaxInt64
+
 // banDuration is BanTime * Increment^prior, capped at MaxBanTime.
 func (j *Jail) banDuration(prior int) time.Duration {
+	if j.cfg.BanTime >= Permanent {
+		return Permanent
+	}
 	d := float64(j.cfg.BanTime)
 	for range prior {
 		d *= j.cfg.Increment
 		if d >= float64(j.cfg.MaxBanTime) {
 			return j.cfg.MaxBanTime
 		}
+	}
+	if d >= float64(Permanent) { // beyond int64: the conversion would wrap
+		return j.cfg.MaxBanTime
 	}
 	return min(time.Duration(d), j.cfg.MaxBanTime)
 }

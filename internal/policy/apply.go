@@ -39,6 +39,8 @@ func PlanText(cfg *Config) (string, error) {
 type Kernel struct {
 	Netns string
 	Log   *slog.Logger
+	// Proc is where /proc is ("" = /proc): tests give a fake tree.
+	Proc string
 }
 
 func (k Kernel) command(ctx context.Context, name string, args ...string) *exec.Cmd {
@@ -132,7 +134,11 @@ func (k Kernel) Canonical(ctx context.Context, script string) (string, error) {
 
 // LiveSessions finds administrator sessions: SSH_CONNECTION (unless the
 // kernel is a namespace: the variable describes the host) and established
-// TCP connections to the SSH ports in /proc/net/tcp{,6}.
+// TCP connections in /proc/net/tcp{,6} to the SSH ports: those given (the
+// configured one), and those sshd really listens on (its listening
+// sockets, found through /proc/<pid>/fd, or `ss -Hltnp`), so that an SSH
+// on a port the configuration does not name is seen even without
+// SSH_CONNECTION (sudo's env_reset drops it).
 func (k Kernel) LiveSessions(ctx context.Context, sshConnection string, ports ...uint16) []Session {
 	var out []Session
 	if k.Netns == "" {
@@ -141,7 +147,9 @@ func (k Kernel) LiveSessions(ctx context.Context, sshConnection string, ports ..
 			ports = append(ports, s.Port)
 		}
 	}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	ports = append(ports, k.sshdPorts(ctx)...)
+	proc := k.proc()
+	for _, f := range []string{proc + "/net/tcp", proc + "/net/tcp6"} {
 		data, err := k.ReadFile(ctx, f)
 		if err != nil {
 			continue

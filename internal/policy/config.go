@@ -183,6 +183,41 @@ type Trusted struct {
 	Networks   []netip.Prefix
 	Interfaces []string
 	Allowlist  []netip.Prefix // from the top-level allowlist when TrustAllowlist
+	// SIP are trusted for SIP only: exempt from the SIP rate limits and the
+	// SIP scanner guard, on the SIP ports. It is the daemon's allowlist
+	// (the allowlist, the host's addresses and the Asterisk trunks that
+	// allowlist_asterisk_trunks reads from pjsip.conf/sip.conf/iax.conf),
+	// so that the carrier the daemon never bans is never throttled either.
+	// Filled by the caller (pbxguard firewall plan/apply), not from YAML.
+	SIP []Origin
+}
+
+// Origin is a trusted prefix and where it came from (a file:line and
+// what), shown in the plan.
+type Origin struct {
+	Prefix netip.Prefix
+	From   string
+}
+
+// SIPPrefixes returns Trusted.SIP's prefixes without those another entry
+// covers (an nftables interval set refuses overlaps), in their order.
+func (t Trusted) SIPPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for i, o := range t.SIP {
+		p := o.Prefix.Masked()
+		covered := false
+		for j, q := range t.SIP {
+			qm := q.Prefix.Masked()
+			if i != j && qm.Bits() <= p.Bits() && qm.Contains(p.Addr()) && (qm.Bits() < p.Bits() || j < i) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Prefixes returns every trusted address and network as prefixes.

@@ -99,6 +99,21 @@ func IPTables(cfg *Config, family string) (string, error) {
 		add("fragments", "IPv4 fragment (only matches where conntrack does not reassemble first; nftables drops them before reassembly)", "-f", "DROP")
 	}
 	add("ct-invalid", "conntrack cannot place the packet in any connection", "-m conntrack --ctstate INVALID", "DROP")
+	if s := cfg.Services.SIP; s.Enabled {
+		for _, p := range cfg.Trusted.SIPPrefixes() {
+			if p.Addr().Is4() == v6 {
+				continue
+			}
+			if len(s.UDP) > 0 {
+				add("sip-trusted-udp", "SIP from the allowlist and the Asterisk trunks: exempt from the SIP rate limit and scanner guard",
+					"-s "+p.String()+" -p udp "+iptPorts(s.UDP), "ACCEPT")
+			}
+			if len(s.TCP) > 0 {
+				add("sip-trusted-tcp", "SIP TCP/TLS from the allowlist and the Asterisk trunks: exempt from the SIP rate limit",
+					"-s "+p.String()+" -p tcp "+iptPorts(s.TCP), "ACCEPT")
+			}
+		}
+	}
 	if cfg.PortScan.Enabled {
 		add("portscan-ban", "source caught port scanning: dropped for "+nftDuration(cfg.PortScan.Ban),
 			fmt.Sprintf("-m recent --name pbxguard-portscan --rcheck --seconds %d", secs(cfg.PortScan.Ban)), "DROP")

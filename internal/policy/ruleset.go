@@ -254,13 +254,40 @@ func Compile(cfg *Config) (*Ruleset, error) {
 	}
 	b.add("ct-invalid", "conntrack cannot place the packet in any connection: drop it", "ct state invalid", "drop")
 
+	sip := cfg.Services.SIP
+	if sip.Enabled && len(t.SIP) > 0 {
+		sv4, sv6 := splitFamilies(t.SIPPrefixes())
+		for i, el := range [][]string{sv4, sv6} {
+			f := fams[i]
+			if len(el) == 0 {
+				continue
+			}
+			var notes []string
+			for _, o := range t.SIP {
+				if o.Prefix.Addr().Is4() == (f.suffix == "4") {
+					notes = append(notes, fmt.Sprintf("  %s: %s", o.Prefix, oneLine(o.From)))
+				}
+			}
+			b.set(Set{Name: "sip_trusted" + f.suffix, Type: map[string]string{"4": "ipv4_addr", "6": "ipv6_addr"}[f.suffix], Flags: []string{"interval"}, Elements: el,
+				Why:   "the daemon's allowlist (allowlist, host addresses, Asterisk trunks): SIP never rate-limited",
+				Notes: append([]string{"where each entry comes from:"}, notes...)})
+			if len(sip.UDP) > 0 {
+				b.add("sip-trusted-udp"+f.suffix, "SIP from the allowlist and the Asterisk trunks: exempt from the SIP rate limit and scanner guard",
+					fmt.Sprintf("%s @sip_trusted%s udp dport %s", f.saddr, f.suffix, nftPorts(sip.UDP)), "accept")
+			}
+			if len(sip.TCP) > 0 {
+				b.add("sip-trusted-tcp"+f.suffix, "SIP TCP/TLS from the allowlist and the Asterisk trunks: exempt from the SIP rate limit",
+					fmt.Sprintf("%s @sip_trusted%s tcp dport %s", f.saddr, f.suffix, nftPorts(sip.TCP)), "accept")
+			}
+		}
+	}
+
 	if cfg.PortScan.Enabled {
 		b.dynSets("portscan_ban", cfg.PortScan.Ban, "sources caught port scanning (filled by the portscan rules)")
 		for _, f := range fams {
 			b.add("portscan-ban"+f.suffix, fmt.Sprintf("source caught port scanning: dropped for %s", nftDuration(cfg.PortScan.Ban)), f.saddr+" @portscan_ban"+f.suffix, "drop")
 		}
 	}
-	sip := cfg.Services.SIP
 	scanner := cfg.SIPScanner.Enabled && sip.Enabled && len(sip.UDP) > 0 && len(cfg.SIPScanner.UserAgents) > 0
 	if scanner {
 		b.dynSets("sipscan_ban", cfg.SIPScanner.Ban, "sources that sent a SIP scanner User-Agent")
@@ -416,6 +443,16 @@ func (b *builder) service(s Service) {
 			b.add(s.Name+sfx+"-closed", what+" closed to sources not in its from: list", m, "drop")
 		}
 	}
+}
+
+// oneLine keeps a note on its line: control characters become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // NFT renders the ruleset as one `nft -f` transaction: the table is

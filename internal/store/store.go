@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -78,8 +79,35 @@ type Ban struct {
 	Count  int // how many times this address has been banned, this one included
 }
 
-// Remaining is the time left at now (0 when expired).
+// Forever is the Until of a permanent ban. The bans table stores it as
+// the largest int64 (9223372036854775807 ns, 2262-04-11T23:47:16Z): no
+// other ban ends that late (ban durations are capped far below), it sorts
+// after every real end (so "until > now" keeps it active and the
+// longest-ban-wins upsert keeps it), and it never expires.
+var Forever = time.Unix(0, math.MaxInt64)
+
+// Permanent is what Remaining returns for a permanent ban: the largest
+// duration, the same value as firewall.Permanent (no kernel timeout) and
+// jail/config's permanent bantime.
+const Permanent time.Duration = math.MaxInt64
+
+// Permanent reports whether the ban never ends.
+func (b Ban) Permanent() bool { return !b.Until.Before(Forever) }
+
+// untilNanos is Until as stored: Forever (or later) is the sentinel.
+func untilNanos(t time.Time) int64 {
+	if !t.Before(Forever) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// Remaining is the time left at now (0 when expired, Permanent for a
+// permanent ban).
 func (b Ban) Remaining(now time.Time) time.Duration {
+	if b.Permanent() {
+		return Permanent
+	}
 	if d := b.Until.Sub(now); d > 0 {
 		return d
 	}
@@ -257,7 +285,11 @@ func (s *Store) PriorBans(addr netip.Addr) int {
 }
 
 // AddBans records bans (active, and in history) in one transaction. A ban
-// for a prefix already active replaces it.
+// for a prefix already active only ever extends it: the active row keeps
+// the later end (MAX of both untils); its jail, reason, address and since
+// are those of the ban that ends later (on a tie, the one already there),
+// its count the higher. History records every ban as given. Only
+// RemoveBans (unban) shortens a ban.
 func (s *Store) AddBans(ctx context.Context, bans []Ban) error {
 	if len(bans) == 0 {
 		return nil
@@ -268,8 +300,13 @@ func (s *Store) AddBans(ctx context.Context, bans []Ban) error {
 	}
 	defer tx.Rollback()
 	up, err := tx.PrepareContext(ctx, `INSERT INTO bans(prefix, addr, jail, reason, since, until, count) VALUES(?,?,?,?,?,?,?)
-		ON CONFLICT(prefix) DO UPDATE SET addr=excluded.addr, jail=excluded.jail, reason=excluded.reason,
-		since=excluded.since, until=excluded.until, count=excluded.count`)
+		ON CONFLICT(prefix) DO UPDATE SET
+		addr   = CASE WHEN excluded.until > bans.until THEN excluded.addr ELSE bans.addr END,
+		jail   = CASE WHEN excluded.until > bans.until THEN excluded.jail ELSE bans.jail END,
+		reason = CASE WHEN excluded.until > bans.until THEN excluded.reason ELSE bans.reason END,
+		since  = CASE WHEN excluded.until > bans.until THEN excluded.since ELSE bans.since END,
+		until  = MAX(bans.until, excluded.until),
+		count  = MAX(bans.count, excluded.count)`)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -284,10 +321,10 @@ func (s *Store) AddBans(ctx context.Context, bans []Ban) error {
 		if !addr.IsValid() {
 			addr = b.Prefix.Addr()
 		}
-		if _, err := up.ExecContext(ctx, b.Prefix.String(), addr.String(), b.Jail, b.Reason, b.Since.UnixNano(), b.Until.UnixNano(), b.Count); err != nil {
+		if _, err := up.ExecContext(ctx, b.Prefix.String(), addr.String(), b.Jail, b.Reason, b.Since.UnixNano(), untilNanos(b.Until), b.Count); err != nil {
 			return fmt.Errorf("store: saving ban %s: %w", b.Prefix, err)
 		}
-		if _, err := hist.ExecContext(ctx, b.Prefix.String(), addr.String(), b.Jail, b.Reason, b.Since.UnixNano(), b.Until.UnixNano()); err != nil {
+		if _, err := hist.ExecContext(ctx, b.Prefix.String(), addr.String(), b.Jail, b.Reason, b.Since.UnixNano(), untilNanos(b.Until)); err != nil {
 			return fmt.Errorf("store: saving ban history %s: %w", b.Prefix, err)
 		}
 	}
