@@ -124,7 +124,25 @@ func startDaemon(t *testing.T, ns *Netns, dir, cfg string) *daemonProc {
 	go func() { d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() { d.stop(); t.Logf("daemon log (tail):\n%s", tail(d.out.String(), 40)) })
 	d.waitReady(10 * time.Second)
+	d.waitFollowing(cfg)
 	return d
+}
+
+// waitFollowing waits (at most 5 s) until the daemon follows every file the
+// config names: a test that appends to a log right after the start must not
+// race the follower's first open, which starts at the end of the file.
+func (d *daemonProc) waitFollowing(cfg string) {
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		return
+	}
+	want := strings.Count(string(data), ".log")
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		out := d.out.String()
+		if strings.Count(out, "source: following")+strings.Count(out, "source: resuming") >= want {
+			return
+		}
+	}
 }
 
 func tail(s string, n int) string {
