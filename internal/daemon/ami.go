@@ -92,6 +92,8 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			if err != nil {
 				return err
 			}
+			d.fraudMon.set(mon) // the AGI decisions read the same engine
+			defer d.fraudMon.set(nil)
 			// The log detectors' auth_success and call_rejected events
 			// teach the monitor where extensions register from and show
 			// unauthenticated calls to international numbers.

@@ -248,6 +248,11 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	if w != nil {
 		workers = append(workers, *w)
 	}
+	if w, err = agiWorker(cfg, log); err != nil {
+		return nil, err
+	} else if w != nil {
+		workers = append(workers, *w)
+	}
 	d, err := New(Options{
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,

@@ -1,0 +1,225 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxguard/pbxguard/internal/agi"
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/fraud"
+)
+
+// monitorSlot is where the AMI worker publishes its fraud monitor, so that
+// the AGI worker decides on the same engine state.
+type monitorSlot struct{ p atomic.Pointer[fraud.Monitor] }
+
+func (s *monitorSlot) set(m *fraud.Monitor) { s.p.Store(m) }
+func (s *monitorSlot) get() *fraud.Monitor  { return s.p.Load() }
+
+// The contract with the dialplan (docs/fraud.md): these two variables.
+const (
+	agiDecisionVar = "PBXGUARD_DECISION"
+	agiReasonVar   = "PBXGUARD_REASON"
+	agiScript      = "outbound"
+)
+
+// agiMetrics count the decisions.
+type agiMetrics struct {
+	decisions *prometheus.CounterVec
+	latency   prometheus.Histogram
+	sessions  *prometheus.CounterVec
+}
+
+func newAGIMetrics(reg *prometheus.Registry) *agiMetrics {
+	m := &agiMetrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pbxguard_agi_decisions_total",
+			Help: "Decisions before the call (FastAGI), by decision (allow, deny) and rule."}, []string{"decision", "rule"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pbxguard_agi_decision_seconds",
+			Help:    "Time from the end of the AGI environment block to the decision sent.",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25}}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pbxguard_agi_sessions_total",
+			Help: "FastAGI sessions by result (ok, hungup, malformed, unknown_script, error)."}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.sessions} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err) // a programming error: two different metrics with one name
+			}
+		}
+	}
+	return m
+}
+
+// agiWorker serves the decision before the call (fraud.agi.listen): the
+// dialplan runs AGI(agi://127.0.0.1:4573/outbound,${EXTEN}) before Dial
+// and branches on PBXGUARD_DECISION. Decisions read the fraud monitor's
+// engine (the AMI worker's) when it is up; denials that are evidence of
+// fraud are contained through that monitor, off the answer's path.
+func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
+	if cfg.Fraud == nil {
+		return nil, nil
+	}
+	settings, err := fraud.ParseSettings(cfg.Fraud)
+	if err != nil {
+		return nil, err
+	}
+	if settings.AGI == nil {
+		return nil, nil
+	}
+	dec, err := settings.Decider(cfg.Audit.TrustedEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	alog := log.With("component", "agi")
+	dc := dec.Config()
+	if !dc.TrustAll && len(dc.Trusted) == 0 {
+		alog.Warn("no endpoint is trusted for international calls: every international, premium and satellite call is denied before Dial " +
+			"(list them in audit.trusted_endpoints or fraud.agi.trusted_endpoints, or set fraud.agi.international: all)")
+	}
+	listen, timeout := settings.AGI.Listen, settings.AGI.Timeout
+	return &Worker{Name: "agi", Run: func(ctx context.Context, d *Daemon) error {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return fmt.Errorf("fraud.agi.listen %s: %w (is another pbxguard or AGI server on it? change fraud.agi.listen and the dialplan's agi:// address)", listen, err)
+		}
+		h := &agiHandler{dec: dec, slot: &d.fraudMon, log: alog, m: newAGIMetrics(d.metrics.Registry),
+			contain: make(chan fraud.Finding, 64)}
+		go h.containLoop(ctx)
+		srv := &agi.Server{Handler: h.serve, Timeout: timeout, Log: alog}
+		alog.Info("AGI decision server started", "listen", ln.Addr().String(), "trusted", dc.Trusted, "trust_all", dc.TrustAll,
+			"new_address", dc.NewAddress, "intl_per_window", dc.IntlPerWindow, "calls_per_window", dc.CallsPerWindow, "spend_per_window", dc.SpendPerWindow)
+		return srv.Serve(ctx, ln)
+	}}, nil
+}
+
+type agiHandler struct {
+	dec     *fraud.Decider
+	slot    *monitorSlot
+	log     *slog.Logger
+	m       *agiMetrics
+	contain chan fraud.Finding
+	mon     atomic.Pointer[fraud.Monitor] // the monitor the decider reads now
+}
+
+// attach points the decider at the current monitor.
+func (h *agiHandler) attach() *fraud.Monitor {
+	m := h.slot.get()
+	if h.mon.Swap(m) != m {
+		if m == nil {
+			h.dec.SetState(nil)
+		} else {
+			h.dec.SetState(m)
+		}
+	}
+	return m
+}
+
+// requestAddr reads the optional second argument: the caller's transport
+// address as ${CHANNEL(pjsip,remote_addr)} gives it ("198.51.100.21:5060",
+// "[2001:db8::1]:5060"), or a bare address.
+func requestAddr(s string) netip.Addr {
+	s = strings.TrimSpace(s)
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(strings.Trim(s, "[]"))
+	return a.Unmap()
+}
+
+func (h *agiHandler) serve(ctx context.Context, r *agi.Request, s *agi.Session) {
+	start := time.Now()
+	mon := h.attach()
+	req := fraud.DecideRequest{Channel: r.Channel, Dialled: r.Arg(1), Addr: requestAddr(r.Arg(2)), UniqueID: r.UniqueID}
+	if r.Err != nil {
+		req.Malformed = r.Err.Error()
+	}
+	var d fraud.Decision
+	if script, _, _ := strings.Cut(r.Script, "?"); script != agiScript {
+		d = fraud.Decision{Time: start, Rule: "unknown_script", Channel: r.Channel, Dialled: req.Dialled,
+			Reason: fmt.Sprintf("unknown AGI script %q: call agi://host:port/%s", r.Script, agiScript)}
+		h.m.sessions.WithLabelValues("unknown_script").Inc()
+	} else {
+		d = h.dec.Decide(req, start)
+		if !d.Allow && d.Rule == fraud.DecideLocked && mon != nil {
+			// Unlocked by hand since (another process deleted the AstDB key)?
+			lctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			still := mon.StillLocked(lctx, d.Extension)
+			cancel()
+			if !still {
+				h.dec.Release(d.Extension)
+				d = h.dec.Decide(req, time.Now())
+			}
+		}
+	}
+	err := s.SetVariable(agiDecisionVar, d.Value())
+	var re *agi.ReplyError
+	if errors.As(err, &re) && d.Allow {
+		// A line that is no reply: the environment block went on past its
+		// blank line (a newline in a value). Take the allow back.
+		d = fraud.Decision{Time: start, Rule: fraud.DecideMalformed, Channel: r.Channel, Dialled: req.Dialled,
+			Reason: "the AGI request was not whole (a newline in a value?)", Evidence: []string{re.Error()}}
+		err = s.SetVariable(agiDecisionVar, d.Value())
+	}
+	if err == nil {
+		err = s.SetVariable(agiReasonVar, d.ReasonValue())
+	}
+	took := time.Since(start)
+	h.m.latency.Observe(took.Seconds())
+	h.m.decisions.WithLabelValues(d.Value(), string(d.Rule)).Inc()
+	result := "ok"
+	switch {
+	case s.HungUp():
+		result = "hungup"
+	case err != nil:
+		result = "error"
+	case r.Err != nil:
+		result = "malformed"
+	}
+	h.m.sessions.WithLabelValues(result).Inc()
+	lvl := slog.LevelInfo
+	if !d.Allow {
+		lvl = slog.LevelWarn
+	}
+	// Every value below may be attacker text: slog quotes it.
+	h.log.Log(ctx, lvl, "agi decision", "decision", d.Value(), "rule", string(d.Rule), "extension", d.Extension,
+		"channel", d.Channel, "uniqueid", d.UniqueID, "dialled", d.Dialled, "e164", d.E164, "country", d.Country,
+		"addr", d.Addr, "reason", d.Reason, "evidence", d.Evidence, "took_us", took.Microseconds(), "sent", err == nil, "err", err)
+	if d.Finding != nil {
+		select {
+		case h.contain <- *d.Finding:
+		default:
+			h.log.Error("agi: containment queue full; the denial stands but this finding is not contained", "extension", d.Extension, "rule", d.Finding.Rule)
+		}
+	}
+}
+
+// containLoop hands denials' findings to the monitor (hang-up, lock, ban,
+// alert, incident), one at a time, never on an AGI answer's path.
+func (h *agiHandler) containLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-h.contain:
+			mon := h.slot.get()
+			if mon == nil {
+				h.log.Error("agi: fraud denial not contained: the AMI monitor is not running (check fraud.ami); the extension is held by the decision server for one window",
+					"extension", f.Extension, "rule", f.Rule, "reason", f.Reason)
+				continue
+			}
+			for _, inc := range mon.ContainDecision(ctx, f) {
+				h.log.Warn("agi: fraud denial contained", "incident", inc.ID, "rule", inc.Rule, "extension", inc.Extension, "addrs", inc.Addrs, "actions", len(inc.Actions))
+			}
+		}
+	}
+}
