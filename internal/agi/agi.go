@@ -230,8 +230,9 @@ func (s *Session) readEnv(req *Request) error {
 	// Asterisk sends nothing after the blank line until it gets a command:
 	// bytes already there were part of a value (a newline inside the
 	// dialled number or the caller name).
-	if s.r.Buffered() > 0 {
+	if n := s.r.Buffered(); n > 0 {
 		mark("bytes after the end of the environment block")
+		_, _ = s.r.Discard(n) // the rest of that value: junk, not replies
 	}
 	if len(malformed) > 0 {
 		req.Err = errors.New("agi: malformed environment block: " + strings.Join(malformed, "; "))
