@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -109,6 +110,28 @@ type agiHandler struct {
 	m       *agiMetrics
 	contain chan fraud.Finding
 	mon     atomic.Pointer[fraud.Monitor] // the monitor the decider reads now
+
+	lockMu      sync.Mutex
+	lockChecked map[string]time.Time // ext → last AstDB check of its lock
+}
+
+// lockCheckEvery: a locked extension's AstDB key is asked for at most
+// this often (an attacker's burst costs one AMI round trip per interval,
+// not one per call); an unlock is noticed within it.
+const lockCheckEvery = time.Second
+
+// lockCheckDue reports whether ext's lock should be asked for now.
+func (h *agiHandler) lockCheckDue(ext string, now time.Time) bool {
+	h.lockMu.Lock()
+	defer h.lockMu.Unlock()
+	if last, ok := h.lockChecked[ext]; ok && now.Sub(last) < lockCheckEvery {
+		return false
+	}
+	if h.lockChecked == nil || len(h.lockChecked) >= 4096 {
+		h.lockChecked = map[string]time.Time{}
+	}
+	h.lockChecked[ext] = now
+	return true
 }
 
 // attach points the decider at the current monitor.
@@ -150,7 +173,7 @@ func (h *agiHandler) serve(ctx context.Context, r *agi.Request, s *agi.Session) 
 		h.m.sessions.WithLabelValues("unknown_script").Inc()
 	} else {
 		d = h.dec.Decide(req, start)
-		if !d.Allow && d.Rule == fraud.DecideLocked && mon != nil {
+		if !d.Allow && d.Rule == fraud.DecideLocked && mon != nil && h.lockCheckDue(d.Extension, start) {
 			// Unlocked by hand since (another process deleted the AstDB key)?
 			lctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			still := mon.StillLocked(lctx, d.Extension)

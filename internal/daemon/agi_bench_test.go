@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pbxguard/pbxguard/internal/agi"
+	"github.com/pbxguard/pbxguard/internal/fraud"
+)
+
+// BenchmarkAGIDecision1000rps: FastAGI sessions on loopback, started at
+// 1,000 per second (one every millisecond, whatever the previous ones do),
+// through the daemon's handler (decider, monitor state, metrics, a JSON
+// log line per decision). Each session's latency is from the environment
+// block written to PBXGUARD_DECISION read; p50/p99/max are reported.
+//
+//	go test -run XXX -bench AGIDecision1000rps -benchtime 5000x ./internal/daemon/
+func BenchmarkAGIDecision1000rps(b *testing.B) {
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte("country: US\ntrunks: [carrier]\nagi: {listen: \"127.0.0.1:4573\"}\n"), &node); err != nil {
+		b.Fatal(err)
+	}
+	set, err := fraud.ParseSettings(node.Content[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var trusted []string
+	for i := 0; i < 200; i += 2 {
+		trusted = append(trusted, fmt.Sprint(1000+i))
+	}
+	dec, err := set.Decider(trusted)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mon, err := fraud.NewMonitor(set, fraud.Deps{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := &agiHandler{dec: dec, slot: &monitorSlot{}, log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		m: newAGIMetrics(prometheus.NewRegistry()), contain: make(chan fraud.Finding, 64)}
+	h.slot.set(mon)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.containLoop(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &agi.Server{Handler: h.serve, Timeout: 2 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	addr := ln.Addr().String()
+	nums := []string{"2125550142", "011442079460349", "00442079460349", "0033170189999", "13125550123", "1002", "+442079460614", "0088213674923"}
+
+	lat := make([]time.Duration, b.N)
+	errs := make([]error, b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * time.Millisecond)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			lat[i], errs[i] = benchSession(addr, fmt.Sprintf("PJSIP/%d-%08x", 1000+i%200, i), nums[i%len(nums)])
+		}(i)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	<-served
+	for i, err := range errs {
+		if err != nil {
+			b.Fatalf("session %d: %v", i, err)
+		}
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+}
+
+func benchSession(addr, channel, num string) (time.Duration, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	env := "agi_network: yes\nagi_network_script: outbound\nagi_request: agi://" + addr + "/outbound\nagi_channel: " + channel +
+		"\nagi_uniqueid: 1795579390.6\nagi_callerid: 1004\nagi_context: outbound\nagi_extension: " + num + "\nagi_arg_1: " + num + "\n\n"
+	t0 := time.Now()
+	if _, err := io.WriteString(c, env); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReader(c)
+	var took time.Duration
+	for {
+		line, err := br.ReadString('\n')
+		if err == io.EOF && line == "" {
+			if took == 0 {
+				return 0, fmt.Errorf("closed without a decision")
+			}
+			return took, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if took == 0 {
+			if !strings.HasPrefix(line, "SET VARIABLE PBXGUARD_DECISION ") {
+				return 0, fmt.Errorf("first command %q", line)
+			}
+			took = time.Since(t0)
+		}
+		if _, err := io.WriteString(c, "200 result=1\n"); err != nil {
+			return 0, err
+		}
+	}
+}
