@@ -134,6 +134,24 @@ func (h *agiHandler) lockCheckDue(ext string, now time.Time) bool {
 	return true
 }
 
+// dialplanSafe keeps PBXGUARD_REASON harmless wherever a dialplan puts it
+// (Log(), an expression, a CDR field): letters, digits, blanks and
+// + - . : / _ @ = stay, every other byte (quotes, commas, $, brackets,
+// braces, parentheses, semicolons, backslashes, non-ASCII) becomes '?'.
+// The reason in full is in the daemon's log.
+func dialplanSafe(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == ' ':
+		case strings.IndexByte("+-.:/_@=", c) >= 0:
+		default:
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
 // attach points the decider at the current monitor.
 func (h *agiHandler) attach() *fraud.Monitor {
 	m := h.slot.get()
@@ -194,7 +212,7 @@ func (h *agiHandler) serve(ctx context.Context, r *agi.Request, s *agi.Session) 
 		err = s.SetVariable(agiDecisionVar, d.Value())
 	}
 	if err == nil {
-		err = s.SetVariable(agiReasonVar, d.ReasonValue())
+		err = s.SetVariable(agiReasonVar, dialplanSafe(d.ReasonValue()))
 	}
 	took := time.Since(start)
 	h.m.latency.Observe(took.Seconds())

@@ -258,6 +258,18 @@ func TestAGIWorkerDecidesOnTheMonitorsState(t *testing.T) {
 	})
 }
 
+func TestDialplanSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"untrusted_endpoint: 1005 is not trusted for international calls (trusted_endpoints)":               "untrusted_endpoint: 1005 is not trusted for international calls ?trusted_endpoints?",
+		`prefix_guessing: +442079460349 dialled with 2 prefixes within 10m0s (011442079460349, 0044"${X}")`: "prefix_guessing: +442079460349 dialled with 2 prefixes within 10m0s ?011442079460349? 0044???X???",
+		"a,b;c\\d[e]é": "a?b?c?d?e???",
+	} {
+		if got := dialplanSafe(in); got != want {
+			t.Errorf("dialplanSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestAGIWorkerNotConfigured(t *testing.T) {
 	var node yaml.Node
 	_ = yaml.Unmarshal([]byte("country: US\n"), &node)
