@@ -23,8 +23,9 @@ import (
 // BenchmarkAGIDecision1000rps: FastAGI sessions on loopback, started at
 // 1,000 per second (one every millisecond, whatever the previous ones do),
 // through the daemon's handler (decider, monitor state, metrics, a JSON
-// log line per decision). Each session's latency is from the environment
-// block written to PBXGUARD_DECISION read; p50/p99/max are reported.
+// log line per decision). The decision latency is from the environment
+// block written to PBXGUARD_DECISION read (p50/p99/max); session-p99 is
+// connect to close, what the channel waits in all.
 //
 //	go test -run XXX -bench AGIDecision1000rps -benchtime 5000x ./internal/daemon/
 func BenchmarkAGIDecision1000rps(b *testing.B) {
@@ -65,6 +66,7 @@ func BenchmarkAGIDecision1000rps(b *testing.B) {
 	nums := []string{"2125550142", "011442079460349", "00442079460349", "0033170189999", "13125550123", "1002", "+442079460614", "0088213674923"}
 
 	lat := make([]time.Duration, b.N)
+	whole := make([]time.Duration, b.N)
 	errs := make([]error, b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
@@ -76,7 +78,9 @@ func BenchmarkAGIDecision1000rps(b *testing.B) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
+			t0 := time.Now()
 			lat[i], errs[i] = benchSession(addr, fmt.Sprintf("PJSIP/%d-%08x", 1000+i%200, i), nums[i%len(nums)])
+			whole[i] = time.Since(t0)
 		}(i)
 	}
 	wg.Wait()
@@ -90,12 +94,14 @@ func BenchmarkAGIDecision1000rps(b *testing.B) {
 		}
 	}
 	slices.Sort(lat)
-	q := func(p float64) float64 {
-		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	slices.Sort(whole)
+	q := func(l []time.Duration, p float64) float64 {
+		return float64(l[min(len(l)-1, int(p*float64(len(l))))].Microseconds()) / 1000
 	}
-	b.ReportMetric(q(0.50), "p50-ms")
-	b.ReportMetric(q(0.99), "p99-ms")
-	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(q(lat, 0.50), "p50-ms")
+	b.ReportMetric(q(lat, 0.99), "p99-ms")
+	b.ReportMetric(q(lat, 1), "max-ms")
+	b.ReportMetric(q(whole, 0.99), "session-p99-ms")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
 }
 
