@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,16 +16,53 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxguard/pbxguard/internal/agi"
+	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/fraud"
 )
 
 // monitorSlot is where the AMI worker publishes its fraud monitor, so that
-// the AGI worker decides on the same engine state.
-type monitorSlot struct{ p atomic.Pointer[fraud.Monitor] }
+// the AGI worker decides on the same engine state, and where the AGI worker
+// publishes its decider, so that the AMI worker's authentications (AMI
+// SuccessfulAuth, the log's auth_success) teach it each extension's
+// addresses.
+type monitorSlot struct {
+	p   atomic.Pointer[fraud.Monitor]
+	dec atomic.Pointer[fraud.Decider]
+}
 
 func (s *monitorSlot) set(m *fraud.Monitor) { s.p.Store(m) }
 func (s *monitorSlot) get() *fraud.Monitor  { return s.p.Load() }
+
+// observeEvent hands a log auth_success of an extension to the decider.
+func (s *monitorSlot) observeEvent(ev event.Event) {
+	dec := s.dec.Load()
+	if dec == nil || ev.Kind != event.AuthSuccess || ev.Account == "" || !ev.Addr.IsValid() {
+		return
+	}
+	switch ev.Service {
+	case event.ServicePJSIP, event.ServiceSIP, event.ServiceIAX2, event.ServiceUnknown:
+		dec.ObserveAuth(ev.Account, ev.Addr, time.Now())
+	}
+}
+
+// observeMessage hands an AMI SuccessfulAuth of an extension to the decider.
+func (s *monitorSlot) observeMessage(m *ami.Message) {
+	dec := s.dec.Load()
+	if dec == nil || m.Event() != "SuccessfulAuth" {
+		return
+	}
+	switch strings.ToUpper(m.Get("Service")) {
+	case "PJSIP", "SIP", "IAX2":
+	default:
+		return // an AMI login names no extension
+	}
+	if a, ok := calls.ParseSecurityAddr(m.Get("RemoteAddress")); ok {
+		dec.ObserveAuth(m.Get("AccountID"), a, time.Now())
+	}
+}
 
 // The contract with the dialplan (docs/fraud.md): these two variables.
 const (
@@ -95,6 +133,8 @@ func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
 		}
 		h := &agiHandler{dec: dec, slot: &d.fraudMon, log: alog, m: newAGIMetrics(d.metrics.Registry),
 			contain: make(chan fraud.Finding, 64)}
+		d.fraudMon.dec.Store(dec)
+		defer d.fraudMon.dec.Store(nil)
 		go h.containLoop(ctx)
 		srv := &agi.Server{Handler: h.serve, Timeout: timeout, Log: alog}
 		alog.Info("AGI decision server started", "listen", ln.Addr().String(), "trusted", dc.Trusted, "trust_all", dc.TrustAll,
@@ -259,6 +299,9 @@ func (h *agiHandler) containLoop(ctx context.Context) {
 				continue
 			}
 			for _, inc := range mon.ContainDecision(ctx, f) {
+				if slices.ContainsFunc(inc.Actions, func(a fraud.Action) bool { return a.Kind == "lock" }) {
+					h.dec.MarkContained(inc.Extension, f.Time)
+				}
 				h.log.Warn("agi: fraud denial contained", "incident", inc.ID, "rule", inc.Rule, "extension", inc.Extension, "addrs", inc.Addrs, "actions", len(inc.Actions))
 			}
 		}

@@ -223,6 +223,7 @@ func TestAGIWorkerDecidesOnTheMonitorsState(t *testing.T) {
 		}
 	}
 	waitFor(t, "the attacker banned through the monitor", func() bool { _, ok := fw.has("203.0.113.177/32"); return ok })
+	waitFor(t, "the monitor's containment over", func() bool { v, ok := d.fraudMon.get().DecideView("1004"); return ok && v.Contained })
 	v := askAGI(t, listen, "PJSIP/1004-0000000b", "2125550142")
 	if v["PBXGUARD_DECISION"] != "deny" || !strings.HasPrefix(v["PBXGUARD_REASON"], "locked_extension: ") {
 		t.Errorf("1004 after containment: %v", v)

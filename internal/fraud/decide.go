@@ -112,11 +112,12 @@ type DecideConfig struct {
 	Trusted []string
 	// Trunks are never judged (fraud.trunks).
 	Trunks []string
-	// NewAddress denies international calls from an address the extension
-	// was never seen calling from (once it has a history).
+	// NewAddress denies international calls from an address new for the
+	// extension: first seen (authenticating, or placing an allowed call)
+	// less than NewAddressFor ago, unless it is the extension's first
+	// address since the daemon started (its baseline).
 	NewAddress bool
-	// NewAddressFor: an address seen placing calls for this long is no
-	// longer new (24h).
+	// NewAddressFor: an address seen this long ago is no longer new (24h).
 	NewAddressFor time.Duration
 	// Window is the sliding window of the budgets and of prefix guessing
 	// (the engine's window, 10m).
@@ -236,6 +237,17 @@ func (d *Decider) SetState(s DecideState) {
 	d.mu.Lock()
 	d.state = s
 	d.mu.Unlock()
+}
+
+// MarkContained notes that ext was contained (a denial's finding went
+// through the monitor): until the engine's state says otherwise, every call
+// of ext is refused, even when the monitor is too busy to be asked.
+func (d *Decider) MarkContained(ext string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.extState(ext, at); s != nil {
+		s.view.Contained = true
+	}
 }
 
 // Release forgets the Decider's own hold on ext (after "incident unlock").
@@ -402,14 +414,6 @@ func (d *Decider) Decide(req DecideRequest, now time.Time) Decision {
 	if satellite && d.cfg.DenySatellite {
 		return record(deny(DecideSatellite, "satellite/international-network number %s", best.E164))
 	}
-	if risky && d.cfg.NewAddress && addr.IsValid() && len(s.addrs) > 0 && !d.known(s, addr, now) {
-		known := make([]string, 0, len(s.addrs))
-		for _, k := range s.addrs {
-			known = append(known, k.addr.String())
-		}
-		dec.Evidence = append(dec.Evidence, "known addresses of "+ep+": "+strings.Join(known, ", "))
-		return record(deny(DecideNewAddress, "%s call from %s, an address %s never called from before", what, addr, ep))
-	}
 	// Prefix guessing: this number through another prefix, just now.
 	if readable && best.International {
 		forms := []string{best.Prefix}
@@ -428,6 +432,18 @@ func (d *Decider) Decide(req DecideRequest, now time.Time) Decision {
 			out := deny(DecidePrefixGuess, "%s dialled with %d prefixes within %s (%s)", best.E164, len(forms), d.cfg.Window, strings.Join(evidence, ", "))
 			return record(d.hold(s, out, RulePrefixGuessing, evidence, now))
 		}
+	}
+	if risky && d.cfg.NewAddress && addr.IsValid() && len(s.addrs) > 0 && !d.known(s, addr, now) {
+		seen := make([]string, 0, len(s.addrs))
+		for _, k := range s.addrs {
+			what := "first seen " + k.first.UTC().Format(time.RFC3339)
+			if k.baseline {
+				what = "baseline"
+			}
+			seen = append(seen, k.addr.String()+" ("+what+")")
+		}
+		dec.Evidence = append(dec.Evidence, "addresses seen for "+ep+": "+strings.Join(seen, ", "))
+		return record(deny(DecideNewAddress, "%s call from %s, an address new for %s (known after %s)", what, addr, ep, d.cfg.NewAddressFor))
 	}
 	// Budgets: calls, international calls, spend, in the window.
 	var n, nIntl int
@@ -528,8 +544,8 @@ func (d *Decider) known(s *decideExt, addr netip.Addr, now time.Time) bool {
 	return false
 }
 
-// learn notes an allowed call from addr. The extension's first address is
-// its baseline.
+// learn notes an authentication or an allowed call from addr. The
+// extension's first address is its baseline.
 func (d *Decider) learn(s *decideExt, addr netip.Addr, now time.Time) {
 	for i := range s.addrs {
 		if s.addrs[i].addr == addr {
@@ -554,14 +570,19 @@ func (d *Decider) learn(s *decideExt, addr netip.Addr, now time.Time) {
 	s.addrs = append(s.addrs, k)
 }
 
-// Learn tells the Decider that ext placed calls from addr at first (for
-// example from the store's history): it is not new from first+NewAddressFor on.
-func (d *Decider) Learn(ext string, addr netip.Addr, first time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.extState(ext, first)
-	if s == nil || !addr.IsValid() {
+// ObserveAuth tells the Decider that ext authenticated from addr at (AMI
+// SuccessfulAuth, the log's auth_success): the address is seen from then
+// on, and known NewAddressFor later. The first address an extension is
+// seen from (since the daemon started) is its baseline, known at once.
+func (d *Decider) ObserveAuth(ext string, addr netip.Addr, at time.Time) {
+	if ext == "" || !addr.IsValid() || d.trunks[ext] {
 		return
 	}
-	d.learn(s, addr.Unmap(), first)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.extState(ext, at)
+	if s == nil {
+		return
+	}
+	d.learn(s, addr.Unmap(), at)
 }

@@ -8,7 +8,7 @@ import (
 // decideWait bounds how long a decision waits for the monitor's lock,
 // which is held while the monitor responds to an incident (AMI round
 // trips): past it the Decider answers from its last view.
-const decideWait = 300 * time.Microsecond
+const decideWait = time.Millisecond
 
 // DecideView implements DecideState: whether the engine contained ext and
 // the address ext last authenticated from (the tracker's, from AMI

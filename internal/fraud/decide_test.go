@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
@@ -207,6 +208,41 @@ func TestDecideIssue11RealUser(t *testing.T) {
 	}
 }
 
+// TestDecideNewAddressFromAuth: the addresses come from authentications
+// (AMI SuccessfulAuth, the log's auth_success): the office registered
+// first (baseline), the attacker's fresh registration is new; its odd
+// second prefix form is prefix guessing even though the first was denied.
+func TestDecideNewAddressFromAuth(t *testing.T) {
+	d := newDecider(t, DecideConfig{Trusted: []string{"1004"}, NewAddress: true})
+	st := &fakeDecideState{views: map[string]StateView{}}
+	d.SetState(st)
+	office, attacker := netip.MustParseAddr("198.51.100.22"), netip.MustParseAddr("203.0.113.177")
+	d.ObserveAuth("1004", office, dt0.Add(-time.Hour))
+	st.views["1004"] = StateView{Addr: office}
+	if got := ask(d, "1004", "011442079460349", 0); !got.Allow {
+		t.Fatalf("the office: %+v", got)
+	}
+	d.ObserveAuth("1004", attacker, dt0.Add(time.Minute))
+	st.views["1004"] = StateView{Addr: attacker}
+	got := ask(d, "1004", "011442079460958", time.Minute+time.Second)
+	if got.Allow || got.Rule != DecideNewAddress || !strings.Contains(strings.Join(got.Evidence, ";"), "198.51.100.22 (baseline)") {
+		t.Fatalf("attacker's first call: %+v", got)
+	}
+	got = ask(d, "1004", "00442079460958", time.Minute+2*time.Second)
+	if got.Allow || got.Rule != DecidePrefixGuess || got.Finding == nil || len(got.Finding.Addrs) != 1 || got.Finding.Addrs[0] != attacker {
+		t.Fatalf("attacker's second form: %+v", got)
+	}
+	// The extension is held (one extension, one password: its international
+	// calls wait for the administrator); its domestic calls go on.
+	st.views["1004"] = StateView{Addr: office}
+	if got := ask(d, "1004", "2125550142", 2*time.Minute); !got.Allow {
+		t.Errorf("domestic call while held: %+v", got)
+	}
+	// A trunk's or an empty authentication teaches nothing.
+	d.ObserveAuth("", office, dt0)
+	d.ObserveAuth("1004", netip.Addr{}, dt0)
+}
+
 // corpusOutbound returns the corpus's outbound calls (CDR rows of the
 // outbound context) in order: extension, channel, dialled, start.
 func corpusOutbound(t testing.TB) [][4]string {
@@ -243,12 +279,43 @@ func corpusOutbound(t testing.TB) [][4]string {
 // France) are never denied.
 func TestDecideCorpusBurst(t *testing.T) {
 	rows := corpusOutbound(t)
+	msgs, err := ami.ReadCapture("../../testdata/corpus/asterisk-20/ami/ami-events.raw.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type auth struct {
+		ext  string
+		addr netip.Addr
+		at   time.Time
+	}
+	var auths []auth
+	for _, m := range msgs {
+		if m.Event() != "SuccessfulAuth" || m.Get("Service") != "PJSIP" {
+			continue
+		}
+		a, ok := calls.ParseSecurityAddr(m.Get("RemoteAddress"))
+		at, ok2 := calls.MessageTime(m, time.UTC)
+		if ok && ok2 {
+			auths = append(auths, auth{m.Get("AccountID"), a, at})
+		}
+	}
+	if len(auths) < 40 {
+		t.Fatalf("%d SuccessfulAuth events in the corpus", len(auths))
+	}
 	for _, tc := range []struct {
 		trusted      []string
+		withAuth     bool // the addresses from the corpus's SuccessfulAuth events
 		allowed1004  int
 		firstAllowed bool
-	}{{[]string{"1001", "1004"}, 1, true}, {[]string{"1001"}, 0, false}} {
+	}{
+		{[]string{"1001", "1004"}, false, 1, true},
+		{[]string{"1001", "1004"}, true, 0, false}, // 1004's first address was the cracker's: the fraudster's is new
+		{[]string{"1001"}, false, 0, false},
+	} {
 		d := newDecider(t, DecideConfig{Trusted: tc.trusted, NewAddress: true})
+		st := &fakeDecideState{views: map[string]StateView{}}
+		d.SetState(st)
+		next := 0
 		var n1004, allowed1004, n1001 int
 		var firstOK bool
 		rules := map[DecisionRule]int{}
@@ -256,6 +323,12 @@ func TestDecideCorpusBurst(t *testing.T) {
 			at, err := time.Parse("2006-01-02 15:04:05", r[3])
 			if err != nil {
 				t.Fatal(err)
+			}
+			for tc.withAuth && next < len(auths) && !auths[next].at.After(at) {
+				a := auths[next]
+				d.ObserveAuth(a.ext, a.addr, a.at)
+				st.views[a.ext] = StateView{Addr: a.addr}
+				next++
 			}
 			got := d.Decide(DecideRequest{Channel: r[1], Dialled: r[2]}, at)
 			switch r[0] {
@@ -275,7 +348,7 @@ func TestDecideCorpusBurst(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("trusted %v: 1004 %d calls, %d allowed (%v); 1001 %d calls", tc.trusted, n1004, allowed1004, rules, n1001)
+		t.Logf("trusted %v, addresses %v: 1004 %d calls, %d allowed (%v); 1001 %d calls", tc.trusted, tc.withAuth, n1004, allowed1004, rules, n1001)
 		if n1004 != 40 || n1001 != 4 {
 			t.Fatalf("corpus: %d calls of 1004, %d of 1001; want 40 and 4", n1004, n1001)
 		}
@@ -302,6 +375,12 @@ func TestDecideBusyMonitor(t *testing.T) {
 	d.Release("1004")
 	if got := ask(d, "1004", "2125550142", 2*time.Second); !got.Allow {
 		t.Errorf("after Release: %+v", got)
+	}
+	// A containment the daemon made through the monitor counts while the
+	// monitor cannot be asked.
+	d.MarkContained("1004", dt0.Add(3*time.Second))
+	if got := ask(d, "1004", "2125550142", 4*time.Second); got.Allow || got.Rule != DecideLocked {
+		t.Errorf("after MarkContained, busy monitor: %+v", got)
 	}
 }
 
