@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/event"
+	"github.com/pbxguard/pbxguard/internal/fraud"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -279,5 +283,55 @@ func TestAGIWorkerNotConfigured(t *testing.T) {
 	}
 	if w, err := agiWorker(&config.Config{}, slog.New(slog.DiscardHandler)); w != nil || err != nil {
 		t.Errorf("without fraud: %v %v", w, err)
+	}
+}
+
+// TestMonitorSlotTeachesAddresses: the AMI worker's authentications (AMI
+// SuccessfulAuth of an extension, the log's auth_success) reach the
+// decider; AMI logins and SSH do not.
+func TestMonitorSlotTeachesAddresses(t *testing.T) {
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte("country: US\nagi: {listen: \"127.0.0.1:4573\"}\n"), &node); err != nil {
+		t.Fatal(err)
+	}
+	set, err := fraud.ParseSettings(node.Content[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := set.Decider([]string{"1004", "1005"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slot monitorSlot
+	slot.observeMessage(&ami.Message{}) // no decider yet: nothing happens
+	slot.dec.Store(dec)
+	auth := func(svc, acct, addr string) *ami.Message {
+		m := &ami.Message{}
+		m.Set("Event", "SuccessfulAuth")
+		m.Set("Service", svc)
+		m.Set("AccountID", acct)
+		m.Set("RemoteAddress", "IPV4/UDP/"+addr+"/5060")
+		return m
+	}
+	slot.observeMessage(auth("AMI", "1004", "192.0.2.50"))      // an AMI login: ignored
+	slot.observeMessage(auth("PJSIP", "1004", "198.51.100.22")) // the office: baseline
+	slot.observeEvent(event.Event{Kind: event.AuthSuccess, Service: event.ServiceSSH, Account: "1004", Addr: netip.MustParseAddr("192.0.2.51")})
+	slot.observeEvent(event.Event{Kind: event.AuthSuccess, Service: event.ServicePJSIP, Account: "1004", Addr: netip.MustParseAddr("203.0.113.177")})
+	// 1005 is taught by a log event only: its baseline, then a new address.
+	slot.observeEvent(event.Event{Kind: event.AuthSuccess, Service: event.ServicePJSIP, Account: "1005", Addr: netip.MustParseAddr("198.51.100.30")})
+	slot.observeEvent(event.Event{Kind: event.AuthSuccess, Service: event.ServicePJSIP, Account: "1005", Addr: netip.MustParseAddr("203.0.113.178")})
+	now := time.Now()
+	for _, c := range []struct{ ep, addr, want string }{
+		{"1004", "198.51.100.22", "allow"}, // the baseline: the AMI login before it taught nothing
+		{"1004", "203.0.113.177", "deny"},
+		{"1004", "192.0.2.50", "deny"},
+		{"1005", "198.51.100.30", "allow"},
+		{"1005", "203.0.113.178", "deny"},
+	} {
+		d := dec.Decide(fraud.DecideRequest{Channel: "PJSIP/" + c.ep + "-1", Dialled: "0033170189999", Addr: netip.MustParseAddr(c.addr)}, now)
+		if d.Value() != c.want {
+			t.Errorf("%s from %s: %s %s (%s)", c.ep, c.addr, d.Value(), d.Rule, d.Reason)
+		}
+		now = now.Add(time.Second)
 	}
 }
