@@ -449,3 +449,27 @@ func BenchmarkDecide(b *testing.B) {
 		d.Decide(DecideRequest{Channel: fmt.Sprintf("PJSIP/%d-1", 1000+i%50), Dialled: nums[i%len(nums)]}, dt0.Add(time.Duration(i)*time.Millisecond))
 	}
 }
+
+// FuzzDecide: any channel, dialled string and address; no panic, a rule
+// always, and a risky number from an endpoint not trusted never allowed.
+func FuzzDecide(f *testing.F) {
+	f.Add("PJSIP/1004-00000005", "011442079460349", "203.0.113.159")
+	f.Add("Local/1001@x-1;2", "+882\n13674923", "")
+	f.Add("PJSIP/-", "\"00\\33", "::1")
+	d := newDecider(f, DecideConfig{Trusted: []string{"1001"}, NewAddress: true, CallsPerWindow: 1 << 20, IntlPerWindow: 1 << 20})
+	nums := d.nums
+	f.Fuzz(func(t *testing.T, channel, dialled, addr string) {
+		a, _ := netip.ParseAddr(addr)
+		got := d.Decide(DecideRequest{Channel: channel, Dialled: dialled, Addr: a}, dt0)
+		if got.Rule == "" || got.Reason == "" {
+			t.Fatalf("no rule or reason: %+v", got)
+		}
+		res := nums.Normalize(dialled)
+		best, ok := res.BestCandidate()
+		risky := !res.Internal && (!ok || best.International || best.Type == numbers.TypePremium ||
+			best.Type == numbers.TypeSatellite || best.Type == numbers.TypeInternationalNetwork)
+		if _, ep, epOK := calls.SplitChannel(channel); risky && got.Allow && (!epOK || ep != "1001") {
+			t.Fatalf("risky %q from %q allowed: %+v", dialled, channel, got)
+		}
+	})
+}
