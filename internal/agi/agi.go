@@ -352,7 +352,12 @@ type Server struct {
 	// MaxConns bounds the connections served at once (default 512); more
 	// wait in the kernel's backlog.
 	MaxConns int
-	Log      *slog.Logger
+	// Allow, when set, says which peers may ask (Asterisk's address): a
+	// connection from any other is closed unanswered. Nil: every peer.
+	Allow func(netip.Addr) bool
+	// Refused, when set, sees each refused peer.
+	Refused func(netip.Addr)
+	Log     *slog.Logger
 }
 
 func (srv *Server) timeout() time.Duration {
@@ -411,6 +416,12 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 	var peer netip.Addr
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		peer = ap.Addr().Unmap()
+	}
+	if srv.Allow != nil && !srv.Allow(peer) {
+		if srv.Refused != nil {
+			srv.Refused(peer)
+		}
+		return
 	}
 	if err := srv.ServeConn(ctx, c, peer); err != nil && srv.Log != nil {
 		srv.Log.Warn("agi: session ended badly", "peer", peer, "err", err)

@@ -308,6 +308,43 @@ func TestServeTCP(t *testing.T) {
 	}
 }
 
+// TestServeRefusesPeers: a peer Allow refuses gets no command at all.
+func TestServeRefusesPeers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	refused := make(chan netip.Addr, 1)
+	called := make(chan bool, 1)
+	srv := &Server{Timeout: 2 * time.Second, Allow: func(a netip.Addr) bool { return a == netip.MustParseAddr("192.0.2.1") },
+		Refused: func(a netip.Addr) { refused <- a },
+		Handler: func(_ context.Context, _ *Request, s *Session) {
+			called <- true
+			_ = s.SetVariable("PBXGUARD_DECISION", "allow")
+		}}
+	go srv.Serve(ctx, ln)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.WriteString(c, "agi_channel: PJSIP/1001-1\nagi_arg_1: 0033170189999\n\n")
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Errorf("refused peer got %q (%v)", b, err)
+	}
+	if a := <-refused; a != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("refused %v", a)
+	}
+	select {
+	case <-called:
+		t.Error("the handler ran for a refused peer")
+	default:
+	}
+}
+
 // FuzzAGISession: any environment block and any replies; no panic, and
 // every line the server writes is one SET VARIABLE with exactly one
 // argument value, as Asterisk would parse it.

@@ -86,7 +86,7 @@ func newAGIMetrics(reg *prometheus.Registry) *agiMetrics {
 			Help:    "Time from the end of the AGI environment block to the decision (before it is sent).",
 			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25}}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pbxguard_agi_sessions_total",
-			Help: "FastAGI sessions by result (ok, hungup, malformed, unknown_script, error)."}, []string{"result"}),
+			Help: "FastAGI sessions by result (ok, hungup, malformed, unknown_script, error, refused)."}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.sessions} {
 		if err := reg.Register(c); err != nil {
@@ -125,7 +125,7 @@ func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
 		alog.Warn("no endpoint is trusted for international calls: every international, premium and satellite call is denied before Dial " +
 			"(list them in audit.trusted_endpoints or fraud.agi.trusted_endpoints, or set fraud.agi.international: all)")
 	}
-	listen, timeout := settings.AGI.Listen, settings.AGI.Timeout
+	listen, timeout, allowed := settings.AGI.Listen, settings.AGI.Timeout, settings.AGI.Allowed
 	return &Worker{Name: "agi", Run: func(ctx context.Context, d *Daemon) error {
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
@@ -136,7 +136,11 @@ func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
 		d.fraudMon.dec.Store(dec)
 		defer d.fraudMon.dec.Store(nil)
 		go h.containLoop(ctx)
-		srv := &agi.Server{Handler: h.serve, Timeout: timeout, Log: alog}
+		srv := &agi.Server{Handler: h.serve, Timeout: timeout, Log: alog, Allow: allowed,
+			Refused: func(peer netip.Addr) {
+				h.m.sessions.WithLabelValues("refused").Inc()
+				alog.Warn("agi: connection refused: the peer is not in fraud.agi.allow_from", "peer", peer)
+			}}
 		alog.Info("AGI decision server started", "listen", ln.Addr().String(), "trusted", dc.Trusted, "trust_all", dc.TrustAll,
 			"new_address", dc.NewAddress, "intl_per_window", dc.IntlPerWindow, "calls_per_window", dc.CallsPerWindow, "spend_per_window", dc.SpendPerWindow)
 		return srv.Serve(ctx, ln)

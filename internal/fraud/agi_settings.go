@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 //	fraud:
 //	  agi:
 //	    listen: 127.0.0.1:4573      # required to turn it on
+//	    allow_from: [127.0.0.1, ::1] # the Asterisk hosts that may ask (default: loopback)
 //	    timeout: 2s                 # one AGI session, from connect to close
 //	    international: trusted      # trusted (default): only trusted endpoints call abroad; all: everyone
 //	    trusted_endpoints: [1001]   # default: audit.trusted_endpoints
@@ -31,6 +33,10 @@ import (
 type AGISettings struct {
 	Listen  string
 	Timeout time.Duration
+	// AllowFrom are the peers that may ask: Asterisk's addresses (default
+	// loopback). Anyone else could forge requests that hold an extension or
+	// name an address to ban.
+	AllowFrom []netip.Prefix
 	// Trusted is nil when trusted_endpoints is not set (the daemon then
 	// takes audit.trusted_endpoints).
 	Trusted  []string
@@ -64,7 +70,7 @@ func parseAGISettings(n *yaml.Node) (*AGISettings, []error) {
 		bad(an, "", "expected a mapping (listen: 127.0.0.1:4573)")
 		return nil, errs
 	}
-	known := []string{"listen", "timeout", "international", "trusted_endpoints", "new_address", "new_address_for",
+	known := []string{"listen", "allow_from", "timeout", "international", "trusted_endpoints", "new_address", "new_address_for",
 		"calls_per_window", "intl_per_window", "spend_per_window", "rates", "assumed_minutes", "default_rate"}
 	a := &AGISettings{Timeout: 2 * time.Second, Decide: DecideConfig{NewAddress: true}}
 	seen := map[string]bool{}
@@ -75,6 +81,26 @@ func parseAGISettings(n *yaml.Node) (*AGISettings, []error) {
 			bad(k, key, "appears twice (keep one)")
 		}
 		seen[key] = true
+		if key == "allow_from" {
+			if v.Kind != yaml.SequenceNode {
+				bad(v, key, "expected a list of addresses or networks ([127.0.0.1, 192.0.2.10])")
+				continue
+			}
+			a.AllowFrom = []netip.Prefix{}
+			for _, e := range v.Content {
+				p, err := netip.ParsePrefix(e.Value)
+				if err != nil {
+					ad, err2 := netip.ParseAddr(e.Value)
+					if err2 != nil || e.Kind != yaml.ScalarNode {
+						bad(e, key, "%q is neither an address nor a network (192.0.2.10, 192.0.2.0/24)", e.Value)
+						continue
+					}
+					p = netip.PrefixFrom(ad, ad.BitLen())
+				}
+				a.AllowFrom = append(a.AllowFrom, p.Masked())
+			}
+			continue
+		}
 		if key == "trusted_endpoints" {
 			if v.Kind != yaml.SequenceNode {
 				bad(v, key, "expected a list ([1001, PJSIP/1002])")
@@ -162,10 +188,24 @@ func parseAGISettings(n *yaml.Node) (*AGISettings, []error) {
 			bad(k, key, "unknown key (known here: %s)", strings.Join(known, ", "))
 		}
 	}
+	if a.AllowFrom == nil {
+		a.AllowFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
 	if a.Listen == "" && len(errs) == 0 {
 		bad(an, "listen", "missing: set the FastAGI address, e.g. 127.0.0.1:4573 (the dialplan calls agi://127.0.0.1:4573/outbound)")
 	}
 	return a, errs
+}
+
+// Allowed reports whether peer may ask (AllowFrom).
+func (a *AGISettings) Allowed(peer netip.Addr) bool {
+	peer = peer.Unmap()
+	for _, p := range a.AllowFrom {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
 }
 
 // Decider builds the decision before the call from the settings: the

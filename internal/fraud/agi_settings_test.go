@@ -1,6 +1,7 @@
 package fraud
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,16 @@ func TestAGISettings(t *testing.T) {
 		t.Errorf("decider config = %+v", c)
 	}
 
+	if !a.Allowed(netip.MustParseAddr("127.0.0.1")) || !a.Allowed(netip.MustParseAddr("::ffff:127.0.0.1")) || a.Allowed(netip.MustParseAddr("192.0.2.10")) {
+		t.Errorf("default allow_from: %v", a.AllowFrom)
+	}
+	s2, err := parseFraudYAML(t, "country: US\nagi: {listen: \"0.0.0.0:4573\", allow_from: [192.0.2.10, 198.51.100.0/24]}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := s2.AGI; !a.Allowed(netip.MustParseAddr("192.0.2.10")) || !a.Allowed(netip.MustParseAddr("198.51.100.7")) || a.Allowed(netip.MustParseAddr("127.0.0.1")) {
+		t.Errorf("allow_from: %v", a.AllowFrom)
+	}
 	// Without trusted_endpoints: the audit's list; new_address on by default.
 	s, err = parseFraudYAML(t, "country: US\nagi: {listen: \"[::1]:4573\"}\n")
 	if err != nil {
