@@ -226,6 +226,18 @@ func TestAGIWorkerDecidesOnTheMonitorsState(t *testing.T) {
 			t.Errorf("%s %s: %v, want %s %s", s.ch, s.num, v, s.want, s.rule)
 		}
 	}
+	// Another script than outbound: denied, said why.
+	c, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(c, "agi_network: yes\nagi_network_script: inbound\nagi_channel: PJSIP/1001-00000003\nagi_arg_1: 2125550142\n\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if line != "SET VARIABLE PBXGUARD_DECISION \"deny\"\n" {
+		t.Errorf("script inbound: %q", line)
+	}
 	waitFor(t, "the attacker banned through the monitor", func() bool { _, ok := fw.has("203.0.113.177/32"); return ok })
 	waitFor(t, "the monitor's containment over", func() bool { v, ok := d.fraudMon.get().DecideView("1004"); return ok && v.Contained })
 	v := askAGI(t, listen, "PJSIP/1004-0000000b", "2125550142")
