@@ -141,6 +141,11 @@ func TestEnvironmentBlockMalformed(t *testing.T) {
 		{"newline in the number splits a line", "agi_channel: PJSIP/1004-1\nagi_arg_1: 0044\nagi_channel: PJSIP/1001-2\n\n", "agi_channel appears twice", "PJSIP/1004-1", "0044"},
 		{"blank line in the number ends the block early", "agi_channel: PJSIP/1004-1\nagi_arg_1: 1002\n\nagi_arg_2: x\n\n", "bytes after the end", "PJSIP/1004-1", "1002"},
 		{"not a key", "agi_channel: PJSIP/1004-1\nhello\n\n", "is not", "PJSIP/1004-1", ""},
+		// ${EXTEN} = "0044\nagi_arg_2: 198.51.100.22": Asterisk writes EXTEN
+		// as agi_dnid and agi_extension before the arguments, so the
+		// injected argument comes out of order there.
+		{"injected argument via EXTEN", "agi_channel: PJSIP/1004-1\nagi_dnid: 0044\nagi_arg_2: 198.51.100.22\nagi_extension: 0044\nagi_arg_2: 198.51.100.22\n" +
+			"agi_arg_1: 0044\nagi_arg_2: 198.51.100.22\n\n", "agi_arg_2 out of order", "PJSIP/1004-1", "0044"},
 		{"argument out of order", "agi_arg_2: 1\nagi_arg_1: 2\n\n", "agi_arg_2 out of order", "", "2"},
 		{"overlong line", "agi_channel: PJSIP/1004-1\nagi_calleridname: " + strings.Repeat("A", 9000) + "\nagi_arg_1: 5\n\n", "longer than", "PJSIP/1004-1", "5"},
 		{"too many lines", strings.Repeat("agi_x: y\n", MaxEnvLines+1) + "\n", "!", "", ""},
