@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/pbxguard/pbxguard/internal/agi"
 	"github.com/pbxguard/pbxguard/internal/ami"
@@ -104,21 +105,34 @@ func newAGIMetrics(reg *prometheus.Registry) *agiMetrics {
 // and branches on PBXGUARD_DECISION. Decisions read the fraud monitor's
 // engine (the AMI worker's) when it is up; denials that are evidence of
 // fraud are contained through that monitor, off the answer's path.
-func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
+//
+// prev is the decider of the configuration before a reload: when the
+// fraud: section and the trusted endpoints did not change it is kept, and
+// with it the holds, attempts and addresses it learnt.
+func agiWorker(cfg *config.Config, log *slog.Logger, prev *agiKept) (*Worker, *agiKept, error) {
 	if cfg.Fraud == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	settings, err := fraud.ParseSettings(cfg.Fraud)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if settings.AGI == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
-	dec, err := settings.Decider(cfg.Audit.TrustedEndpoints)
+	raw, err := yaml.Marshal(cfg.Fraud)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	key := string(raw) + "\x00" + strings.Join(cfg.Audit.TrustedEndpoints, "\x00")
+	var dec *fraud.Decider
+	if prev != nil && prev.key == key {
+		dec = prev.dec
+		log.Info("reload: the AGI decisions keep what they learnt (fraud: unchanged)")
+	} else if dec, err = settings.Decider(cfg.Audit.TrustedEndpoints); err != nil {
+		return nil, nil, err
+	}
+	kept := &agiKept{key: key, dec: dec}
 	alog := log.With("component", "agi")
 	dc := dec.Config()
 	if !dc.TrustAll && len(dc.Trusted) == 0 {
@@ -133,6 +147,7 @@ func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
 		}
 		h := &agiHandler{dec: dec, slot: &d.fraudMon, log: alog, m: newAGIMetrics(d.metrics.Registry),
 			contain: make(chan fraud.Finding, 64)}
+		dec.SetState(nil) // a kept decider no longer reads the monitor before the reload
 		d.fraudMon.dec.Store(dec)
 		defer d.fraudMon.dec.Store(nil)
 		go h.containLoop(ctx)
@@ -144,7 +159,21 @@ func agiWorker(cfg *config.Config, log *slog.Logger) (*Worker, error) {
 		alog.Info("AGI decision server started", "listen", ln.Addr().String(), "trusted", dc.Trusted, "trust_all", dc.TrustAll,
 			"new_address", dc.NewAddress, "intl_per_window", dc.IntlPerWindow, "calls_per_window", dc.CallsPerWindow, "spend_per_window", dc.SpendPerWindow)
 		return srv.Serve(ctx, ln)
-	}}, nil
+	}}, kept, nil
+}
+
+// agiKept is a decider with the configuration it was made from.
+type agiKept struct {
+	key string
+	dec *fraud.Decider
+}
+
+// keptAGI returns the decider a rebuild may keep (nil b: none).
+func (b *Built) keptAGI() *agiKept {
+	if b == nil {
+		return nil
+	}
+	return b.agi
 }
 
 type agiHandler struct {

@@ -178,7 +178,7 @@ func TestAGIWorkerDecidesOnTheMonitorsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agiW, err := agiWorker(cfg, log)
+	agiW, _, err := agiWorker(cfg, log, nil)
 	if err != nil || agiW == nil {
 		t.Fatalf("agiWorker: %v %v", agiW, err)
 	}
@@ -290,11 +290,36 @@ func TestDialplanSafe(t *testing.T) {
 func TestAGIWorkerNotConfigured(t *testing.T) {
 	var node yaml.Node
 	_ = yaml.Unmarshal([]byte("country: US\n"), &node)
-	if w, err := agiWorker(&config.Config{Fraud: node.Content[0]}, slog.New(slog.DiscardHandler)); w != nil || err != nil {
+	if w, _, err := agiWorker(&config.Config{Fraud: node.Content[0]}, slog.New(slog.DiscardHandler), nil); w != nil || err != nil {
 		t.Errorf("without fraud.agi: %v %v", w, err)
 	}
-	if w, err := agiWorker(&config.Config{}, slog.New(slog.DiscardHandler)); w != nil || err != nil {
+	if w, _, err := agiWorker(&config.Config{}, slog.New(slog.DiscardHandler), nil); w != nil || err != nil {
 		t.Errorf("without fraud: %v %v", w, err)
+	}
+}
+
+// TestAGIWorkerKeptAcrossReload: a reload that leaves fraud: and the
+// trusted endpoints unchanged keeps the decider (its holds and the
+// addresses it learnt); any change makes a new one.
+func TestAGIWorkerKeptAcrossReload(t *testing.T) {
+	mk := func(src string, trusted ...string) *config.Config {
+		var node yaml.Node
+		if err := yaml.Unmarshal([]byte(src), &node); err != nil {
+			t.Fatal(err)
+		}
+		return &config.Config{Fraud: node.Content[0], Audit: config.Audit{TrustedEndpoints: trusted}}
+	}
+	log := slog.New(slog.DiscardHandler)
+	src := "country: US\nagi: {listen: \"127.0.0.1:4573\"}\n"
+	_, first, err := agiWorker(mk(src, "1001"), log, nil)
+	if err != nil || first == nil {
+		t.Fatal(err)
+	}
+	_, same, _ := agiWorker(mk(src, "1001"), log, first)
+	_, trust, _ := agiWorker(mk(src, "1001", "1004"), log, first)
+	_, window, _ := agiWorker(mk("country: US\nwindow: 5m\nagi: {listen: \"127.0.0.1:4573\"}\n", "1001"), log, first)
+	if same.dec != first.dec || trust.dec == first.dec || window.dec == first.dec {
+		t.Errorf("kept: same %v, trust changed %v, window changed %v; want true false false", same.dec == first.dec, trust.dec == first.dec, window.dec == first.dec)
 	}
 }
 
