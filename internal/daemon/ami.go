@@ -92,10 +92,12 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			if err != nil {
 				return err
 			}
+			d.fraudMon.set(mon) // the AGI decisions read the same engine
+			defer d.fraudMon.set(nil)
 			// The log detectors' auth_success and call_rejected events
 			// teach the monitor where extensions register from and show
 			// unauthenticated calls to international numbers.
-			d.SetEventTap(func(ev event.Event) { mon.HandleEvent(ctx, ev, time.Now()) })
+			d.SetEventTap(func(ev event.Event) { mon.HandleEvent(ctx, ev, time.Now()); d.fraudMon.observeEvent(ev) })
 			defer d.SetEventTap(nil)
 			// CDR and CEL files, followed like logs (positions saved): the
 			// fallback when AMI call events are missing, and for forensics.
@@ -148,6 +150,7 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 				}
 				if mon != nil {
 					mon.HandleMessage(ctx, msg, time.Now())
+					d.fraudMon.observeMessage(msg) // the AGI decisions learn addresses from SuccessfulAuth
 				}
 			}
 		}

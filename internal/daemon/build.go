@@ -49,6 +49,7 @@ type Built struct {
 	log       *slog.Logger
 	allowList []netip.Prefix
 	judges    map[string]keptJudge
+	agi       *agiKept              // the AGI decider, kept by a reload that leaves fraud: unchanged
 	current   atomic.Pointer[Built] // set by Serve after a reload
 }
 
@@ -256,6 +257,12 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	if w := sensorWorker(cfg.Sensor, opts.NetNS, log); w != nil {
 		workers = append(workers, *w)
 	}
+	w, agiDec, err := agiWorker(cfg, log, prev.keptAGI())
+	if err != nil {
+		return nil, err
+	} else if w != nil {
+		workers = append(workers, *w)
+	}
 	d, err := New(Options{
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
@@ -267,7 +274,7 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	}
 	registerJailMetrics(d.metrics, judges)
 	return &Built{Daemon: d, Store: st, Backend: backend, raw: raw, cfg: cfg, opts: opts, log: log,
-		allowList: allowList, judges: kept}, nil
+		allowList: allowList, judges: kept, agi: agiDec}, nil
 }
 
 // judge returns the previous judge of a jail whose settings are unchanged.

@@ -157,6 +157,8 @@ type Daemon struct {
 	// (auth_success: which address an extension registers from;
 	// call_rejected: unauthenticated calls to international numbers).
 	tap atomic.Pointer[func(event.Event)]
+	// fraudMon is the AMI worker's fraud monitor, read by the AGI worker.
+	fraudMon monitorSlot
 
 	opts    Options
 	log     *slog.Logger

@@ -65,6 +65,8 @@ type Settings struct {
 	Email       *SMTPAlerter
 	Syslog      *SyslogAlerter
 	IncidentLog string
+
+	AGI *AGISettings // fraud.agi: the decision before the call (nil: off); see agi_settings.go
 }
 
 // SettingsError is a configuration error with its line.
@@ -202,7 +204,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	}
 	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "cel", "window", "intl_per_window", "concurrent_intl",
 		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
-		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log")
+		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log", "agi")
 	s.Country = strings.ToUpper(p.str(m, "country", "country"))
 	if s.Country == "" {
 		line := 0
@@ -368,6 +370,9 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 		s.Syslog = &SyslogAlerter{Network: p.str(sm, "network", "alerts.syslog.network"), Addr: p.str(sm, "addr", "alerts.syslog.addr"), Tag: p.str(sm, "tag", "alerts.syslog.tag")}
 	}
 	s.IncidentLog = p.str(m, "incident_log", "incident_log")
+	var agiErrs []error
+	s.AGI, agiErrs = parseAGISettings(n)
+	p.errs = append(p.errs, agiErrs...)
 	if len(p.errs) > 0 {
 		return nil, joinErrs(p.errs)
 	}
