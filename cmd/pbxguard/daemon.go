@@ -275,7 +275,7 @@ func banCmd() *cobra.Command {
 			var d time.Duration
 			if dur != "" {
 				if d, err = config.ParseDuration(dur); err != nil || d <= 0 {
-					return usageErr("--for %q is not a duration (try 1h, 30m, 1w)", dur)
+					return usageErr("--for %q is not a duration from 1s to %s (try 1h, 30m, 1w)", dur, config.FormatDuration(config.MaxDuration))
 				}
 			}
 			c, err := sf.client(cmd)

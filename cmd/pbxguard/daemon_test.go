@@ -34,3 +34,13 @@ func TestPrintStatusAudit(t *testing.T) {
 		t.Fatalf("audit off, yet shown:\n%s", b.String())
 	}
 }
+
+// Issue 16: --for 18446744074 (seconds) overflowed into a 288 ms ban; every
+// out-of-range duration is a usage error before the daemon is asked.
+func TestBanForOutOfRange(t *testing.T) {
+	for _, d := range []string{"18446744074", "3651d", "-1h", "0"} {
+		if code := run([]string{"ban", "--socket", "/nonexistent/pbxguard.sock", "--for", d, "192.0.2.7"}); code != exitUsage {
+			t.Errorf("ban --for %s: exit %d, want %d", d, code, exitUsage)
+		}
+	}
+}

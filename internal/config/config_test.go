@@ -301,3 +301,22 @@ func TestAuditSection(t *testing.T) {
 		}
 	}
 }
+
+// Issue 16: 18446744074 seconds overflowed into a 288 ms ban and config
+// check printed "0s"; every out-of-range duration is an error.
+func TestDurationOutOfRange(t *testing.T) {
+	for _, in := range []string{"18446744074", "3651d", "600w", "9999999999999h"} {
+		if d, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
+		}
+	}
+	_, err := Parse([]byte("jails:\n  asterisk:\n    files: [/var/log/x]\n    bantime: 18446744074\n    maxbantime: 600w\n"), testOpts(t))
+	for _, want := range []string{
+		`config: line 4: jails.asterisk.bantime: "18446744074" is out of range (at most 521w3d)`,
+		`config: line 5: jails.asterisk.maxbantime: "600w" is out of range (at most 521w3d)`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -143,7 +142,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 					kd, ok := event.ParseKind(kn.Value)
 					if !ok || kd == event.KindNone {
 						if s := suggest(kn.Value, kinds); s != "" {
-							p.errorf(kn.Line, join(k, kn.Value), "unknown event kind (did you mean %q?)", s)
+							p.Suggestf(kn.Line, join(k, kn.Value), s, "unknown event kind")
 						} else {
 							p.errorf(kn.Line, join(k, kn.Value), "unknown event kind (known: %s)", strings.Join(kinds, ", "))
 						}
@@ -165,8 +164,8 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 			j.FindTime = DefaultFindTime
 		}
 		if j.MaxBanTime < j.BanTime {
-			if p.lineOf[full+".maxbantime"] > 0 {
-				p.errorf(p.lineOf[full+".maxbantime"], full+".maxbantime", "%s is shorter than bantime %s (make it at least the bantime)", FormatDuration(j.MaxBanTime), FormatDuration(j.BanTime))
+			if p.Lines[full+".maxbantime"] > 0 {
+				p.errorf(p.Lines[full+".maxbantime"], full+".maxbantime", "%s is shorter than bantime %s (make it at least the bantime)", FormatDuration(j.MaxBanTime), FormatDuration(j.BanTime))
 			}
 			j.MaxBanTime = j.BanTime
 		}
@@ -177,22 +176,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 	return out
 }
 
-func (p *parser) float(k string, v *yaml.Node, lo, hi float64) float64 {
-	s, ok := p.scalar(k, v)
-	if !ok {
-		return 0
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		p.errorf(v.Line, k, "%q is not a number (try 2 or 1.5)", s)
-		return lo
-	}
-	if f < lo || f > hi {
-		p.errorf(v.Line, k, "%g is out of range (%g to %g)", f, lo, hi)
-		return lo
-	}
-	return f
-}
+func (p *parser) float(k string, v *yaml.Node, lo, hi float64) float64 { return p.Float(k, v, lo, hi) }
 
 // finishJail fills in the files or journal the user left out. Weights the
 // user left out take the jail's defaults (1 per failure and per unanswered

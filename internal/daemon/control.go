@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pbxguard/pbxguard/internal/config"
 )
 
 // The control protocol: one JSON request per line, one JSON response per
@@ -153,8 +155,8 @@ func (s *controlServer) do(req Request) Response {
 		}
 		var dur time.Duration
 		if req.For != "" {
-			if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 {
-				return Response{Error: fmt.Sprintf("%q is not a duration (try 1h, 30m)", req.For)}
+			if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 || dur > config.MaxDuration {
+				return Response{Error: fmt.Sprintf("%q is not a duration from 1s to %s (try 1h, 30m)", req.For, config.FormatDuration(config.MaxDuration))}
 			}
 		}
 		b, err := s.d.Ban(ctx, pfx, dur, req.Jail, req.Reason)
