@@ -29,8 +29,13 @@ type Error struct {
 	Key     string // dotted key path, e.g. jails.asterisk.bantime
 	Msg     string // what is wrong and what to write instead
 	Suggest string // the nearest known key or value ("did you mean"), "" when none
-	Warning bool   // true for something that works but deserves attention
+	// Class, when set, is matched by errors.Is (policy.ErrInvalid): a
+	// section keeps its sentinel while sharing the type.
+	Class error
 }
+
+// Is makes errors.Is(err, e.Class) true.
+func (e Error) Is(target error) bool { return e.Class != nil && target == e.Class }
 
 func (e Error) Error() string {
 	var b strings.Builder
@@ -98,6 +103,8 @@ type Walker struct {
 	Warnings []string
 	// Lines maps each key path seen (without Prefix) to the line of its key.
 	Lines map[string]int
+	// Class is set on every error recorded (see Error.Class).
+	Class error
 }
 
 // Err returns the collected errors (sorted by line), nil when none.
@@ -118,7 +125,15 @@ func (w *Walker) full(key string) string {
 
 // Errorf records an error at line for key.
 func (w *Walker) Errorf(line int, key, format string, args ...any) {
-	w.Errs = append(w.Errs, Error{Line: line, Key: w.full(key), Msg: fmt.Sprintf(format, args...)})
+	w.Add(Error{Line: line, Key: w.full(key), Msg: fmt.Sprintf(format, args...)})
+}
+
+// Add records e as it is (its Key already a full path), with the walker's Class.
+func (w *Walker) Add(e Error) {
+	if e.Class == nil {
+		e.Class = w.Class
+	}
+	w.Errs = append(w.Errs, e)
 }
 
 // ErrorAt records an error at the line of node n (0 when n is nil).
@@ -133,7 +148,7 @@ func (w *Walker) ErrorAt(n *yaml.Node, key, format string, args ...any) {
 // Suggestf records an error with a "did you mean" suggestion (none when
 // nothing is close).
 func (w *Walker) Suggestf(line int, key, suggest, format string, args ...any) {
-	w.Errs = append(w.Errs, Error{Line: line, Key: w.full(key), Msg: fmt.Sprintf(format, args...), Suggest: suggest})
+	w.Add(Error{Line: line, Key: w.full(key), Msg: fmt.Sprintf(format, args...), Suggest: suggest})
 }
 
 // Warnf records a warning.
