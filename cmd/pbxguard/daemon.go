@@ -19,6 +19,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/daemon"
+	"github.com/pbxguard/pbxguard/internal/preflight"
 )
 
 // daemonCommands returns run, status, bans, ban and unban.
@@ -41,14 +42,13 @@ positions are kept, jails whose settings changed start afresh; a broken
 file is logged and the running configuration stays.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.ErrOrStderr(), cfgPath, true)
+			// The same preflight as 'config check': every error of every
+			// section, and what this host lacks, before anything is touched.
+			cfg, err := preflightRun(cmd.ErrOrStderr(), cfgPath)
 			if err != nil {
 				return err
 			}
 			log := slog.Default()
-			for _, w := range cfg.Warnings {
-				log.Warn(w)
-			}
 			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log})
 			if err != nil {
 				return failErr(err)
@@ -68,7 +68,16 @@ file is logged and the running configuration stays.`,
 					}
 				}
 			}()
-			load := func() (*config.Config, error) { return config.Load(cfgPath, config.Options{}) }
+			load := func() (*config.Config, error) {
+				r := preflight.Check(cfgPath, preflight.Options{})
+				if !r.OK() {
+					return nil, r.Err()
+				}
+				for _, w := range r.Warnings {
+					log.Warn(strings.TrimPrefix(w.Error(), "config: "))
+				}
+				return r.Config, nil
+			}
 			if err := b.Serve(ctx, reload, load); err != nil {
 				return failErr(err)
 			}
@@ -77,6 +86,22 @@ file is logged and the running configuration stays.`,
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", defaultConfigPath, "configuration file")
 	return cmd
+}
+
+// preflightRun checks the configuration for `run`: errors are printed and
+// exit 2; warnings are logged.
+func preflightRun(stderr io.Writer, path string) (*config.Config, error) {
+	r := preflight.Check(path, preflight.Options{})
+	if !r.OK() {
+		for _, e := range r.Errors {
+			fmt.Fprintln(stderr, e.Error())
+		}
+		return nil, usageErr("%s: %d error(s); check it with: pbxguard config check %s", path, len(r.Errors), path)
+	}
+	for _, w := range r.Warnings {
+		slog.Warn(strings.TrimPrefix(w.Error(), "config: "))
+	}
+	return r.Config, nil
 }
 
 // loadConfig reads the config; required=false tolerates a missing default file.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,8 @@ type Config struct {
 	Fraud *yaml.Node
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
+	// Lines maps each key path read (jails.asterisk.files) to its line.
+	Lines map[string]int
 }
 
 // Firewall is the `firewall:` section.
@@ -182,7 +185,8 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{{Msg: yamlErr(err)}}
+		line, msg := yamlErr(err)
+		return nil, Errors{{Line: line, Msg: msg}}
 	}
 	var root *yaml.Node
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
@@ -246,6 +250,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	}
 	c.Allowlist = mergePrefixes(append(append(loopback(), opts.HostPrefixes()...), userAllow...))
 	c.Warnings = p.Warnings
+	c.Lines = p.Lines
 	if len(p.Errs) > 0 {
 		p.Errs.Sort()
 		return c, p.Errs
@@ -368,10 +373,19 @@ func mergePrefixes(in []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-func yamlErr(err error) string {
-	// yaml.v3 says "yaml: line 3: mapping values are not allowed in this context".
+// yamlErr splits yaml.v3's "yaml: line 3: mapping values are not allowed
+// in this context" into the line and the message.
+func yamlErr(err error) (int, string) {
 	s := strings.TrimPrefix(err.Error(), "yaml: ")
-	return s + " (check the indentation and the colons on that line)"
+	line := 0
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if n, msg, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				line, s = l, msg
+			}
+		}
+	}
+	return line, s + " (check the indentation and the colons on that line)"
 }
 
 func suggest(s string, candidates []string) string { return confyaml.Suggest(s, candidates) }

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
 
@@ -221,6 +222,9 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	s.Engine.IgnoreExtensions = s.Trunks
 	am := p.mapping(m["ami"], "ami.", "addr", "user", "secret_file", "md5")
 	if v := p.str(am, "addr", "ami.addr"); v != "" {
+		if err := confyaml.CheckHostPort(v); err != nil {
+			p.errf(am["addr"], "ami.addr", "%q is not host:port (try \"127.0.0.1:5038\"; Asterisk's manager.conf port, 5038 by default)", v)
+		}
 		s.AMIAddr = v
 	}
 	if v := p.str(am, "user", "ami.user"); v != "" {
