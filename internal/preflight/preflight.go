@@ -22,8 +22,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pbxguard/pbxguard/internal/confyaml"
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 	"github.com/pbxguard/pbxguard/internal/fraud"
 	"github.com/pbxguard/pbxguard/internal/policy"
 )
