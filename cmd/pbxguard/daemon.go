@@ -19,6 +19,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/daemon"
+	"github.com/pbxguard/pbxguard/internal/instance"
 	"github.com/pbxguard/pbxguard/internal/preflight"
 )
 
@@ -49,6 +50,14 @@ file is logged and the running configuration stays.`,
 				return err
 			}
 			log := slog.Default()
+			// One daemon per state directory: the lock comes before the
+			// store is opened and before the kernel is touched, so a second
+			// 'pbxguard run' changes nothing (exit 3, naming the PID).
+			lock, err := instance.Acquire(cfg.StateDir)
+			if err != nil {
+				return failErr(err)
+			}
+			defer lock.Release()
 			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log})
 			if err != nil {
 				return failErr(err)
