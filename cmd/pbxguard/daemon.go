@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/instance"
 	"github.com/pbxguard/pbxguard/internal/preflight"
+	"github.com/pbxguard/pbxguard/internal/systemd"
 )
 
 // daemonCommands returns run, status, bans, ban and unban.
@@ -58,7 +60,17 @@ file is logged and the running configuration stays.`,
 				return failErr(err)
 			}
 			defer lock.Release()
-			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log})
+			// Type=notify: READY=1 once the kernel holds every restored ban
+			// (after the first start; a SIGHUP rebuild needs no new READY).
+			var ready sync.Once
+			notifyReady := func() {
+				ready.Do(func() {
+					if _, err := systemd.Notify("READY=1\nSTATUS=protecting: every stored ban is in the kernel"); err != nil {
+						log.Warn("telling systemd the daemon is ready", "err", err)
+					}
+				})
+			}
+			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log, Ready: notifyReady})
 			if err != nil {
 				return failErr(err)
 			}
@@ -87,7 +99,9 @@ file is logged and the running configuration stays.`,
 				}
 				return r.Config, nil
 			}
-			if err := b.Serve(ctx, reload, load); err != nil {
+			err = b.Serve(ctx, reload, load)
+			systemd.Notify("STOPPING=1")
+			if err != nil {
 				return failErr(err)
 			}
 			return nil

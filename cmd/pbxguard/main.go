@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pbxguard/pbxguard/internal/systemd"
 )
 
 // Exit codes. They are part of the CLI contract.
@@ -65,7 +67,13 @@ func newRootCmd() *cobra.Command {
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageErr("--log-level %q: use debug, info, warn or error", logLevel)
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})))
+			if cmd.ErrOrStderr() == os.Stderr && systemd.StderrIsJournal() {
+				// journald stamps each line and reads the priority from a
+				// <N> prefix: no second timestamp, no level word.
+				slog.SetDefault(slog.New(systemd.NewJournalHandler(os.Stderr, lvl)))
+			} else {
+				slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})))
+			}
 			return nil
 		},
 	}

@@ -113,6 +113,9 @@ type Options struct {
 	// start (nil = not run): exposed as pbxguard_audit_findings and in
 	// Status.
 	Audit *AuditStatus
+	// Ready, when set, is called by Run once the kernel holds every
+	// restored ban and every stage has started (systemd's READY=1).
+	Ready func()
 }
 
 // Batching of decisions into one backend Add.
@@ -289,6 +292,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.running.Store(true)
 	d.log.Info("pbxguard running", "jails", len(d.jails), "backend", d.opts.Backend.Name(),
 		"control", d.opts.ControlSocket, "metrics", d.opts.MetricsListen)
+	if d.opts.Ready != nil {
+		d.opts.Ready()
+	}
 
 	var runErr error
 	select {
