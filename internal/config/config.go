@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -111,9 +112,15 @@ type Jail struct {
 // Options are the host facts the defaults depend on; zero values mean the
 // real host. Tests set them.
 type Options struct {
-	LoggerConf   string // Asterisk logger.conf, default /etc/asterisk/logger.conf
-	AsteriskConf string // Asterisk asterisk.conf (astlogdir)
-	AsteriskLogs string // default log directory
+	// LoggerConf is Asterisk's logger.conf; default logger.conf in
+	// audit.asterisk_dir (/etc/asterisk unless the file says otherwise).
+	LoggerConf string
+	// AsteriskConf is Asterisk's asterisk.conf (for astlogdir); default
+	// asterisk.conf in audit.asterisk_dir.
+	AsteriskConf string
+	// AsteriskLogs is the default log directory: astlogdir of
+	// asterisk.conf, else /var/log/asterisk.
+	AsteriskLogs string
 	AuthLog      string // sshd's log file when no journal
 	// HostPrefixes returns the host's own addresses; nil means net.Interfaces.
 	HostPrefixes func() []netip.Prefix
@@ -121,16 +128,25 @@ type Options struct {
 	HaveJournal func() bool
 }
 
-func (o Options) withDefaults() Options {
+// withAsteriskDir fills in the Asterisk files from the Asterisk
+// configuration directory (audit.asterisk_dir).
+func (o Options) withAsteriskDir(dir string) Options {
+	if dir == "" {
+		dir = DefaultAsteriskDir
+	}
 	if o.LoggerConf == "" {
-		o.LoggerConf = DefaultLoggerConf
+		o.LoggerConf = filepath.Join(dir, "logger.conf")
 	}
 	if o.AsteriskConf == "" {
-		o.AsteriskConf = DefaultAsteriskConf
+		o.AsteriskConf = filepath.Join(dir, "asterisk.conf")
 	}
 	if o.AsteriskLogs == "" {
 		o.AsteriskLogs = readAstLogDir(o.AsteriskConf, DefaultAsteriskLogs)
 	}
+	return o
+}
+
+func (o Options) withDefaults() Options {
 	if o.AuthLog == "" {
 		o.AuthLog = DefaultAuthLog
 	}
@@ -194,6 +210,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	}
 	var userAllow []netip.Prefix
 	jailsSeen := false
+	var jailsNode *yaml.Node
 	if root != nil && !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
 		p.mapping(root, "", map[string]func(k string, v *yaml.Node){
 			"state_dir": func(k string, v *yaml.Node) { c.StateDir = p.path(k, v) },
@@ -229,10 +246,15 @@ func Parse(data []byte, opts Options) (*Config, error) {
 			},
 			"allowlist_asterisk_trunks": func(k string, v *yaml.Node) { c.AllowlistAsteriskTrunks = p.boolean(k, v) },
 			"jails": func(k string, v *yaml.Node) {
-				jailsSeen = true
-				c.Jails = p.jails(k, v)
+				jailsSeen, jailsNode = true, v
 			},
 		})
+	}
+	// The jails last: their log discovery reads logger.conf in
+	// audit.asterisk_dir, wherever the audit: section is in the file.
+	p.opts = p.opts.withAsteriskDir(c.Audit.AsteriskDir)
+	if jailsSeen {
+		c.Jails = p.jails("jails", jailsNode)
 	}
 	if c.Timezone != "" {
 		loc, err := time.LoadLocation(c.Timezone)

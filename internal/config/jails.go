@@ -190,9 +190,11 @@ func (p *parser) finishJail(j *Jail, set map[string]bool) {
 		logs := readLoggerConf(p.opts.LoggerConf, p.opts.AsteriskLogs)
 		j.Files = logs.Files
 		if !logs.Found {
-			p.warnf("jail %s: %s not readable; following %s (set jails.%s.files to choose)", j.Name, p.opts.LoggerConf, strings.Join(logs.Files, ", "), j.Name)
-		}
-		if !logs.Security {
+			// Missing is missing: whether the security log is on is not
+			// known without it.
+			p.warnf("jail %s: Asterisk's %s is missing or unreadable (is audit.asterisk_dir right?); following %s, guessed from the log directory "+
+				"(set jails.%s.files to choose)", j.Name, p.opts.LoggerConf, strings.Join(logs.Files, ", "), j.Name)
+		} else if !logs.Security {
 			p.warnf("jail %s: Asterisk's security log is off, so pbxguard misses attacks Asterisk only reports there "+
 				"(enumeration, alwaysauthreject=yes). Add the line `security.log => security` under [logfiles] in %s, "+
 				"then run: asterisk -rx 'logger reload'", j.Name, p.opts.LoggerConf)
