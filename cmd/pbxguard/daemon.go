@@ -243,6 +243,20 @@ func printStatus(w io.Writer, st daemon.Status) {
 				a.Dir, f["critical"], f["high"], f["medium"], f["low"], f["info"], a.Dir)
 		}
 	}
+	for _, wk := range st.Workers {
+		name := wk.Name
+		if name == "ami" {
+			name = "AMI (fraud monitoring, source: ami jails)"
+		}
+		since := wk.Since.Local().Format("2006-01-02 15:04:05")
+		if wk.Up {
+			fmt.Fprintf(w, "%s: connected since %s\n", name, since)
+		} else if wk.LastError != "" {
+			fmt.Fprintf(w, "%s: DOWN since %s: %s\n", name, since, wk.LastError)
+		} else {
+			fmt.Fprintf(w, "%s: DOWN since %s (not connected yet)\n", name, since)
+		}
+	}
 	if st.Latency.Count > 0 {
 		fmt.Fprintf(w, "line-to-kernel ban latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d bans)\n",
 			st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms, st.Latency.Count)

@@ -44,3 +44,17 @@ func TestBanForOutOfRange(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintStatusWorkers(t *testing.T) {
+	since := time.Date(2026, 12, 5, 8, 0, 0, 0, time.Local)
+	var b bytes.Buffer
+	printStatus(&b, daemon.Status{Backend: "nftables", Workers: []daemon.WorkerStatus{{Name: "ami", Since: since, LastError: "dial tcp 127.0.0.1:5038: connection refused"}}})
+	if want := "AMI (fraud monitoring, source: ami jails): DOWN since 2026-12-05 08:00:00: dial tcp 127.0.0.1:5038: connection refused\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("status:\n%s\nwant %q", b.String(), want)
+	}
+	b.Reset()
+	printStatus(&b, daemon.Status{Backend: "nftables", Workers: []daemon.WorkerStatus{{Name: "ami", Up: true, Since: since}}})
+	if want := "AMI (fraud monitoring, source: ami jails): connected since 2026-12-05 08:00:00\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("status:\n%s\nwant %q", b.String(), want)
+	}
+}

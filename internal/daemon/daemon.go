@@ -170,6 +170,8 @@ type Daemon struct {
 	positions map[string]store.Position
 	posDirty  bool
 
+	health workerHealth // the workers' up/down, for Status and /metrics
+
 	activeMu sync.Mutex
 	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
 	retry    []store.Ban             // bans the kernel refused, retried on tick
@@ -218,6 +220,7 @@ func New(opts Options) (*Daemon, error) {
 		d.byName[j.Name] = js
 		d.metrics.activeBans.WithLabelValues(j.Name).Set(0)
 	}
+	d.registerWorkers(d.now())
 	if opts.Audit != nil {
 		for sev, n := range opts.Audit.Findings {
 			d.metrics.auditFindings.WithLabelValues(sev).Set(float64(n))
@@ -277,6 +280,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer srcWG.Done()
 			if err := w.Run(srcCtx, d); err != nil && srcCtx.Err() == nil {
 				d.log.Error("worker stopped", "worker", w.Name, "err", err)
+				d.SetWorkerUp(w.Name, false, err) // down in status and /metrics, not only in the log
 			}
 		}()
 	}
@@ -1080,6 +1084,7 @@ type Status struct {
 	Jails      []JailStatus   `json:"jails"`
 	Latency    LatencySummary `json:"ban_latency"`
 	Audit      *AuditStatus   `json:"audit,omitempty"`
+	Workers    []WorkerStatus `json:"workers,omitempty"` // the AMI connection: up or down, since when, why
 }
 
 // JailStatus is one jail in Status.
@@ -1111,5 +1116,6 @@ func (d *Daemon) Status() Status {
 		st.Jails = append(st.Jails, js2)
 	}
 	sort.Slice(st.Jails, func(a, b int) bool { return st.Jails[a].Name < st.Jails[b].Name })
+	st.Workers = d.workerStatuses()
 	return st
 }
