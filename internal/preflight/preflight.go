@@ -151,13 +151,10 @@ func sectionErrors(err error, section string) confyaml.Errors {
 	var out confyaml.Errors
 	for _, e := range flatten(err) {
 		var ce confyaml.Error
-		var se *fraud.SettingsError
 		var pe *policy.ConfigError
 		switch {
 		case errors.As(e, &ce):
 			out = append(out, ce)
-		case errors.As(e, &se):
-			out = append(out, confyaml.Error{Line: se.Line, Key: confyaml.Join(section, se.Key), Msg: se.Msg})
 		case errors.As(e, &pe):
 			out = append(out, confyaml.Error{Line: pe.Line, Key: pe.Key, Msg: pe.Msg})
 		default:
