@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +57,37 @@ func TestPrintStatusWorkers(t *testing.T) {
 	printStatus(&b, daemon.Status{Backend: "nftables", Workers: []daemon.WorkerStatus{{Name: "ami", Up: true, Since: since}}})
 	if want := "AMI (fraud monitoring, source: ami jails): connected since 2026-12-05 08:00:00\n"; !strings.Contains(b.String(), want) {
 		t.Fatalf("status:\n%s\nwant %q", b.String(), want)
+	}
+}
+
+// Every duration flag reads like the config (issue 16): no wrap-around, no
+// negative value, at most ten years; a bad one is a usage error (exit 2).
+func TestDurationFlags(t *testing.T) {
+	var d time.Duration
+	v := &durationValue{d: &d, min: time.Second}
+	for in, want := range map[string]time.Duration{"90s": 90 * time.Second, "1d": 24 * time.Hour, "3600": time.Hour} {
+		if err := v.Set(in); err != nil || d != want {
+			t.Errorf("Set(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"18446744074", "100000h", "-1h", "0", "500ms", "soon"} {
+		if err := v.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted: %v", in, d)
+		}
+	}
+	for _, args := range [][]string{
+		{"incident", "--ban-for", "100000h", "--once"},
+		{"firewall", "apply", "--confirm-within", "-1m"},
+	} {
+		root := newRootCmd()
+		root.SetArgs(args)
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		err := root.Execute()
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), "is not a duration from") {
+			t.Errorf("%v: %v, want a usage error about the duration", args, err)
+		}
 	}
 }

@@ -17,3 +17,6 @@ func ParseDuration(s string) (time.Duration, error) { return confyaml.ParseDurat
 
 // FormatDuration writes d compactly with days and weeks (1w2d3h4m5s).
 func FormatDuration(d time.Duration) string { return confyaml.FormatDuration(d) }
+
+// ErrDurationRange is ParseDuration's error for a value above MaxDuration.
+var ErrDurationRange = confyaml.ErrDurationRange
