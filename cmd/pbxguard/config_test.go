@@ -50,7 +50,7 @@ func TestCheckAndRunShareThePreflight(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	path := filepath.Join(dir, "pbxguard.yaml")
-	os.WriteFile(path, []byte("state_dir: "+state+"\njails:\n  asterisk:\n    files: ["+dir+"/m.log]\nfraud:\n  country: US\n  ami:\n    addr: 127.0.0.1\n    secret_file: "+dir+"/ami.secret\n"), 0o600)
+	os.WriteFile(path, []byte("state_dir: "+state+"\njails:\n  asterisk:\n    files: ["+dir+"/m.log]\nfraud:\n  country: US\n  ami:\n    addr: 127.0.0.1\n    secret_file: "+dir+"/ami.secret\ncontrol: {socket: "+dir+"/run/s.sock}\n"), 0o600)
 	var b bytes.Buffer
 	err := runConfigCheck(&b, path, true, false)
 	var ee *exitError
@@ -80,7 +80,7 @@ func TestCheckAndRunShareThePreflight(t *testing.T) {
 
 	// Warnings only: exit 0, or 1 with --strict.
 	os.WriteFile(dir+"/ami.secret", []byte("s3cret\n"), 0o600)
-	os.WriteFile(path, []byte("state_dir: "+state+"\njails:\n  asterisk:\n    files: ["+dir+"/m.log]\nfraud:\n  country: US\n  ami: {secret_file: "+dir+"/ami.secret}\n"), 0o600)
+	os.WriteFile(path, []byte("state_dir: "+state+"\njails:\n  asterisk:\n    files: ["+dir+"/m.log]\nfraud:\n  country: US\n  ami: {secret_file: "+dir+"/ami.secret}\ncontrol: {socket: "+dir+"/run/s.sock}\n"), 0o600)
 	b.Reset()
 	if err := runConfigCheck(&b, path, false, false); err != nil {
 		t.Fatalf("warnings only: %v\n%s", err, b.String())

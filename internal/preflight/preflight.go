@@ -136,6 +136,9 @@ func CheckConfig(c *config.Config, loadErr error, opts Options) *Report {
 	}
 
 	h.stateDir(c.StateDir, c.Lines["state_dir"])
+	if c.Control.Socket != "" {
+		h.creatableDir("control.socket", filepath.Dir(c.Control.Socket), c.Lines["control.socket"])
+	}
 	h.jails(c)
 	h.ami(c)
 	r.Errors.Sort()
@@ -201,7 +204,11 @@ func (h *host) denied(line int, key, format string, args ...any) {
 
 // stateDir: the directory exists and is writable, or its nearest existing
 // parent is a writable directory (store.Open creates it).
-func (h *host) stateDir(dir string, line int) {
+func (h *host) stateDir(dir string, line int) { h.creatableDir("state_dir", dir, line) }
+
+// creatableDir reports (under key) a directory that is not one, or that
+// cannot be created or written.
+func (h *host) creatableDir(key, dir string, line int) {
 	if dir == "" {
 		return
 	}
@@ -211,28 +218,28 @@ func (h *host) stateDir(dir string, line int) {
 		if err == nil {
 			if !fi.IsDir() {
 				if p == filepath.Clean(dir) {
-					h.errorf(line, "state_dir", "%s is not a directory (remove it, or choose another state_dir)", dir)
+					h.errorf(line, key, "%s is not a directory (remove it, or choose another path)", dir)
 				} else {
-					h.errorf(line, "state_dir", "%s cannot be created: %s is not a directory", dir, p)
+					h.errorf(line, key, "%s cannot be created: %s is not a directory", dir, p)
 				}
 				return
 			}
 			if err := syscall.Access(p, 0x2|0x1); err != nil { // W_OK|X_OK
 				if p == filepath.Clean(dir) {
-					h.denied(line, "state_dir", "%s is not writable: %v", dir, err)
+					h.denied(line, key, "%s is not writable: %v", dir, err)
 				} else {
-					h.denied(line, "state_dir", "%s cannot be created: %s is not writable: %v", dir, p, err)
+					h.denied(line, key, "%s cannot be created: %s is not writable: %v", dir, p, err)
 				}
 			}
 			return
 		}
 		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-			h.denied(line, "state_dir", "%s: %v", dir, err)
+			h.denied(line, key, "%s: %v", dir, err)
 			return
 		}
 		parent := filepath.Dir(p)
 		if parent == p {
-			h.errorf(line, "state_dir", "%s cannot be created", dir)
+			h.errorf(line, key, "%s cannot be created", dir)
 			return
 		}
 		p = parent

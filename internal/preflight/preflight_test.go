@@ -35,7 +35,11 @@ func write(t *testing.T, path, data string) string {
 
 func check(t *testing.T, src string) *Report {
 	t.Helper()
-	path := write(t, filepath.Join(t.TempDir(), "pbxguard.yaml"), src)
+	dir := t.TempDir()
+	// The control socket in a directory any user can create (the default,
+	// /run/pbxguard, is root's); appended, so the lines above stay.
+	src += "control: {socket: " + dir + "/run/pbxguard.sock}\n"
+	path := write(t, filepath.Join(dir, "pbxguard.yaml"), src)
 	return Check(path, testOpts(t))
 }
 
@@ -139,7 +143,7 @@ func TestStateDir(t *testing.T) {
 	ro := filepath.Join(dir, "ro")
 	os.Mkdir(ro, 0o500)
 	if os.Geteuid() != 0 { // root writes anywhere
-		path := write(t, filepath.Join(dir, "c.yaml"), "state_dir: "+ro+"/state\njails: {}\n")
+		path := write(t, filepath.Join(dir, "c.yaml"), "state_dir: "+ro+"/state\njails: {}\ncontrol: {socket: "+dir+"/s.sock}\n")
 		opts := testOpts(t)
 		r := Check(path, opts)
 		if errs, _ := texts(r); !has(errs, "state_dir: "+ro+"/state cannot be created: "+ro+" is not writable") {
@@ -203,5 +207,15 @@ func TestExitCodes(t *testing.T) {
 	r = Check(filepath.Join(dir, "absent.yaml"), testOpts(t))
 	if r.OK() || !strings.Contains(r.Errors[0].Msg, "no such file") {
 		t.Fatalf("absent file: %+v", r.Errors)
+	}
+}
+
+func TestControlSocketDir(t *testing.T) {
+	dir := t.TempDir()
+	file := write(t, filepath.Join(dir, "file"), "")
+	path := write(t, filepath.Join(dir, "c.yaml"), "state_dir: "+dir+"\njails: {}\ncontrol:\n  socket: "+file+"/pbxguard.sock\n")
+	r := Check(path, testOpts(t))
+	if errs, _ := texts(r); !has(errs, "config: line 4: control.socket: "+file+" is not a directory") {
+		t.Fatalf("errors %q", errs)
 	}
 }
