@@ -189,7 +189,8 @@ func Default(opts Options) (*Config, error) { return Parse(nil, opts) }
 // Parse reads a configuration from YAML text.
 func Parse(data []byte, opts Options) (*Config, error) {
 	opts = opts.withDefaults()
-	p := &parser{Walker: &confyaml.Walker{}, opts: opts}
+	lines := map[string]int{}
+	p := &parser{Walker: &confyaml.Walker{Lines: lines}, opts: opts, lineOf: lines}
 	c := &Config{
 		StateDir: DefaultStateDir,
 		Firewall: Firewall{Backend: "auto"},
@@ -259,7 +260,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	if c.Timezone != "" {
 		loc, err := time.LoadLocation(c.Timezone)
 		if err != nil {
-			p.errorf(p.Lines["timezone"], "timezone", "%q is not a known zone (try Europe/Paris, UTC, or leave it out for the host's zone)", c.Timezone)
+			p.errorf(p.lineOf["timezone"], "timezone", "%q is not a known zone (try Europe/Paris, UTC, or leave it out for the host's zone)", c.Timezone)
 		} else {
 			c.Location = loc
 		}
@@ -293,8 +294,11 @@ func (c *Config) Enabled() []Jail {
 
 type parser struct {
 	*confyaml.Walker
-	opts Options
+	opts   Options
+	lineOf map[string]int // the Walker's Lines: key path → line
 }
+
+func (p *parser) scalar(k string, v *yaml.Node) (string, bool) { return p.Scalar(k, v) }
 
 func (p *parser) errorf(line int, key, format string, args ...any) {
 	p.Errorf(line, key, format, args...)
@@ -310,7 +314,10 @@ func (p *parser) mapping(n *yaml.Node, prefix string, fields map[string]func(str
 	p.Mapping(n, prefix, fields)
 }
 
-func (p *parser) str(k string, v *yaml.Node) string { return p.String(k, v) }
+func (p *parser) str(k string, v *yaml.Node) string {
+	s, _ := p.scalar(k, v)
+	return s
+}
 
 func (p *parser) path(k string, v *yaml.Node) string { return p.Path(k, v) }
 

@@ -164,8 +164,8 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 			j.FindTime = DefaultFindTime
 		}
 		if j.MaxBanTime < j.BanTime {
-			if p.Lines[full+".maxbantime"] > 0 {
-				p.errorf(p.Lines[full+".maxbantime"], full+".maxbantime", "%s is shorter than bantime %s (make it at least the bantime)", FormatDuration(j.MaxBanTime), FormatDuration(j.BanTime))
+			if p.lineOf[full+".maxbantime"] > 0 {
+				p.errorf(p.lineOf[full+".maxbantime"], full+".maxbantime", "%s is shorter than bantime %s (make it at least the bantime)", FormatDuration(j.MaxBanTime), FormatDuration(j.BanTime))
 			}
 			j.MaxBanTime = j.BanTime
 		}
