@@ -1,6 +1,7 @@
 package fraud
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -68,10 +69,44 @@ type Settings struct {
 	IncidentLog string
 }
 
+// SettingsError is an error of the fraud: section: confyaml's, the one
+// error type of every section (Line, Key, Msg, Suggest). A Key built
+// outside the Walker ("agi.listen") is made "fraud.agi.listen" by joinErrs.
+type SettingsError = confyaml.Error
+
 // sp reads the fraud: section through confyaml, the one dialect of the
 // configuration file: errors are confyaml.Error values (line, key path
 // fraud.…, message, did-you-mean), every one of them collected in one pass.
-type sp struct{ w *confyaml.Walker }
+type sp struct {
+	w    *confyaml.Walker
+	errs []error // errors made outside the Walker (sub-parsers), folded in by joinErrs
+}
+
+// joinErrs folds errs into one confyaml.Errors, in file order: each
+// *SettingsError keyed under fraud., anything else as a message.
+func joinErrs(errs []error) error {
+	var out confyaml.Errors
+	for _, e := range errs {
+		var es confyaml.Errors
+		if errors.As(e, &es) {
+			out = append(out, es...)
+			continue
+		}
+		var ce confyaml.Error
+		if pe := (*confyaml.Error)(nil); errors.As(e, &pe) {
+			ce = *pe
+		} else if !errors.As(e, &ce) {
+			out = append(out, confyaml.Error{Key: "fraud", Msg: e.Error()})
+			continue
+		}
+		if ce.Key != "fraud" && !strings.HasPrefix(ce.Key, "fraud.") {
+			ce.Key = confyaml.Join("fraud", ce.Key)
+		}
+		out = append(out, ce)
+	}
+	out.Sort()
+	return out.Err()
+}
 
 func (p *sp) errf(n *yaml.Node, key, format string, args ...any) {
 	p.w.ErrorAt(n, key, format, args...)
@@ -332,8 +367,8 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 		s.Syslog = &SyslogAlerter{Network: p.str(sm, "network", "alerts.syslog.network"), Addr: p.str(sm, "addr", "alerts.syslog.addr"), Tag: p.str(sm, "tag", "alerts.syslog.tag")}
 	}
 	s.IncidentLog = p.str(m, "incident_log", "incident_log")
-	if err := p.w.Err(); err != nil {
-		return nil, err
+	if len(p.errs) > 0 || len(p.w.Errs) > 0 {
+		return nil, joinErrs(append([]error{p.w.Errs}, p.errs...))
 	}
 	return s, nil
 }

@@ -46,3 +46,17 @@ func TestSettingsDialect(t *testing.T) {
 		}
 	}
 }
+
+// Errors made outside the Walker (a sub-parser's *SettingsError keyed
+// "agi.listen") join the section's, keyed under fraud., in file order.
+func TestJoinErrs(t *testing.T) {
+	err := joinErrs([]error{
+		confyaml.Errors{{Line: 5, Key: "fraud.window", Msg: "bad"}},
+		&SettingsError{Line: 2, Key: "agi.listen", Msg: "not host:port"},
+		errors.New("plain"),
+	})
+	want := "config: fraud: plain\nconfig: line 2: fraud.agi.listen: not host:port\nconfig: line 5: fraud.window: bad"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
