@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -10,9 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 	"github.com/pbxguard/pbxguard/internal/daemon"
-	"github.com/pbxguard/pbxguard/internal/fraud"
-	"github.com/pbxguard/pbxguard/internal/policy"
+	"github.com/pbxguard/pbxguard/internal/preflight"
 )
 
 // defaultConfigPath is where `pbxguard run` looks without --config.
@@ -24,33 +23,44 @@ func configCommands() []*cobra.Command {
 		Use:   "config",
 		Short: "Check pbxguard's configuration file",
 	}
-	var asJSON bool
+	var asJSON, strict bool
 	check := &cobra.Command{
 		Use:   "check [FILE]",
 		Short: "Check a configuration file: exit 0 when usable, 2 with line-numbered errors",
-		Long: `Check a configuration file (default ` + defaultConfigPath + `) and show what
-pbxguard would do with it: jails, their files, the allowlist, the backend.
-Errors carry the line number and what to write instead. Exit 0 when the file
-is usable, 2 when it is not.`,
+		Long: `Check a configuration file (default ` + defaultConfigPath + `) the way
+'pbxguard run' checks it at start (the same preflight), and show what pbxguard
+would do with it: jails, their files, the allowlist, the backend.
+
+Every error of every section (the core keys, firewall.policy, fraud) is shown
+in one pass, each with its line number and what to write instead, then what
+the daemon would trip over on this host: an AMI secret file that is missing,
+empty or a directory, an AMI address without a port, a state_dir that cannot
+be created, a followed path that is a directory or a FIFO. What can appear
+later (a log or CDR file not written yet) is a warning.
+
+Exit codes: 0 the file is usable (warnings may be printed); 1 with --strict
+when there are warnings; 2 when it is not usable ('pbxguard run' refuses it).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := defaultConfigPath
 			if len(args) == 1 {
 				path = args[0]
 			}
-			return runConfigCheck(cmd.OutOrStdout(), path, asJSON)
+			return runConfigCheck(cmd.OutOrStdout(), path, asJSON, strict)
 		},
 	}
 	check.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	check.Flags().BoolVar(&strict, "strict", false, "exit 1 when there are warnings")
 	cfgCmd.AddCommand(check)
 	return []*cobra.Command{cfgCmd}
 }
 
 type checkJSON struct {
 	OK        bool         `json:"ok"`
+	Exit      int          `json:"exit"`
 	File      string       `json:"file"`
 	Errors    []checkError `json:"errors"`
-	Warnings  []string     `json:"warnings"`
+	Warnings  []checkError `json:"warnings"`
 	Backend   string       `json:"backend,omitempty"`
 	StateDir  string       `json:"state_dir,omitempty"`
 	Socket    string       `json:"socket,omitempty"`
@@ -66,6 +76,7 @@ type checkError struct {
 	Line    int    `json:"line,omitempty"`
 	Key     string `json:"key,omitempty"`
 	Message string `json:"message"`
+	Suggest string `json:"did_you_mean,omitempty"`
 }
 
 type checkedJail struct {
@@ -80,83 +91,55 @@ type checkedJail struct {
 	MaxBanTime string   `json:"maxbantime"`
 }
 
-func runConfigCheck(w io.Writer, path string, asJSON bool) error {
-	c, err := config.Load(path, config.Options{})
-	out := checkJSON{File: path, Errors: []checkError{}, Warnings: []string{}}
-	var es config.Errors
-	switch {
-	case err == nil:
-		out.OK = true
-	case errors.As(err, &es):
-		for _, e := range es {
-			out.Errors = append(out.Errors, checkError{Line: e.Line, Key: e.Key, Message: e.Msg})
-		}
-	default:
-		out.Errors = append(out.Errors, checkError{Message: err.Error()})
+func toCheckErrors(es confyaml.Errors) []checkError {
+	out := []checkError{}
+	for _, e := range es {
+		out = append(out, checkError{Line: e.Line, Key: e.Key, Message: e.Message(), Suggest: e.Suggest})
 	}
+	return out
+}
+
+// warningText writes a warning for people: "warning: line 4: key: msg".
+func warningText(e confyaml.Error) string {
+	return "warning: " + strings.TrimPrefix(e.Error(), "config: ")
+}
+
+func runConfigCheck(w io.Writer, path string, asJSON, strict bool) error {
+	r := preflight.Check(path, preflight.Options{})
+	c := r.Config
+	out := checkJSON{File: path, OK: r.OK(), Errors: toCheckErrors(r.Errors), Warnings: toCheckErrors(r.Warnings)}
 	if c != nil && out.OK {
-		// The sections other packages own: check them too.
-		sectionErr := func(err error) {
-			var se *fraud.SettingsError
-			for _, e := range flatten(err) {
-				if errors.As(e, &se) {
-					out.Errors = append(out.Errors, checkError{Line: se.Line, Key: "fraud." + se.Key, Message: se.Msg})
-				} else {
-					msg := e.Error()
-					if strings.HasPrefix(msg, "line ") {
-						msg = "config: " + msg
-					}
-					out.Errors = append(out.Errors, checkError{Message: msg})
-				}
-			}
-			out.OK = false
+		out.Backend, out.StateDir, out.Socket, out.Metrics = c.Firewall.Backend, c.StateDir, c.Control.Socket, c.Metrics.Listen
+		for _, p := range c.Allowlist {
+			out.Allowlist = append(out.Allowlist, p.String())
 		}
-		if c.Fraud != nil {
-			if _, err := fraud.ParseSettings(c.Fraud); err != nil {
-				sectionErr(err)
+		if c.AllowlistAsteriskTrunks {
+			trunks, skipped, err := daemon.AsteriskTrunks(c.Audit.AsteriskDir)
+			if err != nil {
+				wn := confyaml.Error{Key: "allowlist_asterisk_trunks", Line: c.Lines["allowlist_asterisk_trunks"],
+					Msg: fmt.Sprintf("%v (set audit.asterisk_dir, or allowlist_asterisk_trunks: false)", err)}
+				r.Warnings = append(r.Warnings, wn)
+				out.Warnings = append(out.Warnings, toCheckErrors(confyaml.Errors{wn})...)
 			}
+			out.Trunks, out.TrunksSkipped = trunks, skipped
 		}
-		if c.Firewall.Policy != nil {
-			if _, err := policy.FromYAML(c.Firewall.Policy); err != nil {
-				sectionErr(err)
-			}
+		for _, j := range c.Jails {
+			out.Jails = append(out.Jails, checkedJail{Name: j.Name, Enabled: j.Enabled, Detector: j.Detector, Files: j.Files,
+				Journal: j.Journal, MaxRetry: j.MaxRetry, FindTime: config.FormatDuration(j.FindTime),
+				BanTime: config.FormatBanTime(j.BanTime), MaxBanTime: config.FormatBanTime(j.MaxBanTime)})
 		}
 	}
-	if c != nil {
-		out.Warnings = append(out.Warnings, c.Warnings...)
-		if out.OK {
-			out.Backend, out.StateDir, out.Socket, out.Metrics = c.Firewall.Backend, c.StateDir, c.Control.Socket, c.Metrics.Listen
-			for _, p := range c.Allowlist {
-				out.Allowlist = append(out.Allowlist, p.String())
-			}
-			if c.AllowlistAsteriskTrunks {
-				trunks, skipped, err := daemon.AsteriskTrunks(c.Audit.AsteriskDir)
-				if err != nil {
-					out.Warnings = append(out.Warnings, fmt.Sprintf("allowlist_asterisk_trunks: %v (set audit.asterisk_dir, or allowlist_asterisk_trunks: false)", err))
-				}
-				out.Trunks, out.TrunksSkipped = trunks, skipped
-			}
-			for _, j := range c.Jails {
-				out.Jails = append(out.Jails, checkedJail{Name: j.Name, Enabled: j.Enabled, Detector: j.Detector, Files: j.Files,
-					Journal: j.Journal, MaxRetry: j.MaxRetry, FindTime: config.FormatDuration(j.FindTime),
-					BanTime: config.FormatBanTime(j.BanTime), MaxBanTime: config.FormatBanTime(j.MaxBanTime)})
-			}
-		}
-	}
+	out.Exit = r.Code(strict)
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(out)
 	} else {
-		for _, e := range out.Errors {
-			if e.Line > 0 || e.Key != "" {
-				fmt.Fprintln(w, config.Error{Line: e.Line, Key: e.Key, Msg: e.Message}.Error())
-			} else {
-				fmt.Fprintln(w, e.Message)
-			}
+		for _, e := range r.Errors {
+			fmt.Fprintln(w, e.Error())
 		}
-		for _, wn := range out.Warnings {
-			fmt.Fprintln(w, "warning:", wn)
+		for _, wn := range r.Warnings {
+			fmt.Fprintln(w, warningText(wn))
 		}
 		if out.OK {
 			fmt.Fprintf(w, "%s: ok\n", path)
@@ -180,24 +163,14 @@ func runConfigCheck(w io.Writer, path string, asJSON bool) error {
 				fmt.Fprintf(w, "  jail %s (%s): detector %s, %d in %s bans for %s (up to %s), from %s\n",
 					j.Name, state, j.Detector, j.MaxRetry, j.FindTime, j.BanTime, j.MaxBanTime, from)
 			}
+		} else {
+			fmt.Fprintf(w, "%s: %d error(s); pbxguard run refuses it\n", path, len(r.Errors))
 		}
 	}
-	if !out.OK {
-		return &exitError{code: exitUsage}
+	if out.Exit != 0 {
+		return &exitError{code: out.Exit}
 	}
 	return nil
-}
-
-// flatten splits a joined error into its parts.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 func orOff(s string) string {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -19,6 +20,9 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/daemon"
+	"github.com/pbxguard/pbxguard/internal/instance"
+	"github.com/pbxguard/pbxguard/internal/preflight"
+	"github.com/pbxguard/pbxguard/internal/systemd"
 )
 
 // daemonCommands returns run, status, bans, ban and unban.
@@ -41,15 +45,32 @@ positions are kept, jails whose settings changed start afresh; a broken
 file is logged and the running configuration stays.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.ErrOrStderr(), cfgPath, true)
+			// The same preflight as 'config check': every error of every
+			// section, and what this host lacks, before anything is touched.
+			cfg, err := preflightRun(cmd.ErrOrStderr(), cfgPath)
 			if err != nil {
 				return err
 			}
 			log := slog.Default()
-			for _, w := range cfg.Warnings {
-				log.Warn(w)
+			// One daemon per state directory: the lock comes before the
+			// store is opened and before the kernel is touched, so a second
+			// 'pbxguard run' changes nothing (exit 3, naming the PID).
+			lock, err := instance.Acquire(cfg.StateDir)
+			if err != nil {
+				return failErr(err)
 			}
-			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log})
+			defer lock.Release()
+			// Type=notify: READY=1 once the kernel holds every restored ban
+			// (after the first start; a SIGHUP rebuild needs no new READY).
+			var ready sync.Once
+			notifyReady := func() {
+				ready.Do(func() {
+					if _, err := systemd.Notify("READY=1\nSTATUS=protecting: every stored ban is in the kernel"); err != nil {
+						log.Warn("telling systemd the daemon is ready", "err", err)
+					}
+				})
+			}
+			b, err := daemon.Build(cfg, daemon.BuildOptions{Logger: log, Ready: notifyReady})
 			if err != nil {
 				return failErr(err)
 			}
@@ -68,8 +89,19 @@ file is logged and the running configuration stays.`,
 					}
 				}
 			}()
-			load := func() (*config.Config, error) { return config.Load(cfgPath, config.Options{}) }
-			if err := b.Serve(ctx, reload, load); err != nil {
+			load := func() (*config.Config, error) {
+				r := preflight.Check(cfgPath, preflight.Options{})
+				if !r.OK() {
+					return nil, r.Err()
+				}
+				for _, w := range r.Warnings {
+					log.Warn(strings.TrimPrefix(w.Error(), "config: "))
+				}
+				return r.Config, nil
+			}
+			err = b.Serve(ctx, reload, load)
+			systemd.Notify("STOPPING=1")
+			if err != nil {
 				return failErr(err)
 			}
 			return nil
@@ -77,6 +109,22 @@ file is logged and the running configuration stays.`,
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", defaultConfigPath, "configuration file")
 	return cmd
+}
+
+// preflightRun checks the configuration for `run`: errors are printed and
+// exit 2; warnings are logged.
+func preflightRun(stderr io.Writer, path string) (*config.Config, error) {
+	r := preflight.Check(path, preflight.Options{})
+	if !r.OK() {
+		for _, e := range r.Errors {
+			fmt.Fprintln(stderr, e.Error())
+		}
+		return nil, usageErr("%s: %d error(s); check it with: pbxguard config check %s", path, len(r.Errors), path)
+	}
+	for _, w := range r.Warnings {
+		slog.Warn(strings.TrimPrefix(w.Error(), "config: "))
+	}
+	return r.Config, nil
 }
 
 // loadConfig reads the config; required=false tolerates a missing default file.
@@ -214,6 +262,20 @@ func printStatus(w io.Writer, st daemon.Status) {
 				a.Dir, f["critical"], f["high"], f["medium"], f["low"], f["info"], a.Dir)
 		}
 	}
+	for _, wk := range st.Workers {
+		name := wk.Name
+		if name == "ami" {
+			name = "AMI (fraud monitoring, source: ami jails)"
+		}
+		since := wk.Since.Local().Format("2006-01-02 15:04:05")
+		if wk.Up {
+			fmt.Fprintf(w, "%s: connected since %s\n", name, since)
+		} else if wk.LastError != "" {
+			fmt.Fprintf(w, "%s: DOWN since %s: %s\n", name, since, wk.LastError)
+		} else {
+			fmt.Fprintf(w, "%s: DOWN since %s (not connected yet)\n", name, since)
+		}
+	}
 	if st.Latency.Count > 0 {
 		fmt.Fprintf(w, "line-to-kernel ban latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d bans)\n",
 			st.Latency.P50ms, st.Latency.P99ms, st.Latency.Maxms, st.Latency.Count)
@@ -318,7 +380,7 @@ func banCmd() *cobra.Command {
 			var d time.Duration
 			if dur != "" {
 				if d, err = config.ParseBanTime(dur); err != nil || d <= 0 {
-					return usageErr("--for %q is not a duration (try 1h, 30m, 1w, or permanent)", dur)
+					return usageErr("--for %q is not a duration from 1s to %s (try 1h, 30m, 1w, or permanent)", dur, config.FormatDuration(config.MaxDuration))
 				}
 			}
 			c, err := sf.client(cmd)

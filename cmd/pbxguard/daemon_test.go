@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +64,61 @@ func TestPrintStatusKernel(t *testing.T) {
 	printStatus(&b, st)
 	if !strings.Contains(b.String(), "kernel: not checked (firewall dry-run)\n") {
 		t.Fatalf("status:\n%s", b.String())
+	}
+}
+
+// Issue 16: --for 18446744074 (seconds) overflowed into a 288 ms ban; every
+// out-of-range duration is a usage error before the daemon is asked.
+func TestBanForOutOfRange(t *testing.T) {
+	for _, d := range []string{"18446744074", "3651d", "-1h", "0"} {
+		if code := run([]string{"ban", "--socket", "/nonexistent/pbxguard.sock", "--for", d, "192.0.2.7"}); code != exitUsage {
+			t.Errorf("ban --for %s: exit %d, want %d", d, code, exitUsage)
+		}
+	}
+}
+
+func TestPrintStatusWorkers(t *testing.T) {
+	since := time.Date(2026, 12, 5, 8, 0, 0, 0, time.Local)
+	var b bytes.Buffer
+	printStatus(&b, daemon.Status{Backend: "nftables", Workers: []daemon.WorkerStatus{{Name: "ami", Since: since, LastError: "dial tcp 127.0.0.1:5038: connection refused"}}})
+	if want := "AMI (fraud monitoring, source: ami jails): DOWN since 2026-12-05 08:00:00: dial tcp 127.0.0.1:5038: connection refused\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("status:\n%s\nwant %q", b.String(), want)
+	}
+	b.Reset()
+	printStatus(&b, daemon.Status{Backend: "nftables", Workers: []daemon.WorkerStatus{{Name: "ami", Up: true, Since: since}}})
+	if want := "AMI (fraud monitoring, source: ami jails): connected since 2026-12-05 08:00:00\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("status:\n%s\nwant %q", b.String(), want)
+	}
+}
+
+// Every duration flag reads like the config (issue 16): no wrap-around, no
+// negative value, at most ten years; a bad one is a usage error (exit 2).
+func TestDurationFlags(t *testing.T) {
+	var d time.Duration
+	v := &durationValue{d: &d, min: time.Second}
+	for in, want := range map[string]time.Duration{"90s": 90 * time.Second, "1d": 24 * time.Hour, "3600": time.Hour} {
+		if err := v.Set(in); err != nil || d != want {
+			t.Errorf("Set(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"18446744074", "100000h", "-1h", "0", "500ms", "soon"} {
+		if err := v.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted: %v", in, d)
+		}
+	}
+	for _, args := range [][]string{
+		{"incident", "--ban-for", "100000h", "--once"},
+		{"firewall", "apply", "--confirm-within", "-1m"},
+	} {
+		root := newRootCmd()
+		root.SetArgs(args)
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		err := root.Execute()
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), "is not a duration from") {
+			t.Errorf("%v: %v, want a usage error about the duration", args, err)
+		}
 	}
 }

@@ -230,7 +230,7 @@ func applyCmd(o *firewallOpts) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&force, "force", false, "apply even if the current SSH session would be cut (the rollback still runs)")
-	c.Flags().DurationVar(&within, "confirm-within", 60*time.Second, "roll back unless confirmed within this time")
+	durationFlag(c, &within, "confirm-within", 60*time.Second, 0, "roll back unless confirmed within this time")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the armed rollback (id, deadline, waiter pid, state dir) as JSON")
 	return c
 }

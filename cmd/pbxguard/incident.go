@@ -227,11 +227,13 @@ Exit code 0: nothing suspicious; 1: suspicious extensions found; 2: bad input.`,
 }
 
 func parseSince(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("a negative duration looks back into the future (try 2h)")
-		}
+	if strings.HasPrefix(strings.TrimSpace(s), "-") {
+		return time.Time{}, fmt.Errorf("a negative duration looks back into the future (try 2h)")
+	}
+	if d, err := config.ParseDuration(s); err == nil {
 		return now.Add(-d), nil
+	} else if errors.Is(err, config.ErrDurationRange) {
+		return time.Time{}, fmt.Errorf("%q is more than ten years (try 2h, 1d)", s)
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
@@ -330,9 +332,9 @@ func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
 	pf.BoolVar(&lf.md5, "ami-md5", true, "log in with the MD5 challenge (the secret never crosses the wire)")
 	pf.BoolVar(&lf.dryRun, "dry-run", false, "print what would be done, do nothing")
 	cmd.Flags().BoolVar(&lf.once, "once", false, "print the view once and exit")
-	cmd.Flags().DurationVar(&lf.interval, "interval", 2*time.Second, "refresh interval of the live view")
+	durationFlag(cmd, &lf.interval, "interval", 2*time.Second, 100*time.Millisecond, "refresh interval of the live view")
 	cmd.Flags().StringVar(&lf.contain, "contain", "", "contain extension EXT: hang up its calls, lock it, ban its addresses")
-	cmd.Flags().DurationVar(&lf.banFor, "ban-for", 24*time.Hour, "ban duration for --contain")
+	durationFlag(cmd, &lf.banFor, "ban-for", 24*time.Hour, time.Second, "ban duration for --contain")
 	cmd.Flags().StringVar(&lf.socket, "socket", "", "pbxguard daemon control socket; bans go through the daemon (default: control.socket of the config, else "+config.DefaultSocket+")")
 	cmd.Flags().BoolVar(&lf.asJSON, "json", false, "JSON output")
 	cmd.Flags().BoolVar(&lf.banContacts, "ban-contacts", false, "with --contain, also ban the addresses in its registered Contact headers (client-written: check them first)")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pbxguard/pbxguard/internal/systemd"
 	"github.com/pbxguard/pbxguard/internal/version"
 )
 
@@ -71,7 +72,13 @@ func newRootCmd() *cobra.Command {
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageErr("--log-level %q: use debug, info, warn or error", logLevel)
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})))
+			if cmd.ErrOrStderr() == os.Stderr && systemd.StderrIsJournal() {
+				// journald stamps each line and reads the priority from a
+				// <N> prefix: no second timestamp, no level word.
+				slog.SetDefault(slog.New(systemd.NewJournalHandler(os.Stderr, lvl)))
+			} else {
+				slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})))
+			}
 			return nil
 		},
 	}

@@ -4,19 +4,19 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"sort"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 	"github.com/pbxguard/pbxguard/internal/event"
 )
 
@@ -55,6 +55,8 @@ type Config struct {
 	Sensor Sensor
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
+	// Lines maps each key path read (jails.asterisk.files) to its line.
+	Lines map[string]int
 }
 
 // Firewall is the `firewall:` section.
@@ -112,9 +114,15 @@ type Jail struct {
 // Options are the host facts the defaults depend on; zero values mean the
 // real host. Tests set them.
 type Options struct {
-	LoggerConf   string // Asterisk logger.conf, default /etc/asterisk/logger.conf
-	AsteriskConf string // Asterisk asterisk.conf (astlogdir)
-	AsteriskLogs string // default log directory
+	// LoggerConf is Asterisk's logger.conf; default logger.conf in
+	// audit.asterisk_dir (/etc/asterisk unless the file says otherwise).
+	LoggerConf string
+	// AsteriskConf is Asterisk's asterisk.conf (for astlogdir); default
+	// asterisk.conf in audit.asterisk_dir.
+	AsteriskConf string
+	// AsteriskLogs is the default log directory: astlogdir of
+	// asterisk.conf, else /var/log/asterisk.
+	AsteriskLogs string
 	AuthLog      string // sshd's log file when no journal
 	// HostPrefixes returns the host's own addresses; nil means net.Interfaces.
 	HostPrefixes func() []netip.Prefix
@@ -122,16 +130,25 @@ type Options struct {
 	HaveJournal func() bool
 }
 
-func (o Options) withDefaults() Options {
+// withAsteriskDir fills in the Asterisk files from the Asterisk
+// configuration directory (audit.asterisk_dir).
+func (o Options) withAsteriskDir(dir string) Options {
+	if dir == "" {
+		dir = DefaultAsteriskDir
+	}
 	if o.LoggerConf == "" {
-		o.LoggerConf = DefaultLoggerConf
+		o.LoggerConf = filepath.Join(dir, "logger.conf")
 	}
 	if o.AsteriskConf == "" {
-		o.AsteriskConf = DefaultAsteriskConf
+		o.AsteriskConf = filepath.Join(dir, "asterisk.conf")
 	}
 	if o.AsteriskLogs == "" {
 		o.AsteriskLogs = readAstLogDir(o.AsteriskConf, DefaultAsteriskLogs)
 	}
+	return o
+}
+
+func (o Options) withDefaults() Options {
 	if o.AuthLog == "" {
 		o.AuthLog = DefaultAuthLog
 	}
@@ -147,37 +164,12 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Error is one problem in the file, with its line.
-type Error struct {
-	Line int    // 0 when not tied to a line
-	Key  string // dotted key path, e.g. jails.asterisk.bantime
-	Msg  string
-}
-
-func (e Error) Error() string {
-	var b strings.Builder
-	b.WriteString("config: ")
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "line %d: ", e.Line)
-	}
-	if e.Key != "" {
-		b.WriteString(e.Key)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// Error is one problem in the file, with its line, key path and
+// suggestion: the one error type of every section (see confyaml).
+type Error = confyaml.Error
 
 // Errors is every problem found in one file.
-type Errors []Error
-
-func (es Errors) Error() string {
-	s := make([]string, len(es))
-	for i, e := range es {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "\n")
-}
+type Errors = confyaml.Errors
 
 // Load reads and checks the file at path. A failure is an Errors (line
 // numbered problems) or an I/O error, both wrapped.
@@ -199,7 +191,8 @@ func Default(opts Options) (*Config, error) { return Parse(nil, opts) }
 // Parse reads a configuration from YAML text.
 func Parse(data []byte, opts Options) (*Config, error) {
 	opts = opts.withDefaults()
-	p := &parser{opts: opts}
+	lines := map[string]int{}
+	p := &parser{Walker: &confyaml.Walker{Lines: lines}, opts: opts, lineOf: lines}
 	c := &Config{
 		StateDir: DefaultStateDir,
 		Firewall: Firewall{Backend: "auto"},
@@ -212,7 +205,8 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{{Msg: yamlErr(err)}}
+		line, msg := yamlErr(err)
+		return nil, Errors{{Line: line, Msg: msg}}
 	}
 	var root *yaml.Node
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
@@ -220,6 +214,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	}
 	var userAllow []netip.Prefix
 	jailsSeen := false
+	var jailsNode *yaml.Node
 	if root != nil && !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
 		p.mapping(root, "", map[string]func(k string, v *yaml.Node){
 			"state_dir": func(k string, v *yaml.Node) { c.StateDir = p.path(k, v) },
@@ -256,10 +251,15 @@ func Parse(data []byte, opts Options) (*Config, error) {
 			},
 			"allowlist_asterisk_trunks": func(k string, v *yaml.Node) { c.AllowlistAsteriskTrunks = p.boolean(k, v) },
 			"jails": func(k string, v *yaml.Node) {
-				jailsSeen = true
-				c.Jails = p.jails(k, v)
+				jailsSeen, jailsNode = true, v
 			},
 		})
+	}
+	// The jails last: their log discovery reads logger.conf in
+	// audit.asterisk_dir, wherever the audit: section is in the file.
+	p.opts = p.opts.withAsteriskDir(c.Audit.AsteriskDir)
+	if jailsSeen {
+		c.Jails = p.jails("jails", jailsNode)
 	}
 	if c.Timezone != "" {
 		loc, err := time.LoadLocation(c.Timezone)
@@ -277,9 +277,11 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	}
 	p.checkSensor(c)
 	c.Allowlist = mergePrefixes(append(append(loopback(), opts.HostPrefixes()...), userAllow...))
-	c.Warnings = p.warnings
-	if len(p.errs) > 0 {
-		return c, p.errs
+	c.Warnings = p.Warnings
+	c.Lines = p.Lines
+	if len(p.Errs) > 0 {
+		p.Errs.Sort()
+		return c, p.Errs
 	}
 	return c, nil
 }
@@ -296,89 +298,25 @@ func (c *Config) Enabled() []Jail {
 }
 
 type parser struct {
-	opts     Options
-	errs     Errors
-	warnings []string
-	lineOf   map[string]int
+	*confyaml.Walker
+	opts   Options
+	lineOf map[string]int // the Walker's Lines: key path → line
 }
+
+func (p *parser) scalar(k string, v *yaml.Node) (string, bool) { return p.Scalar(k, v) }
 
 func (p *parser) errorf(line int, key, format string, args ...any) {
-	p.errs = append(p.errs, Error{Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	p.Errorf(line, key, format, args...)
 }
 
-func (p *parser) warnf(format string, args ...any) {
-	p.warnings = append(p.warnings, fmt.Sprintf(format, args...))
-}
+func (p *parser) warnf(format string, args ...any) { p.Warnf(format, args...) }
 
-func join(prefix, k string) string {
-	if prefix == "" {
-		return k
-	}
-	return prefix + "." + k
-}
+func join(prefix, k string) string { return confyaml.Join(prefix, k) }
 
-// mapping walks a mapping node, calling fields[key] for each key; unknown
-// keys and duplicates are errors.
+func describe(n *yaml.Node) string { return confyaml.Describe(n) }
+
 func (p *parser) mapping(n *yaml.Node, prefix string, fields map[string]func(string, *yaml.Node)) {
-	if p.lineOf == nil {
-		p.lineOf = map[string]int{}
-	}
-	if n.Kind != yaml.MappingNode {
-		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-			return
-		}
-		p.errorf(n.Line, prefix, "expected a mapping of keys (key: value), found %s", describe(n))
-		return
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		kn, vn := n.Content[i], n.Content[i+1]
-		key := kn.Value
-		full := join(prefix, key)
-		if seen[key] {
-			p.errorf(kn.Line, full, "appears twice (keep one)")
-			continue
-		}
-		seen[key] = true
-		f, ok := fields[key]
-		if !ok {
-			known := make([]string, 0, len(fields))
-			for k := range fields {
-				known = append(known, k)
-			}
-			sort.Strings(known)
-			if s := suggest(key, known); s != "" {
-				p.errorf(kn.Line, full, "unknown key (did you mean %q?)", s)
-			} else {
-				p.errorf(kn.Line, full, "unknown key (known here: %s)", strings.Join(known, ", "))
-			}
-			continue
-		}
-		p.lineOf[full] = kn.Line
-		f(full, vn)
-	}
-}
-
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	return "nothing"
-}
-
-func (p *parser) scalar(k string, v *yaml.Node) (string, bool) {
-	if v.Kind != yaml.ScalarNode {
-		p.errorf(v.Line, k, "expected a single value, found %s", describe(v))
-		return "", false
-	}
-	return v.Value, true
+	p.Mapping(n, prefix, fields)
 }
 
 func (p *parser) str(k string, v *yaml.Node) string {
@@ -386,131 +324,31 @@ func (p *parser) str(k string, v *yaml.Node) string {
 	return s
 }
 
-func (p *parser) path(k string, v *yaml.Node) string {
-	s, ok := p.scalar(k, v)
-	if ok && !strings.HasPrefix(s, "/") {
-		p.errorf(v.Line, k, "%q is not an absolute path (write it from /)", s)
-	}
-	return s
-}
+func (p *parser) path(k string, v *yaml.Node) string { return p.Path(k, v) }
 
-func (p *parser) boolean(k string, v *yaml.Node) bool {
-	s, ok := p.scalar(k, v)
-	if !ok {
-		return false
-	}
-	switch strings.ToLower(s) {
-	case "true", "yes", "on":
-		return true
-	case "false", "no", "off":
-		return false
-	}
-	p.errorf(v.Line, k, "%q is not true or false", s)
-	return false
-}
+func (p *parser) boolean(k string, v *yaml.Node) bool { return p.Bool(k, v) }
 
-func (p *parser) intRange(k string, v *yaml.Node, lo, hi int) int {
-	s, ok := p.scalar(k, v)
-	if !ok {
-		return 0
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		p.errorf(v.Line, k, "%q is not a whole number", s)
-		return 0
-	}
-	if n < lo || n > hi {
-		p.errorf(v.Line, k, "%d is out of range (%d to %d)", n, lo, hi)
-		return 0
-	}
-	return n
-}
+func (p *parser) intRange(k string, v *yaml.Node, lo, hi int) int { return p.Int(k, v, lo, hi) }
 
 func (p *parser) duration(k string, v *yaml.Node) time.Duration {
-	s, ok := p.scalar(k, v)
-	if !ok {
-		return 0
-	}
-	d, err := ParseDuration(s)
-	if err != nil {
-		p.errorf(v.Line, k, "%q is not a duration (try 1h, 30m, 1w)", s)
-		return 0
-	}
+	d, _ := p.Duration(k, v, 0, 0, "try 1h, 30m, 1w")
 	return d
 }
 
 func (p *parser) oneOf(k string, v *yaml.Node, choices ...string) string {
-	s, ok := p.scalar(k, v)
-	if !ok {
-		return ""
-	}
-	for _, c := range choices {
-		if s == c {
-			return s
-		}
-	}
-	if h := suggest(s, choices); h != "" {
-		p.errorf(v.Line, k, "%q is not one of %s (did you mean %q?)", s, strings.Join(choices, ", "), h)
-	} else {
-		p.errorf(v.Line, k, "%q is not one of %s", s, strings.Join(choices, ", "))
-	}
-	return ""
+	return p.OneOf(k, v, choices...)
 }
 
-func (p *parser) strings(k string, v *yaml.Node) []string {
-	if v.Kind == yaml.ScalarNode {
-		if v.Tag == "!!null" {
-			return nil
-		}
-		return []string{v.Value}
-	}
-	if v.Kind != yaml.SequenceNode {
-		p.errorf(v.Line, k, "expected a list, found %s", describe(v))
-		return nil
-	}
-	out := make([]string, 0, len(v.Content))
-	for _, e := range v.Content {
-		if s, ok := p.scalar(k, e); ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
+func (p *parser) strings(k string, v *yaml.Node) []string { return p.Strings(k, v) }
 
-func (p *parser) prefixes(k string, v *yaml.Node) []netip.Prefix {
-	var out []netip.Prefix
-	nodes := v.Content
-	if v.Kind == yaml.ScalarNode {
-		nodes = []*yaml.Node{v}
-	} else if v.Kind != yaml.SequenceNode {
-		p.errorf(v.Line, k, "expected a list of addresses or prefixes, found %s", describe(v))
-		return nil
-	}
-	for _, e := range nodes {
-		s, ok := p.scalar(k, e)
-		if !ok {
-			continue
-		}
-		pfx, err := ParsePrefix(s)
-		if err != nil {
-			p.errorf(e.Line, k, "%q is not an address or prefix (write 192.0.2.7, 192.0.2.0/24 or 2001:db8::/48)", s)
-			continue
-		}
-		out = append(out, pfx)
-	}
-	return out
-}
+func (p *parser) prefixes(k string, v *yaml.Node) []netip.Prefix { return p.Prefixes(k, v) }
 
 func (p *parser) listen(k string, v *yaml.Node) string {
-	s, ok := p.scalar(k, v)
-	if !ok || s == "" {
+	s := p.HostPort(k, v, true, `try "127.0.0.1:9469", or "" to turn metrics off`)
+	if s == "" {
 		return ""
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || port == "" {
-		p.errorf(v.Line, k, "%q is not host:port (try \"127.0.0.1:9469\", or \"\" to turn metrics off)", s)
-		return ""
-	}
+	host, _, _ := net.SplitHostPort(s)
 	if host != "" && host != "localhost" {
 		if a, err := netip.ParseAddr(host); err == nil && !a.IsLoopback() {
 			p.warnf("metrics.listen %s is not a loopback address: /metrics will be reachable from the network", s)
@@ -520,25 +358,7 @@ func (p *parser) listen(k string, v *yaml.Node) string {
 }
 
 // ParsePrefix reads an address (as a single-address prefix) or a CIDR.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		if p.Addr().Is4In6() {
-			return netip.Prefix{}, errors.New("use the IPv4 form")
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap().WithZone("")
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
+func ParsePrefix(s string) (netip.Prefix, error) { return confyaml.ParsePrefix(s) }
 
 func loopback() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -587,44 +407,19 @@ func mergePrefixes(in []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-func yamlErr(err error) string {
-	// yaml.v3 says "yaml: line 3: mapping values are not allowed in this context".
+// yamlErr splits yaml.v3's "yaml: line 3: mapping values are not allowed
+// in this context" into the line and the message.
+func yamlErr(err error) (int, string) {
 	s := strings.TrimPrefix(err.Error(), "yaml: ")
-	return s + " (check the indentation and the colons on that line)"
-}
-
-// suggest returns the candidate nearest to s when it is close enough.
-func suggest(s string, candidates []string) string {
-	best, bestD := "", 1<<30
-	for _, c := range candidates {
-		d := levenshtein(strings.ToLower(s), c)
-		if d < bestD {
-			best, bestD = c, d
-		}
-	}
-	if bestD <= 2 || (bestD <= 3 && len(s) > 6) || strings.ReplaceAll(strings.ToLower(s), "-", "_") == best ||
-		strings.ReplaceAll(strings.ToLower(s), "_", "") == strings.ReplaceAll(best, "_", "") {
-		return best
-	}
-	return ""
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
+	line := 0
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if n, msg, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				line, s = l, msg
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return line, s + " (check the indentation and the colons on that line)"
 }
+
+func suggest(s string, candidates []string) string { return confyaml.Suggest(s, candidates) }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/pbxguard/pbxguard/internal/event"
 )
 
@@ -299,5 +301,87 @@ func TestAuditSection(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("%q: error %v, want prefix %q", src, err, want)
 		}
+	}
+}
+
+// Issue 16: 18446744074 seconds overflowed into a 288 ms ban and config
+// check printed "0s"; every out-of-range duration is an error.
+func TestDurationOutOfRange(t *testing.T) {
+	for _, in := range []string{"18446744074", "3651d", "600w", "9999999999999h"} {
+		if d, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
+		}
+	}
+	_, err := Parse([]byte("jails:\n  asterisk:\n    files: [/var/log/x]\n    bantime: 18446744074\n    maxbantime: 600w\n"), testOpts(t))
+	for _, want := range []string{
+		`config: line 4: jails.asterisk.bantime: "18446744074" is out of range (at most 521w3d)`,
+		`config: line 5: jails.asterisk.maxbantime: "600w" is out of range (at most 521w3d)`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+// Issue 12: logger.conf is read from audit.asterisk_dir (wherever the
+// audit: section is in the file), not always from /etc/asterisk, and so is
+// asterisk.conf's astlogdir.
+func TestLoggerConfFromAsteriskDir(t *testing.T) {
+	etc := t.TempDir()
+	os.WriteFile(filepath.Join(etc, "logger.conf"), []byte("[logfiles]\nmessages.log => notice,warning,error\nsecurity.log => security\n"), 0o600)
+	os.WriteFile(filepath.Join(etc, "asterisk.conf"), []byte("[directories](!)\nastlogdir => /srv/log/asterisk\n"), 0o600)
+	opts := testOpts(t)
+	opts.LoggerConf, opts.AsteriskConf, opts.AsteriskLogs = "", "", ""
+	c, err := Parse([]byte("jails:\n  asterisk: {maxretry: 3}\naudit:\n  asterisk_dir: "+etc+"\n"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "/srv/log/asterisk/messages.log,/srv/log/asterisk/security.log"
+	if got := strings.Join(c.Jails[0].Files, ","); got != want || len(c.Warnings) != 0 {
+		t.Fatalf("files %s, warnings %q; want %s and no warning", got, c.Warnings, want)
+	}
+
+	// A missing logger.conf is reported as missing, not as "security log off".
+	empty := t.TempDir()
+	c, err = Parse([]byte("audit: {asterisk_dir: "+empty+"}\n"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "jail asterisk: Asterisk's "+empty+"/logger.conf is missing or unreadable (is audit.asterisk_dir right?)") ||
+		strings.Contains(c.Warnings[0], "security log is off") {
+		t.Fatalf("warnings = %q", c.Warnings)
+	}
+}
+
+// Issue 12: the sample config sets no files: or journal: (they turn
+// logger.conf discovery off for anyone who installs it as told).
+func TestDeploySampleLeavesDiscoveryOn(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/pbxguard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Jails map[string]map[string]any `yaml:"jails"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, j := range doc.Jails {
+		for _, k := range []string{"files", "journal"} {
+			if _, ok := j[k]; ok {
+				t.Errorf("deploy/pbxguard.yaml sets jails.%s.%s: discovery is off for whoever installs it", name, k)
+			}
+		}
+	}
+	etc := t.TempDir()
+	os.WriteFile(filepath.Join(etc, "logger.conf"), []byte("[logfiles]\nmessages => notice,warning,error\nsecurity => security\n"), 0o600)
+	opts := testOpts(t)
+	opts.LoggerConf = filepath.Join(etc, "logger.conf")
+	c, err := Load("../../deploy/pbxguard.yaml", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Jails[0].Files, ","); got != opts.AsteriskLogs+"/messages,"+opts.AsteriskLogs+"/security" {
+		t.Fatalf("asterisk jail of the sample follows %s, not what logger.conf says", got)
 	}
 }

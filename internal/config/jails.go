@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -143,7 +142,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 					kd, ok := event.ParseKind(kn.Value)
 					if !ok || kd == event.KindNone {
 						if s := suggest(kn.Value, kinds); s != "" {
-							p.errorf(kn.Line, join(k, kn.Value), "unknown event kind (did you mean %q?)", s)
+							p.Suggestf(kn.Line, join(k, kn.Value), s, "unknown event kind")
 						} else {
 							p.errorf(kn.Line, join(k, kn.Value), "unknown event kind (known: %s)", strings.Join(kinds, ", "))
 						}
@@ -177,22 +176,7 @@ func (p *parser) jails(k string, v *yaml.Node) []Jail {
 	return out
 }
 
-func (p *parser) float(k string, v *yaml.Node, lo, hi float64) float64 {
-	s, ok := p.scalar(k, v)
-	if !ok {
-		return 0
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		p.errorf(v.Line, k, "%q is not a number (try 2 or 1.5)", s)
-		return lo
-	}
-	if f < lo || f > hi {
-		p.errorf(v.Line, k, "%g is out of range (%g to %g)", f, lo, hi)
-		return lo
-	}
-	return f
-}
+func (p *parser) float(k string, v *yaml.Node, lo, hi float64) float64 { return p.Float(k, v, lo, hi) }
 
 // finishJail fills in the files or journal the user left out. Weights the
 // user left out take the jail's defaults (1 per failure and per unanswered
@@ -206,9 +190,11 @@ func (p *parser) finishJail(j *Jail, set map[string]bool) {
 		logs := readLoggerConf(p.opts.LoggerConf, p.opts.AsteriskLogs)
 		j.Files = logs.Files
 		if !logs.Found {
-			p.warnf("jail %s: %s not readable; following %s (set jails.%s.files to choose)", j.Name, p.opts.LoggerConf, strings.Join(logs.Files, ", "), j.Name)
-		}
-		if !logs.Security {
+			// Missing is missing: whether the security log is on is not
+			// known without it.
+			p.warnf("jail %s: Asterisk's %s is missing or unreadable (is audit.asterisk_dir right?); following %s, guessed from the log directory "+
+				"(set jails.%s.files to choose)", j.Name, p.opts.LoggerConf, strings.Join(logs.Files, ", "), j.Name)
+		} else if !logs.Security {
 			p.warnf("jail %s: Asterisk's security log is off, so pbxguard misses attacks Asterisk only reports there "+
 				"(enumeration, alwaysauthreject=yes). Add the line `security.log => security` under [logfiles] in %s, "+
 				"then run: asterisk -rx 'logger reload'", j.Name, p.opts.LoggerConf)

@@ -130,11 +130,17 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			}
 		}
 		log.Info("AMI listener started", "addr", amiCfg.Addr, "jails", amiJails, "fraud", withFraud)
+		// Connected or not, since when, why: status and pbxguard_ami_up.
+		health := time.NewTicker(time.Second)
+		defer health.Stop()
 		var ev event.Event
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
+			case <-health.C:
+				s := client.Stats()
+				d.SetWorkerUp("ami", s.Connected, errString(s.LastError))
 			case msg, ok := <-client.Events():
 				if !ok {
 					return errors.New("AMI event channel closed")

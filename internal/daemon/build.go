@@ -35,6 +35,9 @@ type BuildOptions struct {
 	// StartAtBeginning reads files without a saved position from their start
 	// (replays); by default a file already present is followed from its end.
 	StartAtBeginning bool
+	// Ready is called each time the daemon (or a rebuild after SIGHUP) has
+	// every restored ban in the kernel and runs (Options.Ready).
+	Ready func()
 }
 
 // Built is a daemon with the parts Build opened; Close releases them.
@@ -267,7 +270,7 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
 		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
-		Audit: &auditStatus,
+		Audit: &auditStatus, Ready: opts.Ready,
 	})
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -249,8 +250,8 @@ func (s *controlServer) do(req Request) Response {
 		if req.For == "permanent" {
 			dur = store.Permanent
 		} else if req.For != "" {
-			if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 {
-				return Response{Error: fmt.Sprintf("%q is not a duration (try 1h, 30m)", req.For)}
+			if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 || dur > config.MaxDuration {
+				return Response{Error: fmt.Sprintf("%q is not a duration from 1s to %s (try 1h, 30m, or permanent)", req.For, config.FormatDuration(config.MaxDuration))}
 			}
 		}
 		b, err := s.d.Ban(ctx, pfx, dur, req.Jail, req.Reason)

@@ -120,6 +120,9 @@ type Options struct {
 	// start (nil = not run): exposed as pbxguard_audit_findings and in
 	// Status.
 	Audit *AuditStatus
+	// Ready, when set, is called by Run once the kernel holds every
+	// restored ban and every stage has started (systemd's READY=1).
+	Ready func()
 }
 
 // Batching of decisions into one backend Add.
@@ -180,6 +183,8 @@ type Daemon struct {
 	positions map[string]store.Position // last line handled, per source key
 	gates     map[string][]*ticket      // decisions not yet stored, per source key, oldest first
 	posDirty  bool
+
+	health workerHealth // the workers' up/down, for Status and /metrics
 
 	activeMu sync.Mutex
 	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
@@ -250,6 +255,7 @@ func New(opts Options) (*Daemon, error) {
 		d.metrics.activeBans.WithLabelValues(j.Name).Set(0)
 	}
 	d.registerSourceMetrics()
+	d.registerWorkers(d.now())
 	if opts.Audit != nil {
 		for sev, n := range opts.Audit.Findings {
 			d.metrics.auditFindings.WithLabelValues(sev).Set(float64(n))
@@ -307,6 +313,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		srcs.Go("worker "+w.Name, func() {
 			if err := w.Run(srcCtx, d); err != nil && srcCtx.Err() == nil {
 				d.log.Error("worker stopped", "worker", w.Name, "err", err)
+				d.SetWorkerUp(w.Name, false, err) // down in status and /metrics, not only in the log
 			}
 		})
 	}
@@ -326,6 +333,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.running.Store(true)
 	d.log.Info("pbxguard running", "jails", len(d.jails), "backend", d.opts.Backend.Name(),
 		"control", d.opts.ControlSocket, "metrics", d.opts.MetricsListen)
+	if d.opts.Ready != nil {
+		d.opts.Ready()
+	}
 
 	var runErr error
 	select {
@@ -1379,6 +1389,7 @@ type Status struct {
 	Audit      *AuditStatus   `json:"audit,omitempty"`
 	Kernel     KernelStatus   `json:"kernel"`
 	Store      StoreStatus    `json:"store"`
+	Workers    []WorkerStatus `json:"workers,omitempty"` // the AMI connection: up or down, since when, why
 }
 
 // JailStatus is one jail in Status.
@@ -1416,5 +1427,6 @@ func (d *Daemon) Status() Status {
 		st.Jails = append(st.Jails, js2)
 	}
 	sort.Slice(st.Jails, func(a, b int) bool { return st.Jails[a].Name < st.Jails[b].Name })
+	st.Workers = d.workerStatuses()
 	return st
 }

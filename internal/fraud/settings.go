@@ -1,6 +1,7 @@
 package fraud
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 	"github.com/pbxguard/pbxguard/internal/numbers"
 )
 
@@ -69,44 +71,61 @@ type Settings struct {
 	AGI *AGISettings // fraud.agi: the decision before the call (nil: off); see agi_settings.go
 }
 
-// SettingsError is a configuration error with its line.
-type SettingsError struct {
-	Line int
-	Key  string
-	Msg  string
+// SettingsError is an error of the fraud: section: confyaml's, the one
+// error type of every section (Line, Key, Msg, Suggest). A Key built
+// outside the Walker ("agi.listen") is made "fraud.agi.listen" by joinErrs.
+type SettingsError = confyaml.Error
+
+// sp reads the fraud: section through confyaml, the one dialect of the
+// configuration file: errors are confyaml.Error values (line, key path
+// fraud.…, message, did-you-mean), every one of them collected in one pass.
+type sp struct {
+	w    *confyaml.Walker
+	errs []error // errors made outside the Walker (sub-parsers), folded in by joinErrs
 }
 
-func (e *SettingsError) Error() string {
-	return fmt.Sprintf("config: line %d: fraud.%s: %s", e.Line, e.Key, e.Msg)
+// joinErrs folds errs into one confyaml.Errors, in file order: each
+// *SettingsError keyed under fraud., anything else as a message.
+func joinErrs(errs []error) error {
+	var out confyaml.Errors
+	for _, e := range errs {
+		var es confyaml.Errors
+		if errors.As(e, &es) {
+			out = append(out, es...)
+			continue
+		}
+		var ce confyaml.Error
+		if pe := (*confyaml.Error)(nil); errors.As(e, &pe) {
+			ce = *pe
+		} else if !errors.As(e, &ce) {
+			out = append(out, confyaml.Error{Key: "fraud", Msg: e.Error()})
+			continue
+		}
+		if ce.Key != "fraud" && !strings.HasPrefix(ce.Key, "fraud.") {
+			ce.Key = confyaml.Join("fraud", ce.Key)
+		}
+		out = append(out, ce)
+	}
+	out.Sort()
+	return out.Err()
 }
-
-type sp struct{ errs []error }
 
 func (p *sp) errf(n *yaml.Node, key, format string, args ...any) {
-	p.errs = append(p.errs, &SettingsError{Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	p.w.ErrorAt(n, key, format, args...)
 }
 
-// mapping returns key → value nodes, reporting unknown keys.
+// mapping returns key → value nodes, reporting unknown keys (with the
+// nearest known one) and duplicates.
 func (p *sp) mapping(n *yaml.Node, prefix string, known ...string) map[string]*yaml.Node {
 	out := map[string]*yaml.Node{}
 	if n == nil {
 		return out
 	}
-	if n.Kind != yaml.MappingNode {
-		p.errf(n, strings.TrimSuffix(prefix, "."), "expected a mapping (key: value)")
-		return out
+	fields := confyaml.Fields{}
+	for _, k := range known {
+		fields[k] = func(_ string, v *yaml.Node) { out[k] = v }
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if !slices.Contains(known, k.Value) {
-			p.errf(k, prefix+k.Value, "unknown key (known here: %s)", strings.Join(known, ", "))
-			continue
-		}
-		if _, dup := out[k.Value]; dup {
-			p.errf(k, prefix+k.Value, "appears twice (keep one)")
-		}
-		out[k.Value] = v
-	}
+	p.w.MappingWith(n, strings.TrimSuffix(prefix, "."), fields, "expected a mapping (key: value), found %s")
 	return out
 }
 
@@ -115,11 +134,7 @@ func (p *sp) str(m map[string]*yaml.Node, k, key string) string {
 	if v == nil {
 		return ""
 	}
-	if v.Kind != yaml.ScalarNode {
-		p.errf(v, key, "expected a single value")
-		return ""
-	}
-	return v.Value
+	return p.w.String(key, v)
 }
 
 func (p *sp) boolean(m map[string]*yaml.Node, k, key string, def bool) bool {
@@ -127,7 +142,10 @@ func (p *sp) boolean(m map[string]*yaml.Node, k, key string, def bool) bool {
 	if s == "" {
 		return def
 	}
-	b, err := strconv.ParseBool(s)
+	if b, ok := confyaml.ParseBool(s); ok {
+		return b
+	}
+	b, err := strconv.ParseBool(s) // 1, t, F…: accepted before the dialect was one
 	if err != nil {
 		p.errf(m[k], key, "%q is not true or false", s)
 	}
@@ -135,47 +153,25 @@ func (p *sp) boolean(m map[string]*yaml.Node, k, key string, def bool) bool {
 }
 
 func (p *sp) integer(m map[string]*yaml.Node, k, key string, lo, hi int) int {
-	s := p.str(m, k, key)
-	if s == "" {
+	if m[k] == nil {
 		return 0
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		p.errf(m[k], key, "%q is not a whole number from %d to %d", s, lo, hi)
-	}
-	return n
+	return p.w.Int(key, m[k], lo, hi)
 }
 
 func (p *sp) duration(m map[string]*yaml.Node, k, key string) time.Duration {
-	s := p.str(m, k, key)
-	if s == "" {
+	if m[k] == nil {
 		return 0
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		p.errf(m[k], key, "%q is not a duration (try 10m, 1h, 24h)", s)
-	}
+	d, _ := p.w.Duration(key, m[k], time.Second, 0, "try 10m, 1h, 24h")
 	return d
 }
 
 func (p *sp) list(m map[string]*yaml.Node, k, key string) []string {
-	v := m[k]
-	if v == nil {
+	if m[k] == nil {
 		return nil
 	}
-	if v.Kind != yaml.SequenceNode {
-		p.errf(v, key, "expected a list ([a, b])")
-		return nil
-	}
-	out := make([]string, 0, len(v.Content))
-	for _, e := range v.Content {
-		if e.Kind != yaml.ScalarNode {
-			p.errf(e, key, "expected single values in the list")
-			continue
-		}
-		out = append(out, e.Value)
-	}
-	return out
+	return p.w.Strings(key, m[k])
 }
 
 var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
@@ -194,9 +190,9 @@ func clockTime(s string) (time.Duration, bool) {
 }
 
 // ParseSettings reads the `fraud:` section. Errors carry the line and say
-// what to write instead; all of them are returned joined.
+// what to write instead; all of them are returned, as confyaml.Errors.
 func ParseSettings(n *yaml.Node) (*Settings, error) {
-	p := &sp{}
+	p := &sp{w: &confyaml.Walker{Prefix: "fraud"}}
 	s := &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
 		BanFor: 24 * time.Hour, HangupCause: 21}
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
@@ -211,7 +207,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 		if n != nil {
 			line = n.Line
 		}
-		p.errs = append(p.errs, &SettingsError{Line: line, Key: "country", Msg: "missing: set the PBX's home country (ISO 3166: US, GB, AU, DE, …)"})
+		p.w.Errorf(line, "country", "missing: set the PBX's home country (ISO 3166: US, GB, AU, DE, …)")
 	} else if _, err := numbers.New(numbers.Config{HomeRegion: s.Country}); err != nil {
 		p.errf(m["country"], "country", "%q is not a country code libphonenumber knows (try US, GB, AU, DE)", s.Country)
 	}
@@ -223,6 +219,9 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	s.Engine.IgnoreExtensions = s.Trunks
 	am := p.mapping(m["ami"], "ami.", "addr", "user", "secret_file", "md5")
 	if v := p.str(am, "addr", "ami.addr"); v != "" {
+		if err := confyaml.CheckHostPort(v); err != nil {
+			p.errf(am["addr"], "ami.addr", "%q is not host:port (try \"127.0.0.1:5038\"; Asterisk's manager.conf port, 5038 by default)", v)
+		}
 		s.AMIAddr = v
 	}
 	if v := p.str(am, "user", "ami.user"); v != "" {
@@ -373,39 +372,10 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	var agiErrs []error
 	s.AGI, agiErrs = parseAGISettings(n)
 	p.errs = append(p.errs, agiErrs...)
-	if len(p.errs) > 0 {
-		return nil, joinErrs(p.errs)
+	if len(p.errs) > 0 || len(p.w.Errs) > 0 {
+		return nil, joinErrs(append([]error{p.w.Errs}, p.errs...))
 	}
 	return s, nil
-}
-
-type multiErr []error
-
-func (m multiErr) Error() string {
-	parts := make([]string, len(m))
-	for i, e := range m {
-		parts[i] = e.Error()
-	}
-	return strings.Join(parts, "\n")
-}
-
-func (m multiErr) Unwrap() []error { return m }
-
-func joinErrs(errs []error) error {
-	slices.SortStableFunc(errs, func(a, b error) int {
-		var x, y *SettingsError
-		if ae, ok := a.(*SettingsError); ok {
-			x = ae
-		}
-		if be, ok := b.(*SettingsError); ok {
-			y = be
-		}
-		if x == nil || y == nil {
-			return 0
-		}
-		return x.Line - y.Line
-	})
-	return multiErr(errs)
 }
 
 // Normalizer returns the number reader for the settings.

@@ -8,26 +8,34 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 )
 
 // ErrInvalid is matched (errors.Is) by every configuration error.
 var ErrInvalid = errors.New("invalid firewall policy")
 
 // ConfigError is a mistake in the policy configuration: where and what to
-// write instead. errors.Is(err, ErrInvalid) holds for it.
+// write instead. errors.Is(err, ErrInvalid) holds for it. Compile returns
+// it; FromYAML and FromDocument return confyaml.Errors (every mistake of the
+// section, each with errors.Is(err, ErrInvalid)).
 type ConfigError struct {
-	Line int // 0 when unknown
+	Line int    // 0 when unknown
+	Key  string // dotted key path (firewall.policy.…); "" when Msg names it
 	Msg  string
 }
 
 func (e *ConfigError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+	msg := e.Msg
+	if e.Key != "" {
+		msg = e.Key + ": " + msg
 	}
-	return e.Msg
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s", e.Line, msg)
+	}
+	return msg
 }
 
 // Is makes errors.Is(err, ErrInvalid) true.
@@ -38,6 +46,27 @@ const prefix = "firewall.policy"
 
 type parser struct {
 	cfg *Config
+	w   *confyaml.Walker
+}
+
+// errReported is returned by a handler whose errors are already recorded.
+var errReported = errors.New("firewall.policy: errors reported")
+
+func newParser(cfg *Config) *parser {
+	return &parser{cfg: cfg, w: &confyaml.Walker{Class: ErrInvalid, Lines: cfg.Lines}}
+}
+
+// record adds a handler's error to the walker (once).
+func (p *parser) record(err error) {
+	if err == nil || err == errReported {
+		return
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		p.w.Add(confyaml.Error{Line: ce.Line, Key: ce.Key, Msg: ce.Msg})
+		return
+	}
+	p.w.Add(confyaml.Error{Msg: err.Error()})
 }
 
 func (p *parser) errf(n *yaml.Node, key, format string, args ...any) error {
@@ -45,11 +74,11 @@ func (p *parser) errf(n *yaml.Node, key, format string, args ...any) error {
 	if n != nil {
 		line = n.Line
 	}
-	msg := fmt.Sprintf(format, args...)
+	k := ""
 	if key != "" {
-		msg = prefix + "." + key + ": " + msg
+		k = prefix + "." + key
 	}
-	return &ConfigError{Line: line, Msg: msg}
+	return &ConfigError{Line: line, Key: k, Msg: fmt.Sprintf(format, args...)}
 }
 
 // FromDocument reads the policy from a whole configuration document: the
@@ -76,14 +105,15 @@ func FromDocument(doc *yaml.Node) (*Config, error) {
 		cfg.Lines["policy"] = polKey.Line
 	}
 	if allow != nil && cfg.TrustAllowlist {
-		p := &parser{cfg: cfg}
+		p := newParser(cfg)
 		list, err := p.prefixes(allow, "")
 		if err != nil {
 			var ce *ConfigError
 			if errors.As(err, &ce) {
-				return nil, &ConfigError{Line: ce.Line, Msg: "allowlist: " + ce.Msg}
+				ce.Key = "allowlist"
 			}
-			return nil, err
+			p.record(err)
+			return nil, p.w.Err()
 		}
 		cfg.Trusted.Allowlist = list
 		cfg.Lines["allowlist"] = allow.Line
@@ -104,7 +134,7 @@ func FromYAML(node *yaml.Node) (*Config, error) {
 	if node.Kind == yaml.ScalarNode && node.Tag == "!!null" {
 		return cfg, nil
 	}
-	p := &parser{cfg: cfg}
+	p := newParser(cfg)
 	cfg.Lines[""] = node.Line
 	err := p.mapping(node, "", map[string]func(*yaml.Node, string) error{
 		"input": func(n *yaml.Node, k string) error {
@@ -125,7 +155,8 @@ func FromYAML(node *yaml.Node) (*Config, error) {
 		"port_scan":       p.portScan,
 		"sip_scanner":     p.sipScanner,
 	})
-	if err != nil {
+	p.record(err)
+	if err := p.w.Err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -157,11 +188,14 @@ func join(base, key string) string {
 }
 
 // mapping walks a mapping node, calling the handler of each key; unknown
-// keys are errors that list the known ones.
+// keys are errors that name the nearest known key or list them. Every key
+// is read: the errors of all of them are recorded, and errReported tells
+// the caller that some were.
 func (p *parser) mapping(n *yaml.Node, base string, handlers map[string]func(*yaml.Node, string) error) error {
 	if n.Kind != yaml.MappingNode {
 		return p.errf(n, base, "expected a mapping of keys (like `key: value` lines indented under it)")
 	}
+	before := len(p.w.Errs)
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -173,16 +207,23 @@ func (p *parser) mapping(n *yaml.Node, base string, handlers map[string]func(*ya
 				known = append(known, name)
 			}
 			sort.Strings(known)
-			return p.errf(k, path, "unknown key (known keys here: %s)", strings.Join(known, ", "))
+			if s := confyaml.Suggest(k.Value, known); s != "" {
+				p.w.Suggestf(k.Line, prefix+"."+path, s, "unknown key")
+			} else {
+				p.record(p.errf(k, path, "unknown key (known keys here: %s)", strings.Join(known, ", ")))
+			}
+			continue
 		}
 		if seen[k.Value] {
-			return p.errf(k, path, "key appears twice; keep one")
+			p.record(p.errf(k, path, "key appears twice; keep one"))
+			continue
 		}
 		seen[k.Value] = true
 		p.cfg.Lines[path] = k.Line
-		if err := h(v, path); err != nil {
-			return err
-		}
+		p.record(h(v, path))
+	}
+	if len(p.w.Errs) > before {
+		return errReported
 	}
 	return nil
 }
@@ -224,51 +265,17 @@ func (p *parser) integer(n *yaml.Node, key string, lo, hi int, dst *int) error {
 }
 
 // ParseDuration accepts Go durations plus days (d) and weeks (w): 90s, 10m,
-// 1h, 1d, 1w, 1h30m.
+// 1h, 1d, 1w, 1h30m (a unit is required here), up to ten years
+// (confyaml.ParseDuration, the one duration reader).
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, errors.New("empty duration")
 	}
-	var total time.Duration
-	rest := s
-	for rest != "" {
-		i := 0
-		for i < len(rest) && (rest[i] >= '0' && rest[i] <= '9') {
-			i++
-		}
-		j := i
-		for j < len(rest) && unicode.IsLetter(rune(rest[j])) {
-			j++
-		}
-		if i == 0 || j == i {
-			return 0, fmt.Errorf("%q is not a duration", s)
-		}
-		num, err := strconv.ParseInt(rest[:i], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration", s)
-		}
-		var unit time.Duration
-		switch rest[i:j] {
-		case "ms":
-			unit = time.Millisecond
-		case "s":
-			unit = time.Second
-		case "m":
-			unit = time.Minute
-		case "h":
-			unit = time.Hour
-		case "d":
-			unit = 24 * time.Hour
-		case "w":
-			unit = 7 * 24 * time.Hour
-		default:
-			return 0, fmt.Errorf("%q is not a duration", s)
-		}
-		total += time.Duration(num) * unit
-		rest = rest[j:]
+	if strings.Trim(s, "0123456789") == "" {
+		return 0, fmt.Errorf("%q is not a duration (give a unit: 30s, 10m)", s)
 	}
-	return total, nil
+	return confyaml.ParseDuration(s)
 }
 
 func (p *parser) duration(n *yaml.Node, key string, min time.Duration, dst *time.Duration) error {
@@ -277,6 +284,9 @@ func (p *parser) duration(n *yaml.Node, key string, min time.Duration, dst *time
 		return err
 	}
 	d, err := ParseDuration(v)
+	if errors.Is(err, confyaml.ErrDurationRange) {
+		return p.errf(n, key, "%q is out of range (at most %s)", v, confyaml.FormatDuration(confyaml.MaxDuration))
+	}
 	if err != nil {
 		return p.errf(n, key, "%q is not a duration (try 30s, 10m, 1h, 1d, 1w)", v)
 	}
@@ -518,6 +528,7 @@ func (p *parser) services(n *yaml.Node, base string) error {
 				return p.errf(n, k, "expected a list of services, each like {name: tftp, udp: 69, from: trusted}")
 			}
 			names := map[string]bool{"ssh": true, "sip": true, "rtp": true, "ami": true, "http": true, "https": true}
+			bad := false
 			for i, item := range n.Content {
 				c := Service{Enabled: true, From: Sources{Kind: FromTrusted}, Why: "custom service"}
 				ik := fmt.Sprintf("%s[%d]", k, i)
@@ -557,20 +568,32 @@ func (p *parser) services(n *yaml.Node, base string) error {
 					c.Why = v
 					return err
 				}
+				// Each item is checked, whatever the previous ones hold.
 				if err := p.mapping(item, ik, h); err != nil {
-					return err
+					p.record(err)
+					bad = true
+					continue
 				}
 				if c.Name == "" {
-					return p.errf(item, ik, "a custom service needs a name (like name: tftp)")
+					p.record(p.errf(item, ik, "a custom service needs a name (like name: tftp)"))
+					bad = true
+					continue
 				}
 				if names[c.Name] {
-					return p.errf(item, ik+".name", "%q is already used; pick another name", c.Name)
+					p.record(p.errf(item, ik+".name", "%q is already used; pick another name", c.Name))
+					bad = true
+					continue
 				}
 				names[c.Name] = true
 				if len(c.TCP)+len(c.UDP) == 0 {
-					return p.errf(item, ik, "a custom service needs tcp: or udp: ports")
+					p.record(p.errf(item, ik, "a custom service needs tcp: or udp: ports"))
+					bad = true
+					continue
 				}
 				s.Custom = append(s.Custom, c)
+			}
+			if bad {
+				return errReported
 			}
 			return nil
 		},

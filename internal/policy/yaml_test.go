@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pbxguard/pbxguard/internal/confyaml"
 )
 
 func parseDoc(t *testing.T, src string) (*Config, error) {
@@ -163,4 +165,43 @@ func FuzzFromYAML(f *testing.F) {
 			t.Fatalf("compile error without ErrInvalid: %v", err)
 		}
 	})
+}
+
+// Every mistake of the section in one pass (issue 10 point 3): the old
+// walker stopped at the first.
+func TestFromYAMLReportsEveryError(t *testing.T) {
+	_, err := parseDoc(t, `firewall:
+  policy:
+    input: reject
+    services:
+      ssh: {port: 22, from: everyone}
+      custom:
+        - {name: x}
+        - {name: y, tcp: 70000}
+    protections:
+      xmas: maybe
+    port_scan: {ban: 18446744074s}
+    sip_scaner: {}
+`)
+	var es confyaml.Errors
+	if !errors.As(err, &es) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v (want confyaml.Errors matching ErrInvalid)", err)
+	}
+	want := []string{
+		`config: line 3: firewall.policy.input: "reject" is not a policy`,
+		`config: line 5: firewall.policy.services.ssh.from: expected any, trusted, loopback`,
+		`config: line 7: firewall.policy.services.custom[0]: a custom service needs tcp: or udp: ports`,
+		`config: line 8: firewall.policy.services.custom[1].tcp: "70000" is not a port`,
+		`config: line 10: firewall.policy.protections.xmas: "maybe" is not true or false`,
+		`config: line 11: firewall.policy.port_scan.ban: "18446744074s" is out of range`,
+		`config: line 12: firewall.policy.sip_scaner: unknown key (did you mean "sip_scanner"?)`,
+	}
+	if len(es) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(es), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(es[i].Error(), w) {
+			t.Errorf("error %d = %q, want prefix %q", i, es[i].Error(), w)
+		}
+	}
 }
