@@ -648,8 +648,12 @@ func testDaemonRestart(t *testing.T, backend string) {
 		}
 	}
 	t.Logf("remaining times: worst disagreement between store, bans and kernel %.2f s", worst)
-	if worst > 2 {
-		t.Fatalf("remaining times disagree by %.2f s (> 2 s)", worst)
+	// A consistency bound, not a speed one: ipset and iptables keep whole
+	// seconds (up to 1 s of rounding), and listing 10,000 entries through
+	// ipset takes up to a second on a loaded 2-core machine between the
+	// kernel's reading and tKernel.
+	if worst > 3 {
+		t.Fatalf("remaining times disagree by %.2f s (> 3 s)", worst)
 	}
 }
 
