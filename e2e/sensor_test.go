@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,7 +58,8 @@ func TestSensorAlwaysAuthReject(t *testing.T) {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		return n
 	}
-	cfg := writeDaemonConfig(t, dir, daemonConfig{top: "sensor: {enabled: true, jail: asterisk, rate_per_source: 200/second}"})
+	capture := filepath.Join(dir, "sensor.pcap")
+	cfg := writeDaemonConfig(t, dir, daemonConfig{metrics: "127.0.0.1:9469", top: "sensor: {enabled: true, jail: asterisk, rate_per_source: 200/second, capture_file: " + capture + "}"})
 	d := startDaemon(t, pbx, dir, cfg)
 	// The sensor's table is loaded by its worker, beside the daemon's.
 	deadline := time.Now().Add(10 * time.Second)
@@ -156,6 +159,34 @@ func TestSensorAlwaysAuthReject(t *testing.T) {
 	if !strings.Contains(d.out.String(), "sensor watching SIP") {
 		t.Errorf("the daemon never said the sensor started")
 	}
+	// What the daemon's sensor made of the traffic, and what test-log makes
+	// of the sensor's capture of the same packets: the same events.
+	m := scrape(pbx, "127.0.0.1:9469")
+	d.stop() // flushes the capture
+	out, err := exec.Command(pbxguardBin, "test-log", "--json", capture).CombinedOutput()
+	if err != nil {
+		t.Fatalf("test-log on the capture: %v\n%s", err, out)
+	}
+	var tl struct {
+		Lines  int            `json:"lines"`
+		ByKind map[string]int `json:"by_kind"`
+		ByAddr map[string]int `json:"by_addr"`
+	}
+	if err := json.Unmarshal(out, &tl); err != nil {
+		t.Fatalf("test-log --json: %v\n%s", err, out)
+	}
+	for _, k := range []string{"auth_failure", "challenge_sent", "auth_success", "scan"} {
+		live := int(m[`pbxguard_sensor_events_total{kind="`+k+`"}`])
+		if tl.ByKind[k] != live {
+			t.Errorf("%s: test-log on the capture found %d, the daemon's sensor %d", k, tl.ByKind[k], live)
+		}
+	}
+	for _, p := range peers {
+		if p.attacker && tl.ByAddr[p.addr] == 0 {
+			t.Errorf("test-log on the capture: no failure from %s (%s)", p.addr, p.name)
+		}
+	}
+	t.Logf("capture: %d packets; events %v", tl.Lines, tl.ByKind)
 	// No log line was written for any of it.
 	for _, f := range []string{"messages.log", "security.log"} {
 		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() != 0 {

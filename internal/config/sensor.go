@@ -18,12 +18,17 @@ type Sensor struct {
 	Snaplen       int      // bytes copied per packet [1024]
 	RatePerSource int      // packets per second per source the kernel copies [200]
 	NFLOGGroup    int      // [7]
-	Line          int
+	// CaptureFile, when set, receives every packet the kernel copies to
+	// the sensor (cut at snaplen) as a pcap file, for `pbxguard test-log`
+	// and Wireshark; at most CaptureMax bytes [64 MiB], then writing stops.
+	CaptureFile string
+	CaptureMax  int64
+	Line        int
 }
 
 // DefaultSensor is the sensor section's defaults.
 func DefaultSensor() Sensor {
-	return Sensor{Jail: "asterisk", UDPPorts: []uint16{5060}, TCPPorts: []uint16{5060}, Snaplen: 1024, RatePerSource: 200, NFLOGGroup: 7}
+	return Sensor{Jail: "asterisk", UDPPorts: []uint16{5060}, TCPPorts: []uint16{5060}, Snaplen: 1024, RatePerSource: 200, NFLOGGroup: 7, CaptureMax: 64 << 20}
 }
 
 func (p *parser) sensor(k string, v *yaml.Node, s *Sensor) {
@@ -37,8 +42,12 @@ func (p *parser) sensor(k string, v *yaml.Node, s *Sensor) {
 				"tcp": func(k string, v *yaml.Node) { s.TCPPorts = p.ports(k, v) },
 			})
 		},
-		"snaplen":     func(k string, v *yaml.Node) { s.Snaplen = p.intRange(k, v, 256, 65535) },
-		"nflog_group": func(k string, v *yaml.Node) { s.NFLOGGroup = p.intRange(k, v, 1, 65535) },
+		"snaplen":      func(k string, v *yaml.Node) { s.Snaplen = p.intRange(k, v, 256, 65535) },
+		"nflog_group":  func(k string, v *yaml.Node) { s.NFLOGGroup = p.intRange(k, v, 1, 65535) },
+		"capture_file": func(k string, v *yaml.Node) { s.CaptureFile = p.path(k, v) },
+		"capture_max_mb": func(k string, v *yaml.Node) {
+			s.CaptureMax = int64(p.intRange(k, v, 1, 100000)) << 20
+		},
 		"rate_per_source": func(k string, v *yaml.Node) {
 			val, ok := p.scalar(k, v)
 			if !ok {

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -63,9 +65,16 @@ func sensorWorker(sc config.Sensor, netns string, log *slog.Logger) *Worker {
 				injectErr = err
 			}
 		})
+		capture, err := openCapture(sc, log)
+		if err != nil {
+			d.setSensorState(err)
+			return err
+		}
+		defer capture.close()
 		d.setSensorState(nil)
 		log.Info("sensor watching SIP", "udp", sc.UDPPorts, "tcp", sc.TCPPorts, "nflog_group", sc.NFLOGGroup, "snaplen", sc.Snaplen, "rate_per_source", sc.RatePerSource, "jail", sc.Jail)
 		err = t.Run(ctx, func(ip []byte, at time.Time) {
+			capture.write(ip, at)
 			s.HandleIP(ip, at)
 			mu.Lock()
 			stats, drops = s.Stats, t.Drops
@@ -80,6 +89,65 @@ func sensorWorker(sc config.Sensor, netns string, log *slog.Logger) *Worker {
 		}
 		return nil
 	}}
+}
+
+// sensorCapture writes the packets the kernel copies to a pcap file
+// (sensor.capture_file), bounded by sensor.capture_max_mb.
+type sensorCapture struct {
+	f       *os.File
+	w       *bufio.Writer
+	n, max  int64
+	last    time.Time
+	log     *slog.Logger
+	stopped bool
+}
+
+func openCapture(sc config.Sensor, log *slog.Logger) (*sensorCapture, error) {
+	if sc.CaptureFile == "" {
+		return nil, nil
+	}
+	f, err := os.OpenFile(sc.CaptureFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sensor: capture file: %w", err)
+	}
+	c := &sensorCapture{f: f, w: bufio.NewWriterSize(f, 256<<10), max: sc.CaptureMax, log: log}
+	if err := sensor.WritePcapHeader(c.w); err != nil {
+		f.Close()
+		return nil, err
+	}
+	c.n = 24
+	log.Info("sensor: capturing SIP packets", "file", sc.CaptureFile, "max_bytes", sc.CaptureMax)
+	return c, nil
+}
+
+func (c *sensorCapture) write(ip []byte, at time.Time) {
+	if c == nil || c.stopped {
+		return
+	}
+	if c.n+16+int64(len(ip)) > c.max {
+		c.stopped = true
+		c.w.Flush()
+		c.log.Warn("sensor: capture file full; capturing stopped", "bytes", c.n)
+		return
+	}
+	if err := sensor.WritePcapRecord(c.w, at, ip); err != nil {
+		c.stopped = true
+		c.log.Warn("sensor: capture write failed; capturing stopped", "err", err)
+		return
+	}
+	c.n += 16 + int64(len(ip))
+	if at.Sub(c.last) > time.Second {
+		c.last = at
+		c.w.Flush()
+	}
+}
+
+func (c *sensorCapture) close() {
+	if c == nil {
+		return
+	}
+	c.w.Flush()
+	c.f.Close()
 }
 
 func (d *Daemon) setSensorState(err error) {
