@@ -127,10 +127,11 @@ type pending struct {
 }
 
 type jailState struct {
-	spec   JailSpec
-	mu     sync.Mutex // serialises the Judge
-	lines  atomic.Uint64
-	events atomic.Uint64
+	spec     JailSpec
+	mu       sync.Mutex // serialises the Judge
+	lines    atomic.Uint64
+	events   atomic.Uint64
+	evidence evidenceRing // recent events, for ban evidence (evidence.go); guarded by mu
 }
 
 // normPrefix turns IPv4-mapped IPv6 into IPv4 and clears host bits.
@@ -170,6 +171,8 @@ type Daemon struct {
 	activeMu sync.Mutex
 	active   map[netip.Prefix]string // prefix -> jail, mirror of the store's active bans
 	retry    []store.Ban             // bans the kernel refused, retried on tick
+
+	evidence evidenceState // ban evidence writer (evidence.go)
 }
 
 // New checks the options and makes a daemon; Run starts it.
@@ -304,6 +307,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-bannerDone
 	close(d.storeQ)
 	<-storeDone
+	d.waitEvidence()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := d.savePositions(sctx, false); err != nil {
@@ -377,9 +381,7 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 				if ev.Time.IsZero() {
 					ev.Time = l.Received
 				}
-				js.mu.Lock()
-				dec, ok := js.spec.Judge.Observe(&ev)
-				js.mu.Unlock()
+				dec, ok := d.observe(js, &ev, sp.Name, l.Data, &l.Pos)
 				if ok {
 					if dec.Jail == "" {
 						dec.Jail = js.spec.Name
@@ -430,9 +432,7 @@ func (d *Daemon) Inject(ctx context.Context, jail string, ev *event.Event) error
 	}
 	d.metrics.events.WithLabelValues(ev.Detector, ev.Kind.String()).Inc()
 	js.events.Add(1)
-	js.mu.Lock()
-	dec, ok := js.spec.Judge.Observe(ev)
-	js.mu.Unlock()
+	dec, ok := d.observe(js, ev, "AMI", nil, nil)
 	if ok {
 		if dec.Jail == "" {
 			dec.Jail = jail
@@ -573,6 +573,7 @@ func (d *Daemon) apply(batch []pending) {
 		}
 	}
 	d.storeQ <- storeReq{rows: rows}
+	d.keepEvidence(rows)
 	d.noteActive(rows)
 	for _, r := range rows {
 		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
