@@ -143,7 +143,7 @@ func (s *Store) EvidenceFor(ctx context.Context, addr netip.Addr, limit int) ([]
 	}
 	addr = addr.Unmap().WithZone("")
 	all, err := s.queryEvidence(ctx, `SELECT id, prefix, addr, jail, at, until, reason, decision, events FROM ban_evidence
-		WHERE addr = ? OR prefix = ? ORDER BY at DESC, id DESC LIMIT ?`, addr.String(), netip.PrefixFrom(addr, addr.BitLen()).String(), limit)
+		WHERE addr = ? ORDER BY at DESC, id DESC LIMIT ?`, addr.String(), limit)
 	if err != nil || addr.Is4() {
 		return all, err
 	}
