@@ -203,7 +203,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 
 func bansCmd() *cobra.Command {
 	var sf socketFlags
-	var asJSON bool
+	var asJSON, withEvidence bool
 	cmd := &cobra.Command{
 		Use:   "bans",
 		Short: "List active bans (addr, jail, reason, since, until, count)",
@@ -220,6 +220,9 @@ func bansCmd() *cobra.Command {
 			if bans == nil {
 				bans = []daemon.BanInfo{}
 			}
+			if withEvidence {
+				return printBansEvidence(cmd.Context(), cmd, &sf, bans, asJSON)
+			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), bans)
 			}
@@ -229,6 +232,7 @@ func bansCmd() *cobra.Command {
 	}
 	sf.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&withEvidence, "evidence", false, "show each ban's evidence (rule, window, log lines; reads state_dir)")
 	return cmd
 }
 

@@ -51,6 +51,7 @@ var commandGroups = []func() []*cobra.Command{
 	firewallCommands,
 	incidentCommands,
 	auditCommands,
+	evidenceCommands,
 }
 
 func newRootCmd() *cobra.Command {
