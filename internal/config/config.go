@@ -51,6 +51,8 @@ type Config struct {
 	AllowlistAsteriskTrunks bool
 	// Fraud is the raw `fraud:` section (parsed by the fraud package), nil when absent.
 	Fraud *yaml.Node
+	// History is the raw `history:` section (ParseHistory, history.go), nil when absent.
+	History *yaml.Node
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
 }
@@ -251,6 +253,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 				})
 			},
 			"allowlist_asterisk_trunks": func(k string, v *yaml.Node) { c.AllowlistAsteriskTrunks = p.boolean(k, v) },
+			"history":                   func(_ string, v *yaml.Node) { c.History = v },
 			"jails": func(k string, v *yaml.Node) {
 				jailsSeen = true
 				c.Jails = p.jails(k, v)

@@ -248,8 +248,12 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	if w != nil {
 		workers = append(workers, *w)
 	}
+	hist, err := config.ParseHistory(cfg.History)
+	if err != nil {
+		return nil, err
+	}
 	d, err := New(Options{
-		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
+		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails, Retention: hist.Retention,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
 		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
 		Audit: &auditStatus,

@@ -113,6 +113,9 @@ type Options struct {
 	// start (nil = not run): exposed as pbxguard_audit_findings and in
 	// Status.
 	Audit *AuditStatus
+	// Retention: ban history, evidence and incidents older than this are
+	// pruned (hourly, evidence.go); 0 keeps them forever.
+	Retention time.Duration
 }
 
 // Batching of decisions into one backend Add.
@@ -710,6 +713,7 @@ func (d *Daemon) loop(ctx context.Context) {
 			return
 		case <-tick.C:
 			d.tick(ctx)
+			d.maybePrune(ctx)
 		case <-save.C:
 			if err := d.savePositions(ctx, true); err != nil && ctx.Err() == nil {
 				d.log.Error("saving positions", "err", err)

@@ -248,6 +248,9 @@ type evidenceState struct {
 	running bool
 	wg      sync.WaitGroup
 	lines   lineCache
+
+	pruning   bool
+	lastPrune time.Time
 }
 
 // keepEvidence copies the evidence of bans the kernel took (rows) out of
@@ -471,4 +474,37 @@ func FormatSource(x store.EvidenceEvent) string {
 		return x.Source + "@" + strconv.FormatInt(x.Offset, 10)
 	}
 	return x.Source
+}
+
+// pruneEvery is how often maybePrune deletes old history.
+const pruneEvery = time.Hour
+
+// maybePrune deletes ban history, ban evidence and incidents older than
+// Options.Retention, at most once per pruneEvery, on its own goroutine
+// (the tick loop does not wait for the disk).
+func (d *Daemon) maybePrune(ctx context.Context) {
+	if d.opts.Retention <= 0 {
+		return
+	}
+	e := &d.evidence
+	now := d.now()
+	e.mu.Lock()
+	if e.pruning || (!e.lastPrune.IsZero() && now.Sub(e.lastPrune) < pruneEvery) {
+		e.mu.Unlock()
+		return
+	}
+	e.pruning, e.lastPrune = true, now
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		defer func() { e.mu.Lock(); e.pruning = false; e.mu.Unlock() }()
+		n, err := d.opts.Store.Prune(ctx, now.Add(-d.opts.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Error("pruning old history", "retention", d.opts.Retention, "err", err)
+		case n > 0:
+			d.log.Info("pruned old history, evidence and incidents", "rows", n, "retention", d.opts.Retention)
+		}
+	}()
 }

@@ -268,3 +268,37 @@ func TestEscape(t *testing.T) {
 		}
 	}
 }
+
+// History, evidence and incidents older than the retention are pruned;
+// active bans and newer rows stay; a second call within the hour does nothing.
+func TestRetentionPrunes(t *testing.T) {
+	ctx := context.Background()
+	st := mustStore(t)
+	now := time.Now()
+	a := netip.MustParseAddr("203.0.113.66")
+	p := netip.PrefixFrom(a, 32)
+	for _, at := range []time.Time{now.Add(-40 * 24 * time.Hour), now.Add(-time.Hour)} {
+		st.AddBans(ctx, []store.Ban{{Prefix: p, Addr: a, Jail: "j", Reason: "r", Since: at, Until: now.Add(time.Hour), Count: 1}})
+		st.AddEvidence(ctx, []store.Evidence{{Prefix: p, Addr: a, Jail: "j", At: at, Until: now.Add(time.Hour)}})
+		st.AddIncident(ctx, store.Incident{Time: at, Kind: "fraud/x"})
+	}
+	d, err := New(Options{Store: st, Backend: newFakeBackend(), Retention: 30 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.maybePrune(ctx)
+	d.waitEvidence()
+	h, _ := st.History(ctx, store.HistoryFilter{})
+	ev, _ := st.EvidenceFor(ctx, a, 0)
+	in, _ := st.Incidents(ctx, time.Time{}, 0)
+	act, _ := st.ActiveBans(ctx, now)
+	if len(h) != 1 || len(ev) != 1 || len(in) != 1 || len(act) != 1 {
+		t.Fatalf("after prune: history %d, evidence %d, incidents %d, active %d; want 1 each", len(h), len(ev), len(in), len(act))
+	}
+	st.AddIncident(ctx, store.Incident{Time: now.Add(-50 * 24 * time.Hour), Kind: "fraud/x"})
+	d.maybePrune(ctx) // within the hour: nothing
+	d.waitEvidence()
+	if in, _ := st.Incidents(ctx, time.Time{}, 0); len(in) != 2 {
+		t.Fatalf("pruned again within the hour: %d incidents", len(in))
+	}
+}
