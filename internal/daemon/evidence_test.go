@@ -302,3 +302,46 @@ func TestRetentionPrunes(t *testing.T) {
 		t.Fatalf("pruned again within the hour: %d incidents", len(in))
 	}
 }
+
+// BenchmarkObserve is the per-event cost of judging a failure under the
+// jail lock: plain (the judge alone) and with evidence kept (d.observe),
+// over 4096 rotating addresses with 300-byte lines.
+func BenchmarkObserve(b *testing.B) {
+	for _, keep := range []bool{false, true} {
+		name := "plain"
+		if keep {
+			name = "evidence"
+		}
+		b.Run(name, func(b *testing.B) {
+			j, err := jail.New(jail.Config{Name: "j", MaxRetry: 255, FindTime: time.Hour}, nil, nil, jail.SystemClock{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := store.Open(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			d, err := New(Options{Store: st, Backend: newFakeBackend(), Jails: []JailSpec{{Name: "j", Judge: jailJudge{j}}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			js := d.jails[0]
+			line := []byte(strings.Repeat("x", 300))
+			pos := store.Position{Path: "/var/log/asterisk/messages", Offset: 100}
+			ev := event.Event{Kind: event.AuthFailure, Service: event.ServicePJSIP, Account: "1001", Detector: "asterisk", Time: time.Now()}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ev.Addr = netip.AddrFrom4([4]byte{203, 0, byte(i >> 8 & 15), byte(i)})
+				if keep {
+					d.observe(js, &ev, "messages", line, &pos)
+				} else {
+					js.mu.Lock()
+					js.spec.Judge.Observe(&ev)
+					js.mu.Unlock()
+				}
+			}
+		})
+	}
+}
