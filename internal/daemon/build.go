@@ -248,6 +248,11 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	if w != nil {
 		workers = append(workers, *w)
 	}
+	if w, err := dashboardWorker(cfg, st, log); err != nil {
+		return nil, err
+	} else if w != nil {
+		workers = append(workers, *w)
+	}
 	hist, err := config.ParseHistory(cfg.History)
 	if err != nil {
 		return nil, err
