@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -31,7 +32,7 @@ func TestE2EDashboard(t *testing.T) {
 	os.WriteFile(tokenFile, []byte("e2e-token-0123456789abcdef\n"), 0o600)
 	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: "dry-run",
 		top: fmt.Sprintf("dashboard: {listen: %q, token_file: %s}", addr, tokenFile)})
-	startDaemon(t, nil, dir, cfg)
+	d := startDaemon(t, nil, dir, cfg)
 
 	shots, err := os.MkdirTemp("", "pbxguard-dashboard-shots-")
 	if err != nil {
@@ -130,5 +131,42 @@ func TestE2EDashboard(t *testing.T) {
 	chromedp.Run(ctx, chromedp.Evaluate(`document.querySelectorAll("main script").length`, &scripts))
 	if scripts != 0 {
 		t.Fatalf("%d script elements inside the page body", scripts)
+	}
+
+	// Unban: without the token the page offers no button, and a forged
+	// POST (no session, no CSRF token) is refused; after logging in with
+	// the token the button works and the daemon drops the ban.
+	var buttons int
+	var status string
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/bans"),
+		chromedp.WaitVisible("#bans", chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelectorAll("form[action='/unban'] button").length`, &buttons),
+		chromedp.Evaluate(`fetch("/unban", {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"},
+			body: "prefix=203.0.113.45/32"}).then(r => String(r.status))`, &status, func(p *runtime.EvaluateParams) *runtime.EvaluateParams {
+			return p.WithAwaitPromise(true)
+		}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if buttons != 0 || status != "403" || len(d.bans()) != 1 {
+		t.Fatalf("without the token: %d unban buttons, forged POST answered %s, bans %v", buttons, status, d.bans())
+	}
+	if err := chromedp.Run(ctx,
+		chromedp.SendKeys("#token", "e2e-token-0123456789abcdef", chromedp.ByQuery),
+		chromedp.Submit("#token", chromedp.ByQuery),
+		chromedp.WaitVisible(`form[action='/unban'] button`, chromedp.ByQuery),
+		chromedp.Navigate(base+"/bans"),
+		chromedp.WaitVisible(`form[action='/unban'] button`, chromedp.ByQuery),
+		shot("bans-logged-in"),
+		chromedp.Click(`form[action='/unban'] button`, chromedp.ByQuery),
+		chromedp.WaitVisible(`p.msg`, chromedp.ByQuery),
+		chromedp.Text(`p.msg`, &status, chromedp.ByQuery),
+		shot("bans-after-unban"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status, "unbanned 203.0.113.45/32") || len(d.bans()) != 0 {
+		t.Fatalf("after unban with the token: message %q, bans %v", status, d.bans())
 	}
 }
