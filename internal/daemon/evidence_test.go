@@ -345,3 +345,39 @@ func BenchmarkObserve(b *testing.B) {
 		})
 	}
 }
+
+// An AMI security event (no log line) is kept as "AMI event" with a
+// summary whose attacker text is escaped.
+func TestEvidenceAMIEvent(t *testing.T) {
+	st := mustStore(t)
+	j, err := jail.New(jail.Config{Name: "ami", MaxRetry: 3}, nil, nil, jail.SystemClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Options{Store: st, Backend: newFakeBackend(), Jails: []JailSpec{{Name: "ami", Judge: jailJudge{j}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("2001:db8::66")
+	var dec Decision
+	var ok bool
+	for i := 0; i < 3; i++ {
+		ev := event.Event{Time: time.Now(), Addr: a, Service: event.ServiceAMI, Kind: event.AuthFailure, Account: "admin\r\nEvent: Fake",
+			Detail: "InvalidPassword", Detector: "ami", Structured: true}
+		dec, ok = d.observe(d.jails[0], &ev, "AMI", nil, nil)
+	}
+	if !ok {
+		t.Fatal("no decision after 3 failures")
+	}
+	d.keepEvidence([]store.Ban{{Prefix: dec.Prefix, Addr: a, Jail: "ami", Reason: dec.Reason, Since: dec.At, Until: dec.Until, Count: 1}})
+	d.waitEvidence()
+	evs, err := st.EvidenceFor(context.Background(), a, 0)
+	if err != nil || len(evs) != 1 || len(evs[0].Events) != 3 {
+		t.Fatalf("evidence %+v, %v", evs, err)
+	}
+	x := evs[0].Events[2]
+	if x.Source != "AMI event" || !x.Counted || !x.Structured || strings.ContainsAny(x.Raw+x.Account, "\r\n") ||
+		!strings.Contains(x.Raw, "AMI security event auth_failure") || x.Account != `admin\x0d\x0aEvent: Fake` {
+		t.Fatalf("AMI evidence event %+v", x)
+	}
+}
