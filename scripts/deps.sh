@@ -3,10 +3,10 @@
 # packages; as anyone it installs staticcheck through the Go module proxy.
 set -euo pipefail
 
-pkgs=(nftables iptables ipset iproute2 sip-tester sipvicious nmap hping3 procps util-linux time lintian)
+pkgs=(nftables iptables ipset iproute2 sip-tester sipvicious nmap hping3 procps util-linux time lintian chromium)
 # command that proves each package is present
 declare -A probe=([nftables]=nft [iptables]=iptables [ipset]=ipset [iproute2]=ip [sip-tester]=sipp
-  [sipvicious]=svmap [nmap]=nmap [hping3]=hping3 [procps]=pgrep [util-linux]=unshare [time]=/usr/bin/time [lintian]=lintian)
+  [sipvicious]=svmap [nmap]=nmap [hping3]=hping3 [procps]=pgrep [util-linux]=unshare [time]=/usr/bin/time [lintian]=lintian [chromium]=chromium)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -305,7 +305,7 @@ func printKernel(w io.Writer, st daemon.Status) {
 
 func bansCmd() *cobra.Command {
 	var sf socketFlags
-	var asJSON bool
+	var asJSON, withEvidence bool
 	cmd := &cobra.Command{
 		Use:   "bans",
 		Short: "List active bans (addr, jail, reason, since, until, count)",
@@ -322,6 +322,9 @@ func bansCmd() *cobra.Command {
 			if bans == nil {
 				bans = []daemon.BanInfo{}
 			}
+			if withEvidence {
+				return printBansEvidence(cmd.Context(), cmd, &sf, bans, asJSON)
+			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), bans)
 			}
@@ -331,6 +334,7 @@ func bansCmd() *cobra.Command {
 	}
 	sf.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&withEvidence, "evidence", false, "show each ban's evidence (rule, window, log lines; reads state_dir)")
 	return cmd
 }
 

@@ -57,6 +57,7 @@ var commandGroups = []func() []*cobra.Command{
 	versionCommands,
 	generateCommands,
 	importCommands,
+	evidenceCommands,
 }
 
 func newRootCmd() *cobra.Command {

@@ -53,6 +53,10 @@ type Config struct {
 	Fraud *yaml.Node
 	// Sensor is the packet-level SIP sensor (sensor.go).
 	Sensor Sensor
+	// History is the raw `history:` section (ParseHistory, history.go), nil when absent.
+	History *yaml.Node
+	// Dashboard is the raw `dashboard:` section (ParseDashboard, dashboard.go), nil when absent.
+	Dashboard *yaml.Node
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
 	// Lines maps each key path read (jails.asterisk.files) to its line.
@@ -250,6 +254,8 @@ func Parse(data []byte, opts Options) (*Config, error) {
 				})
 			},
 			"allowlist_asterisk_trunks": func(k string, v *yaml.Node) { c.AllowlistAsteriskTrunks = p.boolean(k, v) },
+			"history":                   func(_ string, v *yaml.Node) { c.History = v },
+			"dashboard":                 func(_ string, v *yaml.Node) { c.Dashboard = v },
 			"jails": func(k string, v *yaml.Node) {
 				jailsSeen, jailsNode = true, v
 			},

@@ -266,8 +266,17 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	} else if w != nil {
 		workers = append(workers, *w)
 	}
+	if w, err := dashboardWorker(cfg, st, log); err != nil {
+		return nil, err
+	} else if w != nil {
+		workers = append(workers, *w)
+	}
+	hist, err := config.ParseHistory(cfg.History)
+	if err != nil {
+		return nil, err
+	}
 	d, err := New(Options{
-		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails,
+		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails, Retention: hist.Retention,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,
 		ManualBanTime: config.DefaultBanTime, Version: opts.Version, Workers: workers,
 		Audit: &auditStatus, Ready: opts.Ready,

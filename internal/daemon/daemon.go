@@ -123,6 +123,9 @@ type Options struct {
 	// Ready, when set, is called by Run once the kernel holds every
 	// restored ban and every stage has started (systemd's READY=1).
 	Ready func()
+	// Retention: ban history, evidence and incidents older than this are
+	// pruned (hourly, evidence.go); 0 keeps them forever.
+	Retention time.Duration
 }
 
 // Batching of decisions into one backend Add.
@@ -138,11 +141,12 @@ type pending struct {
 }
 
 type jailState struct {
-	spec   JailSpec
-	srcs   []*sourceState // per spec.Sources
-	mu     sync.Mutex     // serialises the Judge
-	lines  atomic.Uint64
-	events atomic.Uint64
+	spec     JailSpec
+	srcs     []*sourceState // per spec.Sources
+	mu       sync.Mutex     // serialises the Judge
+	lines    atomic.Uint64
+	events   atomic.Uint64
+	evidence evidenceRing // recent events, for ban evidence (evidence.go); guarded by mu
 }
 
 // normPrefix turns IPv4-mapped IPv6 into IPv4 and clears host bits.
@@ -195,6 +199,8 @@ type Daemon struct {
 
 	sup    supervisor // restarts followed sources that stop
 	kernel kernelSync // does the kernel hold what the store says (heal.go)
+
+	evidence evidenceState // ban evidence writer (evidence.go)
 }
 
 // New checks the options and makes a daemon; Run starts it.
@@ -371,6 +377,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if !waitChan(storeDone, left(time.Until(shutdownBy)+500*time.Millisecond)) {
 		d.log.Error("shutdown: the store did not finish in time; unsaved bans are decided again from their lines at the next start")
 	}
+	evDone := make(chan struct{})
+	go func() { d.waitEvidence(); close(evDone) }()
+	if !waitChan(evDone, left(time.Until(shutdownBy)+500*time.Millisecond)) {
+		d.log.Error("shutdown: ban evidence still being written was left behind")
+	}
 	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := d.savePositions(sctx, false); err != nil {
@@ -464,9 +475,7 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 				if ev.Time.IsZero() {
 					ev.Time = l.Received
 				}
-				js.mu.Lock()
-				dec, ok := js.spec.Judge.Observe(&ev)
-				js.mu.Unlock()
+				dec, ok := d.observe(js, &ev, sp.Name, l.Data, &l.Pos)
 				if ok {
 					if dec.Jail == "" {
 						dec.Jail = js.spec.Name
@@ -520,9 +529,7 @@ func (d *Daemon) Inject(ctx context.Context, jail string, ev *event.Event) error
 	}
 	d.metrics.events.WithLabelValues(ev.Detector, ev.Kind.String()).Inc()
 	js.events.Add(1)
-	js.mu.Lock()
-	dec, ok := js.spec.Judge.Observe(ev)
-	js.mu.Unlock()
+	dec, ok := d.observe(js, ev, "AMI", nil, nil)
 	if ok {
 		if dec.Jail == "" {
 			dec.Jail = jail
@@ -705,6 +712,7 @@ func (d *Daemon) apply(batch []pending) {
 	// The store keeps the longer ban of a prefix too (AddBans) and
 	// records every decision in the history.
 	d.storeQ <- storeReq{rows: decided}
+	d.keepEvidence(decided)
 	d.noteActive(rows)
 	for i, r := range rows {
 		if kept[i] {
@@ -853,6 +861,7 @@ func (d *Daemon) loop(ctx context.Context) {
 			return
 		case <-tick.C:
 			d.tick(ctx)
+			d.maybePrune(ctx)
 		case <-save.C:
 			if err := d.savePositions(ctx, true); err != nil && ctx.Err() == nil {
 				d.log.Error("saving positions", "err", err)

@@ -229,7 +229,7 @@ func open(path string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if _, err := db.ExecContext(ctx, schema+evidenceSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: creating schema: %w (is it a pbxguard database, and writable?)", path, err)
 	}
