@@ -300,17 +300,10 @@ func (d *Daemon) healLocked(ctx context.Context) (int, error) {
 	return len(fw), nil
 }
 
-// addOrHeal adds bans (a manual ban); when the kernel refuses because
+// addOrHealLocked adds bans (a manual ban); when the kernel refuses because
 // pbxguard's table, set or chain is gone, it heals first and adds again,
 // so that `pbxguard ban` works, or says clearly why not, instead of
 // returning a raw netlink error.
-func (d *Daemon) addOrHeal(ctx context.Context, bans []firewall.Ban) error {
-	d.fwMu.Lock()
-	defer d.fwMu.Unlock()
-	return d.addOrHealLocked(ctx, bans)
-}
-
-// addOrHealLocked is addOrHeal with d.fwMu held.
 func (d *Daemon) addOrHealLocked(ctx context.Context, bans []firewall.Ban) error {
 	err := d.opts.Backend.Add(ctx, bans)
 	if err == nil || errors.Is(err, firewall.ErrAllowlisted) || errors.Is(err, firewall.ErrUnsupportedPrefix) {
