@@ -3,6 +3,7 @@ package fraud
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -151,6 +152,61 @@ type Deps struct {
 	Now      func() time.Time
 }
 
+// NewResponder builds the responder of the settings: the daemon's
+// monitor and the CLI's "incident --contain" and "incident unlock" use it,
+// so that the hang-up cause, pjsip_hangup, maintenance, ban_for, never_ban,
+// dry_run, the alerts and the incident log are the same everywhere.
+func NewResponder(s *Settings, d Deps) (*Responder, error) {
+	r := &Responder{Banner: d.Banner, Alerters: s.Alerters(), Recorder: d.Recorder, DryRun: s.DryRun, BanFor: s.BanFor,
+		NeverBan: s.Engine.NeverBan, Now: d.Now, Log: d.Log}
+	if d.AMI != nil {
+		r.Hanger = &AMIHanger{AMI: d.AMI, Cause: s.HangupCause, UsePJSIPHangup: s.PJSIPHangup, PJSIPCode: s.PJSIPHangupCode}
+		r.Locker = &AMILocker{AMI: d.AMI, Maintenance: s.Maintenance, Now: d.Now}
+	}
+	var recs []IncidentRecorder
+	if d.Recorder != nil {
+		recs = append(recs, d.Recorder)
+	}
+	if s.IncidentLog != "" {
+		fr, err := OpenFileRecorder(s.IncidentLog)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, fr)
+	}
+	switch len(recs) {
+	case 1:
+		r.Recorder = recs[0]
+	case 2:
+		r.Recorder = multiRecorder(recs)
+	}
+	return r, nil
+}
+
+// multiRecorder records in each recorder (the store and the incident log).
+type multiRecorder []IncidentRecorder
+
+func (m multiRecorder) RecordIncident(ctx context.Context, inc *Incident) error {
+	var errs []error
+	for _, r := range m {
+		if err := r.RecordIncident(ctx, inc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Unlock undoes what containment did to ext: deletes the AstDB lock and,
+// with maintenance configured, takes the endpoint out of PJSIP
+// maintenance. Bans of the attacker's addresses stay (unban them by hand
+// if one was wrong).
+func (r *Responder) Unlock(ctx context.Context, ext string) error {
+	if r.Locker == nil {
+		return fmt.Errorf("unlock %s: %w (give the responder an AMI connection)", ext, ErrNotConfigured)
+	}
+	return r.Locker.Unlock(ctx, ext)
+}
+
 // NewMonitor builds tracker, engine and responder from the settings.
 func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 	nums, err := s.Normalizer()
@@ -162,18 +218,9 @@ func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Responder{Banner: d.Banner, Alerters: s.Alerters(), Recorder: d.Recorder, DryRun: s.DryRun, BanFor: s.BanFor,
-		NeverBan: cfg.NeverBan, Now: d.Now, Log: d.Log}
-	if d.AMI != nil {
-		r.Hanger = &AMIHanger{AMI: d.AMI, Cause: s.HangupCause, UsePJSIPHangup: s.PJSIPHangup}
-		r.Locker = &AMILocker{AMI: d.AMI, Maintenance: s.Maintenance, Now: d.Now}
-	}
-	if r.Recorder == nil && s.IncidentLog != "" {
-		fr, err := OpenFileRecorder(s.IncidentLog)
-		if err != nil {
-			return nil, err
-		}
-		r.Recorder = fr
+	r, err := NewResponder(s, d)
+	if err != nil {
+		return nil, err
 	}
 	m := &Monitor{Tracker: calls.NewTracker(calls.Config{}), Engine: eng, Responder: r, Now: d.Now}
 	if g, ok := d.AMI.(interface {

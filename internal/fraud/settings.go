@@ -59,7 +59,9 @@ type Settings struct {
 	BanFor      time.Duration
 	HangupCause int
 	PJSIPHangup bool
-	Maintenance bool
+	// PJSIPHangupCode is the SIP response code of PJSIPHangup (400–699).
+	PJSIPHangupCode int
+	Maintenance     bool
 
 	Webhook     *WebhookAlerter
 	Email       *SMTPAlerter
@@ -196,13 +198,13 @@ func clockTime(s string) (time.Duration, bool) {
 func ParseSettings(n *yaml.Node) (*Settings, error) {
 	p := &sp{}
 	s := &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
-		BanFor: 24 * time.Hour, HangupCause: 21}
+		BanFor: 24 * time.Hour, HangupCause: 21, PJSIPHangupCode: 403}
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
 	}
 	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "cel", "window", "intl_per_window", "concurrent_intl",
 		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
-		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log")
+		"ban_for", "hangup_cause", "pjsip_hangup", "pjsip_hangup_code", "maintenance", "responses", "alerts", "incident_log")
 	s.Country = strings.ToUpper(p.str(m, "country", "country"))
 	if s.Country == "" {
 		line := 0
@@ -300,6 +302,9 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 		s.HangupCause = c
 	}
 	s.PJSIPHangup = p.boolean(m, "pjsip_hangup", "pjsip_hangup", false)
+	if c := p.integer(m, "pjsip_hangup_code", "pjsip_hangup_code", 400, 699); c > 0 {
+		s.PJSIPHangupCode = c
+	}
 	s.Maintenance = p.boolean(m, "maintenance", "maintenance", false)
 	if rn := m["responses"]; rn != nil {
 		known := make([]string, 0, len(DefaultResponses))

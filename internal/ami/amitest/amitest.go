@@ -89,8 +89,11 @@ type Channel struct {
 	// PJSIPHangup never ends it. Phones' channels are incoming.
 	Outgoing bool
 	Up       bool // answered
-	Vars     map[string]string
-	created  time.Time
+	// Stuck: hang-up actions are answered Success but the channel stays
+	// (a hang-up that did not work, whatever the reason).
+	Stuck   bool
+	Vars    map[string]string
+	created time.Time
 }
 
 // Contact is a registered PJSIP contact.
@@ -499,7 +502,7 @@ func (se *session) hangup(a *ami.Message, name string) {
 			s.warnings = append(s.warnings, fmt.Sprintf("%s: Response code %s is out of range 400 -> 699. Defaulting to 603 DECLINE", chName, cause))
 			code = 603
 		}
-		if ch.Outgoing || ch.Up || !strings.HasPrefix(ch.Name, "PJSIP/") {
+		if ch.Outgoing || ch.Up || ch.Stuck || !strings.HasPrefix(ch.Name, "PJSIP/") {
 			state := "CONFIRMED"
 			if !ch.Up {
 				state = "CALLING"
@@ -514,7 +517,12 @@ func (se *session) hangup(a *ami.Message, name string) {
 		se.reply(a, "Success", "Message", "Channel Hungup")
 		return
 	}
+	stuck := ch.Stuck
 	s.mu.Unlock()
+	if stuck {
+		se.reply(a, "Success", "Message", "Channel Hungup")
+		return
+	}
 	q850, err := strconv.Atoi(cause)
 	if err != nil || q850 <= 0 {
 		q850 = 16

@@ -1,0 +1,70 @@
+package fraud
+
+import (
+	"context"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/calls"
+)
+
+// blockingAMI is a hanger and locker whose Asterisk does not answer
+// until released (a dead AMI socket waiting for its timeout).
+type blockingAMI struct {
+	release  chan struct{}
+	returned atomic.Int32
+}
+
+func (b *blockingAMI) Hangup(ctx context.Context, ch string) ([]Attempt, error) {
+	<-b.release
+	b.returned.Add(1)
+	return nil, nil
+}
+func (b *blockingAMI) Lock(ctx context.Context, ext, reason string) error {
+	<-b.release
+	b.returned.Add(1)
+	return nil
+}
+func (b *blockingAMI) Unlock(context.Context, string) error { return nil }
+
+type chanBanner chan netip.Addr
+
+func (c chanBanner) Ban(_ context.Context, a netip.Addr, _ time.Duration, _ string) error {
+	c <- a
+	return nil
+}
+
+// Issue 9.6: containment bans first; hang-up and lock run in parallel,
+// so an AMI that does not answer never delays the ban.
+func TestRespondBansFirst(t *testing.T) {
+	b := &blockingAMI{release: make(chan struct{})}
+	banned := make(chanBanner, 4)
+	r := &Responder{Hanger: b, Locker: b, Banner: banned}
+	f := Finding{Rule: RulePrefixGuessing, Extension: "1004", Addrs: []netip.Addr{attackerAddr}, Response: Contain, Time: t0}
+	done := make(chan *Incident, 1)
+	go func() {
+		done <- r.Respond(context.Background(), f, []calls.Call{{Channel: "PJSIP/1004-00000005", Live: true}, {Channel: "PJSIP/1004-00000006", Live: true}})
+	}()
+	select {
+	case a := <-banned:
+		if a != attackerAddr {
+			t.Errorf("banned %s", a)
+		}
+		if n := b.returned.Load(); n != 0 {
+			t.Errorf("the ban waited for %d AMI actions", n)
+		}
+	case <-time.After(10 * time.Second):
+		close(b.release)
+		t.Fatal("no ban while the AMI actions were blocked: the ban waits behind them")
+	}
+	close(b.release)
+	inc := <-done
+	if b.returned.Load() != 3 {
+		t.Errorf("%d AMI actions returned, want 2 hang-ups and the lock", b.returned.Load())
+	}
+	if len(inc.Actions) != 4 || inc.Actions[0].Kind != "ban" {
+		t.Errorf("actions %+v, want the ban first", inc.Actions)
+	}
+}
