@@ -2,6 +2,7 @@ package fraud
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -66,5 +67,42 @@ func TestRespondBansFirst(t *testing.T) {
 	}
 	if len(inc.Actions) != 4 || inc.Actions[0].Kind != "ban" {
 		t.Errorf("actions %+v, want the ban first", inc.Actions)
+	}
+}
+
+// Issue 11.6: after "incident unlock" (another process deleted the AstDB
+// key) the first call is judged, not skipped, and a new incident on the
+// same extension locks it again.
+func TestUnlockReArmsEverything(t *testing.T) {
+	var clock time.Time
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	locked := true
+	mon.LockCheck = func(context.Context, string) (bool, error) { return locked, nil }
+	ctx := context.Background()
+	start := func(i int, dialled string) []*Incident {
+		clock = t0.Add(time.Duration(i) * time.Second)
+		return mon.HandleUpdate(ctx, calls.Update{Kind: calls.CallStarted, Call: calls.Call{ID: fmt.Sprint(i), Extension: "1004",
+			Channel: fmt.Sprintf("PJSIP/1004-%08d", i), Dialled: dialled, Start: clock, Live: true, SourceAddr: attackerAddr}}, clock)
+	}
+	start(0, "011442079460349")
+	if incs := start(1, "00442079460349"); len(incs) != 1 || incs[0].Rule != RulePrefixGuessing {
+		t.Fatalf("%+v", incs)
+	}
+	if len(fa.locks) != 1 {
+		t.Fatalf("locks %v", fa.locks)
+	}
+	locked = false // pbxguard incident unlock 1004
+	if incs := start(10, "011442079460777"); len(incs) != 0 {
+		t.Errorf("first call after unlock: %+v", incs)
+	}
+	// The attacker again: the call after unlock counted, the second
+	// contains at once, and the extension is locked again.
+	incs := start(11, "00442079460777")
+	if len(incs) != 1 || incs[0].Rule != RulePrefixGuessing {
+		t.Fatalf("second call after unlock: %v", incs)
+	}
+	if len(fa.locks) != 2 {
+		t.Errorf("locks %v, want a second lock after the unlock", fa.locks)
 	}
 }

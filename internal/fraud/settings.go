@@ -193,12 +193,19 @@ func clockTime(s string) (time.Duration, bool) {
 	return time.Duration(hh)*time.Hour + time.Duration(mm)*time.Minute, true
 }
 
+// DefaultSettings are the settings of an empty fraud: section (without
+// the country it requires): the daemon's AMI jails use them when there is
+// no fraud: section.
+func DefaultSettings() *Settings {
+	return &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
+		BanFor: 24 * time.Hour, HangupCause: 21, PJSIPHangupCode: 403}
+}
+
 // ParseSettings reads the `fraud:` section. Errors carry the line and say
 // what to write instead; all of them are returned joined.
 func ParseSettings(n *yaml.Node) (*Settings, error) {
 	p := &sp{}
-	s := &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
-		BanFor: 24 * time.Hour, HangupCause: 21, PJSIPHangupCode: 403}
+	s := DefaultSettings()
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
 	}
@@ -429,20 +436,21 @@ func (s *Settings) Alerters() []Alerter {
 }
 
 // AMIConfig returns the AMI client configuration of the settings, reading
-// the secret from AMISecretFile. The daemon dials it with ami.Dial and
-// hands the client to NewMonitor (Deps.AMI) and its Events() to Monitor.Run:
+// the secret from AMISecretFile. The daemon (internal/daemon/ami.go) does
+// this, with the one monitor NewMonitor builds:
 //
 //	set, err := fraud.ParseSettings(cfg.Fraud)
 //	acfg, err := set.AMIConfig(log)
-//	client, err := ami.Dial(ctx, acfg)
+//	client, err := ami.New(acfg)
+//	events := client.Subscribe(0, nil) // the whole session
 //	mon, err := fraud.NewMonitor(set, fraud.Deps{AMI: client, Log: log,
 //		Banner:   fraud.BanFunc(func(ctx context.Context, a netip.Addr, d time.Duration, reason string) error {
 //			_, err := daemon.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), d, "fraud", reason)
 //			return err
 //		}),
-//		Recorder: fraud.StoreRecorder{Store: st}})
-//	go mon.Run(ctx, client.Events())
-//	// log-detector events (CallRejected, AuthSuccess): mon.HandleEvent(ctx, ev, ev.Time)
+//		Recorder: fraud.StoreRecorder{Store: st}}) // and set.IncidentLog, when set
+//	go mon.Run(ctx, events.C()) // starts the response worker
+//	// log-detector events (never blocks): mon.HandleEvent(ctx, ev, ev.Time)
 //	// CDR lines when set.CDR is followed: mon.HandleCDRLine(ctx, line, cfg.Location, time.Now())
 //	// CEL lines when set.CEL is followed:  mon.HandleCELLine(ctx, line)
 func (s *Settings) AMIConfig(log *slog.Logger) (ami.Config, error) {
