@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/ami/amitest"
 	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/fraud"
@@ -817,4 +818,150 @@ func TestFraudCDRReplayIntoDaemon(t *testing.T) {
 		t.Errorf("%d legit rows replayed, want the corpus's 10 (1001/2001 calls, 1001's call to France included, and an inbound carrier call to 1002)", len(rows)-total)
 	}
 	l.checkIncidents(t)
+}
+
+// TestFraudRealUserNotBanned: issue 11.1 and 11.2 end to end. The fake
+// manager is amitest (it answers as Asterisk 22 does: PJSIPHangup leaves
+// an answered call up). Replayed through `pbxguard run` from AMI events:
+// the office phone of 1004 (198.51.100.22, registered) makes one ordinary
+// call to 011442079460349; then the attacker (203.0.113.177) authenticates
+// as 1004 and dials the same number as 011… (answered by the carrier) and
+// 00… (ringing). Only the attacker is banned; both attacker channels are
+// gone (the answered one by Hangup, the ringing one by PJSIPHangup 403);
+// the office address is named as spared in the incident; the incident log
+// (fraud.incident_log) is written.
+func TestFraudRealUserNotBanned(t *testing.T) {
+	requireE2E(t, "nft")
+	const office, attacker = "198.51.100.22", "203.0.113.177"
+	ns := newNetns(t, "fraudusr")
+	dir := t.TempDir()
+	var ln net.Listener
+	if err := inNetns(t, ns.Name, func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatalf("fake AMI listener in %s: %v", ns.Name, err)
+	}
+	srv := amitest.NewServerListener(ln, amitest.Config{Username: fraudAMIUser, Secret: fraudAMIPass, Write: []string{"system", "call"}})
+	defer srv.Close()
+	secret := filepath.Join(dir, "ami.secret")
+	if err := os.WriteFile(secret, []byte(fraudAMIPass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	incLog := filepath.Join(dir, "incidents.jsonl")
+	top := fmt.Sprintf(`timezone: UTC
+allowlist_asterisk_trunks: false
+audit: {enabled: false}
+fraud:
+  country: US
+  trunks: [carrier]
+  ami: {addr: "%s", user: %s, secret_file: %s, md5: true}
+  ban_for: 1h
+  pjsip_hangup: true
+  incident_log: %s
+`, ln.Addr(), fraudAMIUser, secret, incLog)
+	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: "nftables", top: top})
+	d := startDaemon(t, ns, dir, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.LoggedIn() == 0 || !strings.Contains(d.out.String(), "AMI listener started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not log in to the fake AMI; log:\n%s", tail(d.out.String(), 30))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the monitor's subscription is read
+	auth := func(addr string) {
+		srv.Emit("Event", "SuccessfulAuth", "Privilege", "security,all", "EventTV", time.Now().Format("2006-01-02T15:04:05.000-0700"),
+			"Severity", "Informational", "Service", "PJSIP", "EventVersion", "1", "AccountID", fraudExt, "SessionID", "x",
+			"LocalAddress", "IPV4/UDP/192.0.2.1/5060", "RemoteAddress", "IPV4/UDP/"+addr+"/5060", "UsingPassword", "1")
+	}
+	// The office: registered, one ordinary call to London, over.
+	auth(office)
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000001", Exten: "011442079460349", RemoteAddr: office + ":5060"})
+	srv.Answer("PJSIP/1004-00000001")
+	time.Sleep(100 * time.Millisecond)
+	srv.EndCall("PJSIP/1004-00000001")
+	time.Sleep(100 * time.Millisecond)
+	// The attacker, with 1004's cracked password.
+	auth(attacker)
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000002", Exten: "011442079460349", RemoteAddr: attacker + ":5062"})
+	srv.Answer("PJSIP/1004-00000002")
+	time.Sleep(100 * time.Millisecond)
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000003", Exten: "00442079460349", RemoteAddr: attacker + ":5062"})
+
+	d.waitBans("the attacker's ban", 10*time.Second, func(bs []daemon.BanInfo) bool { return len(bs) > 0 })
+	deadline = time.Now().Add(10 * time.Second)
+	for srv.HasChannel("PJSIP/1004-00000002") || srv.HasChannel("PJSIP/1004-00000003") {
+		if time.Now().After(deadline) {
+			t.Fatalf("attacker channels still up: %v; hung up by %q %q; warnings %v", srv.Channels(),
+				srv.HungUpBy("PJSIP/1004-00000002"), srv.HungUpBy("PJSIP/1004-00000003"), srv.Warnings())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if by := srv.HungUpBy("PJSIP/1004-00000002"); !strings.HasPrefix(by, "Hangup ") {
+		t.Errorf("answered attacker call ended by %q, want the plain Hangup (PJSIPHangup leaves an answered call up)", by)
+	}
+	if by := srv.HungUpBy("PJSIP/1004-00000003"); by != "PJSIPHangup 403" {
+		t.Errorf("ringing attacker call ended by %q, want PJSIPHangup 403", by)
+	}
+	if w := strings.Join(srv.Warnings(), "; "); strings.Contains(w, "out of range") {
+		t.Errorf("PJSIPHangup sent an out-of-range response code: %s", w)
+	}
+	if v, ok := srv.DB(fraud.LockFamily, fraudExt); !ok {
+		t.Error("1004 not locked")
+	} else {
+		t.Logf("lock: %s", v)
+	}
+	bans := d.bans()
+	for _, b := range bans {
+		if b.Prefix != attacker+"/32" {
+			t.Errorf("unexpected ban %+v", b)
+		}
+	}
+	n, kernel := kernelCount(t, ns, "nftables")
+	if _, ok := kernel[attacker+"/32"]; n != 1 || !ok {
+		t.Errorf("kernel set holds %d entries %v, want only %s/32", n, kernel, attacker)
+	}
+	if _, ok := kernel[office+"/32"]; ok {
+		t.Errorf("the office %s is banned in the kernel", office)
+	}
+	// The incident log (fraud.incident_log, issue 11.5) has what happened.
+	deadline = time.Now().Add(10 * time.Second)
+	var incs []fraud.Incident
+	for {
+		incs = incs[:0]
+		data, _ := os.ReadFile(incLog)
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var inc fraud.Incident
+			if json.Unmarshal([]byte(line), &inc) == nil && inc.Rule == fraud.RulePrefixGuessing {
+				incs = append(incs, inc)
+			}
+		}
+		if len(incs) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(incs) != 1 {
+		t.Fatalf("%d prefix_guessing incidents in %s", len(incs), incLog)
+	}
+	inc := incs[0]
+	if len(inc.Addrs) != 1 || inc.Addrs[0].String() != attacker || len(inc.Spared) != 1 || inc.Spared[0].Addr.String() != office {
+		t.Errorf("incident addrs %v spared %+v", inc.Addrs, inc.Spared)
+	}
+	results := map[string]string{}
+	for _, a := range inc.Actions {
+		t.Logf("  action %s %s: %s (%.1f ms, %d attempts) %s %s", a.Kind, a.Target, a.Result, a.TookMS, len(a.Attempts), a.Note, a.Error)
+		results[a.Kind+" "+a.Target] = a.Result
+	}
+	want := map[string]string{
+		"ban " + attacker: fraud.ResultOK, "ban " + office: fraud.ResultSkipped, "lock " + fraudExt: fraud.ResultOK,
+		"hangup PJSIP/1004-00000002": fraud.ResultOK, "hangup PJSIP/1004-00000003": fraud.ResultOK,
+	}
+	for k, v := range want {
+		if results[k] != v {
+			t.Errorf("action %s: %q, want %q", k, results[k], v)
+		}
+	}
 }

@@ -34,6 +34,8 @@ func TestIncidentContainAndUnlockUseTheConfig(t *testing.T) {
 `, fa.Addr(), args[len(args)-1])), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// One more of 1004's calls, still ringing: PJSIPHangup ends it.
+	fa.StartCall(amitest.Channel{Name: "PJSIP/1004-000000ff", Exten: "00442079460349", RemoteAddr: "203.0.113.159:5062"})
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	fakeControl(t, sock)
 	out, code := runIncidentCLI(t, "incident", "--config", cfg, "--contain", "1004", "--socket", sock)
@@ -45,9 +47,8 @@ func TestIncidentContainAndUnlockUseTheConfig(t *testing.T) {
 			t.Errorf("%s still up after --contain", ch)
 		}
 	}
-	pj := fa.sent("PJSIPHangup")
-	if len(pj) == 0 || pj[0].Get("Cause") != "486" {
-		t.Errorf("PJSIPHangup %v, want Cause 486 (pjsip_hangup_code)", pj)
+	if by := fa.HungUpBy("PJSIP/1004-000000ff"); by != "PJSIPHangup 486" {
+		t.Errorf("ringing call ended by %q, want PJSIPHangup 486 (pjsip_hangup_code)", by)
 	}
 	for _, h := range fa.sent("Hangup") {
 		if h.Get("Cause") != "17" {

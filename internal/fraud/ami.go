@@ -35,7 +35,9 @@ type AMIActions interface {
 // action the hanger waits, at most VerifyWithin, for the channel to go: a
 // Hangup event for it (Watch) or CoreShowChannels no longer listing it.
 // A channel still up is hung up again with the plain Hangup; still up
-// after that, the hang-up failed and says so.
+// after that, the hang-up failed and says so. With UsePJSIPHangup the
+// channel's state is asked first: an answered channel gets the plain
+// Hangup at once.
 type AMIHanger struct {
 	AMI AMIActions
 	// Cause is the Q.850 cause of Hangup (0: 21, call rejected).
@@ -108,7 +110,17 @@ func (h *AMIHanger) Hangup(ctx context.Context, channel string) ([]Attempt, erro
 		}
 		return gone, nil
 	}
-	if h.UsePJSIPHangup && strings.HasPrefix(channel, "PJSIP/") {
+	usePJSIP := h.UsePJSIPHangup && strings.HasPrefix(channel, "PJSIP/")
+	if usePJSIP {
+		// PJSIPHangup does nothing to an answered channel (and says
+		// Success): ask its state first and send the plain Hangup then.
+		if up, listed, err := h.state(ctx, channel); err == nil && !listed {
+			return []Attempt{{Method: "CoreShowChannels", Result: "already gone"}}, nil
+		} else if err == nil && up {
+			usePJSIP = false
+		}
+	}
+	if usePJSIP {
 		code := SIPCode(h.PJSIPCode)
 		gone, err := try(fmt.Sprintf("PJSIPHangup %d", code), func() error { return h.AMI.PJSIPHangup(ctx, channel, code) })
 		if gone {
@@ -134,6 +146,21 @@ func (h *AMIHanger) Hangup(ctx context.Context, channel string) ([]Attempt, erro
 		return atts, fmt.Errorf("hangup %s: %w", channel, last)
 	}
 	return atts, fmt.Errorf("hangup %s: the channel is still up after %d attempts (%s)", channel, len(atts), atts[len(atts)-1].Method)
+}
+
+// state reports whether channel is listed by CoreShowChannels, and up
+// (answered).
+func (h *AMIHanger) state(ctx context.Context, channel string) (up, listed bool, err error) {
+	_, evs, err := h.AMI.ActionList(ctx, ami.NewAction("CoreShowChannels"))
+	if err != nil {
+		return false, false, err
+	}
+	for _, e := range evs {
+		if e.Event() == "CoreShowChannel" && e.Get("Channel") == channel {
+			return e.Get("ChannelState") == "6" || strings.EqualFold(e.Get("ChannelStateDesc"), "Up"), true, nil
+		}
+	}
+	return false, false, nil
 }
 
 func (h *AMIHanger) within() time.Duration {

@@ -14,6 +14,7 @@ import (
 )
 
 type fakeAMIActions struct {
+	up        map[string]bool // channels CoreShowChannels lists
 	log       []string
 	pjsipErr  error
 	actionErr error
@@ -22,10 +23,14 @@ type fakeAMIActions struct {
 
 func (f *fakeAMIActions) Hangup(_ context.Context, ch string, cause int) error {
 	f.log = append(f.log, "Hangup "+ch+" "+itoa(cause))
+	delete(f.up, ch)
 	return nil
 }
 func (f *fakeAMIActions) PJSIPHangup(_ context.Context, ch string, cause int) error {
 	f.log = append(f.log, "PJSIPHangup "+ch+" "+itoa(cause))
+	if f.pjsipErr == nil {
+		delete(f.up, ch)
+	}
 	return f.pjsipErr
 }
 func (f *fakeAMIActions) DBPut(_ context.Context, fam, key, val string) error {
@@ -45,7 +50,19 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 func (f *fakeAMIActions) ActionList(_ context.Context, a *ami.Message) (*ami.Message, []*ami.Message, error) {
 	f.log = append(f.log, a.Get("Action"))
-	return &ami.Message{}, nil, nil // no channel up
+	var evs []*ami.Message
+	for ch := range f.up {
+		evs = append(evs, &ami.Message{Headers: []ami.Header{{Key: "Event", Value: "CoreShowChannel"}, {Key: "Channel", Value: ch}, {Key: "ChannelState", Value: "4"}}})
+	}
+	return &ami.Message{}, evs, nil
+}
+
+func ringing(chs ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, c := range chs {
+		m[c] = true
+	}
+	return m
 }
 
 func hangLog(f *fakeAMIActions) string {
@@ -69,7 +86,7 @@ func TestAMIHangerFallsBack(t *testing.T) {
 	}
 	// PJSIPHangup first (with a SIP response code, never the Q.850
 	// cause); an Asterisk without it falls back to Hangup.
-	f = &fakeAMIActions{pjsipErr: &ami.ActionError{Action: "PJSIPHangup", Message: "Invalid/unknown command: PJSIPHangup"}}
+	f = &fakeAMIActions{up: ringing("PJSIP/1004-00000017"), pjsipErr: &ami.ActionError{Action: "PJSIPHangup", Message: "Invalid/unknown command: PJSIPHangup"}}
 	h = &AMIHanger{AMI: f, UsePJSIPHangup: true, Cause: 16}
 	if _, err := h.Hangup(context.Background(), "PJSIP/1004-00000017"); err != nil {
 		t.Fatal(err)
@@ -107,11 +124,19 @@ func TestAMIHangerVerifies(t *testing.T) {
 	ctx := context.Background()
 	h := &AMIHanger{AMI: c, UsePJSIPHangup: true, Cause: 21, VerifyWithin: 300 * time.Millisecond}
 
-	// An answered call: PJSIPHangup (403, not 21) leaves it up, the plain
+	// An answered call: the plain Hangup at once (PJSIPHangup would
+	// leave it up).
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000004", Exten: "011442079460349"})
+	srv.Answer("PJSIP/1004-00000004")
+	atts, err := h.Hangup(ctx, "PJSIP/1004-00000004")
+	if err != nil || srv.HasChannel("PJSIP/1004-00000004") || len(atts) != 1 || srv.HungUpBy("PJSIP/1004-00000004") != "Hangup 21" {
+		t.Fatalf("answered call: %+v err %v, still up %v, by %q", atts, err, srv.HasChannel("PJSIP/1004-00000004"), srv.HungUpBy("PJSIP/1004-00000004"))
+	}
+	// A channel PJSIPHangup cannot end (answered meanwhile, or not an
+	// incoming one): it answers Success, the channel stays, the plain
 	// Hangup ends it: done at the second attempt.
-	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000005", Exten: "011442079460349"})
-	srv.Answer("PJSIP/1004-00000005")
-	atts, err := h.Hangup(ctx, "PJSIP/1004-00000005")
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000005", Exten: "011442079460349", Outgoing: true})
+	atts, err = h.Hangup(ctx, "PJSIP/1004-00000005")
 	if err != nil || srv.HasChannel("PJSIP/1004-00000005") {
 		t.Fatalf("answered call: err %v, still up %v", err, srv.HasChannel("PJSIP/1004-00000005"))
 	}
@@ -132,8 +157,7 @@ func TestAMIHangerVerifies(t *testing.T) {
 		t.Errorf("stuck channel: attempts %+v err %v, want a failure after PJSIPHangup and Hangup", atts, err)
 	}
 	// Through the responder: the incident says what happened.
-	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000008", Exten: "00442079460349"})
-	srv.Answer("PJSIP/1004-00000008")
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000008", Exten: "00442079460349", Outgoing: true})
 	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000009", Exten: "00442079460349", Stuck: true})
 	r := &Responder{Hanger: h}
 	inc := r.Respond(ctx, Finding{Rule: RulePrefixGuessing, Extension: "1004", Response: Response{Hangup: true}}, []calls.Call{
