@@ -210,7 +210,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 		n = n.Content[0]
 	}
 	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "cel", "window", "intl_per_window", "concurrent_intl",
-		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
+		"countries_per_window", "prefix_forms", "established_after", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
 		"ban_for", "hangup_cause", "pjsip_hangup", "pjsip_hangup_code", "maintenance", "responses", "alerts", "incident_log")
 	s.Country = strings.ToUpper(p.str(m, "country", "country"))
 	if s.Country == "" {
@@ -251,6 +251,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	s.Engine.ConcurrentIntl = p.integer(m, "concurrent_intl", "concurrent_intl", 1, 100000)
 	s.Engine.CountriesPerWindow = p.integer(m, "countries_per_window", "countries_per_window", 1, 300)
 	s.Engine.PrefixForms = p.integer(m, "prefix_forms", "prefix_forms", 2, 10)
+	s.Engine.EstablishedAfter = p.duration(m, "established_after", "established_after")
 	if l := p.list(m, "high_risk_countries", "high_risk_countries"); l != nil {
 		for _, c := range l {
 			if len(c) != 2 {
