@@ -129,6 +129,7 @@ type Server struct {
 	received    []Received
 	warnings    []string
 	hangups     map[string]string // channel → how it was ended ("Hangup 21", "PJSIPHangup 603")
+	authAddr    map[string]string // endpoint → "ip:port" of its last SuccessfulAuth (replays)
 	seq         int
 }
 
@@ -639,7 +640,12 @@ func (s *Server) record(a *ami.Message, refused bool) {
 func (s *Server) Emit(kv ...string) { s.emit(nil, kv...) }
 
 // EmitMessage sends m (an event) to every logged-in session with events on.
+// A replayed stream keeps the server's state: Newchannel puts a channel up
+// (its CHANNEL(pjsip,remote_addr) is the address of its endpoint's last
+// SuccessfulAuth), Newstate 6 answers it, Hangup ends it (a channel a
+// hang-up action ended already stays ended, and HungUpBy keeps saying how).
 func (s *Server) EmitMessage(m *ami.Message) {
+	s.observe(m)
 	kv := make([]string, 0, 2*len(m.Headers))
 	for _, h := range m.Headers {
 		kv = append(kv, h.Key, h.Value)
@@ -830,6 +836,44 @@ func (s *Server) Warnings() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.warnings)
+}
+
+func (s *Server) observe(m *ami.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := m.Get("Channel")
+	switch m.Event() {
+	case "SuccessfulAuth":
+		if a, port, ok := ami.ParseRemoteAddress(m.Get("RemoteAddress")); ok {
+			if s.authAddr == nil {
+				s.authAddr = map[string]string{}
+			}
+			s.authAddr[m.Get("AccountID")] = net.JoinHostPort(a.String(), strconv.Itoa(int(port)))
+		}
+	case "Newchannel":
+		if name == "" || s.channel(name) != nil || s.hangups[name] != "" {
+			return
+		}
+		ch := &Channel{Name: name, Uniqueid: m.Get("Uniqueid"), Linkedid: m.Get("Linkedid"), Exten: m.Get("Exten"),
+			Context: m.Get("Context"), CallerID: m.Get("CallerIDNum"), Up: m.Get("ChannelState") == "6", created: time.Now()}
+		ch.Outgoing = ch.Linkedid != "" && ch.Linkedid != ch.Uniqueid
+		if ep, ok := endpointOf(name); ok {
+			s.endpoints[ep] = true
+			ch.RemoteAddr = s.authAddr[ep]
+		}
+		s.channels = append(s.channels, ch)
+	case "Newstate":
+		if ch := s.channel(name); ch != nil && m.Get("ChannelState") == "6" {
+			ch.Up = true
+		}
+	case "Hangup":
+		if i := slices.IndexFunc(s.channels, func(c *Channel) bool { return c.Name == name }); i >= 0 {
+			s.channels = slices.Delete(s.channels, i, i+1)
+			if s.hangups[name] == "" {
+				s.hangups[name] = "remote"
+			}
+		}
+	}
 }
 
 // endpointOf returns the endpoint of "PJSIP/1004-00000005".

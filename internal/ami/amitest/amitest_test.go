@@ -95,3 +95,33 @@ func TestAsterisk22Behaviour(t *testing.T) {
 		t.Errorf("Command without the command class: %v (refused %d)", err, srv.Refused())
 	}
 }
+
+// A replayed stream keeps the server's channels, so that a hang-up action
+// really ends a replayed call.
+func TestReplayedEventsKeepState(t *testing.T) {
+	srv := amitest.NewServer(amitest.Config{Username: "pbxguard", Secret: "s3cret"})
+	defer srv.Close()
+	c := dial(t, srv, true)
+	ev := func(kv ...string) *ami.Message {
+		m := &ami.Message{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m.Headers = append(m.Headers, ami.Header{Key: kv[i], Value: kv[i+1]})
+		}
+		return m
+	}
+	srv.EmitMessage(ev("Event", "SuccessfulAuth", "Service", "PJSIP", "AccountID", "1004", "RemoteAddress", "IPV4/UDP/203.0.113.159/5062"))
+	srv.EmitMessage(ev("Event", "Newchannel", "Channel", "PJSIP/1004-00000005", "Uniqueid", "1.5", "Linkedid", "1.5", "Exten", "011442079460349", "ChannelState", "4"))
+	srv.EmitMessage(ev("Event", "Newchannel", "Channel", "PJSIP/1004-00000006", "Uniqueid", "1.6", "Linkedid", "1.6", "Exten", "00442079460349", "ChannelState", "4"))
+	ctx := context.Background()
+	if v, err := c.Getvar(ctx, "PJSIP/1004-00000005", "CHANNEL(pjsip,remote_addr)"); err != nil || v != "203.0.113.159:5062" {
+		t.Errorf("Getvar %q %v", v, err)
+	}
+	if err := c.Hangup(ctx, "PJSIP/1004-00000005", 21); err != nil || srv.HasChannel("PJSIP/1004-00000005") {
+		t.Errorf("Hangup: %v", err)
+	}
+	srv.EmitMessage(ev("Event", "Hangup", "Channel", "PJSIP/1004-00000005"))
+	srv.EmitMessage(ev("Event", "Hangup", "Channel", "PJSIP/1004-00000006"))
+	if srv.HungUpBy("PJSIP/1004-00000005") != "Hangup 21" || srv.HungUpBy("PJSIP/1004-00000006") != "remote" || len(srv.Channels()) != 0 {
+		t.Errorf("by %q %q, up %v", srv.HungUpBy("PJSIP/1004-00000005"), srv.HungUpBy("PJSIP/1004-00000006"), srv.Channels())
+	}
+}
