@@ -70,6 +70,15 @@ type batch struct {
 	lives [][]calls.Call
 }
 
+// View runs fn with the engine under the monitor's lock: a pre-call
+// decider reads an extension's state there (Contained, Addrs,
+// Established, Hostile, Recent) consistently with the call stream.
+func (m *Monitor) View(fn func(e *Engine)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fn(m.Engine)
+}
+
 // Dropped returns the number of responses dropped because the queue was full.
 func (m *Monitor) Dropped() uint64 { return m.dropped.Load() }
 
@@ -443,8 +452,9 @@ func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 		for _, x := range cfg.IgnoreExtensions {
 			trunk[x] = true
 		}
+		var refused atomic.Bool
 		m.AddrLookup = func(ctx context.Context, channel string) netip.Addr {
-			if !strings.HasPrefix(channel, "PJSIP/") {
+			if !strings.HasPrefix(channel, "PJSIP/") || refused.Load() {
 				return netip.Addr{}
 			}
 			// "PJSIP/carrier-00000060": a trunk's calls are never judged,
@@ -453,6 +463,11 @@ func NewMonitor(s *Settings, d Deps) (*Monitor, error) {
 				return netip.Addr{}
 			}
 			v, err := g.Getvar(ctx, channel, "CHANNEL(pjsip,remote_addr)")
+			var ae *ami.ActionError
+			if errors.As(err, &ae) && strings.Contains(strings.ToLower(ae.Message), "permission denied") && !refused.Swap(true) {
+				// Never poll with an action Asterisk refuses: say why once.
+				m.log().Error("fraud: Getvar refused: calls' addresses come from SuccessfulAuth events only (give the AMI user write = call, see docs/fraud.md)", "err", err)
+			}
 			if err != nil {
 				return netip.Addr{}
 			}

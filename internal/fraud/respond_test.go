@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/ami/amitest"
 	"github.com/pbxguard/pbxguard/internal/calls"
 )
 
@@ -104,5 +106,32 @@ func TestUnlockReArmsEverything(t *testing.T) {
 	}
 	if len(fa.locks) != 2 {
 		t.Errorf("locks %v, want a second lock after the unlock", fa.locks)
+	}
+}
+
+// Issue 11.4's rule in the daemon: an AMI action Asterisk refuses is not
+// sent again for every call.
+func TestAddrLookupStopsWhenRefused(t *testing.T) {
+	srv := amitest.NewServer(amitest.Config{Username: "u", Secret: "s", Write: []string{"system"}}) // Getvar needs call or reporting
+	defer srv.Close()
+	c, err := ami.Dial(context.Background(), ami.Config{Addr: srv.Addr(), Username: "u", Secret: "s", PingInterval: -1, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	set := DefaultSettings()
+	set.Country = "US"
+	mon, err := NewMonitor(set, Deps{AMI: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		srv.StartCall(amitest.Channel{Name: fmt.Sprintf("PJSIP/1004-%08d", i), Exten: "2125550100"})
+		if a := mon.AddrLookup(context.Background(), fmt.Sprintf("PJSIP/1004-%08d", i)); a.IsValid() {
+			t.Errorf("address %s from a refused Getvar", a)
+		}
+	}
+	if n := len(srv.ReceivedNamed("Getvar")); n != 1 {
+		t.Errorf("Getvar sent %d times after Asterisk refused it, want once", n)
 	}
 }
