@@ -101,6 +101,12 @@ func TestFraudResponseNeverBlocksTheJails(t *testing.T) {
 		<-done
 	}()
 	waitFor(t, "the fraud monitor's event tap", func() bool { return d.tap.Load() != nil })
+	waitFor(t, "the AMI login", func() bool { return srv.LoggedIn() > 0 })
+	// Issue 10.2: the AMI config comes from the fraud settings, with the
+	// event classes (the hand-built copy subscribed to everything).
+	if ev := srv.LoginEvents(); ev != "system,call,security" {
+		t.Errorf("the daemon's AMI login asked for events %q, want system,call,security", ev)
+	}
 
 	// Unauthenticated calls to Israel: unauth_intl, ban + alert (the
 	// webhook blocks).

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/ami/amitest"
 	"github.com/pbxguard/pbxguard/internal/calls"
+	"github.com/pbxguard/pbxguard/internal/event"
 )
 
 // blockingAMI is a hanger and locker whose Asterisk does not answer
@@ -133,5 +137,29 @@ func TestAddrLookupStopsWhenRefused(t *testing.T) {
 	}
 	if n := len(srv.ReceivedNamed("Getvar")); n != 1 {
 		t.Errorf("Getvar sent %d times after Asterisk refused it, want once", n)
+	}
+}
+
+type memRecorder struct{ incs []*Incident }
+
+func (m *memRecorder) RecordIncident(_ context.Context, inc *Incident) error {
+	m.incs = append(m.incs, inc)
+	return nil
+}
+
+// Issue 11.5: fraud.incident_log is written besides the daemon's store.
+func TestIncidentLogBesidesTheStore(t *testing.T) {
+	set := DefaultSettings()
+	set.Country = "US"
+	set.IncidentLog = filepath.Join(t.TempDir(), "incidents.jsonl")
+	store := &memRecorder{}
+	mon, err := NewMonitor(set, Deps{Recorder: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon.HandleEvent(context.Background(), event.Event{Kind: event.CallRejected, Addr: attackerAddr, Service: event.ServicePJSIP, Account: "01197225550281"}, t0)
+	data, _ := os.ReadFile(set.IncidentLog)
+	if len(store.incs) != 1 || !strings.Contains(string(data), `"rule":"unauth_intl"`) {
+		t.Errorf("store %d incidents, incident log %q", len(store.incs), data)
 	}
 }

@@ -130,6 +130,7 @@ type Server struct {
 	warnings    []string
 	hangups     map[string]string // channel → how it was ended ("Hangup 21", "PJSIPHangup 603")
 	authAddr    map[string]string // endpoint → "ip:port" of its last SuccessfulAuth (replays)
+	loginEvents string            // the Events header of the last successful Login
 	seq         int
 }
 
@@ -351,6 +352,7 @@ func (se *session) handle(a *ami.Message) bool {
 			}
 			s.mu.Lock()
 			se.authed = true
+			s.loginEvents = a.Get("Events")
 			se.events = !strings.EqualFold(a.Get("Events"), "off")
 			se.write = s.cfg.Write
 			s.mu.Unlock()
@@ -817,6 +819,14 @@ func (s *Server) ReceivedNamed(action string) []*ami.Message {
 		}
 	}
 	return out
+}
+
+// LoginEvents returns the Events header of the last successful Login
+// (the event classes the client asked for: "system,call,security", "off").
+func (s *Server) LoginEvents() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loginEvents
 }
 
 // Refused returns the number of actions refused for want of privilege.
