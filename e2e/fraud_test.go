@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/md5"
 	"encoding/csv"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/ami/amitest"
 	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/daemon"
 	"github.com/pbxguard/pbxguard/internal/fraud"
@@ -62,181 +59,55 @@ type recvAction struct {
 	at  time.Time
 }
 
-// fakeAMI is a loopback Asterisk Manager: banner, MD5 (or plain) login,
-// answers to every action (recorded with their arrival time), and, on the
-// first logged-in connection, the replay of the corpus items with their
-// real relative timing inside [winStart, winEnd] and compressed outside it.
+// fakeAMI is an amitest manager (answering as Asterisk 22 does, with the
+// documented write = system,call) that, once the daemon has logged in,
+// replays the corpus items with their real relative timing inside
+// [winStart, winEnd] and compressed outside it. The replayed events keep
+// the server's channels, so a hang-up action really ends a replayed call.
 type fakeAMI struct {
 	t        *testing.T
-	ln       net.Listener
-	md5      bool
+	srv      *amitest.Server
 	items    []replayItem
 	winStart time.Time
 	winEnd   time.Time
 	cdrPath  string
 
 	mu         sync.Mutex
-	loggedIn   bool
-	actions    []recvAction
 	newchan    map[string]time.Time // channel → wall time its Newchannel was sent
 	ended      map[string]time.Time // channel → wall time its Hangup event was sent
 	fraudCalls []time.Time          // wall times 1004's calls were announced (Newchannel or CDR row)
 	markers    map[string]time.Time
-	epAddr     map[string]string // endpoint → "ip:port" of its last SuccessfulAuth (for Getvar)
-	astdb      map[string]string
 	sentItems  int
 	streamDone chan struct{}
 }
 
 func newFakeAMI(t *testing.T, ln net.Listener, items []replayItem, winStart, winEnd time.Time, cdrPath string) *fakeAMI {
-	s := &fakeAMI{t: t, ln: ln, md5: true, items: items, winStart: winStart, winEnd: winEnd, cdrPath: cdrPath,
+	s := &fakeAMI{t: t, items: items, winStart: winStart, winEnd: winEnd, cdrPath: cdrPath,
 		newchan: map[string]time.Time{}, ended: map[string]time.Time{}, markers: map[string]time.Time{},
-		epAddr: map[string]string{}, astdb: map[string]string{}, streamDone: make(chan struct{})}
-	t.Cleanup(func() { ln.Close() })
-	go s.acceptLoop()
+		streamDone: make(chan struct{})}
+	s.srv = amitest.NewServerListener(ln, amitest.Config{Username: fraudAMIUser, Secret: fraudAMIPass, Write: []string{"system", "call"}})
+	t.Cleanup(s.srv.Close)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for s.srv.LoggedIn() == 0 {
+			if time.Now().After(deadline) {
+				close(s.streamDone)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		s.stream(func(m *ami.Message) error { s.srv.EmitMessage(m); return nil })
+	}()
 	return s
 }
 
-func (s *fakeAMI) acceptLoop() {
-	for i := 0; i < 20; i++ { // bounded: the daemon reconnects at most a few times
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		go s.serveConn(c)
+// actions returns the actions the server received, with their arrival.
+func (s *fakeAMI) actions() []recvAction {
+	var out []recvAction
+	for _, r := range s.srv.Received() {
+		out = append(out, recvAction{r.Msg, r.At})
 	}
-}
-
-func (s *fakeAMI) serveConn(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
-	var wmu sync.Mutex
-	write := func(hs ...string) error {
-		var b strings.Builder
-		for i := 0; i+1 < len(hs); i += 2 {
-			b.WriteString(hs[i] + ": " + hs[i+1] + "\r\n")
-		}
-		b.WriteString("\r\n")
-		wmu.Lock()
-		defer wmu.Unlock()
-		_, err := io.WriteString(c, b.String())
-		return err
-	}
-	writeMsg := func(m *ami.Message) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		_, err := io.WriteString(c, m.String())
-		return err
-	}
-	if _, err := io.WriteString(c, "Asterisk Call Manager/9.0.0\r\n"); err != nil {
-		return
-	}
-	r := ami.NewReader(c)
-	challenge := fmt.Sprintf("%09d", time.Now().UnixNano()%1e9)
-	// Handshake: Challenge (MD5) then Login.
-	for {
-		m, err := r.Next()
-		if err != nil {
-			return
-		}
-		id := m.ActionID()
-		switch m.Get("Action") {
-		case "Challenge":
-			if m.Get("AuthType") != "MD5" {
-				write("Response", "Error", "ActionID", id, "Message", "Must specify AuthType")
-				continue
-			}
-			write("Response", "Success", "ActionID", id, "Challenge", challenge)
-			continue
-		case "Login":
-			ok := m.Get("Username") == fraudAMIUser
-			if s.md5 {
-				sum := md5.Sum([]byte(challenge + fraudAMIPass))
-				ok = ok && m.Get("AuthType") == "MD5" && m.Get("Key") == hex.EncodeToString(sum[:]) && m.Get("Secret") == ""
-			} else {
-				ok = ok && m.Get("Secret") == fraudAMIPass
-			}
-			if !ok {
-				write("Response", "Error", "ActionID", id, "Message", "Authentication failed")
-				return
-			}
-			write("Response", "Success", "ActionID", id, "Message", "Authentication accepted")
-		default:
-			write("Response", "Error", "ActionID", id, "Message", "Permission denied")
-			continue
-		}
-		break
-	}
-	s.mu.Lock()
-	first := !s.loggedIn
-	s.loggedIn = true
-	s.mu.Unlock()
-	if first {
-		go s.stream(writeMsg)
-	}
-	for {
-		m, err := r.Next()
-		if err != nil {
-			var pe *ami.ParseError
-			if errors.As(err, &pe) {
-				continue
-			}
-			return
-		}
-		now := time.Now()
-		s.mu.Lock()
-		s.actions = append(s.actions, recvAction{m, now})
-		s.mu.Unlock()
-		id := m.ActionID()
-		switch m.Get("Action") {
-		case "Ping":
-			write("Response", "Success", "ActionID", id, "Ping", "Pong", "Timestamp", fmt.Sprintf("%d.000000", now.Unix()))
-		case "Logoff":
-			write("Response", "Goodbye", "ActionID", id, "Message", "Thanks for all the fish.")
-			return
-		case "DBPut":
-			s.mu.Lock()
-			s.astdb[m.Get("Family")+"/"+m.Get("Key")] = m.Get("Val")
-			s.mu.Unlock()
-			write("Response", "Success", "ActionID", id, "Message", "Updated database successfully")
-		case "DBDel":
-			s.mu.Lock()
-			delete(s.astdb, m.Get("Family")+"/"+m.Get("Key"))
-			s.mu.Unlock()
-			write("Response", "Success", "ActionID", id, "Message", "Key deleted successfully")
-		case "DBGet":
-			s.mu.Lock()
-			v, ok := s.astdb[m.Get("Family")+"/"+m.Get("Key")]
-			s.mu.Unlock()
-			if !ok {
-				write("Response", "Error", "ActionID", id, "Message", "Database entry not found")
-				continue
-			}
-			write("Response", "Success", "ActionID", id, "EventList", "start", "Message", "Result will follow")
-			write("Event", "DBGetResponse", "Family", m.Get("Family"), "Key", m.Get("Key"), "Val", v, "ActionID", id)
-			write("Event", "DBGetComplete", "ActionID", id, "EventList", "Complete", "ListItems", "1")
-		case "Getvar":
-			// What Asterisk answers for CHANNEL(pjsip,remote_addr): the
-			// address the channel's endpoint last authenticated from.
-			ch := m.Get("Channel")
-			ep := strings.TrimPrefix(ch, "PJSIP/")
-			if i := strings.LastIndexByte(ep, '-'); i > 0 {
-				ep = ep[:i]
-			}
-			s.mu.Lock()
-			v := s.epAddr[ep]
-			s.mu.Unlock()
-			write("Response", "Success", "ActionID", id, "Variable", m.Get("Variable"), "Value", v)
-		case "CoreShowChannels":
-			write("Response", "Success", "ActionID", id, "EventList", "start", "Message", "Channels will follow")
-			write("Event", "CoreShowChannelsComplete", "ActionID", id, "EventList", "Complete", "ListItems", "0")
-		case "PJSIPShowContacts":
-			write("Response", "Success", "ActionID", id, "EventList", "start", "Message", "A listing of Contacts follows, presented as ContactList events")
-			write("Event", "ContactListComplete", "ActionID", id, "EventList", "Complete", "ListItems", "0")
-		default: // Hangup, PJSIPHangup, Events, Filter, Command, PJSIPSetMaintenance…
-			write("Response", "Success", "ActionID", id, "Message", "ok")
-		}
-	}
+	return out
 }
 
 // pace returns how long to wait between two items on the corpus clock:
@@ -288,10 +159,6 @@ func (s *fakeAMI) stream(write func(*ami.Message) error) {
 				}
 			case "Hangup":
 				s.ended[ch] = now
-			case "SuccessfulAuth":
-				if a, port, ok := ami.ParseRemoteAddress(m.Get("RemoteAddress")); ok {
-					s.epAddr[m.Get("AccountID")] = fmt.Sprintf("%s:%d", a, port)
-				}
 			}
 			s.sentItems++
 			s.mu.Unlock()
@@ -423,9 +290,7 @@ fraud:
 	// The daemon is up; wait for its AMI login (and its CDR follower).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		srv.mu.Lock()
-		in := srv.loggedIn
-		srv.mu.Unlock()
+		in := srv.srv.LoggedIn() > 0
 		log := d.out.String()
 		if in && strings.Contains(log, "AMI listener started") && (!withCDR || followsFile(log, cdrPath)) {
 			break
@@ -485,10 +350,11 @@ func (l *fraudLab) checkActions(t *testing.T) containment {
 	t.Helper()
 	var c containment
 	s := l.srv
+	acts := s.actions()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kinds := map[string]int{}
-	for _, a := range s.actions {
+	for _, a := range acts {
 		act := a.msg.Get("Action")
 		kinds[act]++
 		switch act {
@@ -527,7 +393,7 @@ func (l *fraudLab) checkActions(t *testing.T) containment {
 		}
 	}
 	var getvars []string
-	for _, a := range s.actions {
+	for _, a := range acts {
 		if a.msg.Get("Action") == "Getvar" {
 			getvars = append(getvars, a.msg.Get("Channel")+" "+a.msg.Get("Variable"))
 		}
@@ -683,6 +549,22 @@ func TestFraudAMIReplayIntoDaemon(t *testing.T) {
 		distinct[ch] = true
 	}
 	t.Logf("hang-ups: %d actions on %d distinct channels of 1004 (a later finding, e.g. intl_rate, hangs up the live calls again)", len(c.hangups), len(distinct))
+	// The hang-ups worked: the channel is gone, ended by the daemon's
+	// action and not by the replay's own Hangup later (amitest keeps the
+	// replayed channels). The first one was up when it was hung up.
+	byAction := 0
+	for ch := range distinct {
+		if s.srv.HasChannel(ch) {
+			t.Errorf("%s still up after the daemon hung it up", ch)
+		}
+		if by := s.srv.HungUpBy(ch); strings.HasPrefix(by, "Hangup ") || strings.HasPrefix(by, "PJSIPHangup ") {
+			byAction++
+		}
+	}
+	if by := s.srv.HungUpBy(c.hangups[0]); by != "Hangup 21" {
+		t.Errorf("first hung-up channel %s ended by %q, want the daemon's Hangup 21", c.hangups[0], by)
+	}
+	t.Logf("of the %d channels hung up, %d were ended by the daemon's action (the others had ended meanwhile)", len(distinct), byAction)
 	took := done.Sub(first)
 	t.Logf("AMI → daemon: 1004 contained after %d fraudulent calls, %.3f s after its first (hang-up +%.3f s of %v, lock +%.3f s, ban +%.3f s); %d fraudulent calls replayed in all, %d hang-ups",
 		n, took.Seconds(), c.hangupAt.Sub(first).Seconds(), c.hangups[0], c.lockAt.Sub(first).Seconds(), c.banAt.Sub(first).Seconds(), total, len(c.hangups))
@@ -817,4 +699,150 @@ func TestFraudCDRReplayIntoDaemon(t *testing.T) {
 		t.Errorf("%d legit rows replayed, want the corpus's 10 (1001/2001 calls, 1001's call to France included, and an inbound carrier call to 1002)", len(rows)-total)
 	}
 	l.checkIncidents(t)
+}
+
+// TestFraudRealUserNotBanned: issue 11.1 and 11.2 end to end. The fake
+// manager is amitest (it answers as Asterisk 22 does: PJSIPHangup leaves
+// an answered call up). Replayed through `pbxguard run` from AMI events:
+// the office phone of 1004 (198.51.100.22, registered) makes one ordinary
+// call to 011442079460349; then the attacker (203.0.113.177) authenticates
+// as 1004 and dials the same number as 011… (answered by the carrier) and
+// 00… (ringing). Only the attacker is banned; both attacker channels are
+// gone (the answered one by Hangup, the ringing one by PJSIPHangup 403);
+// the office address is named as spared in the incident; the incident log
+// (fraud.incident_log) is written.
+func TestFraudRealUserNotBanned(t *testing.T) {
+	requireE2E(t, "nft")
+	const office, attacker = "198.51.100.22", "203.0.113.177"
+	ns := newNetns(t, "fraudusr")
+	dir := t.TempDir()
+	var ln net.Listener
+	if err := inNetns(t, ns.Name, func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatalf("fake AMI listener in %s: %v", ns.Name, err)
+	}
+	srv := amitest.NewServerListener(ln, amitest.Config{Username: fraudAMIUser, Secret: fraudAMIPass, Write: []string{"system", "call"}})
+	defer srv.Close()
+	secret := filepath.Join(dir, "ami.secret")
+	if err := os.WriteFile(secret, []byte(fraudAMIPass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	incLog := filepath.Join(dir, "incidents.jsonl")
+	top := fmt.Sprintf(`timezone: UTC
+allowlist_asterisk_trunks: false
+audit: {enabled: false}
+fraud:
+  country: US
+  trunks: [carrier]
+  ami: {addr: "%s", user: %s, secret_file: %s, md5: true}
+  ban_for: 1h
+  pjsip_hangup: true
+  incident_log: %s
+`, ln.Addr(), fraudAMIUser, secret, incLog)
+	cfg := writeDaemonConfig(t, dir, daemonConfig{backend: "nftables", top: top})
+	d := startDaemon(t, ns, dir, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.LoggedIn() == 0 || !strings.Contains(d.out.String(), "AMI listener started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not log in to the fake AMI; log:\n%s", tail(d.out.String(), 30))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the monitor's subscription is read
+	auth := func(addr string) {
+		srv.Emit("Event", "SuccessfulAuth", "Privilege", "security,all", "EventTV", time.Now().Format("2006-01-02T15:04:05.000-0700"),
+			"Severity", "Informational", "Service", "PJSIP", "EventVersion", "1", "AccountID", fraudExt, "SessionID", "x",
+			"LocalAddress", "IPV4/UDP/192.0.2.1/5060", "RemoteAddress", "IPV4/UDP/"+addr+"/5060", "UsingPassword", "1")
+	}
+	// The office: registered, one ordinary call to London, over.
+	auth(office)
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000001", Exten: "011442079460349", RemoteAddr: office + ":5060"})
+	srv.Answer("PJSIP/1004-00000001")
+	time.Sleep(100 * time.Millisecond)
+	srv.EndCall("PJSIP/1004-00000001")
+	time.Sleep(100 * time.Millisecond)
+	// The attacker, with 1004's cracked password.
+	auth(attacker)
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000002", Exten: "011442079460349", RemoteAddr: attacker + ":5062"})
+	srv.Answer("PJSIP/1004-00000002")
+	time.Sleep(100 * time.Millisecond)
+	srv.StartCall(amitest.Channel{Name: "PJSIP/1004-00000003", Exten: "00442079460349", RemoteAddr: attacker + ":5062"})
+
+	d.waitBans("the attacker's ban", 10*time.Second, func(bs []daemon.BanInfo) bool { return len(bs) > 0 })
+	deadline = time.Now().Add(10 * time.Second)
+	for srv.HasChannel("PJSIP/1004-00000002") || srv.HasChannel("PJSIP/1004-00000003") {
+		if time.Now().After(deadline) {
+			t.Fatalf("attacker channels still up: %v; hung up by %q %q; warnings %v", srv.Channels(),
+				srv.HungUpBy("PJSIP/1004-00000002"), srv.HungUpBy("PJSIP/1004-00000003"), srv.Warnings())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if by := srv.HungUpBy("PJSIP/1004-00000002"); !strings.HasPrefix(by, "Hangup ") {
+		t.Errorf("answered attacker call ended by %q, want the plain Hangup (PJSIPHangup leaves an answered call up)", by)
+	}
+	if by := srv.HungUpBy("PJSIP/1004-00000003"); by != "PJSIPHangup 403" {
+		t.Errorf("ringing attacker call ended by %q, want PJSIPHangup 403", by)
+	}
+	if w := strings.Join(srv.Warnings(), "; "); strings.Contains(w, "out of range") {
+		t.Errorf("PJSIPHangup sent an out-of-range response code: %s", w)
+	}
+	if v, ok := srv.DB(fraud.LockFamily, fraudExt); !ok {
+		t.Error("1004 not locked")
+	} else {
+		t.Logf("lock: %s", v)
+	}
+	bans := d.bans()
+	for _, b := range bans {
+		if b.Prefix != attacker+"/32" {
+			t.Errorf("unexpected ban %+v", b)
+		}
+	}
+	n, kernel := kernelCount(t, ns, "nftables")
+	if _, ok := kernel[attacker+"/32"]; n != 1 || !ok {
+		t.Errorf("kernel set holds %d entries %v, want only %s/32", n, kernel, attacker)
+	}
+	if _, ok := kernel[office+"/32"]; ok {
+		t.Errorf("the office %s is banned in the kernel", office)
+	}
+	// The incident log (fraud.incident_log, issue 11.5) has what happened.
+	deadline = time.Now().Add(10 * time.Second)
+	var incs []fraud.Incident
+	for {
+		incs = incs[:0]
+		data, _ := os.ReadFile(incLog)
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var inc fraud.Incident
+			if json.Unmarshal([]byte(line), &inc) == nil && inc.Rule == fraud.RulePrefixGuessing {
+				incs = append(incs, inc)
+			}
+		}
+		if len(incs) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(incs) != 1 {
+		t.Fatalf("%d prefix_guessing incidents in %s", len(incs), incLog)
+	}
+	inc := incs[0]
+	if len(inc.Addrs) != 1 || inc.Addrs[0].String() != attacker || len(inc.Spared) != 1 || inc.Spared[0].Addr.String() != office {
+		t.Errorf("incident addrs %v spared %+v", inc.Addrs, inc.Spared)
+	}
+	results := map[string]string{}
+	for _, a := range inc.Actions {
+		t.Logf("  action %s %s: %s (%.1f ms, %d attempts) %s %s", a.Kind, a.Target, a.Result, a.TookMS, len(a.Attempts), a.Note, a.Error)
+		results[a.Kind+" "+a.Target] = a.Result
+	}
+	want := map[string]string{
+		"ban " + attacker: fraud.ResultOK, "ban " + office: fraud.ResultSkipped, "lock " + fraudExt: fraud.ResultOK,
+		"hangup PJSIP/1004-00000002": fraud.ResultOK, "hangup PJSIP/1004-00000003": fraud.ResultOK,
+	}
+	for k, v := range want {
+		if results[k] != v {
+			t.Errorf("action %s: %q, want %q", k, results[k], v)
+		}
+	}
 }

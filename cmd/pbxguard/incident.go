@@ -38,6 +38,8 @@ type numberFlags struct {
 	accessCode string
 	trunks     []string
 	config     string
+	// settings is the configuration's fraud: section, nil without one.
+	settings *fraud.Settings
 }
 
 func (nf *numberFlags) add(cmd *cobra.Command) {
@@ -71,6 +73,7 @@ func (nf *numberFlags) fromConfig(cmd *cobra.Command, lf *liveFlags) error {
 	if err != nil {
 		return usageErr("%s: %v", path, err)
 	}
+	nf.settings = set
 	unset := func(name string) bool { f := cmd.Flag(name); return f != nil && !f.Changed }
 	if unset("country") {
 		nf.country = set.Country
@@ -358,7 +361,6 @@ type amiSession interface {
 	fraud.AMIActions
 	ActionList(ctx context.Context, action *ami.Message) (*ami.Message, []*ami.Message, error)
 	Getvar(ctx context.Context, channel, variable string) (string, error)
-	Command(ctx context.Context, cmd string) (string, error)
 	Close() error
 }
 
@@ -455,42 +457,52 @@ func parseHostPort(s string) netip.Addr {
 	return netip.Addr{}
 }
 
-// contactAddrs reads "pjsip show contacts": endpoint (AoR) → addresses.
-//
-//	Contact:  1004/sip:1004@203.0.113.159:5060               68f9ff9321 NonQual         nan
-func contactAddrs(ctx context.Context, s amiSession) map[string][]netip.Addr {
-	outText, err := s.Command(ctx, "pjsip show contacts")
+// contactAddrs lists the registered contacts, endpoint → addresses, with
+// PJSIPShowContacts (write class system, which the documented AMI user
+// has; the CLI's "pjsip show contacts" would need command). Asterisk
+// answers an error when no contact is registered: that is an empty list.
+func contactAddrs(ctx context.Context, s amiSession) (map[string][]netip.Addr, error) {
+	_, evs, err := s.ActionList(ctx, ami.NewAction("PJSIPShowContacts"))
 	if err != nil {
-		return nil
+		var ae *ami.ActionError
+		if errors.As(err, &ae) && strings.Contains(strings.ToLower(ae.Message), "no contacts found") {
+			return map[string][]netip.Addr{}, nil
+		}
+		return nil, fmt.Errorf("PJSIPShowContacts: %w", err)
 	}
 	out := map[string][]netip.Addr{}
-	for _, line := range strings.Split(outText, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "Contact:" {
+	for _, e := range evs {
+		if e.Event() != "ContactList" {
 			continue
 		}
-		aor, uri, ok := strings.Cut(f[1], "/")
-		if !ok {
-			continue
+		ep := e.Get("Endpoint")
+		if ep == "" {
+			ep, _, _ = strings.Cut(e.Get("ObjectName"), ";@") // "1004;@a1b2c3": the AoR
 		}
-		host := strings.TrimPrefix(strings.TrimPrefix(uri, "sips:"), "sip:")
-		if i := strings.LastIndexByte(host, '@'); i >= 0 {
-			host = host[i+1:]
-		}
-		if i := strings.IndexByte(host, ';'); i >= 0 {
-			host = host[:i]
-		}
-		a := parseHostPort(host)
-		if !a.IsValid() {
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				a = parseHostPort(h)
-			}
-		}
-		if a.IsValid() && !slices.Contains(out[aor], a) {
-			out[aor] = append(out[aor], a)
+		a := uriHost(e.Get("Uri"))
+		if ep != "" && a.IsValid() && !slices.Contains(out[ep], a) {
+			out[ep] = append(out[ep], a)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// uriHost reads the address of "sip:1004@203.0.113.159:5060;transport=udp".
+func uriHost(uri string) netip.Addr {
+	host := strings.TrimPrefix(strings.TrimPrefix(uri, "sips:"), "sip:")
+	if i := strings.LastIndexByte(host, '@'); i >= 0 {
+		host = host[i+1:]
+	}
+	if i := strings.IndexAny(host, ";>?"); i >= 0 {
+		host = host[:i]
+	}
+	a := parseHostPort(host)
+	if !a.IsValid() {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			a = parseHostPort(h)
+		}
+	}
+	return a
 }
 
 // liveState keeps the engine across refreshes so the rules see history.
@@ -498,6 +510,10 @@ type liveState struct {
 	eng    *fraud.Engine
 	seen   map[string]bool
 	trunks []string
+	// noContacts, once set, says why contacts are no longer asked for
+	// (an action Asterisk refuses is not polled again).
+	noContacts string
+	warn       io.Writer
 }
 
 func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Normalizer) ([]extView, error) {
@@ -505,7 +521,16 @@ func (ls *liveState) view(ctx context.Context, s amiSession, nums *numbers.Norma
 	if err != nil {
 		return nil, err
 	}
-	contacts := contactAddrs(ctx, s)
+	var contacts map[string][]netip.Addr
+	if ls.noContacts == "" {
+		contacts, err = contactAddrs(ctx, s)
+		if err != nil {
+			ls.noContacts = err.Error()
+			if ls.warn != nil {
+				fmt.Fprintf(ls.warn, "pbxguard: the CONTACTS column stays empty: %v (the AMI user needs write = system for PJSIPShowContacts); not asked again\n", err)
+			}
+		}
+	}
 	now := time.Now()
 	views := make([]extView, 0, len(snap))
 	for ext, lcs := range snap {
@@ -587,13 +612,13 @@ func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
 	}
 	defer s.Close()
 	if lf.contain != "" {
-		return runContain(ctx, cmd, nums, s, lf)
+		return runContain(ctx, cmd, nums, s, nf, lf)
 	}
 	eng, err := fraud.NewEngine(fraud.Config{IgnoreExtensions: nf.trunks}, nums)
 	if err != nil {
 		return usageErr("incident: %v", err)
 	}
-	ls := &liveState{eng: eng, seen: map[string]bool{}, trunks: nf.trunks}
+	ls := &liveState{eng: eng, seen: map[string]bool{}, trunks: nf.trunks, warn: cmd.ErrOrStderr()}
 	out := cmd.OutOrStdout()
 	if lf.interval <= 0 {
 		lf.interval = 2 * time.Second
@@ -623,7 +648,7 @@ func runLive(cmd *cobra.Command, nf *numberFlags, lf *liveFlags) error {
 
 // runContain hangs up EXT's calls, locks it and bans the addresses its
 // calls come from (or, with no call up, where it is registered from).
-func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalizer, s amiSession, lf *liveFlags) error {
+func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalizer, s amiSession, nf *numberFlags, lf *liveFlags) error {
 	ext := lf.contain
 	snap, err := snapshotCalls(ctx, s, nums)
 	if err != nil {
@@ -639,7 +664,11 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 	}
 	// Contact headers are written by the client: an attacker can name any
 	// host there. They are shown, and banned only with --ban-contacts.
-	contacts := contactAddrs(ctx, s)[ext]
+	all, err := contactAddrs(ctx, s)
+	if err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "pbxguard: registered contacts not listed: %v\n", err)
+	}
+	contacts := all[ext]
 	from := "its live calls (the channels' transport address)"
 	if lf.banContacts {
 		for _, a := range contacts {
@@ -654,15 +683,13 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 		sock = config.DefaultSocket
 	}
 	client := daemon.NewClient(sock)
-	resp := &fraud.Responder{
-		Hanger: &fraud.AMIHanger{AMI: s},
-		Locker: &fraud.AMILocker{AMI: s},
+	resp, err := fraud.NewResponder(nf.responderSettings(cmd, lf), fraud.Deps{AMI: s,
 		Banner: fraud.BanFunc(func(ctx context.Context, a netip.Addr, d time.Duration, reason string) error {
 			_, err := client.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), d, "fraud", reason)
 			return err
-		}),
-		DryRun: lf.dryRun,
-		BanFor: lf.banFor,
+		})})
+	if err != nil {
+		return failErr(err)
 	}
 	f := fraud.Finding{
 		Rule: "manual_contain", Severity: fraud.SeverityCritical, Score: 100, Time: time.Now(), Extension: ext,
@@ -682,12 +709,17 @@ func runContain(ctx context.Context, cmd *cobra.Command, nums *numbers.Normalize
 		}
 		fmt.Fprintf(out, "contain extension %s%s: %d live calls, addresses from %s: %v\n", ext, dry, len(live), from, addrs)
 		for _, a := range inc.Actions {
-			res := "ok"
-			if lf.dryRun {
+			res := a.Result
+			switch {
+			case lf.dryRun:
 				res = "would do"
-			}
-			if !a.OK() {
+			case !a.OK():
 				res = "FAILED: " + a.Error
+			case a.Result == fraud.ResultSkipped:
+				res = "skipped: " + a.Note
+			}
+			if len(a.Attempts) > 1 {
+				res += fmt.Sprintf(" (%d attempts, %.0f ms)", len(a.Attempts), a.TookMS)
 			}
 			fmt.Fprintf(out, "  %-7s %-28s %s\n", a.Kind, a.Target, res)
 		}
@@ -718,13 +750,40 @@ func runUnlock(cmd *cobra.Command, nf *numberFlags, lf *liveFlags, ext string) e
 		return err
 	}
 	defer s.Close()
+	set := nf.responderSettings(cmd, lf)
+	maint := ""
+	if set.Maintenance {
+		maint = ", PJSIP maintenance off"
+	}
 	if lf.dryRun {
-		fmt.Fprintf(cmd.OutOrStdout(), "would unlock %s (DBDel %s/%s)\n", ext, fraud.LockFamily, ext)
+		fmt.Fprintf(cmd.OutOrStdout(), "would unlock %s (DBDel %s/%s%s)\n", ext, fraud.LockFamily, ext, maint)
 		return nil
 	}
-	if err := (&fraud.AMILocker{AMI: s}).Unlock(ctx, ext); err != nil {
+	resp, err := fraud.NewResponder(set, fraud.Deps{AMI: s})
+	if err != nil {
 		return failErr(err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "unlocked %s (deleted AstDB %s/%s)\n", ext, fraud.LockFamily, ext)
+	if err := resp.Unlock(ctx, ext); err != nil {
+		return failErr(err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "unlocked %s (deleted AstDB %s/%s%s)\n", ext, fraud.LockFamily, ext, maint)
 	return nil
+}
+
+// responderSettings are the fraud: settings of the configuration (or the
+// defaults without one) with the command line's --ban-for and --dry-run
+// on top: the CLI acts as the daemon would (hangup_cause, pjsip_hangup,
+// pjsip_hangup_code, maintenance, never_ban). The incident log stays the
+// daemon's.
+func (nf *numberFlags) responderSettings(cmd *cobra.Command, lf *liveFlags) *fraud.Settings {
+	set := fraud.Settings{Country: nf.country, HangupCause: 21, PJSIPHangupCode: 403, BanFor: lf.banFor}
+	if nf.settings != nil {
+		set = *nf.settings
+		if f := cmd.Flag("ban-for"); f != nil && f.Changed {
+			set.BanFor = lf.banFor
+		}
+	}
+	set.DryRun = set.DryRun || lf.dryRun
+	set.IncidentLog = ""
+	return &set
 }

@@ -2,33 +2,25 @@ package main
 
 import (
 	"bufio"
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/ami/amitest"
 	"github.com/pbxguard/pbxguard/internal/daemon"
 )
 
-// fakeAMI is a loopback AMI server that answers CoreShowChannels and
-// "pjsip show contacts" with the bytes the corpus Asterisk sent mid-burst
-// (ami-actions.transcript.jsonl), and records the other actions.
+// fakeAMI is an amitest server (an Asterisk 22 manager, the AMI user with
+// the documented write = system,call) holding the state the corpus
+// Asterisk had mid-burst: the channels its CoreShowChannels listed and the
+// contacts "pjsip show contacts" showed (ami-actions.transcript.jsonl).
 type fakeAMI struct {
-	ln       net.Listener
-	recorded map[string]string // action name → recorded answer bytes
-	mu       sync.Mutex
-	actions  []*ami.Message
+	*amitest.Server
 }
 
 const fakeSecret = "S3cretAmiPw77"
@@ -62,115 +54,57 @@ func newFakeAMI(t *testing.T) *fakeAMI {
 		}
 		rec[last] += l.Data
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fa := &fakeAMI{ln: ln, recorded: rec}
-	t.Cleanup(func() { ln.Close() })
-	go fa.serve()
-	return fa
-}
-
-var actionIDRe = regexp.MustCompile(`ActionID: tx-\d+`)
-
-func (fa *fakeAMI) serve() {
-	for i := 0; i < 20; i++ {
-		c, err := fa.ln.Accept()
-		if err != nil {
-			return
-		}
-		go fa.session(c)
-	}
-}
-
-func (fa *fakeAMI) session(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprint(c, "Asterisk Call Manager/9.0.0\r\n")
-	r := ami.NewReader(c)
-	challenge := "424242"
+	srv := amitest.NewServer(amitest.Config{Username: "pbxadmin", Secret: fakeSecret, Write: []string{"system", "call"}})
+	t.Cleanup(srv.Close)
+	r := ami.NewReader(strings.NewReader(rec["CoreShowChannels"]))
+	n := 0
 	for {
 		m, err := r.Next()
 		if err != nil {
-			var pe *ami.ParseError
-			if errors.As(err, &pe) {
-				continue
-			}
-			return
+			break
 		}
-		fa.mu.Lock()
-		fa.actions = append(fa.actions, m)
-		fa.mu.Unlock()
-		id := m.ActionID()
-		reply := func(kv ...string) {
-			var b strings.Builder
-			b.WriteString("Response: " + kv[0] + "\r\nActionID: " + id + "\r\n")
-			for i := 1; i+1 < len(kv); i += 2 {
-				b.WriteString(kv[i] + ": " + kv[i+1] + "\r\n")
-			}
-			b.WriteString("\r\n")
-			io.WriteString(c, b.String())
+		if m.Event() != "CoreShowChannel" {
+			continue
 		}
-		name := m.Get("Action")
-		switch name {
-		case "Challenge":
-			reply("Success", "Challenge", challenge)
-		case "Login":
-			sum := md5.Sum([]byte(challenge + fakeSecret))
-			if m.Get("Key") == hex.EncodeToString(sum[:]) || m.Get("Secret") == fakeSecret {
-				reply("Success", "Message", "Authentication accepted")
-			} else {
-				reply("Error", "Message", "Authentication failed")
-				return
-			}
-		case "Getvar":
-			if strings.HasPrefix(m.Get("Channel"), "PJSIP/1004-") {
-				reply("Success", "Variable", m.Get("Variable"), "Value", "203.0.113.159:5062")
-			} else {
-				reply("Success", "Variable", m.Get("Variable"), "Value", "198.51.100.21:5064")
-			}
-		case "Hangup":
-			reply("Success", "Message", "Channel Hungup")
-		case "DBPut":
-			reply("Success", "Message", "Updated database successfully")
-		case "DBDel":
-			reply("Success", "Message", "Key deleted successfully")
-		case "Logoff":
-			reply("Goodbye", "Message", "Thanks for all the fish.")
-			return
-		default:
-			key := name
-			if name == "Command" {
-				key += " " + m.Get("Command")
-			}
-			if b, ok := fa.recorded[key]; ok {
-				io.WriteString(c, actionIDRe.ReplaceAllString(b, "ActionID: "+id))
-			} else {
-				reply("Error", "Message", "Invalid/unknown command")
-			}
+		ch := amitest.Channel{Name: m.Get("Channel"), Uniqueid: m.Get("Uniqueid"), Linkedid: m.Get("Linkedid"), Exten: m.Get("Exten"),
+			Context: m.Get("Context"), CallerID: m.Get("CallerIDNum"), Up: m.Get("ChannelStateDesc") == "Up",
+			Outgoing: m.Get("Uniqueid") != m.Get("Linkedid"), RemoteAddr: "198.51.100.21:5064"}
+		if strings.HasPrefix(ch.Name, "PJSIP/1004-") {
+			ch.RemoteAddr = "203.0.113.159:5062"
+		}
+		srv.StartCall(ch)
+		n++
+	}
+	if n == 0 {
+		t.Fatal("corpus transcript: no CoreShowChannel")
+	}
+	for _, line := range strings.Split(rec["Command pjsip show contacts"], "\n") {
+		fs := strings.Fields(line)
+		if len(fs) < 2 || fs[0] != "Output:" && fs[0] != "Contact:" {
+			continue
+		}
+		if fs[0] == "Output:" {
+			fs = fs[1:]
+		}
+		if len(fs) < 2 || fs[0] != "Contact:" {
+			continue
+		}
+		aor, uri, ok := strings.Cut(fs[1], "/")
+		if ok && strings.HasPrefix(uri, "sip:") {
+			srv.AddContact(amitest.Contact{AOR: aor, Endpoint: aor, URI: uri})
 		}
 	}
+	return &fakeAMI{srv}
 }
 
-func (fa *fakeAMI) sent(action string) []*ami.Message {
-	fa.mu.Lock()
-	defer fa.mu.Unlock()
-	var out []*ami.Message
-	for _, m := range fa.actions {
-		if m.Get("Action") == action {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func (fa *fakeAMI) sent(action string) []*ami.Message { return fa.ReceivedNamed(action) }
 
 func amiArgs(t *testing.T, fa *fakeAMI) []string {
 	secret := filepath.Join(t.TempDir(), "ami.secret")
 	if err := os.WriteFile(secret, []byte(fakeSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"--ami", fa.ln.Addr().String(), "--ami-user", "pbxadmin", "--ami-secret-file", secret}
+	return []string{"--ami", fa.Addr(), "--ami-user", "pbxadmin", "--ami-secret-file", secret}
 }
 
 func TestIncidentLiveOnceJSON(t *testing.T) {

@@ -50,7 +50,7 @@ func (e *ActionError) Error() string {
 	}
 	hint := ""
 	if strings.Contains(strings.ToLower(msg), "permission denied") {
-		hint = " (give the manager.conf user the write class this action needs, e.g. write = system,call,command)"
+		hint = " (give the manager.conf user the write class this action needs, e.g. write = system,call; see docs/fraud.md)"
 	}
 	return fmt.Sprintf("ami: %s: Asterisk answered Error: %s%s", e.Action, msg, hint)
 }

@@ -31,7 +31,10 @@
 //
 // The manager.conf user needs read = system,call,security (plus cdr for
 // Cdr events) and, for the responses and the live view, write =
-// system,call,reporting,command (Asterisk checks every class an action is
-// registered with: Hangup system+call, DBPut/Filter system, Getvar
-// call+reporting, CoreShowChannels system+reporting, Command command).
+// system,call: Asterisk runs an action when the session's write classes
+// share one class with the action's (main/manager.c: Hangup and
+// PJSIPHangup system+call, DBPut/DBDel/Filter/PJSIPShowContacts system,
+// DBGet and CoreShowChannels system+reporting, Getvar call+reporting,
+// Command command — which pbxguard does not use). ami/amitest checks
+// privileges the same way.
 package ami

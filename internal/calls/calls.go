@@ -183,10 +183,16 @@ func (t *Tracker) rememberEnded(id string) {
 }
 
 // SeenByAMI reports whether AMI already reported the call with this ID
-// (a Linkedid, which is the uniqueid of its CDR row) ending recently.
+// (a Linkedid, which is the uniqueid of its CDR row): live now, or ended
+// recently. Asterisk writes the CDR row at hang-up, and a followed
+// Master.csv can hand the row on before the AMI Hangup event arrives: the
+// row of a call AMI still has live is the same call.
 func (t *Tracker) SeenByAMI(id string) bool {
-	_, ok := t.endedSet[id]
-	return ok
+	if _, ok := t.endedSet[id]; ok {
+		return true
+	}
+	c, ok := t.calls[id]
+	return ok && c.Source == SourceAMI
 }
 
 // Stats returns the counters.

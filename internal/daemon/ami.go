@@ -2,15 +2,15 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbxguard/pbxguard/internal/ami"
 	"github.com/pbxguard/pbxguard/internal/config"
@@ -28,49 +28,34 @@ type Worker struct {
 	Run  func(ctx context.Context, d *Daemon) error
 }
 
-// storeRecorder keeps fraud incidents in the store's incidents table.
-type storeRecorder struct{ st *store.Store }
-
-func (r storeRecorder) RecordIncident(ctx context.Context, inc *fraud.Incident) error {
-	detail, err := json.Marshal(inc)
-	if err != nil {
-		return err
-	}
-	subject := inc.Extension
-	if subject == "" && len(inc.Addrs) > 0 {
-		subject = inc.Addrs[0].String()
-	}
-	_, err = r.st.AddIncident(ctx, store.Incident{Time: inc.Time, Kind: string(inc.Rule), Subject: subject, Detail: string(detail)})
-	return err
-}
-
 // amiWorker connects to the Asterisk Manager Interface (credentials from
 // the fraud: section's ami: keys) and feeds
 //   - the jails with `source: ami` from AMI security events, and
 //   - the fraud monitor (when `fraud:` is configured) from call events and,
-//     when fraud.cdr is set, from the CDR file.
+//     when fraud.cdr / fraud.cel are set, from those files.
 //
-// It is built only when one of the two is configured.
+// It is built only when one of the two is configured. The monitor is the
+// one fraud.NewMonitor builds (tests use the same); its responses run on
+// its own worker, so neither the AMI loop nor the log sources' event tap
+// ever wait for a hang-up, a ban or an alert.
 func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.Position, amiJails []string, log *slog.Logger) (*Worker, error) {
 	var settings *fraud.Settings
-	if cfg.Fraud != nil {
+	switch {
+	case cfg.Fraud != nil:
 		s, err := fraud.ParseSettings(cfg.Fraud)
 		if err != nil {
 			return nil, err
 		}
 		settings = s
-	} else if len(amiJails) > 0 {
-		settings = &fraud.Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true}
-	} else {
+	case len(amiJails) > 0:
+		settings = fraud.DefaultSettings()
+	default:
 		return nil, nil
 	}
-	secret, err := os.ReadFile(settings.AMISecretFile)
+	amiCfg, err := settings.AMIConfig(log)
 	if err != nil {
-		return nil, fmt.Errorf("AMI secret: %w (write the secret of the manager.conf user %q into %s, mode 0600, or set fraud.ami.secret_file)",
-			err, settings.AMIUser, settings.AMISecretFile)
+		return nil, err
 	}
-	amiCfg := ami.Config{Addr: settings.AMIAddr, Username: settings.AMIUser, Secret: strings.TrimSpace(string(secret)),
-		UseMD5: settings.AMIMD5, Logger: log.With("component", "ami")}
 	withFraud := cfg.Fraud != nil
 	return &Worker{Name: "ami", Run: func(ctx context.Context, d *Daemon) error {
 		client, err := ami.New(amiCfg)
@@ -78,15 +63,19 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			return fmt.Errorf("AMI %s: %w", amiCfg.Addr, err)
 		}
 		defer client.Close()
-		var mon *fraud.Monitor
 		if withFraud {
-			mon, err = fraud.NewMonitor(settings, fraud.Deps{
+			callEvents := client.Subscribe(0, nil) // before the login completes: the whole session
+			var recorder fraud.IncidentRecorder
+			if st != nil {
+				recorder = fraud.StoreRecorder{Store: st}
+			}
+			mon, err := fraud.NewMonitor(settings, fraud.Deps{
 				AMI: client,
 				Banner: fraud.BanFunc(func(ctx context.Context, a netip.Addr, dur time.Duration, reason string) error {
 					_, err := d.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), dur, "fraud", reason)
 					return err
 				}),
-				Recorder: storeRecorder{st},
+				Recorder: recorder,
 				Log:      log.With("component", "fraud"),
 			})
 			if err != nil {
@@ -94,9 +83,17 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 			}
 			d.fraudMon.set(mon) // the AGI decisions read the same engine
 			defer d.fraudMon.set(nil)
+			d.registerFraudMetrics(mon)
+			runDone := make(chan struct{})
+			defer func() { <-runDone }() // the monitor's worker has finished its last response
+			go func() {
+				defer close(runDone)
+				_ = mon.Run(ctx, callEvents.C())
+			}()
 			// The log detectors' auth_success and call_rejected events
 			// teach the monitor where extensions register from and show
-			// unauthenticated calls to international numbers.
+			// unauthenticated calls to international numbers. The tap
+			// never waits: findings are queued for the monitor's worker.
 			d.SetEventTap(func(ev event.Event) { mon.HandleEvent(ctx, ev, time.Now()); d.fraudMon.observeEvent(ev) })
 			defer d.SetEventTap(nil)
 			// CDR and CEL files, followed like logs (positions saved): the
@@ -154,13 +151,28 @@ func amiWorker(cfg *config.Config, st *store.Store, positions map[string]store.P
 						}
 					}
 				}
-				if mon != nil {
-					mon.HandleMessage(ctx, msg, time.Now())
-					d.fraudMon.observeMessage(msg) // the AGI decisions learn addresses from SuccessfulAuth
-				}
+				d.fraudMon.observeMessage(msg) // the AGI decisions learn addresses from SuccessfulAuth
 			}
 		}
 	}}, nil
+}
+
+// registerFraudMetrics exports the monitor's dropped responses (a full
+// queue: the responder is stuck), replacing a previous run's.
+func (d *Daemon) registerFraudMetrics(mon *fraud.Monitor) {
+	if d.metrics == nil || d.metrics.Registry == nil {
+		return
+	}
+	c := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pbxguard_fraud_responses_dropped_total",
+		Help: "Fraud responses dropped because the response queue was full (the responder is stuck: AMI, the daemon, alert targets)."},
+		func() float64 { return float64(mon.Dropped()) })
+	if err := d.metrics.Registry.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			d.metrics.Registry.Unregister(are.ExistingCollector)
+			_ = d.metrics.Registry.Register(c)
+		}
+	}
 }
 
 // callFileKey is the store key of a followed CDR or CEL file's position.

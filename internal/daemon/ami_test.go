@@ -1,11 +1,9 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,72 +13,44 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pbxguard/pbxguard/internal/ami"
+	"github.com/pbxguard/pbxguard/internal/ami/amitest"
 	"github.com/pbxguard/pbxguard/internal/config"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
-// fakeManager answers Login and any action with Success, then sends the
-// given events; it keeps the connection open until the test ends.
+// fakeManager is an amitest manager (user pbxguard, secret s3cret) that
+// sends the given raw events once the daemon has logged in; it returns
+// its address.
 func fakeManager(t *testing.T, events []string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprint(c, "Asterisk Call Manager/7.0.3\r\n")
-				br := bufio.NewReader(c)
-				sent := false
-				for {
-					var id, action string
-					for {
-						c.SetReadDeadline(time.Now().Add(10 * time.Second))
-						l, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						l = strings.TrimRight(l, "\r\n")
-						if l == "" {
-							break
-						}
-						k, v, _ := strings.Cut(l, ": ")
-						switch strings.ToLower(k) {
-						case "actionid":
-							id = v
-						case "action":
-							action = v
-						}
-					}
-					fmt.Fprintf(c, "Response: Success\r\nActionID: %s\r\nMessage: ok\r\n\r\n", id)
-					if strings.EqualFold(action, "Login") && !sent {
-						sent = true
-						for _, e := range events {
-							fmt.Fprint(c, e)
-						}
-					}
-				}
-			}()
+	srv := amitest.NewServer(amitest.Config{Username: "pbxguard", Secret: "s3cret", Write: []string{"system", "call"}})
+	t.Cleanup(srv.Close)
+	var msgs []*ami.Message
+	for _, e := range events {
+		m, err := ami.ParseMessage([]byte(e))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	return ln.Addr().String()
+		msgs = append(msgs, m)
+	}
+	if len(msgs) > 0 {
+		go func() {
+			for deadline := time.Now().Add(10 * time.Second); srv.LoggedIn() == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			for _, m := range msgs {
+				srv.EmitMessage(m)
+			}
+		}()
+	}
+	return srv.Addr()
 }
 
 func TestAMIWorkerFeedsJail(t *testing.T) {
-	var events []string
-	for i := 0; i < 3; i++ {
-		events = append(events, fmt.Sprintf("Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: %s\r\nSeverity: Error\r\n"+
-			"Service: PJSIP\r\nEventVersion: 2\r\nAccountID: 1001\r\nSessionID: %d\r\nLocalAddress: IPV4/UDP/192.0.2.1/5060\r\n"+
-			"RemoteAddress: IPV4/UDP/203.0.113.9/5060\r\nChallenge: x\r\n\r\n", time.Now().Format("2006-01-02T15:04:05.000-0700"), i))
-	}
-	addr := fakeManager(t, events)
+	srv := amitest.NewServer(amitest.Config{Username: "pbxguard", Secret: "s3cret", Write: []string{"system", "call"}})
+	defer srv.Close()
+	addr := srv.Addr()
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "ami.secret")
 	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
@@ -107,6 +77,12 @@ func TestAMIWorkerFeedsJail(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "the AMI login", func() bool { return srv.LoggedIn() > 0 })
+	for i := 0; i < 3; i++ {
+		srv.Emit("Event", "InvalidPassword", "Privilege", "security,all", "EventTV", time.Now().Format("2006-01-02T15:04:05.000-0700"),
+			"Severity", "Error", "Service", "PJSIP", "EventVersion", "2", "AccountID", "1001", "SessionID", fmt.Sprint(i),
+			"LocalAddress", "IPV4/UDP/192.0.2.1/5060", "RemoteAddress", "IPV4/UDP/203.0.113.9/5060", "Challenge", "x")
+	}
 	waitFor(t, "ban from AMI security events", func() bool { _, ok := fw.has("203.0.113.9/32"); return ok })
 	cancel()
 	if err := <-done; err != nil {

@@ -50,12 +50,12 @@ func (f *fakeActions) mark(k string) {
 	}
 }
 
-func (f *fakeActions) Hangup(_ context.Context, ch string) error {
+func (f *fakeActions) Hangup(_ context.Context, ch string) ([]Attempt, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hangups = append(f.hangups, ch)
 	f.mark("hangup:" + ch[:strings.LastIndexByte(ch, '-')])
-	return nil
+	return []Attempt{{Method: "Hangup", Result: "gone"}}, nil
 }
 func (f *fakeActions) Lock(_ context.Context, ext, _ string) error {
 	f.mu.Lock()

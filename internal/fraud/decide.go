@@ -496,10 +496,6 @@ func numberText(c numbers.Candidate, ok bool) string {
 	return s + " via " + c.Form.String()
 }
 
-func oddForm(f numbers.Form) bool {
-	return f == numbers.FormForeignIDD || f == numbers.FormTruncated || f == numbers.FormBare
-}
-
 // hold makes a denial that is evidence of fraud hold the extension's risky
 // calls for a window and carry a finding for the monitor (which contains
 // the extension: the engine then refuses every call of it until unlock).

@@ -38,13 +38,14 @@ func (m *Monitor) DecideView(ext string) (StateView, bool) {
 // path: it waits for the monitor and for AMI.
 func (m *Monitor) ContainDecision(ctx context.Context, f Finding) []*Incident {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	e := m.Engine
 	if f.Extension == "" || e.ignore[f.Extension] {
+		m.mu.Unlock()
 		return nil
 	}
 	s := e.state(f.Extension, f.Time)
 	if s == nil || !e.cooldown(s, f.Rule, f.Time) {
+		m.mu.Unlock()
 		return nil
 	}
 	if f.Score > s.score {
@@ -52,7 +53,12 @@ func (m *Monitor) ContainDecision(ctx context.Context, f Finding) []*Incident {
 	}
 	res := e.nums.Normalize(f.Dialled)
 	best, _ := res.BestCandidate()
-	return m.respond(ctx, e.decorate([]Finding{f}, s, best))
+	b := batch{now: f.Time, fs: e.decorate([]Finding{f}, s, best, f.Time)}
+	b.lives = m.lives(b.fs)
+	m.mu.Unlock()
+	// Responses on the monitor's worker once it runs (inline before):
+	// the same path as the engine's own findings.
+	return m.dispatch(ctx, b)
 }
 
 // StillLocked asks Asterisk whether ext's AstDB lock is still there (the

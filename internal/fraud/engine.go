@@ -152,6 +152,14 @@ type Config struct {
 	// MaxPerExtension bounds the calls remembered per extension (256);
 	// MaxExtensions bounds the extensions tracked (10000).
 	MaxPerExtension, MaxExtensions int
+	// EstablishedAfter: an address that authenticated for an extension
+	// at least twice, the first time at least this long ago, and never
+	// showed a hostile signal, is the extension's established address (the
+	// real user's phone): it is never banned on call evidence alone, only
+	// with a second, independent signal (failed authentications,
+	// unauthenticated call attempts to international numbers from it).
+	// 0: 24h.
+	EstablishedAfter time.Duration
 }
 
 // DefaultResponses are the responses of each rule unless configured.
@@ -195,6 +203,9 @@ func (c *Config) defaults() {
 	if c.MaxExtensions <= 0 {
 		c.MaxExtensions = 10000
 	}
+	if c.EstablishedAfter <= 0 {
+		c.EstablishedAfter = 24 * time.Hour
+	}
 }
 
 // Finding is one rule firing.
@@ -213,7 +224,17 @@ type Finding struct {
 	Country   string       `json:"country,omitempty"`
 	Reason    string       `json:"reason"`
 	Evidence  []string     `json:"evidence,omitempty"` // dialled strings that made the case
-	Response  Response     `json:"response"`
+	// Spared are addresses seen in the case that the response does not
+	// ban, each with the reason (see docs/fraud.md, "never punish the real
+	// user").
+	Spared   []Spared `json:"spared,omitempty"`
+	Response Response `json:"response"`
+}
+
+// Spared is an address a finding does not ban, and why.
+type Spared struct {
+	Addr   netip.Addr `json:"addr"`
+	Reason string     `json:"reason"`
 }
 
 // maxCallAge: a call the engine still thinks live after this long had its
@@ -223,6 +244,7 @@ const maxCallAge = 4 * time.Hour
 // intlCall is an international call the engine remembers.
 type intlCall struct {
 	id         string
+	channel    string
 	at, end    time.Time
 	dialled    string
 	e164       string
@@ -233,7 +255,21 @@ type intlCall struct {
 	live       bool
 }
 
+// AddrHistory is what the engine knows of one source address of an
+// extension: when it first and last authenticated or placed a call, and
+// how often.
+type AddrHistory struct {
+	Addr        netip.Addr
+	First, Last time.Time
+	Auths       int // successful authentications seen
+	Calls       int // calls placed from it
+}
+
+// maxAddrsPerExt bounds the addresses remembered per extension.
+const maxAddrsPerExt = 16
+
 type extState struct {
+	addrs     []AddrHistory
 	recent    []intlCall
 	fired     map[Rule]time.Time
 	countries []string // countries it authenticated from (new-country rule)
@@ -251,6 +287,9 @@ type Engine struct {
 	ignore   map[string]bool
 	highRisk map[string]bool
 	unauth   map[netip.Addr]time.Time
+	// hostile: addresses with a hostile signal (failed authentication,
+	// unauthenticated international call attempt), when last seen.
+	hostile map[netip.Addr]time.Time
 }
 
 // NewEngine returns an engine reading dialled strings with nums.
@@ -266,6 +305,7 @@ func NewEngine(cfg Config, nums *numbers.Normalizer) (*Engine, error) {
 		ignore:   make(map[string]bool),
 		highRisk: make(map[string]bool),
 		unauth:   make(map[netip.Addr]time.Time),
+		hostile:  make(map[netip.Addr]time.Time),
 	}
 	for _, x := range cfg.IgnoreExtensions {
 		e.ignore[x] = true
@@ -311,10 +351,18 @@ func (e *Engine) state(ext string, now time.Time) *extState {
 }
 
 // evict drops extensions idle for longer than the window and not contained.
+// Extensions idle for longer than EstablishedAfter go first (their
+// address history with them); when that is not enough, those idle longer
+// than the window.
 func (e *Engine) evict(now time.Time) {
-	for k, s := range e.ext {
-		if !s.contained && now.Sub(s.lastSeen) > e.cfg.Window {
-			delete(e.ext, k)
+	for _, idle := range []time.Duration{e.cfg.EstablishedAfter, e.cfg.Window} {
+		for k, s := range e.ext {
+			if !s.contained && now.Sub(s.lastSeen) > idle {
+				delete(e.ext, k)
+			}
+		}
+		if len(e.ext) < e.cfg.MaxExtensions {
+			return
 		}
 	}
 }
@@ -325,7 +373,10 @@ func (e *Engine) Contained(ext string) bool {
 	return s != nil && s.contained
 }
 
-// Release forgets that ext was contained (after "incident unlock").
+// Release forgets that ext was contained (after "incident unlock"): its
+// calls, findings and bans are forgotten, so that every later call is
+// judged afresh and a new incident locks it again. What the engine knows
+// of its addresses (their registration history) stays.
 func (e *Engine) Release(ext string) {
 	if s := e.ext[ext]; s != nil {
 		s.contained = false
@@ -333,6 +384,127 @@ func (e *Engine) Release(ext string) {
 		s.banned = s.banned[:0]
 		clear(s.fired)
 		s.score = 0
+	}
+}
+
+// Addrs returns what the engine knows of ext's source addresses, oldest
+// first (a pre-call decider asks whether a call's address is new).
+func (e *Engine) Addrs(ext string) []AddrHistory {
+	s := e.ext[ext]
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.addrs)
+}
+
+// Established reports whether a is an established address of ext at now:
+// authenticated at least twice, first at least EstablishedAfter ago, and
+// no hostile signal from it within EstablishedAfter.
+func (e *Engine) Established(ext string, a netip.Addr, now time.Time) bool {
+	s := e.ext[ext]
+	return s != nil && e.established(s, a, now)
+}
+
+func (e *Engine) established(s *extState, a netip.Addr, now time.Time) bool {
+	h := findAddr(s.addrs, a)
+	if h == nil || h.Auths < 2 || now.Sub(h.First) < e.cfg.EstablishedAfter {
+		return false
+	}
+	return !e.Hostile(a, now)
+}
+
+// Hostile reports whether a showed a hostile signal (NoteHostile, an
+// unauthenticated international call attempt) within EstablishedAfter.
+func (e *Engine) Hostile(a netip.Addr, now time.Time) bool {
+	t, ok := e.hostile[a.Unmap()]
+	return ok && now.Sub(t) < e.cfg.EstablishedAfter
+}
+
+// NoteHostile records a hostile signal from a at now: a failed
+// authentication, an ACL violation, an unknown account (AMI security
+// events or log events). It is the second, independent signal that lets a
+// response ban an established address.
+func (e *Engine) NoteHostile(a netip.Addr, now time.Time) {
+	if !a.IsValid() {
+		return
+	}
+	a = a.Unmap()
+	if _, ok := e.hostile[a]; !ok && len(e.hostile) >= e.cfg.MaxExtensions {
+		for k, t := range e.hostile {
+			if now.Sub(t) >= e.cfg.EstablishedAfter {
+				delete(e.hostile, k)
+			}
+		}
+		if len(e.hostile) >= e.cfg.MaxExtensions {
+			return
+		}
+	}
+	e.hostile[a] = now
+}
+
+// RecentCall is one international call of an extension within the window.
+type RecentCall struct {
+	ID      string
+	At      time.Time
+	Dialled string
+	E164    string
+	Prefix  string
+	Addr    netip.Addr
+	Live    bool
+}
+
+// Recent returns ext's international calls within the window at now,
+// oldest first.
+func (e *Engine) Recent(ext string, now time.Time) []RecentCall {
+	s := e.ext[ext]
+	if s == nil {
+		return nil
+	}
+	e.prune(s, now)
+	out := make([]RecentCall, 0, len(s.recent))
+	for _, r := range s.recent {
+		out = append(out, RecentCall{ID: r.id, At: r.at, Dialled: r.dialled, E164: r.e164, Prefix: r.prefix, Addr: r.addr, Live: r.live})
+	}
+	return out
+}
+
+func findAddr(hs []AddrHistory, a netip.Addr) *AddrHistory {
+	a = a.Unmap()
+	for i := range hs {
+		if hs[i].Addr == a {
+			return &hs[i]
+		}
+	}
+	return nil
+}
+
+// seen records that ext used a at now (an authentication or a call).
+func (s *extState) seen(a netip.Addr, now time.Time, auth bool) {
+	if !a.IsValid() {
+		return
+	}
+	a = a.Unmap()
+	h := findAddr(s.addrs, a)
+	if h == nil {
+		if len(s.addrs) >= maxAddrsPerExt { // forget the address idle longest
+			old := 0
+			for i := range s.addrs {
+				if s.addrs[i].Last.Before(s.addrs[old].Last) {
+					old = i
+				}
+			}
+			s.addrs = slices.Delete(s.addrs, old, old+1)
+		}
+		s.addrs = append(s.addrs, AddrHistory{Addr: a, First: now})
+		h = &s.addrs[len(s.addrs)-1]
+	}
+	if now.After(h.Last) {
+		h.Last = now
+	}
+	if auth {
+		h.Auths++
+	} else {
+		h.Calls++
 	}
 }
 
@@ -405,15 +577,22 @@ func (e *Engine) Observe(u calls.Update, now time.Time) []Finding {
 }
 
 func (e *Engine) observeAuth(u calls.Update, now time.Time) []Finding {
-	if e.cfg.CountryOf == nil || e.ignore[u.Call.Extension] {
+	if u.Call.Extension == "" || e.ignore[u.Call.Extension] {
+		return nil
+	}
+	s := e.state(u.Call.Extension, now)
+	if s == nil {
+		return nil
+	}
+	s.seen(u.Call.SourceAddr, now, true)
+	if e.cfg.CountryOf == nil {
 		return nil
 	}
 	country := e.cfg.CountryOf(u.Call.SourceAddr)
 	if country == "" {
 		return nil // unknown (private, documentation, unrouted): neither a baseline nor news
 	}
-	s := e.state(u.Call.Extension, now)
-	if s == nil || slices.Contains(s.countries, country) {
+	if slices.Contains(s.countries, country) {
 		return nil
 	}
 	first := len(s.countries) == 0
@@ -469,6 +648,9 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		if e.Contained(c.Extension) && !ended {
 			return e.lockedCall(c, now)
 		}
+		if s := e.ext[c.Extension]; s != nil && !ended {
+			s.seen(c.SourceAddr, now, false)
+		}
 		return nil
 	}
 	s := e.state(c.Extension, now)
@@ -476,11 +658,28 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		return nil
 	}
 	e.prune(s, now)
+	// The same call seen twice (AMI at its start, its CDR row at hang-up;
+	// AMI and CEL) counts once: by uniqueid, or by channel name when the
+	// CDR carries no uniqueid (cdr.conf loguniqueid=no).
+	for i := range s.recent {
+		r := &s.recent[i]
+		if (c.ID != "" && r.id == c.ID) || (c.ID == "" || r.id == "") && c.Channel != "" && r.channel == c.Channel {
+			if ended {
+				r.live = false
+				r.end = c.End
+			}
+			return nil
+		}
+	}
+	if !ended {
+		s.seen(c.SourceAddr, now, false)
+	}
 	var out []Finding
 	if s.contained && !ended {
 		out = append(out, e.lockedCall(c, now)...)
 	}
-	// Per-number type rules (domestic premium numbers count too).
+	// Per-number type rules (domestic premium numbers count too): the call
+	// itself is the evidence, its address the one to ban.
 	switch best.Type {
 	case numbers.TypePremium:
 		out = e.fire(out, s, RulePremium, SeverityCritical, 90, now, c, fmt.Sprintf("call to premium-rate number %s (%s)", best.E164, c.Dialled))
@@ -490,11 +689,11 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		out = e.fire(out, s, RuleSatellite, SeverityCritical, 90, now, c, fmt.Sprintf("call to satellite/international-network number %s (%s)", best.E164, c.Dialled))
 	}
 	if !best.International {
-		return e.decorate(out, s, best)
+		return e.decorate(out, s, best, now)
 	}
 	ic := intlCall{
-		id: c.ID, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix, form: best.Form,
-		countryKey: countryKey(best), addr: c.SourceAddr, live: !ended,
+		id: c.ID, channel: c.Channel, at: c.Start, dialled: c.Dialled, e164: best.E164, prefix: best.Prefix, form: best.Form,
+		countryKey: countryKey(best), addr: c.SourceAddr.Unmap(), live: !ended,
 	}
 	if ic.at.IsZero() {
 		ic.at = now
@@ -506,6 +705,7 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		s.recent = append(s.recent[:0], s.recent[1:]...)
 	}
 	s.recent = append(s.recent, ic)
+	trigger := len(s.recent) - 1
 
 	// Prefix guessing: this number reached through ≥ PrefixForms prefixes,
 	// one of them a prefix this PBX's own users do not dial (another
@@ -513,17 +713,17 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 	// "+44…" from a phone's contact list and "01144…" typed on a US desk
 	// phone are both normal: two such forms alone are not guessing.
 	var forms, evidence []string
-	var evAddrs []netip.Addr
+	var pattern []int // indexes in s.recent of the calls to this number
 	odd := false
-	for _, r := range s.recent {
-		if r.e164 == ic.e164 && !slices.Contains(forms, r.prefix) {
+	for i, r := range s.recent {
+		if r.e164 != ic.e164 {
+			continue
+		}
+		pattern = append(pattern, i)
+		if !slices.Contains(forms, r.prefix) {
 			forms = append(forms, r.prefix)
 			evidence = append(evidence, r.dialled)
-			if r.addr.IsValid() && !slices.Contains(evAddrs, r.addr) {
-				evAddrs = append(evAddrs, r.addr)
-			}
-			switch r.form {
-			case numbers.FormForeignIDD, numbers.FormTruncated, numbers.FormBare:
+			if oddForm(r.form) {
 				odd = true
 			}
 		}
@@ -532,24 +732,57 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		f := e.finding(s, RulePrefixGuessing, SeverityCritical, 95, now, c,
 			fmt.Sprintf("%s dialled with %d prefixes (%s) within %s", ic.e164, len(forms), strings.Join(evidence, ", "), e.cfg.Window))
 		f.Evidence = evidence
-		f.Addrs = evAddrs
+		// Per address: the prefix forms it dialled itself. An address is
+		// in the pattern when it dialled ≥ 2 forms, or placed the call that
+		// completed the pattern with a form this PBX's users do not dial;
+		// one ordinary call to the number (the real user's) is not.
+		f.Addrs, f.Spared = e.attribute(s, pattern, trigger, func(a netip.Addr) bool {
+			var own []string
+			for _, i := range pattern {
+				if r := s.recent[i]; r.addr == a && !slices.Contains(own, r.prefix) {
+					own = append(own, r.prefix)
+				}
+			}
+			return len(own) >= 2 || s.recent[trigger].addr == a && oddForm(ic.form)
+		}, "placed one ordinary call to the number, not the guessing")
 		out = e.fireF(out, s, f, now)
 	}
-	if n := len(s.recent); n >= e.cfg.IntlPerWindow {
-		out = e.fire(out, s, RuleIntlRate, SeverityHigh, 80, now, c, fmt.Sprintf("%d international calls within %s (threshold %d)", n, e.cfg.Window, e.cfg.IntlPerWindow))
+	all := make([]int, len(s.recent))
+	for i := range all {
+		all[i] = i
 	}
-	concurrent := 0
-	for _, r := range s.recent {
-		if ended { // CDR: the calls whose span covers this call's start
-			if !r.at.After(ic.at) && (r.end.IsZero() || r.end.After(ic.at)) {
-				concurrent++
+	// The rate rules: an address is in the pattern when it placed ≥ 2 of
+	// the calls counted.
+	twoCalls := func(set []int) func(netip.Addr) bool {
+		return func(a netip.Addr) bool {
+			n := 0
+			for _, i := range set {
+				if s.recent[i].addr == a {
+					n++
+				}
 			}
-		} else if r.live {
-			concurrent++
+			return n >= 2
 		}
 	}
-	if concurrent >= e.cfg.ConcurrentIntl {
-		out = e.fire(out, s, RuleConcurrentIntl, SeverityHigh, 80, now, c, fmt.Sprintf("%d international calls at once (threshold %d)", concurrent, e.cfg.ConcurrentIntl))
+	if n := len(s.recent); n >= e.cfg.IntlPerWindow {
+		f := e.finding(s, RuleIntlRate, SeverityHigh, 80, now, c, fmt.Sprintf("%d international calls within %s (threshold %d)", n, e.cfg.Window, e.cfg.IntlPerWindow))
+		f.Addrs, f.Spared = e.attribute(s, all, trigger, twoCalls(all), "placed only one of the calls counted")
+		out = e.fireF(out, s, f, now)
+	}
+	var concurrent []int
+	for i, r := range s.recent {
+		if ended { // CDR: the calls whose span covers this call's start
+			if !r.at.After(ic.at) && (r.end.IsZero() || r.end.After(ic.at)) {
+				concurrent = append(concurrent, i)
+			}
+		} else if r.live {
+			concurrent = append(concurrent, i)
+		}
+	}
+	if len(concurrent) >= e.cfg.ConcurrentIntl {
+		f := e.finding(s, RuleConcurrentIntl, SeverityHigh, 80, now, c, fmt.Sprintf("%d international calls at once (threshold %d)", len(concurrent), e.cfg.ConcurrentIntl))
+		f.Addrs, f.Spared = e.attribute(s, concurrent, trigger, twoCalls(concurrent), "placed only one of the calls counted")
+		out = e.fireF(out, s, f, now)
 	}
 	var countries []string
 	for _, r := range s.recent {
@@ -558,7 +791,9 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 		}
 	}
 	if len(countries) >= e.cfg.CountriesPerWindow {
-		out = e.fire(out, s, RuleCountries, SeverityHigh, 75, now, c, fmt.Sprintf("%d destination countries within %s: %s", len(countries), e.cfg.Window, strings.Join(countries, ",")))
+		f := e.finding(s, RuleCountries, SeverityHigh, 75, now, c, fmt.Sprintf("%d destination countries within %s: %s", len(countries), e.cfg.Window, strings.Join(countries, ",")))
+		f.Addrs, f.Spared = e.attribute(s, all, trigger, twoCalls(all), "placed only one of the calls counted")
+		out = e.fireF(out, s, f, now)
 	}
 	if e.highRisk[best.Country] {
 		out = e.fire(out, s, RuleHighRiskCountry, SeverityMedium, 60, now, c, fmt.Sprintf("call to high-risk country %s: %s", best.Country, best.E164))
@@ -566,7 +801,38 @@ func (e *Engine) observeCall(c calls.Call, now time.Time, ended bool) []Finding 
 	if e.cfg.Hours != nil && !e.cfg.Hours.Within(ic.at) {
 		out = e.fire(out, s, RuleOffHours, SeverityMedium, 50, now, c, fmt.Sprintf("international call to %s outside business hours", best.E164))
 	}
-	return e.decorate(out, s, best)
+	return e.decorate(out, s, best, now)
+}
+
+func oddForm(f numbers.Form) bool {
+	switch f {
+	case numbers.FormForeignIDD, numbers.FormTruncated, numbers.FormBare:
+		return true
+	}
+	return false
+}
+
+// attribute splits the addresses of the calls set (indexes in s.recent)
+// into those in the pattern (inPattern) and those spared, with why. The
+// empty, non-nil result means "no address to ban" (decorate then leaves
+// it empty rather than taking the call's).
+func (e *Engine) attribute(s *extState, set []int, trigger int, inPattern func(netip.Addr) bool, notInPattern string) (addrs []netip.Addr, spared []Spared) {
+	addrs = []netip.Addr{}
+	var seen []netip.Addr
+	consider := append(slices.Clone(set), trigger)
+	for _, i := range consider {
+		a := s.recent[i].addr
+		if !a.IsValid() || slices.Contains(seen, a) {
+			continue
+		}
+		seen = append(seen, a)
+		if inPattern(a) {
+			addrs = append(addrs, a)
+		} else {
+			spared = append(spared, Spared{Addr: a, Reason: notInPattern})
+		}
+	}
+	return addrs, spared
 }
 
 func (e *Engine) fire(out []Finding, s *extState, r Rule, sev Severity, score int, now time.Time, c calls.Call, reason string) []Finding {
@@ -588,11 +854,27 @@ func (e *Engine) fireF(out []Finding, s *extState, f Finding, now time.Time) []F
 // evidence — never every address the extension called from in the window:
 // the real user's office phone may have placed a legitimate international
 // call from its own address minutes before the attacker took over.
-func (e *Engine) decorate(out []Finding, s *extState, best numbers.Candidate) []Finding {
+func (e *Engine) decorate(out []Finding, s *extState, best numbers.Candidate, now time.Time) []Finding {
 	for i := range out {
 		f := &out[i]
 		if f.Addrs == nil && f.Call.SourceAddr.IsValid() {
-			f.Addrs = []netip.Addr{f.Call.SourceAddr}
+			f.Addrs = []netip.Addr{f.Call.SourceAddr.Unmap()}
+		}
+		// The real user's phone: an established address is banned only
+		// with a second, independent signal (Hostile).
+		if f.Response.Ban && len(f.Addrs) > 0 {
+			keep := f.Addrs[:0:0]
+			for _, a := range f.Addrs {
+				if e.established(s, a, now) {
+					h := findAddr(s.addrs, a)
+					f.Spared = append(f.Spared, Spared{Addr: a, Reason: fmt.Sprintf(
+						"established address of %s (authenticated %d times since %s) with no second signal (no failed authentication or unauthenticated call attempt from it)",
+						f.Extension, h.Auths, h.First.UTC().Format(time.RFC3339))})
+					continue
+				}
+				keep = append(keep, a)
+			}
+			f.Addrs = keep
 		}
 		if f.E164 == "" {
 			f.E164 = best.E164
@@ -662,6 +944,7 @@ func (e *Engine) ObserveEvent(ev event.Event, now time.Time) []Finding {
 		}
 	}
 	e.unauth[ev.Addr] = now
+	e.NoteHostile(ev.Addr, now)
 	return []Finding{{
 		Rule: RuleUnauthIntl, Severity: SeverityHigh, Score: 70, Time: now, Addrs: []netip.Addr{ev.Addr},
 		Dialled: ev.Account, E164: best.E164, Country: best.Country,

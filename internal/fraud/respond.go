@@ -6,16 +6,28 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pbxguard/pbxguard/internal/calls"
 )
 
-// Hanger hangs up a channel (AMI Hangup, or PJSIPHangup where present).
+// Hanger hangs up a channel (AMI Hangup, or PJSIPHangup where present)
+// and verifies that it is gone: nil only when it is. It returns each
+// attempt it made, for the record.
 type Hanger interface {
-	Hangup(ctx context.Context, channel string) error
+	Hangup(ctx context.Context, channel string) ([]Attempt, error)
+}
+
+// Attempt is one try within an action (a hang-up is tried with
+// PJSIPHangup, then Hangup), with what was seen after it.
+type Attempt struct {
+	Method string  `json:"method"` // "PJSIPHangup 403", "Hangup 21"
+	Result string  `json:"result"` // "gone", "still up after 2s", an error
+	TookMS float64 `json:"took_ms"`
 }
 
 // Locker locks and unlocks an extension: AMI DBPut/DBDel of
@@ -41,17 +53,34 @@ type IncidentRecorder interface {
 	RecordIncident(ctx context.Context, inc *Incident) error
 }
 
-// Action is one response step taken (or, dry-run, not taken).
+// Action is one response step taken (or, dry-run, not taken), with what
+// really happened.
 type Action struct {
 	Kind   string    `json:"kind"`   // "hangup", "lock", "ban", "alert"
 	Target string    `json:"target"` // channel, extension, address or alerter
 	DryRun bool      `json:"dry_run,omitempty"`
-	Time   time.Time `json:"time"`
-	Error  string    `json:"error,omitempty"`
+	Time   time.Time `json:"time"` // when it started
+	// Result: "ok"; "retried" (done, at a later attempt); "failed";
+	// "skipped" (not done on purpose, Note says why); "dry_run".
+	Result   string    `json:"result"`
+	TookMS   float64   `json:"took_ms"`
+	Attempts []Attempt `json:"attempts,omitempty"`
+	Note     string    `json:"note,omitempty"`
+	Error    string    `json:"error,omitempty"`
 }
 
-// OK reports whether the action succeeded (or would have, in dry-run).
-func (a Action) OK() bool { return a.Error == "" }
+// Action results.
+const (
+	ResultOK      = "ok"
+	ResultRetried = "retried"
+	ResultFailed  = "failed"
+	ResultSkipped = "skipped"
+	ResultDryRun  = "dry_run"
+)
+
+// OK reports whether the action did not fail (done, retried and done,
+// skipped on purpose, or dry-run).
+func (a Action) OK() bool { return a.Error == "" && a.Result != ResultFailed }
 
 // Incident is a finding with what was done about it.
 type Incident struct {
@@ -68,6 +97,7 @@ type Incident struct {
 	Country   string       `json:"country,omitempty"`
 	Reason    string       `json:"reason"`
 	Evidence  []string     `json:"evidence,omitempty"`
+	Spared    []Spared     `json:"spared,omitempty"`
 	Actions   []Action     `json:"actions"`
 }
 
@@ -109,54 +139,42 @@ func (r *Responder) log() *slog.Logger {
 // ErrNotConfigured says an action's interface is missing.
 var ErrNotConfigured = errors.New("not configured")
 
-// Respond carries out f's response: hangs up the live calls given (the
-// extension's, from the tracker), locks the extension, bans its addresses,
-// alerts, and records the incident. It returns the incident.
+// Respond carries out f's response and records the incident: it bans
+// the finding's addresses first (the daemon's ban is local and fast), then
+// hangs up the live calls given (the extension's, from the tracker) and
+// locks the extension in parallel — a dead AMI connection never delays
+// the ban — then alerts. It returns the incident, each action with what
+// really happened.
 func (r *Responder) Respond(ctx context.Context, f Finding, live []calls.Call) *Incident {
 	inc := &Incident{
 		ID:   fmt.Sprintf("%s-%s-%d", f.Time.UTC().Format("20060102T150405.000"), f.Extension, r.seq.Add(1)),
 		Time: f.Time, Rule: f.Rule, Severity: f.Severity, Score: f.Score, Extension: f.Extension,
 		Addrs: f.Addrs, Channel: f.Channel, Dialled: f.Dialled, E164: f.E164, Country: f.Country,
-		Reason: f.Reason, Evidence: f.Evidence,
+		Reason: f.Reason, Evidence: f.Evidence, Spared: f.Spared,
 	}
-	do := func(kind, target string, fn func() error) {
+	// run carries out one action; fn returns its attempts (if any) and error.
+	run := func(kind, target string, fn func() ([]Attempt, error)) Action {
 		a := Action{Kind: kind, Target: target, DryRun: r.DryRun, Time: r.now()}
-		if !r.DryRun {
-			if err := fn(); err != nil {
-				a.Error = err.Error()
-				r.log().Warn("fraud response failed", "kind", kind, "target", target, "incident", inc.ID, "err", err)
-			}
+		if r.DryRun {
+			a.Result = ResultDryRun
+			return a
 		}
-		inc.Actions = append(inc.Actions, a)
+		start := time.Now()
+		atts, err := fn()
+		a.TookMS = ms(time.Since(start))
+		a.Attempts = atts
+		switch {
+		case err != nil:
+			a.Result, a.Error = ResultFailed, err.Error()
+			r.log().Warn("fraud response failed", "kind", kind, "target", target, "incident", inc.ID, "err", err)
+		case len(atts) > 1:
+			a.Result = ResultRetried
+		default:
+			a.Result = ResultOK
+		}
+		return a
 	}
 	resp := f.Response
-	if resp.Hangup {
-		chans := make([]string, 0, len(live)+1)
-		for _, c := range live {
-			if c.Live && c.Channel != "" {
-				chans = append(chans, c.Channel)
-			}
-		}
-		if len(chans) == 0 && f.Channel != "" && f.Call.Live {
-			chans = append(chans, f.Channel)
-		}
-		for _, ch := range chans {
-			do("hangup", ch, func() error {
-				if r.Hanger == nil {
-					return fmt.Errorf("hangup %s: %w (give the responder an AMI connection)", ch, ErrNotConfigured)
-				}
-				return r.Hanger.Hangup(ctx, ch)
-			})
-		}
-	}
-	if resp.Lock && f.Extension != "" {
-		do("lock", f.Extension, func() error {
-			if r.Locker == nil {
-				return fmt.Errorf("lock %s: %w (give the responder an AMI connection)", f.Extension, ErrNotConfigured)
-			}
-			return r.Locker.Lock(ctx, f.Extension, string(f.Rule)+": "+f.Reason)
-		})
-	}
 	if resp.Ban {
 		d := r.BanFor
 		if d <= 0 {
@@ -167,20 +185,69 @@ func (r *Responder) Respond(ctx context.Context, f Finding, live []calls.Call) *
 				continue
 			}
 			if r.neverBan(a) {
-				inc.Actions = append(inc.Actions, Action{Kind: "ban", Target: a.String(), DryRun: r.DryRun, Time: r.now(), Error: "skipped: address is in never_ban"})
+				inc.Actions = append(inc.Actions, Action{Kind: "ban", Target: a.String(), DryRun: r.DryRun, Time: r.now(), Result: ResultSkipped, Note: "address is in never_ban"})
 				continue
 			}
-			do("ban", a.String(), func() error {
+			inc.Actions = append(inc.Actions, run("ban", a.String(), func() ([]Attempt, error) {
 				if r.Banner == nil {
-					return fmt.Errorf("ban %s: %w (run inside pbxguard run, or give a daemon socket)", a, ErrNotConfigured)
+					return nil, fmt.Errorf("ban %s: %w (run inside pbxguard run, or give a daemon socket)", a, ErrNotConfigured)
 				}
-				return r.Banner.Ban(ctx, a, d, "fraud "+string(f.Rule)+" ext "+Escape(f.Extension, 64))
+				return nil, r.Banner.Ban(ctx, a, d, "fraud "+string(f.Rule)+" ext "+Escape(f.Extension, 64))
+			}))
+		}
+	}
+	if resp.Ban || resp.Hangup || resp.Lock {
+		for _, sp := range f.Spared {
+			inc.Actions = append(inc.Actions, Action{Kind: "ban", Target: sp.Addr.String(), DryRun: r.DryRun, Time: r.now(), Result: ResultSkipped, Note: sp.Reason})
+		}
+	}
+	// Hang-ups and the lock talk to Asterisk: in parallel with each other.
+	var par []func() Action
+	if resp.Hangup {
+		chans := make([]string, 0, len(live)+1)
+		for _, c := range live {
+			if c.Live && c.Channel != "" && !slices.Contains(chans, c.Channel) {
+				chans = append(chans, c.Channel)
+			}
+		}
+		if len(chans) == 0 && f.Channel != "" && f.Call.Live {
+			chans = append(chans, f.Channel)
+		}
+		for _, ch := range chans {
+			par = append(par, func() Action {
+				return run("hangup", ch, func() ([]Attempt, error) {
+					if r.Hanger == nil {
+						return nil, fmt.Errorf("hangup %s: %w (give the responder an AMI connection)", ch, ErrNotConfigured)
+					}
+					return r.Hanger.Hangup(ctx, ch)
+				})
 			})
 		}
 	}
+	if resp.Lock && f.Extension != "" {
+		par = append(par, func() Action {
+			return run("lock", f.Extension, func() ([]Attempt, error) {
+				if r.Locker == nil {
+					return nil, fmt.Errorf("lock %s: %w (give the responder an AMI connection)", f.Extension, ErrNotConfigured)
+				}
+				return nil, r.Locker.Lock(ctx, f.Extension, string(f.Rule)+": "+f.Reason)
+			})
+		})
+	}
+	done := make([]Action, len(par))
+	var wg sync.WaitGroup
+	for i, fn := range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done[i] = fn()
+		}()
+	}
+	wg.Wait()
+	inc.Actions = append(inc.Actions, done...)
 	if resp.Alert {
 		for i, al := range r.Alerters {
-			do("alert", alerterName(al, i), func() error { return al.Alert(ctx, inc) })
+			inc.Actions = append(inc.Actions, run("alert", alerterName(al, i), func() ([]Attempt, error) { return nil, al.Alert(ctx, inc) }))
 		}
 	}
 	if r.Recorder != nil {

@@ -61,7 +61,9 @@ type Settings struct {
 	BanFor      time.Duration
 	HangupCause int
 	PJSIPHangup bool
-	Maintenance bool
+	// PJSIPHangupCode is the SIP response code of PJSIPHangup (400–699).
+	PJSIPHangupCode int
+	Maintenance     bool
 
 	Webhook     *WebhookAlerter
 	Email       *SMTPAlerter
@@ -189,18 +191,25 @@ func clockTime(s string) (time.Duration, bool) {
 	return time.Duration(hh)*time.Hour + time.Duration(mm)*time.Minute, true
 }
 
+// DefaultSettings are the settings of an empty fraud: section (without
+// the country it requires): the daemon's AMI jails use them when there is
+// no fraud: section.
+func DefaultSettings() *Settings {
+	return &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
+		BanFor: 24 * time.Hour, HangupCause: 21, PJSIPHangupCode: 403}
+}
+
 // ParseSettings reads the `fraud:` section. Errors carry the line and say
 // what to write instead; all of them are returned, as confyaml.Errors.
 func ParseSettings(n *yaml.Node) (*Settings, error) {
 	p := &sp{w: &confyaml.Walker{Prefix: "fraud"}}
-	s := &Settings{AMIAddr: "127.0.0.1:5038", AMIUser: "pbxguard", AMISecretFile: "/etc/pbxguard/ami.secret", AMIMD5: true,
-		BanFor: 24 * time.Hour, HangupCause: 21}
+	s := DefaultSettings()
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
 	}
 	m := p.mapping(n, "", "country", "access_code", "trunks", "ami", "cdr", "cel", "window", "intl_per_window", "concurrent_intl",
-		"countries_per_window", "prefix_forms", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
-		"ban_for", "hangup_cause", "pjsip_hangup", "maintenance", "responses", "alerts", "incident_log", "agi")
+		"countries_per_window", "prefix_forms", "established_after", "high_risk_countries", "business_hours", "new_country", "never_ban", "dry_run",
+		"ban_for", "hangup_cause", "pjsip_hangup", "pjsip_hangup_code", "maintenance", "responses", "alerts", "incident_log", "agi")
 	s.Country = strings.ToUpper(p.str(m, "country", "country"))
 	if s.Country == "" {
 		line := 0
@@ -243,6 +252,7 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	s.Engine.ConcurrentIntl = p.integer(m, "concurrent_intl", "concurrent_intl", 1, 100000)
 	s.Engine.CountriesPerWindow = p.integer(m, "countries_per_window", "countries_per_window", 1, 300)
 	s.Engine.PrefixForms = p.integer(m, "prefix_forms", "prefix_forms", 2, 10)
+	s.Engine.EstablishedAfter = p.duration(m, "established_after", "established_after")
 	if l := p.list(m, "high_risk_countries", "high_risk_countries"); l != nil {
 		for _, c := range l {
 			if len(c) != 2 {
@@ -301,6 +311,9 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 		s.HangupCause = c
 	}
 	s.PJSIPHangup = p.boolean(m, "pjsip_hangup", "pjsip_hangup", false)
+	if c := p.integer(m, "pjsip_hangup_code", "pjsip_hangup_code", 400, 699); c > 0 {
+		s.PJSIPHangupCode = c
+	}
 	s.Maintenance = p.boolean(m, "maintenance", "maintenance", false)
 	if rn := m["responses"]; rn != nil {
 		known := make([]string, 0, len(DefaultResponses))
@@ -399,20 +412,21 @@ func (s *Settings) Alerters() []Alerter {
 }
 
 // AMIConfig returns the AMI client configuration of the settings, reading
-// the secret from AMISecretFile. The daemon dials it with ami.Dial and
-// hands the client to NewMonitor (Deps.AMI) and its Events() to Monitor.Run:
+// the secret from AMISecretFile. The daemon (internal/daemon/ami.go) does
+// this, with the one monitor NewMonitor builds:
 //
 //	set, err := fraud.ParseSettings(cfg.Fraud)
 //	acfg, err := set.AMIConfig(log)
-//	client, err := ami.Dial(ctx, acfg)
+//	client, err := ami.New(acfg)
+//	events := client.Subscribe(0, nil) // the whole session
 //	mon, err := fraud.NewMonitor(set, fraud.Deps{AMI: client, Log: log,
 //		Banner:   fraud.BanFunc(func(ctx context.Context, a netip.Addr, d time.Duration, reason string) error {
 //			_, err := daemon.Ban(ctx, netip.PrefixFrom(a, a.BitLen()), d, "fraud", reason)
 //			return err
 //		}),
-//		Recorder: fraud.StoreRecorder{Store: st}})
-//	go mon.Run(ctx, client.Events())
-//	// log-detector events (CallRejected, AuthSuccess): mon.HandleEvent(ctx, ev, ev.Time)
+//		Recorder: fraud.StoreRecorder{Store: st}}) // and set.IncidentLog, when set
+//	go mon.Run(ctx, events.C()) // starts the response worker
+//	// log-detector events (never blocks): mon.HandleEvent(ctx, ev, ev.Time)
 //	// CDR lines when set.CDR is followed: mon.HandleCDRLine(ctx, line, cfg.Location, time.Now())
 //	// CEL lines when set.CEL is followed:  mon.HandleCELLine(ctx, line)
 func (s *Settings) AMIConfig(log *slog.Logger) (ami.Config, error) {
