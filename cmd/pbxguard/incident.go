@@ -313,6 +313,7 @@ func printReport(w io.Writer, rep *fraud.Report, haveLogs bool) {
 // liveFlags are the AMI connection and view options of "incident".
 type liveFlags struct {
 	addr        string
+	unlockJSON  bool // unlock --json
 	user        string
 	secretFile  string
 	md5         bool
@@ -346,7 +347,7 @@ func addLiveFlags(cmd *cobra.Command, nf *numberFlags) *liveFlags {
 }
 
 func newIncidentUnlockCmd(nf *numberFlags, lf *liveFlags) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "unlock EXT",
 		Short: "Unlock an extension pbxguard locked (AstDB pbxguard/locked/EXT)",
 		Args:  cobra.ExactArgs(1),
@@ -354,6 +355,8 @@ func newIncidentUnlockCmd(nf *numberFlags, lf *liveFlags) *cobra.Command {
 			return runUnlock(cmd, nf, lf, args[0])
 		},
 	}
+	c.Flags().BoolVar(&lf.unlockJSON, "json", false, "print JSON")
+	return c
 }
 
 // amiSession is what the live commands need from the AMI client.
@@ -755,9 +758,20 @@ func runUnlock(cmd *cobra.Command, nf *numberFlags, lf *liveFlags, ext string) e
 	if set.Maintenance {
 		maint = ", PJSIP maintenance off"
 	}
+	report := func(done bool) error {
+		if lf.unlockJSON {
+			return writeJSON(cmd.OutOrStdout(), map[string]any{"extension": ext, "unlocked": done, "dry_run": !done,
+				"astdb_key": fraud.LockFamily + "/" + ext, "maintenance_off": set.Maintenance})
+		}
+		verb := "unlocked %s (deleted AstDB %s/%s%s)\n"
+		if !done {
+			verb = "would unlock %s (DBDel %s/%s%s)\n"
+		}
+		_, err := fmt.Fprintf(cmd.OutOrStdout(), verb, ext, fraud.LockFamily, ext, maint)
+		return err
+	}
 	if lf.dryRun {
-		fmt.Fprintf(cmd.OutOrStdout(), "would unlock %s (DBDel %s/%s%s)\n", ext, fraud.LockFamily, ext, maint)
-		return nil
+		return report(false)
 	}
 	resp, err := fraud.NewResponder(set, fraud.Deps{AMI: s})
 	if err != nil {
@@ -766,8 +780,7 @@ func runUnlock(cmd *cobra.Command, nf *numberFlags, lf *liveFlags, ext string) e
 	if err := resp.Unlock(ctx, ext); err != nil {
 		return failErr(err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "unlocked %s (deleted AstDB %s/%s%s)\n", ext, fraud.LockFamily, ext, maint)
-	return nil
+	return report(true)
 }
 
 // responderSettings are the fraud: settings of the configuration (or the
