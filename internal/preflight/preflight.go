@@ -4,8 +4,9 @@
 // line, and then what the daemon would trip over at start or run crippled
 // with — an AMI secret file that is missing, empty or a directory, an AMI
 // address without a port, a state_dir it cannot create, a followed path
-// that is a directory or a FIFO. What can appear later (a log file, a CDR
-// file not written yet) is a warning, not an error.
+// that is a directory or a FIFO (a warning: the daemon runs without that
+// source). What can appear later (a log file, a CDR file not written yet)
+// is a warning, not an error.
 //
 // It reads and stats; it never creates, writes or connects.
 package preflight
@@ -247,7 +248,9 @@ func (h *host) creatableDir(key, dir string, line int) {
 }
 
 // followed checks a path the daemon follows: absent is a warning (it may
-// appear later), a non-regular file (directory, FIFO, device) an error.
+// appear later), and so is a non-regular file (directory, FIFO, device):
+// the daemon refuses that source, retries it and shows it failing, while
+// every other source protects the PBX — one bad path must not stop them.
 func (h *host) followed(line int, key, path, what string) {
 	fi, err := os.Stat(path)
 	switch {
@@ -256,7 +259,7 @@ func (h *host) followed(line int, key, path, what string) {
 	case err != nil:
 		h.denied(line, key, "%s %s: %v", what, path, err)
 	case !fi.Mode().IsRegular():
-		h.errorf(line, key, "%s %s is not a regular file (%s); pbxguard follows files only", what, path, kind(fi.Mode()))
+		h.warnf(line, key, "%s %s is not a regular file (%s); pbxguard follows files only: that source is refused and retried (failing in pbxguard status) while the others run", what, path, kind(fi.Mode()))
 	default:
 		f, err := os.Open(path)
 		if err != nil {

@@ -107,12 +107,6 @@ func TestFollowedFiles(t *testing.T) {
 	for _, want := range []string{
 		"config: line 4: jails.asterisk.files: jail asterisk: log file " + dir + " is not a regular file (a directory)",
 		"config: line 4: jails.asterisk.files: jail asterisk: log file " + fifo + " is not a regular file (a FIFO)",
-	} {
-		if !has(errs, want) {
-			t.Errorf("errors %q lack %q", errs, want)
-		}
-	}
-	for _, want := range []string{
 		"config: line 4: jails.asterisk.files: jail asterisk: log file " + dir + "/later.log does not exist yet",
 		"config: line 11: fraud.cdr: CDR file " + dir + "/cdr-csv/Master.csv does not exist yet",
 	} {
@@ -120,8 +114,8 @@ func TestFollowedFiles(t *testing.T) {
 			t.Errorf("warnings %q lack %q", warns, want)
 		}
 	}
-	if len(errs) != 2 {
-		t.Errorf("errors = %q", errs)
+	if len(errs) != 0 {
+		t.Errorf("errors = %q (a bad path is a warning: the other sources must run)", errs)
 	}
 }
 
