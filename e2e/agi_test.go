@@ -15,6 +15,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/calls"
 	"github.com/pbxguard/pbxguard/internal/daemon"
+	"github.com/pbxguard/pbxguard/internal/fraud"
 )
 
 // Issue 11, "Decide before the call": the daemon's FastAGI server (in a
@@ -310,11 +311,8 @@ fraud:
 	if _, ok := kernel[fraudAddr+"/32"]; !ok || n != 1 {
 		t.Errorf("kernel set %v (%d entries), want only %s", kernel, n, fraudAddr)
 	}
-	srv.mu.Lock()
-	locked := srv.astdb["pbxguard/locked/"+fraudExt]
-	srv.mu.Unlock()
-	if locked == "" {
-		t.Errorf("1004 not locked in the AstDB (%v)", srv.astdb)
+	if locked, _ := srv.srv.DB(fraud.LockFamily, fraudExt); locked == "" {
+		t.Errorf("1004 not locked in the AstDB (%s/%s unset)", fraud.LockFamily, fraudExt)
 	}
 
 	// An endpoint nobody trusted, a hostile request, a caller hanging up.

@@ -106,9 +106,7 @@ fraud:
 	d := startDaemon(t, ns, dir, cfg)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		srv.mu.Lock()
-		in := srv.loggedIn
-		srv.mu.Unlock()
+		in := srv.srv.LoggedIn() > 0
 		log := d.out.String()
 		if in && strings.Contains(log, "AMI listener started") && followsFile(log, cdrPath) && followsFile(log, celPath) {
 			break
@@ -155,13 +153,11 @@ func TestForgedRecordsIntoDaemon(t *testing.T) {
 	// Give the daemon time to (wrongly) act: the old followers locked 1001
 	// and 1002 within a second.
 	time.Sleep(2 * time.Second)
-	l.srv.mu.Lock()
-	for _, a := range l.srv.actions {
+	for _, a := range l.srv.actions() {
 		if act := a.msg.Get("Action"); act == "DBPut" || act == "Hangup" || act == "PJSIPHangup" {
 			t.Errorf("forged rows caused %s %v", act, a.msg.Headers)
 		}
 	}
-	l.srv.mu.Unlock()
 	if bans := l.d.bans(); len(bans) != 0 {
 		t.Errorf("forged rows caused bans %+v", bans)
 	}
@@ -174,9 +170,8 @@ func TestForgedRecordsIntoDaemon(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		bans := l.d.bans()
-		l.srv.mu.Lock()
-		locked := l.srv.astdb[fraud.LockFamily+"/"+fraudExt] != ""
-		l.srv.mu.Unlock()
+		v, _ := l.srv.srv.DB(fraud.LockFamily, fraudExt)
+		locked := v != ""
 		if locked && len(bans) > 0 {
 			break
 		}
