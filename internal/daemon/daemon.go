@@ -1108,8 +1108,10 @@ func (d *Daemon) Bans(ctx context.Context) ([]BanInfo, error) {
 	return out, nil
 }
 
-// ErrAllowlisted is returned (wrapped) for a manual ban of an allowlisted address.
-var ErrAllowlisted = errors.New("allowlisted")
+// ErrAllowlisted is returned (wrapped) for a manual ban of an allowlisted
+// (or special) address: the firewall gate's own sentinel, so one errors.Is
+// serves whichever of the daemon and the gate refused it.
+var ErrAllowlisted = firewall.ErrAllowlisted
 
 type allowlistedError struct{ pfx, entry netip.Prefix }
 

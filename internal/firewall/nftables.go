@@ -171,10 +171,10 @@ func kernelAtLeast(major, minor int) bool {
 func raiseBuffers(c *netlink.Conn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return nil
+		return nil // not a kernel socket (the test dialer): no buffers to raise
 	}
 	var serr error
-	_ = rc.Control(func(fd uintptr) {
+	if err := rc.Control(func(fd uintptr) {
 		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
 			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], nftSockBuf); e != nil {
 				if e2 := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], nftSockBuf); e2 != nil {
@@ -182,8 +182,14 @@ func raiseBuffers(c *netlink.Conn) error {
 				}
 			}
 		}
-	})
-	_ = serr // a small buffer only means smaller batches fail loudly, not silently
+	}); err != nil {
+		return fmt.Errorf("nftables: netlink socket: %w", err)
+	}
+	if serr != nil {
+		// A small buffer only means that a large batch fails loudly (and
+		// is retried in smaller chunks), never silently: say it once.
+		slog.Default().Warn("nftables: could not raise the netlink socket buffers; large batches will be split", "err", serr)
+	}
 	return nil
 }
 

@@ -96,8 +96,11 @@ func ParseLive(data []byte) (*Live, error) {
 				}
 				if j, ok := ex["jump"]; ok {
 					var t struct{ Target string }
-					_ = json.Unmarshal(j, &t)
-					lr.Verdict = "jump " + t.Target
+					if err := json.Unmarshal(j, &t); err != nil {
+						lr.Verdict = "jump (unreadable)"
+					} else {
+						lr.Verdict = "jump " + t.Target
+					}
 				}
 			}
 			live.Rules = append(live.Rules, lr)
