@@ -56,9 +56,11 @@ func (m *Monitor) ContainDecision(ctx context.Context, f Finding) []*Incident {
 	b := batch{now: f.Time, fs: e.decorate([]Finding{f}, s, best, f.Time)}
 	b.lives = m.lives(b.fs)
 	m.mu.Unlock()
-	// Responses on the monitor's worker once it runs (inline before):
-	// the same path as the engine's own findings.
-	return m.dispatch(ctx, b)
+	// The responses run here, not queued: the caller (the AGI server's
+	// containment loop, off every answer's path) learns what really
+	// happened, and the lock is in the AstDB before the decider relies
+	// on it (StillLocked reads it back).
+	return m.process(ctx, b)
 }
 
 // StillLocked asks Asterisk whether ext's AstDB lock is still there (the
