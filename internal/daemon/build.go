@@ -318,7 +318,9 @@ func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
 		{"pbxguard_jail_tracked_addresses", "Addresses (or IPv6 prefixes) a jail tracks now.", false, func(s jail.Stats) float64 { return float64(s.Tracked) }},
 		{"pbxguard_jail_evicted_total", "Tracked addresses dropped because max_tracked was reached.", true, func(s jail.Stats) float64 { return float64(s.Evicted) }},
 		{"pbxguard_jail_allowlisted_total", "Events from allowlisted addresses, ignored.", true, func(s jail.Stats) float64 { return float64(s.AllowlistedSkipped) }},
-		{"pbxguard_jail_twins_skipped_total", "Free-text NOTICE twins of structured security events, not counted a second time.", true, func(s jail.Stats) float64 { return float64(s.TwinsSkipped) }},
+		{"pbxguard_jail_twins_skipped_total", "Reports of a request already counted in another form (NOTICE, security event, the wire), not counted a second time.", true, func(s jail.Stats) float64 { return float64(s.TwinsSkipped) }},
+		{"pbxguard_jail_evicted_near_ban_total", "Evicted addresses that had two failures or more (a flood of spoofed sources pushing out real attackers shows here).", true, func(s jail.Stats) float64 { return float64(s.EvictedNearBan) }},
+		{"pbxguard_jail_special_skipped_total", "Events naming an unspecified, broadcast or multicast address, never tracked.", true, func(s jail.Stats) float64 { return float64(s.SpecialSkipped) }},
 		{"pbxguard_jail_challenge_failures_total", "Challenges never answered by a successful authentication, counted as failures.", true, func(s jail.Stats) float64 { return float64(s.ChallengeFailures) }},
 	} {
 		for name, j := range judges {

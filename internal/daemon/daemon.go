@@ -466,7 +466,9 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 		if sp.Detector.Detect(l.Data, &ev) {
 			byKind[ev.Kind].Inc()
 			js.events.Add(1)
-			if ev.Kind == event.AuthSuccess || ev.Kind == event.CallRejected {
+			if ev.Kind == event.AuthSuccess || ev.Kind == event.CallRejected || ev.Kind == event.AuthFailure {
+				// auth_failure: the fraud monitor's second signal against an
+				// established address (a failed login from it).
 				if tap := d.tap.Load(); tap != nil {
 					(*tap)(ev)
 				}
@@ -502,8 +504,8 @@ func (d *Daemon) runSource(ctx context.Context, js *jailState, sp SourceSpec) er
 	})
 }
 
-// SetEventTap makes fn see the auth_success and call_rejected events of
-// every log source (nil stops it). fn runs on the source's goroutine: it
+// SetEventTap makes fn see the auth_success, auth_failure and
+// call_rejected events of every log source (nil stops it). fn runs on the source's goroutine: it
 // must be quick and safe for concurrent use.
 func (d *Daemon) SetEventTap(fn func(event.Event)) {
 	if fn == nil {
