@@ -1,0 +1,263 @@
+package cluster
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fakeApplier records what a node applied; allow refuses like an allowlist.
+type fakeApplier struct {
+	mu      sync.Mutex
+	bans    map[netip.Prefix]time.Time
+	origins map[netip.Prefix]string
+	unbans  []netip.Prefix
+	allow   netip.Prefix
+}
+
+func newFake() *fakeApplier {
+	return &fakeApplier{bans: map[netip.Prefix]time.Time{}, origins: map[netip.Prefix]string{}}
+}
+
+func (f *fakeApplier) ApplyRemote(_ context.Context, b Ban, until time.Time) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.allow.IsValid() && f.allow.Overlaps(b.Prefix) {
+		return false, nil
+	}
+	f.bans[b.Prefix] = until
+	f.origins[b.Prefix] = b.Origin
+	return true, nil
+}
+
+func (f *fakeApplier) UnbanRemote(_ context.Context, b Ban) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.bans, b.Prefix)
+	f.unbans = append(f.unbans, b.Prefix)
+	return nil
+}
+
+func (f *fakeApplier) get(p netip.Prefix) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, ok := f.bans[p]
+	return u, ok
+}
+
+func (f *fakeApplier) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.bans)
+}
+
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := StartServer(ServerOptions{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func startNode(t *testing.T, url string, o Options, f Applier) *Node {
+	t.Helper()
+	o.URLs = []string{url}
+	n, err := New(o, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return n
+}
+
+// eventually polls cond every 5 ms for at most 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func ban(p string, origin string, at time.Time, d time.Duration) Ban {
+	return Ban{Op: OpBan, Prefix: netip.MustParsePrefix(p), Jail: "asterisk", Reason: "test", Origin: origin, At: at, Until: at.Add(d), BanCount: 1}
+}
+
+func TestBanReachesOtherNodeNotItself(t *testing.T) {
+	s := startServer(t)
+	fa, fb := newFake(), newFake()
+	a := startNode(t, s.ClientURL(), Options{Node: "a"}, fa)
+	b := startNode(t, s.ClientURL(), Options{Node: "b", MaxBanTime: 2 * time.Hour}, fb)
+	now := time.Now()
+	p := netip.MustParsePrefix("203.0.113.9/32")
+	a.Offer(ban(p.String(), "", now, 24*time.Hour))
+	eventually(t, "b applies a's ban", func() bool { _, ok := fb.get(p); return ok })
+	until, _ := fb.get(p)
+	if d := until.Sub(now); d > 2*time.Hour+time.Second || d < 2*time.Hour-time.Minute {
+		t.Fatalf("remote ban not capped by max_bantime: lasts %s", d)
+	}
+	eventually(t, "a sees its own message", func() bool { return a.Stats().Snapshot().Ignored == 1 })
+	if fa.count() != 0 {
+		t.Fatalf("a applied its own ban: %v", fa.bans)
+	}
+	if sn := a.Stats().Snapshot(); sn.Published != 1 || sn.Outbox != 0 {
+		t.Fatalf("a: published %d, outbox %d; want 1, 0", sn.Published, sn.Outbox)
+	}
+	sn := b.Stats().Snapshot()
+	if sn.Applied != 1 || len(sn.Nodes) != 1 || sn.Nodes[0].Node != "a" || sn.Nodes[0].Bans != 1 {
+		t.Fatalf("b's stats: %+v", sn)
+	}
+	// The unban follows.
+	a.Offer(Ban{Op: OpUnban, Prefix: p, Jail: "manual", At: time.Now()})
+	eventually(t, "b lifts the ban", func() bool { _, ok := fb.get(p); return !ok })
+}
+
+func TestAllowlistedRemoteBanCountedNotApplied(t *testing.T) {
+	s := startServer(t)
+	fb := newFake()
+	fb.allow = netip.MustParsePrefix("198.51.100.0/24")
+	a := startNode(t, s.ClientURL(), Options{Node: "a"}, newFake())
+	b := startNode(t, s.ClientURL(), Options{Node: "b"}, fb)
+	a.Offer(ban("198.51.100.5/32", "", time.Now(), time.Hour))
+	a.Offer(ban("203.0.113.5/32", "", time.Now(), time.Hour))
+	eventually(t, "b applies the second ban", func() bool { return fb.count() == 1 })
+	if sn := b.Stats().Snapshot(); sn.Allowlisted != 1 || sn.Applied != 1 {
+		t.Fatalf("allowlisted %d applied %d; want 1 1", sn.Allowlisted, sn.Applied)
+	}
+}
+
+func TestMinReportersAndAcceptFrom(t *testing.T) {
+	s := startServer(t)
+	fc := newFake()
+	a := startNode(t, s.ClientURL(), Options{Node: "a"}, newFake())
+	b := startNode(t, s.ClientURL(), Options{Node: "b"}, newFake())
+	x := startNode(t, s.ClientURL(), Options{Node: "x"}, newFake())
+	c := startNode(t, s.ClientURL(), Options{Node: "c", MinReporters: 2, AcceptFrom: []string{"a", "b"}}, fc)
+	p := netip.MustParsePrefix("203.0.113.20/32")
+	a.Offer(ban(p.String(), "", time.Now(), time.Hour))
+	x.Offer(ban(p.String(), "", time.Now(), time.Hour)) // not accepted: does not count
+	eventually(t, "c rejects x", func() bool { return c.Stats().Snapshot().Rejected[ReasonNotFrom] == 1 })
+	eventually(t, "c waits", func() bool { return c.Stats().Snapshot().Waiting == 1 })
+	if _, ok := fc.get(p); ok {
+		t.Fatal("c applied a ban reported by one accepted node with min_reporters 2")
+	}
+	b.Offer(ban(p.String(), "", time.Now(), time.Hour))
+	eventually(t, "c applies after the second reporter", func() bool { _, ok := fc.get(p); return ok })
+}
+
+func TestForgedMessagesRejected(t *testing.T) {
+	s := startServer(t)
+	fb := newFake()
+	b := startNode(t, s.ClientURL(), Options{Node: "b"}, fb)
+	eventually(t, "stream", func() bool { return b.Status(context.Background()).Error == "" })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	good, _ := Encode(ban("203.0.113.30/32", "a", time.Now(), time.Hour))
+	wide, _ := Encode(ban("203.0.113.31/32", "a", time.Now(), time.Hour))
+	wide = []byte(string(wide[:0]) + replaceOnce(string(wide), "203.0.113.31/32", "0.0.0.0/0"))
+	ctx := context.Background()
+	for subj, data := range map[string][]byte{
+		Subject("mallory"): good, // origin a, published on mallory's subject
+		Subject("a"):       wide,
+		Subject("a") + "x": []byte("{"),
+	} {
+		if _, err := js.Publish(ctx, subj, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "three rejections", func() bool {
+		r := b.Stats().Snapshot().Rejected
+		return r[ReasonOrigin] == 1 && r[ReasonPrefix] == 1 && r[ReasonSchema] == 1
+	})
+	if fb.count() != 0 {
+		t.Fatalf("forged bans applied: %v", fb.bans)
+	}
+}
+
+func replaceOnce(s, old, new string) string {
+	for i := 0; i+len(old) <= len(s); i++ {
+		if s[i:i+len(old)] == old {
+			return s[:i] + new + s[i+len(old):]
+		}
+	}
+	return s
+}
+
+func TestCatchUpAppliesOnlyActiveBans(t *testing.T) {
+	s := startServer(t)
+	a := startNode(t, s.ClientURL(), Options{Node: "a"}, newFake())
+	now := time.Now()
+	a.Offer(ban("203.0.113.40/32", "", now.Add(-2*time.Hour), time.Hour)) // expired an hour ago
+	a.Offer(ban("203.0.113.41/32", "", now.Add(-30*time.Minute), time.Hour))
+	eventually(t, "published", func() bool { return a.Stats().Snapshot().Published == 2 })
+	fc := newFake()
+	c := startNode(t, s.ClientURL(), Options{Node: "c"}, fc)
+	eventually(t, "c caught up", func() bool { return fc.count() == 1 && c.Stats().Snapshot().Expired == 1 })
+	until, ok := fc.get(netip.MustParsePrefix("203.0.113.41/32"))
+	if !ok || !until.Equal(now.Add(30*time.Minute).Truncate(time.Millisecond)) && until.Sub(now.Add(30*time.Minute)).Abs() > time.Millisecond {
+		t.Fatalf("c applied %v until %v; want the active ban with its remaining time", fc.bans, until)
+	}
+}
+
+func TestOutboxWaitsForNATSAndDeduplicates(t *testing.T) {
+	dir := t.TempDir()
+	// A port nobody listens on yet.
+	probe, err := StartServer(ServerOptions{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.Addr().(interface{ String() string }).String()
+	probe.Shutdown()
+	probe.WaitForShutdown()
+	a := startNode(t, "nats://"+port, Options{Node: "a"}, newFake())
+	now := time.Now()
+	b1 := ban("203.0.113.50/32", "", now, time.Hour)
+	a.Offer(b1)
+	a.Offer(b1) // the same ban twice: one message in the stream
+	a.Offer(ban("203.0.113.51/32", "", now, time.Hour))
+	time.Sleep(300 * time.Millisecond)
+	if n := a.OutboxLen(); n != 3 {
+		t.Fatalf("outbox holds %d while NATS is down; want 3", n)
+	}
+	s, err := StartServer(ServerOptions{Listen: port, StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	eventually(t, "outbox drained", func() bool { return a.OutboxLen() == 0 })
+	eventually(t, "stream holds the messages", func() bool { return a.Status(context.Background()).Messages == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if st := a.Status(context.Background()); st.Messages != 2 || !st.Connected {
+		t.Fatalf("status %+v: want 2 messages (duplicate dropped), connected", st)
+	}
+}
+
+func TestOutboxBounded(t *testing.T) {
+	p := NewPublisher("a", 3, nil, nil)
+	for i := range 5 {
+		p.Offer(ban("203.0.113.60/32", "", t0.Add(time.Duration(i)*time.Second), time.Hour))
+	}
+	if p.Len() != 3 || p.stats.outboxDropped.Load() != 2 {
+		t.Fatalf("len %d dropped %d; want 3, 2", p.Len(), p.stats.outboxDropped.Load())
+	}
+	if got := p.take(10)[0].At; !got.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("oldest kept is %v; the two oldest should have gone", got)
+	}
+}
