@@ -53,6 +53,8 @@ type Config struct {
 	Fraud *yaml.Node
 	// Sensor is the packet-level SIP sensor (sensor.go).
 	Sensor Sensor
+	// Cluster shares bans with other nodes over NATS (cluster.go).
+	Cluster Cluster
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
 }
@@ -209,6 +211,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 
 		AllowlistAsteriskTrunks: true,
 		Sensor:                  DefaultSensor(),
+		Cluster:                 DefaultCluster(),
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -245,8 +248,9 @@ func Parse(data []byte, opts Options) (*Config, error) {
 					"listen": func(k string, v *yaml.Node) { c.Metrics.Listen = p.listen(k, v) },
 				})
 			},
-			"fraud":  func(_ string, v *yaml.Node) { c.Fraud = v },
-			"sensor": func(k string, v *yaml.Node) { p.sensor(k, v, &c.Sensor) },
+			"fraud":   func(_ string, v *yaml.Node) { c.Fraud = v },
+			"sensor":  func(k string, v *yaml.Node) { p.sensor(k, v, &c.Sensor) },
+			"cluster": func(k string, v *yaml.Node) { p.cluster(k, v, &c.Cluster) },
 			"audit": func(k string, v *yaml.Node) {
 				p.mapping(v, k, map[string]func(string, *yaml.Node){
 					"enabled":           func(k string, v *yaml.Node) { c.Audit.Enabled = p.boolean(k, v) },
@@ -276,6 +280,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 		c.Jails = p.jails("jails", nil)
 	}
 	p.checkSensor(c)
+	p.checkCluster(c)
 	c.Allowlist = mergePrefixes(append(append(loopback(), opts.HostPrefixes()...), userAllow...))
 	c.Warnings = p.warnings
 	if len(p.errs) > 0 {
