@@ -26,11 +26,11 @@ type Publisher struct {
 	log   *slog.Logger
 	stats *Stats
 
-	mu     sync.Mutex
-	queue  []Ban // FIFO: queue[head:]
-	head   int
-	limit  int
-	wake   chan struct{}
+	mu    sync.Mutex
+	queue []Ban // FIFO: queue[head:]
+	head  int
+	limit int
+	wake  chan struct{}
 }
 
 // NewPublisher makes a publisher for node with an outbox of limit

@@ -176,6 +176,8 @@ type Daemon struct {
 
 	sup    supervisor // restarts followed sources that stop
 	kernel kernelSync // does the kernel hold what the store says (heal.go)
+
+	cluster atomic.Pointer[clusterLink] // publishes bans to other nodes (cluster.go)
 }
 
 // New checks the options and makes a daemon; Run starts it.
@@ -580,6 +582,7 @@ func (d *Daemon) apply(batch []pending) {
 	}
 	d.storeQ <- storeReq{rows: rows}
 	d.noteActive(rows)
+	d.shareBans(ctx, rows)
 	for _, r := range rows {
 		d.log.Info("banned", "jail", r.Jail, "prefix", r.Prefix, "addr", r.Addr, "until", r.Until.Format(time.RFC3339),
 			"count", r.Count, "reason", r.Reason)
@@ -983,6 +986,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	}
 	d.noteActive([]store.Ban{row})
 	d.markBanned([]store.Ban{row})
+	d.shareBans(ctx, []store.Ban{row})
 	d.log.Info("banned by hand", "jail", jail, "prefix", pfx, "until", row.Until.Format(time.RFC3339), "reason", reason)
 	return banInfo(row, now), nil
 }
@@ -1033,6 +1037,7 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 		return nil, err
 	}
 	d.noteGone(gone)
+	d.shareUnbans(ctx, out)
 	for _, js := range d.jails {
 		js.mu.Lock()
 		js.spec.Judge.Forget(pfx.Addr())

@@ -1,0 +1,149 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pbxguard/pbxguard/internal/cluster"
+	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/store"
+)
+
+// clusterLink is the daemon's side of cluster membership: the node that
+// publishes this daemon's bans, and which jails it shares.
+type clusterLink struct {
+	node  *cluster.Node
+	share []string // nil = every jail
+}
+
+// remoteKey marks a context whose ban or unban came from another node: it
+// is applied but not published again.
+type remoteKey struct{}
+
+func remoteCtx(ctx context.Context) context.Context { return context.WithValue(ctx, remoteKey{}, true) }
+
+func isRemote(ctx context.Context) bool { v, _ := ctx.Value(remoteKey{}).(bool); return v }
+
+// remoteReason is the reason of a ban applied for another node: `bans` and
+// `why` show the origin node with it.
+func remoteReason(origin, reason string) string { return "cluster " + origin + ": " + reason }
+
+// shareBans hands the local bans rows to the cluster publisher. It only
+// queues them (cluster.Node.Offer never waits): the kernel path is never
+// delayed by NATS.
+func (d *Daemon) shareBans(ctx context.Context, rows []store.Ban) {
+	l := d.cluster.Load()
+	if l == nil || isRemote(ctx) {
+		return
+	}
+	for _, r := range rows {
+		if l.share != nil && !slices.Contains(l.share, r.Jail) {
+			continue
+		}
+		if !cluster.ValidName(r.Jail) {
+			continue
+		}
+		l.node.Offer(cluster.Ban{Op: cluster.OpBan, Prefix: r.Prefix, Jail: r.Jail, Reason: r.Reason,
+			At: d.now(), Until: r.Until, BanCount: r.Count})
+	}
+}
+
+// shareUnbans publishes the lifting of local bans.
+func (d *Daemon) shareUnbans(ctx context.Context, bans []BanInfo) {
+	l := d.cluster.Load()
+	if l == nil || isRemote(ctx) {
+		return
+	}
+	now := d.now()
+	for _, b := range bans {
+		p, err := netip.ParsePrefix(b.Prefix)
+		if err != nil || (l.share != nil && !slices.Contains(l.share, b.Jail)) || !cluster.ValidName(b.Jail) {
+			continue
+		}
+		l.node.Offer(cluster.Ban{Op: cluster.OpUnban, Prefix: p, Jail: b.Jail, At: now})
+	}
+}
+
+// ApplyRemote bans a prefix for another node through Ban, so that the
+// allowlist and the trunks win exactly as for a local ban. A ban already
+// active here for at least as long is left as it is.
+func (d *Daemon) ApplyRemote(ctx context.Context, b cluster.Ban, until time.Time) (bool, error) {
+	if cur, ok, err := d.opts.Store.Ban(ctx, b.Prefix); err != nil {
+		return false, err
+	} else if ok && !cur.Until.Before(until) {
+		return true, nil
+	}
+	dur := until.Sub(d.now())
+	if dur <= 0 {
+		return true, nil
+	}
+	_, err := d.Ban(remoteCtx(ctx), b.Prefix, dur, b.Jail, remoteReason(b.Origin, b.Reason))
+	if errors.Is(err, ErrAllowlisted) {
+		d.log.Info("remote ban refused: allowlisted", "origin", b.Origin, "prefix", b.Prefix)
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// UnbanRemote lifts a ban that origin made here; a ban of this node's own
+// (or another node's) stays.
+func (d *Daemon) UnbanRemote(ctx context.Context, b cluster.Ban) error {
+	cur, ok, err := d.opts.Store.Ban(ctx, b.Prefix)
+	if err != nil || !ok || !strings.HasPrefix(cur.Reason, remoteReason(b.Origin, "")) {
+		return err
+	}
+	_, err = d.Unban(remoteCtx(ctx), b.Prefix)
+	return err
+}
+
+// clusterOptions turns the config section into the node's options.
+func clusterOptions(cc config.Cluster, log *slog.Logger) (cluster.Options, error) {
+	o := cluster.Options{Node: cc.Node, URLs: cc.NATS.URLs, CredsFile: cc.NATS.CredsFile, User: cc.NATS.User,
+		NKeyFile: cc.NATS.NKeyFile, CAFile: cc.NATS.CAFile, CertFile: cc.NATS.CertFile, KeyFile: cc.NATS.KeyFile,
+		Stream: cc.Stream.Name, Replicas: cc.Stream.Replicas, MaxAge: cc.Stream.MaxAge, Outbox: cc.Outbox,
+		AcceptFrom: cc.AcceptFrom, MinReporters: cc.MinReporters, MaxBanTime: cc.MaxBanTime, Logger: log}
+	if cc.NATS.PasswordFile != "" {
+		pw, err := os.ReadFile(cc.NATS.PasswordFile)
+		if err != nil {
+			return o, fmt.Errorf("cluster.nats.password_file: %w (write the NATS password in it, mode 0600)", err)
+		}
+		o.Password = strings.TrimSpace(string(pw))
+	}
+	return o, nil
+}
+
+// clusterWorker connects the daemon to the other nodes (`cluster:`): its
+// bans are published, theirs applied through ApplyRemote.
+func clusterWorker(cc config.Cluster, log *slog.Logger) (*Worker, error) {
+	if !cc.Enabled {
+		return nil, nil
+	}
+	log = log.With("component", "cluster", "node", cc.Node)
+	o, err := clusterOptions(cc, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{Name: "cluster", Run: func(ctx context.Context, d *Daemon) error {
+		node, err := cluster.New(o, d)
+		if err != nil {
+			return err
+		}
+		if err := d.metrics.Registry.Register(node.Stats()); err != nil {
+			log.Warn("cluster metrics", "err", err)
+		} else {
+			defer d.metrics.Registry.Unregister(node.Stats())
+		}
+		d.cluster.Store(&clusterLink{node: node, share: cc.Share})
+		defer d.cluster.Store(nil)
+		log.Info("cluster: sharing bans", "nats", o.URLs, "stream", o.Stream, "share", cc.Share,
+			"accept_from", cc.AcceptFrom, "min_reporters", cc.MinReporters, "max_bantime", cc.MaxBanTime)
+		return node.Run(ctx)
+	}}, nil
+}
