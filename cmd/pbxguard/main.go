@@ -56,6 +56,7 @@ var commandGroups = []func() []*cobra.Command{
 	versionCommands,
 	generateCommands,
 	importCommands,
+	clusterCommands,
 }
 
 func newRootCmd() *cobra.Command {

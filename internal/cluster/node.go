@@ -166,13 +166,26 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.stream <- js
+	// The publisher starts once the stream exists: a message refused for
+	// want of a stream while the next one is stored would be stored out
+	// of order when sent again.
 	pubDone := make(chan struct{})
-	go func() { defer close(pubDone); _ = n.pub.Run(ctx, js) }()
-	defer func() { <-pubDone }()
-
+	started := false
+	defer func() {
+		if started {
+			<-pubDone
+		}
+	}()
 	pause := 250 * time.Millisecond
 	for {
-		err := n.setup(ctx, js)
+		err := n.ensureStream(ctx, js)
+		if err == nil {
+			if !started {
+				started = true
+				go func() { defer close(pubDone); _ = n.pub.Run(ctx, js) }()
+			}
+			err = n.cons.run(ctx, js, n.opts.Stream)
+		}
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
@@ -186,14 +199,13 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-func (n *Node) setup(ctx context.Context, js jetstream.JetStream) error {
+func (n *Node) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := js.CreateOrUpdateStream(sctx, StreamConfig(n.opts))
-	cancel()
-	if err != nil {
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(sctx, StreamConfig(n.opts)); err != nil {
 		return fmt.Errorf("stream %s: %w", n.opts.Stream, err)
 	}
-	return n.cons.run(ctx, js, n.opts.Stream)
+	return nil
 }
 
 // Status is what `pbxguard cluster status` shows.

@@ -101,8 +101,16 @@ func (p *Publisher) done(n int) {
 // of one node's messages is kept.
 func (p *Publisher) Run(ctx context.Context, js jetstream.JetStream) error {
 	pause := 50 * time.Millisecond
+	failing := false
 	for {
-		batch := p.take(publishBatch)
+		// After a failure, one message at a time until one is stored:
+		// a batch in which an early message fails and a later one is
+		// stored would be stored out of order when sent again.
+		n := publishBatch
+		if failing {
+			n = 1
+		}
+		batch := p.take(n)
 		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
@@ -114,9 +122,10 @@ func (p *Publisher) Run(ctx context.Context, js jetstream.JetStream) error {
 		sent, err := p.send(ctx, js, batch)
 		p.done(sent)
 		if err == nil {
-			pause = 50 * time.Millisecond
+			pause, failing = 50*time.Millisecond, false
 			continue
 		}
+		failing = true
 		if ctx.Err() != nil {
 			return nil
 		}

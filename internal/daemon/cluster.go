@@ -103,8 +103,9 @@ func (d *Daemon) UnbanRemote(ctx context.Context, b cluster.Ban) error {
 	return err
 }
 
-// clusterOptions turns the config section into the node's options.
-func clusterOptions(cc config.Cluster, log *slog.Logger) (cluster.Options, error) {
+// ClusterOptions turns the config section into the cluster node's options
+// (the daemon's worker, pbxguard cluster status).
+func ClusterOptions(cc config.Cluster, log *slog.Logger) (cluster.Options, error) {
 	o := cluster.Options{Node: cc.Node, URLs: cc.NATS.URLs, CredsFile: cc.NATS.CredsFile, User: cc.NATS.User,
 		NKeyFile: cc.NATS.NKeyFile, CAFile: cc.NATS.CAFile, CertFile: cc.NATS.CertFile, KeyFile: cc.NATS.KeyFile,
 		Stream: cc.Stream.Name, Replicas: cc.Stream.Replicas, MaxAge: cc.Stream.MaxAge, Outbox: cc.Outbox,
@@ -126,7 +127,7 @@ func clusterWorker(cc config.Cluster, log *slog.Logger) (*Worker, error) {
 		return nil, nil
 	}
 	log = log.With("component", "cluster", "node", cc.Node)
-	o, err := clusterOptions(cc, log)
+	o, err := ClusterOptions(cc, log)
 	if err != nil {
 		return nil, err
 	}
