@@ -105,7 +105,9 @@ func (c *Consumer) handle(ctx context.Context, subject string, data []byte) bool
 	c.applied[b.Prefix] = true
 	c.mu.Unlock()
 	c.stats.applied.Add(1)
-	c.stats.delay.Observe(max(c.now().Sub(b.At), 0).Seconds())
+	delay := max(c.now().Sub(b.At), 0)
+	c.stats.delay.Observe(delay.Seconds())
+	c.log.Debug("cluster: remote ban applied", "origin", b.Origin, "prefix", b.Prefix, "until", until.UTC().Format(time.RFC3339), "delay_us", delay.Microseconds())
 	return true
 }
 
