@@ -25,8 +25,10 @@ type Options struct {
 	Stream   string
 	Replicas int
 	MaxAge   time.Duration
-	// Outbox is the outbox capacity (0 = DefaultOutbox).
-	Outbox int
+	// Outbox is the outbox capacity (0 = DefaultOutbox); OutboxStore,
+	// when set, keeps it across restarts while NATS is unreachable.
+	Outbox      int
+	OutboxStore OutboxStore
 	// Accept: nodes to accept bans from (empty = any), distinct reporters
 	// needed before a ban is applied, cap on remote bans (0 = none).
 	AcceptFrom   []string
@@ -86,6 +88,9 @@ func New(o Options, apply Applier) (*Node, error) {
 		cons:   newConsumer(o, apply, stats),
 		conn:   make(chan *nats.Conn, 1),
 		stream: make(chan jetstream.JetStream, 1)}
+	if o.OutboxStore != nil {
+		n.pub.Persist(o.OutboxStore)
+	}
 	return n, nil
 }
 
@@ -166,6 +171,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.stream <- js
+	n.pub.restore(ctx)
+	defer func() {
+		// Stopping with messages waiting: they are saved for the next start.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n.pub.spill(sctx)
+	}()
 	// The publisher starts once the stream exists: a message refused for
 	// want of a stream while the next one is stored would be stored out
 	// of order when sent again.
@@ -190,6 +202,9 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		}
 		log.Warn("cluster: stream or consumer not ready; retrying", "stream", n.opts.Stream, "in", pause, "err", err)
+		if !started {
+			n.pub.spill(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return nil

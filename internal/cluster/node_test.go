@@ -261,3 +261,84 @@ func TestOutboxBounded(t *testing.T) {
 		t.Fatalf("oldest kept is %v; the two oldest should have gone", got)
 	}
 }
+
+// memOutbox is an OutboxStore in memory that counts writes.
+type memOutbox struct {
+	mu     sync.Mutex
+	msgs   [][]byte
+	writes int
+}
+
+func (m *memOutbox) Replace(_ context.Context, msgs [][]byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.msgs, m.writes = append([][]byte(nil), msgs...), m.writes+1
+	return nil
+}
+
+func (m *memOutbox) Load(context.Context) ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([][]byte(nil), m.msgs...), nil
+}
+
+func (m *memOutbox) len() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.msgs) }
+
+func TestOutboxSavedWhileNATSDownAndSentAfterRestart(t *testing.T) {
+	// A port nobody listens on yet.
+	probe, err := StartServer(ServerOptions{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Shutdown()
+	probe.WaitForShutdown()
+	saved := &memOutbox{}
+	o := Options{Node: "a", URLs: []string{"nats://" + addr}, OutboxStore: saved}
+	n, err := New(o, newFake())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	now := time.Now()
+	n.Offer(ban("203.0.113.90/32", "", now, time.Hour))
+	n.Offer(ban("203.0.113.91/32", "", now, time.Hour))
+	eventually(t, "outbox saved while NATS is down", func() bool { return saved.len() == 2 })
+	cancel() // the daemon stops with the two still waiting
+	<-done
+	if saved.len() != 2 {
+		t.Fatalf("saved outbox holds %d after stop; want 2", saved.len())
+	}
+
+	// Next start: NATS is back; the saved bans go out and the store is cleared.
+	s, err := StartServer(ServerOptions{Listen: addr, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	fb := newFake()
+	startNode(t, s.ClientURL(), Options{Node: "b"}, fb)
+	a2 := startNode(t, s.ClientURL(), Options{Node: "a", OutboxStore: saved}, newFake())
+	eventually(t, "b gets the saved bans", func() bool { return fb.count() == 2 })
+	eventually(t, "saved outbox cleared", func() bool { return saved.len() == 0 })
+	if a2.Stats().Snapshot().Published != 2 {
+		t.Fatalf("published %d", a2.Stats().Snapshot().Published)
+	}
+}
+
+func TestOutboxNotWrittenWhenNATSIsUp(t *testing.T) {
+	s := startServer(t)
+	saved := &memOutbox{}
+	a := startNode(t, s.ClientURL(), Options{Node: "a", OutboxStore: saved}, newFake())
+	for i := range 50 {
+		a.Offer(ban("203.0.113.100/32", "", time.Now().Add(time.Duration(i)*time.Millisecond), time.Hour))
+	}
+	eventually(t, "published", func() bool { return a.Stats().Snapshot().Published == 50 })
+	saved.mu.Lock()
+	defer saved.mu.Unlock()
+	if saved.writes != 0 {
+		t.Fatalf("the outbox was written %d times while NATS was up: the happy path must not touch the disk", saved.writes)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,9 @@ type Publisher struct {
 	log   *slog.Logger
 	stats *Stats
 
+	persist OutboxStore // nil = memory only
+	saved   atomic.Bool // the store may hold messages
+
 	mu    sync.Mutex
 	queue []Ban // FIFO: queue[head:]
 	head  int
@@ -46,6 +50,75 @@ func NewPublisher(node string, limit int, stats *Stats, log *slog.Logger) *Publi
 		stats = NewStats()
 	}
 	return &Publisher{node: node, log: log, stats: stats, limit: limit, wake: make(chan struct{}, 1)}
+}
+
+// OutboxStore keeps the outbox across restarts (store.Outbox). The
+// publisher writes it only when publishing fails or the daemon stops with
+// messages waiting, never on the path of a ban.
+type OutboxStore interface {
+	Replace(ctx context.Context, msgs [][]byte) error
+	Load(ctx context.Context) ([][]byte, error)
+}
+
+// Persist makes the outbox survive restarts in st; call it before Run.
+func (p *Publisher) Persist(st OutboxStore) { p.persist = st }
+
+// restore puts the saved messages in front of the queue.
+func (p *Publisher) restore(ctx context.Context) {
+	if p.persist == nil {
+		return
+	}
+	msgs, err := p.persist.Load(ctx)
+	if err != nil {
+		p.log.Error("cluster: reading the saved outbox", "err", err)
+		return
+	}
+	p.saved.Store(len(msgs) > 0)
+	var bans []Ban
+	for _, m := range msgs {
+		b, err := Decode(Subject(p.node), m, time.Now())
+		if err != nil {
+			p.log.Warn("cluster: saved outbox message dropped", "err", err)
+			continue
+		}
+		bans = append(bans, b)
+	}
+	p.mu.Lock()
+	p.queue = append(bans, p.queue[p.head:]...)
+	p.head = 0
+	if over := len(p.queue) - p.limit; over > 0 {
+		p.head = over
+		p.stats.outboxDropped.Add(uint64(over))
+	}
+	n := len(p.queue) - p.head
+	p.mu.Unlock()
+	p.stats.outbox.Store(int64(n))
+	if len(bans) > 0 {
+		p.log.Info("cluster: publishing the bans saved while NATS was unreachable", "count", len(bans))
+	}
+}
+
+// spill saves what waits now (an empty outbox clears the saved one).
+// Without a store, or with nothing waiting and nothing saved, it does
+// nothing.
+func (p *Publisher) spill(ctx context.Context) {
+	if p.persist == nil || (p.Len() == 0 && !p.saved.Load()) {
+		return
+	}
+	p.mu.Lock()
+	q := append([]Ban(nil), p.queue[p.head:]...)
+	p.mu.Unlock()
+	msgs := make([][]byte, 0, len(q))
+	for _, b := range q {
+		if data, err := Encode(b); err == nil {
+			msgs = append(msgs, data)
+		}
+	}
+	if err := p.persist.Replace(ctx, msgs); err != nil {
+		p.log.Error("cluster: saving the outbox", "waiting", len(msgs), "err", err)
+		return
+	}
+	p.saved.Store(len(msgs) > 0)
 }
 
 // Offer queues b (its Origin is set to this node). It never waits.
@@ -112,6 +185,7 @@ func (p *Publisher) Run(ctx context.Context, js jetstream.JetStream) error {
 		}
 		batch := p.take(n)
 		if len(batch) == 0 {
+			p.spill(ctx) // all sent: clear the saved outbox, if any
 			select {
 			case <-ctx.Done():
 				return nil
@@ -126,6 +200,7 @@ func (p *Publisher) Run(ctx context.Context, js jetstream.JetStream) error {
 			continue
 		}
 		failing = true
+		p.spill(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -132,6 +132,12 @@ func clusterWorker(cc config.Cluster, log *slog.Logger) (*Worker, error) {
 		return nil, err
 	}
 	return &Worker{Name: "cluster", Run: func(ctx context.Context, d *Daemon) error {
+		o := o
+		if ob, err := d.opts.Store.Outbox(ctx); err != nil {
+			log.Error("cluster: the outbox will be kept in memory only", "err", err)
+		} else {
+			o.OutboxStore = ob
+		}
 		node, err := cluster.New(o, d)
 		if err != nil {
 			return err

@@ -114,3 +114,69 @@ func TestClusterShareFilter(t *testing.T) {
 		t.Fatalf("a published %d; want 1", st.Published)
 	}
 }
+
+// TestClusterOutboxInStore: NATS unreachable, the daemon bans at once (the
+// kernel never waits) and, when it stops, the message waits in the store.
+func TestClusterOutboxInStore(t *testing.T) {
+	probe, err := cluster.StartServer(cluster.ServerOptions{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := probe.ClientURL()
+	probe.Shutdown()
+	probe.WaitForShutdown()
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cc := config.DefaultCluster()
+	cc.Enabled, cc.Node, cc.NATS.URLs = true, "pbx-a", []string{url}
+	w, err := clusterWorker(cc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := newFakeBackend()
+	d, err := New(Options{Store: st, Backend: fw, Workers: []Worker{*w}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "cluster link", func() bool { return d.cluster.Load() != nil })
+	if _, err := d.Ban(context.Background(), netip.MustParsePrefix("192.0.2.44/32"), time.Hour, "manual", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fw.has("192.0.2.44/32"); !ok {
+		t.Fatal("the kernel ban waited for NATS")
+	}
+	mfs, err := d.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"pbxguard_cluster_published_total", "pbxguard_cluster_received_total", "pbxguard_cluster_applied_total",
+		"pbxguard_cluster_rejected_total", "pbxguard_cluster_outbox_length", "pbxguard_cluster_propagation_seconds"} {
+		if !names[n] {
+			t.Errorf("metric %s missing", n)
+		}
+	}
+	cancel()
+	<-done
+	ob, err := st.Outbox(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ob.Load(context.Background())
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("saved outbox: %d messages, %v; want the one ban", len(msgs), err)
+	}
+	b, err := cluster.Decode(cluster.Subject("pbx-a"), msgs[0], time.Now())
+	if err != nil || b.Prefix != netip.MustParsePrefix("192.0.2.44/32") || b.Op != cluster.OpBan {
+		t.Fatalf("saved message %s: %+v %v", msgs[0], b, err)
+	}
+}
