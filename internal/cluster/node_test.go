@@ -342,3 +342,52 @@ func TestOutboxNotWrittenWhenNATSIsUp(t *testing.T) {
 		t.Fatalf("the outbox was written %d times while NATS was up: the happy path must not touch the disk", saved.writes)
 	}
 }
+
+// TestNodeCannotPublishAsAnother: with the documented permissions, node a
+// shares bans with b, and a connection with a's credentials cannot put a
+// message on b's subject.
+func TestNodeCannotPublishAsAnother(t *testing.T) {
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
+		Users: []*server.User{
+			{Username: "a", Password: "pa", Permissions: NodePermissions("a", DefaultStream)},
+			{Username: "b", Password: "pb", Permissions: NodePermissions("b", DefaultStream)},
+		}}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Shutdown()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	fb := newFake()
+	a := startNode(t, s.ClientURL(), Options{Node: "a", User: "a", Password: "pa"}, newFake())
+	b := startNode(t, s.ClientURL(), Options{Node: "b", User: "b", Password: "pb"}, fb)
+	a.Offer(ban("203.0.113.110/32", "", time.Now(), time.Hour))
+	eventually(t, "b applies a's ban under the permissions", func() bool { return fb.count() == 1 })
+
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("a", "pa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	forged, _ := Encode(ban("203.0.113.111/32", "b", time.Now(), time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := js.Publish(ctx, Subject("b"), forged); err == nil {
+		t.Fatal("a's credentials published on b's subject")
+	}
+	// And a cannot delete the stream.
+	if err := js.DeleteStream(ctx, DefaultStream); err == nil {
+		t.Fatal("a's credentials deleted the stream")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, ok := fb.get(netip.MustParsePrefix("203.0.113.111/32")); ok {
+		t.Fatal("the forged ban was applied")
+	}
+	if st := b.Status(context.Background()); st.Messages != 1 {
+		t.Fatalf("stream holds %d messages; want only a's ban", st.Messages)
+	}
+}
