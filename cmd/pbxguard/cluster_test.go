@@ -15,8 +15,8 @@ import (
 
 type nopApplier struct{}
 
-func (nopApplier) ApplyRemote(context.Context, cluster.Ban, time.Time) (bool, error) {
-	return true, nil
+func (nopApplier) ApplyRemote(_ context.Context, rs []cluster.Remote) ([]bool, error) {
+	return make([]bool, len(rs)), nil
 }
 func (nopApplier) UnbanRemote(context.Context, cluster.Ban) error { return nil }
 

@@ -13,12 +13,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// Remote is a remote ban to apply, until its (capped) end.
+type Remote struct {
+	Ban   Ban
+	Until time.Time
+}
+
 // Applier is the daemon's side: it puts remote bans through the same
-// path as local ones (allowlist and trunks first).
+// gate as local ones (allowlist and trunks first).
 type Applier interface {
-	// ApplyRemote bans b.Prefix until until. applied is false (and err
-	// nil) when the allowlist refused it.
-	ApplyRemote(ctx context.Context, b Ban, until time.Time) (applied bool, err error)
+	// ApplyRemote bans each r.Ban.Prefix until r.Until, in one kernel
+	// batch. applied[i] is false when the allowlist refused rs[i]. An error
+	// means none is known to be in the kernel (they are redelivered).
+	ApplyRemote(ctx context.Context, rs []Remote) (applied []bool, err error)
 	// UnbanRemote lifts a ban that came from another node.
 	UnbanRemote(ctx context.Context, b Ban) error
 }
@@ -50,34 +57,35 @@ func newConsumer(o Options, apply Applier, stats *Stats) *Consumer {
 		reporters: map[netip.Prefix]map[string]time.Time{}, applied: map[netip.Prefix]bool{}}
 }
 
-// handle treats one message; false asks for a redelivery (the daemon
-// failed to apply it).
-func (c *Consumer) handle(ctx context.Context, subject string, data []byte) bool {
+// prepare checks one message. done reports that it needs nothing more
+// (rejected, ignored, waiting, or an unban, already handled; ok false asks
+// for a redelivery); otherwise r is to be applied.
+func (c *Consumer) prepare(ctx context.Context, subject string, data []byte) (r Remote, done, ok bool) {
 	c.stats.received.Add(1)
 	now := c.now()
 	b, err := Decode(subject, data, now)
 	if err != nil {
-		var r *Reject
+		var rj *Reject
 		reason := ReasonSchema
-		if errors.As(err, &r) {
-			reason = r.Reason
+		if errors.As(err, &rj) {
+			reason = rj.Reason
 		}
 		c.stats.reject(subjectNode(subject), reason)
 		c.log.Warn("cluster: message rejected", "subject", subject, "reason", reason, "err", err)
-		return true
+		return r, true, true
 	}
 	if b.Origin == c.node {
 		c.stats.ignored.Add(1)
-		return true
+		return r, true, true
 	}
 	if len(c.accept) > 0 && !slices.Contains(c.accept, b.Origin) {
 		c.stats.reject(b.Origin, ReasonNotFrom)
 		c.log.Warn("cluster: message from a node not in accept.from", "origin", b.Origin, "prefix", b.Prefix)
-		return true
+		return r, true, true
 	}
 	c.stats.seen(b)
 	if b.Op == OpUnban {
-		return c.unban(ctx, b, now)
+		return r, true, c.unban(ctx, b, now)
 	}
 	until := b.Until
 	if c.maxBan > 0 && until.After(now.Add(c.maxBan)) {
@@ -85,30 +93,42 @@ func (c *Consumer) handle(ctx context.Context, subject string, data []byte) bool
 	}
 	if !until.After(now) {
 		c.stats.expired.Add(1)
-		return true
+		return r, true, true
 	}
 	if n := c.report(b.Prefix, b.Origin, until, now); n < c.minReports {
 		c.stats.waiting.Add(1)
-		return true
+		return r, true, true
 	}
-	ok, err := c.apply.ApplyRemote(ctx, b, until)
+	return Remote{Ban: b, Until: until}, false, true
+}
+
+// applyBatch applies rs in one call to the daemon and counts the outcome.
+func (c *Consumer) applyBatch(ctx context.Context, rs []Remote) error {
+	applied, err := c.apply.ApplyRemote(ctx, rs)
 	if err != nil {
-		c.stats.applyErrors.Add(1)
-		c.log.Error("cluster: applying a remote ban failed; it will be redelivered", "origin", b.Origin, "prefix", b.Prefix, "err", err)
-		return false
+		c.stats.applyErrors.Add(uint64(len(rs)))
+		c.log.Error("cluster: applying remote bans failed; they will be redelivered", "count", len(rs), "err", err)
+		return err
 	}
-	if !ok {
-		c.stats.allowlisted.Add(1)
-		return true
-	}
+	now := c.now()
 	c.mu.Lock()
-	c.applied[b.Prefix] = true
+	for i, r := range rs {
+		if i < len(applied) && applied[i] {
+			c.applied[r.Ban.Prefix] = true
+		}
+	}
 	c.mu.Unlock()
-	c.stats.applied.Add(1)
-	delay := max(c.now().Sub(b.At), 0)
-	c.stats.delay.Observe(delay.Seconds())
-	c.log.Debug("cluster: remote ban applied", "origin", b.Origin, "prefix", b.Prefix, "until", until.UTC().Format(time.RFC3339), "delay_us", delay.Microseconds())
-	return true
+	for i, r := range rs {
+		if i >= len(applied) || !applied[i] {
+			c.stats.allowlisted.Add(1)
+			continue
+		}
+		c.stats.applied.Add(1)
+		delay := max(now.Sub(r.Ban.At), 0)
+		c.stats.delay.Observe(delay.Seconds())
+		c.log.Debug("cluster: remote ban applied", "origin", r.Ban.Origin, "prefix", r.Ban.Prefix, "until", r.Until.UTC().Format(time.RFC3339), "delay_us", delay.Microseconds())
+	}
+	return nil
 }
 
 // report records that origin bans prefix until until and returns how many
@@ -204,17 +224,72 @@ func (c *Consumer) run(ctx context.Context, js jetstream.JetStream, stream strin
 	if err != nil {
 		return err
 	}
+	msgs := make(chan jetstream.Msg, 4096)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		if c.handle(ctx, m.Subject(), m.Data()) {
-			_ = m.Ack()
-		} else {
-			_ = m.NakWithDelay(time.Second)
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
 		}
 	})
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	cc.Stop()
-	return nil
+	defer cc.Stop()
+	batch := make([]Remote, 0, applyBatch)
+	held := make([]jetstream.Msg, 0, applyBatch)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if c.applyBatch(ctx, batch) == nil {
+			for _, m := range held {
+				_ = m.Ack()
+			}
+		} else {
+			for _, m := range held {
+				_ = m.NakWithDelay(time.Second)
+			}
+		}
+		batch, held = batch[:0], held[:0]
+	}
+	for {
+		var m jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return nil
+		case m = <-msgs:
+		}
+		// Take what is already there, up to applyBatch, then apply it in
+		// one kernel batch; an unban waits for the bans before it.
+		for {
+			r, done, ok := c.prepare(ctx, m.Subject(), m.Data())
+			switch {
+			case !done:
+				batch, held = append(batch, r), append(held, m)
+			case ok:
+				_ = m.Ack()
+			default:
+				_ = m.NakWithDelay(time.Second)
+			}
+			if len(batch) >= applyBatch {
+				flush()
+			}
+			select {
+			case m = <-msgs:
+				if string(m.Data()) != "" && len(batch) > 0 && isUnban(m.Data()) {
+					flush()
+				}
+				continue
+			default:
+			}
+			break
+		}
+		flush()
+	}
 }
+
+// applyBatch is the most remote bans applied in one kernel batch.
+const applyBatch = 256
+
+// isUnban is a cheap look at a message: does it ask for an unban?
+func isUnban(data []byte) bool { return strings.Contains(string(data), `"op":"unban"`) }

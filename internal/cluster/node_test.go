@@ -25,15 +25,19 @@ func newFake() *fakeApplier {
 	return &fakeApplier{bans: map[netip.Prefix]time.Time{}, origins: map[netip.Prefix]string{}}
 }
 
-func (f *fakeApplier) ApplyRemote(_ context.Context, b Ban, until time.Time) (bool, error) {
+func (f *fakeApplier) ApplyRemote(_ context.Context, rs []Remote) ([]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.allow.IsValid() && f.allow.Overlaps(b.Prefix) {
-		return false, nil
+	out := make([]bool, len(rs))
+	for i, r := range rs {
+		if f.allow.IsValid() && f.allow.Overlaps(r.Ban.Prefix) {
+			continue
+		}
+		f.bans[r.Ban.Prefix] = r.Until
+		f.origins[r.Ban.Prefix] = r.Ban.Origin
+		out[i] = true
 	}
-	f.bans[b.Prefix] = until
-	f.origins[b.Prefix] = b.Origin
-	return true, nil
+	return out, nil
 }
 
 func (f *fakeApplier) UnbanRemote(_ context.Context, b Ban) error {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/cluster"
 	"github.com/pbxguard/pbxguard/internal/config"
+	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -71,25 +71,71 @@ func (d *Daemon) shareUnbans(ctx context.Context, bans []BanInfo) {
 	}
 }
 
-// ApplyRemote bans a prefix for another node through Ban, so that the
-// allowlist and the trunks win exactly as for a local ban. A ban already
-// active here for at least as long is left as it is.
-func (d *Daemon) ApplyRemote(ctx context.Context, b cluster.Ban, until time.Time) (bool, error) {
-	if cur, ok, err := d.opts.Store.Ban(ctx, b.Prefix); err != nil {
-		return false, err
-	} else if ok && !cur.Until.Before(until) {
-		return true, nil
+// ApplyRemote bans prefixes for other nodes: the same gate as Ban (the
+// allowlist, which holds the trunks, first; the backend's allowlist gate
+// last), one kernel batch and one store transaction for the lot. A ban
+// already active here for at least as long is left as it is.
+func (d *Daemon) ApplyRemote(ctx context.Context, rs []cluster.Remote) ([]bool, error) {
+	now := d.now()
+	applied := make([]bool, len(rs))
+	var fw []firewall.Ban
+	var rows []store.Ban
+	var idx []int
+	for i, r := range rs {
+		pfx := normPrefix(r.Ban.Prefix)
+		if entry, hit := d.opts.Allowed(pfx); hit {
+			d.log.Info("remote ban refused: allowlisted", "origin", r.Ban.Origin, "prefix", pfx, "allowlist", entry)
+			continue
+		}
+		dur := r.Until.Sub(now)
+		d.activeMu.Lock()
+		_, known := d.active[pfx]
+		d.activeMu.Unlock()
+		if known { // the store only for prefixes banned here already
+			if cur, ok, err := d.opts.Store.Ban(ctx, pfx); err != nil {
+				return nil, err
+			} else if ok && !cur.Until.Before(r.Until) {
+				dur = 0
+			}
+		}
+		if dur <= 0 {
+			applied[i] = true // already banned for as long here
+			continue
+		}
+		fw = append(fw, firewall.Ban{Prefix: pfx, Timeout: dur})
+		rows = append(rows, store.Ban{Prefix: pfx, Addr: pfx.Addr(), Jail: r.Ban.Jail, Reason: remoteReason(r.Ban.Origin, r.Ban.Reason),
+			Since: now, Until: r.Until, Count: d.opts.Store.PriorBans(pfx.Addr()) + 1})
+		idx = append(idx, i)
 	}
-	dur := until.Sub(d.now())
-	if dur <= 0 {
-		return true, nil
+	if len(fw) == 0 {
+		return applied, nil
 	}
-	_, err := d.Ban(remoteCtx(ctx), b.Prefix, dur, b.Jail, remoteReason(b.Origin, b.Reason))
-	if errors.Is(err, ErrAllowlisted) {
-		d.log.Info("remote ban refused: allowlisted", "origin", b.Origin, "prefix", b.Prefix)
-		return false, nil
+	err := d.addOrHeal(ctx, fw)
+	refused, rest := d.splitRefused(err)
+	if rest != nil {
+		d.metrics.backendErrors.WithLabelValues("add").Inc()
+		return nil, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), rest)
 	}
-	return err == nil, err
+	keep := rows[:0]
+	for j, r := range rows {
+		if refused[r.Prefix] {
+			continue
+		}
+		keep = append(keep, r)
+		applied[idx[j]] = true
+	}
+	if len(keep) == 0 {
+		return applied, nil
+	}
+	if err := d.opts.Store.AddBans(ctx, keep); err != nil {
+		return nil, err
+	}
+	d.noteActive(keep)
+	d.markBanned(keep)
+	for _, r := range keep {
+		d.log.Info("banned for another node", "jail", r.Jail, "prefix", r.Prefix, "until", r.Until.Format(time.RFC3339), "reason", r.Reason)
+	}
+	return applied, nil
 }
 
 // UnbanRemote lifts a ban that origin made here; a ban of this node's own
