@@ -209,7 +209,38 @@ func TestClusterEmbeddedServer(t *testing.T) {
 	t.Logf("propagation delay node1 -> node2 (origin ban -> node2 kernel), %d bans: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
 		len(delays), pct(0.50), pct(0.99), delays[len(delays)-1])
 
-	// 5. cluster status, from node2's namespace.
+	// 5. A burst: 200 IPv6 attackers (one /64 each) fail on node1 at once.
+	base := corpusLines(t, corpus, "2001:db8:203::bad:66", "ATTACKER", "Failed to authenticate", 5)
+	var burst []string
+	for i := range n {
+		for _, l := range base {
+			burst = append(burst, strings.ReplaceAll(l, "ATTACKER", fmt.Sprintf("2001:db8:77:%x::1", i+1)))
+		}
+	}
+	appendLines(t, filepath.Join(ds[0].dir, "messages.log"), burst...)
+	re6 := regexp.MustCompile(`remote ban applied".* prefix=(2001:db8:77:[0-9a-f]+::/64) .*delay_us=(\d+)`)
+	var burstDelays []float64
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		burstDelays = burstDelays[:0]
+		for _, m := range re6.FindAllStringSubmatch(ds[1].out.String(), -1) {
+			us, _ := strconv.ParseFloat(m[2], 64)
+			burstDelays = append(burstDelays, us/1000)
+		}
+		if len(burstDelays) >= n {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("node2 applied %d of the %d burst bans", len(burstDelays), n)
+		}
+	}
+	if k, kernel := kernelCount(t, nodes[1], "nftables"); k != 2*n+1 {
+		t.Fatalf("node2's kernel holds %d entries, want %d: %v", k, 2*n+1, sortedKeys(kernel))
+	}
+	slices.Sort(burstDelays)
+	t.Logf("propagation delay, burst of %d attackers decided by node1's jail together: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+		len(burstDelays), burstDelays[len(burstDelays)/2], burstDelays[min(len(burstDelays)-1, len(burstDelays)*99/100)], burstDelays[len(burstDelays)-1])
+
+	// 6. cluster status, from node2's namespace.
 	out, err := nodes[1].Command(pbxguardBin, "cluster", "status", "--json", "-c", cfgs[1]).Output()
 	if err != nil {
 		t.Fatalf("cluster status: %v\n%s", err, out)
@@ -224,10 +255,10 @@ func TestClusterEmbeddedServer(t *testing.T) {
 			n1 = &rep.Nodes[i]
 		}
 	}
-	// The stream holds the attacker's ban, the 200, and the two forged
+	// The stream holds the attacker's ban, the 2×200, and the two forged
 	// messages NATS accepted (the 4 KB one is over the stream's
 	// max_msg_size and was never stored): rejection is the nodes' job.
-	if !rep.Connected || n1 == nil || n1.Messages != n+2 || rep.Messages != n+3 || rep.Lag != 0 || rep.Outbox == nil || *rep.Outbox != 0 {
+	if !rep.Connected || n1 == nil || n1.Messages != 2*n+2 || rep.Messages != 2*n+3 || rep.Lag != 0 || rep.Outbox == nil || *rep.Outbox != 0 {
 		t.Fatalf("cluster status: %s", out)
 	}
 }
