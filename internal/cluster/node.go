@@ -214,10 +214,19 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
+// ensureStream creates the stream when it does not exist. An existing
+// stream is left as it is: the operator (or the first node) owns its
+// settings, and every node rewriting them at each start would race.
 func (n *Node) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateOrUpdateStream(sctx, StreamConfig(n.opts)); err != nil {
+	if _, err := js.Stream(sctx, n.opts.Stream); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w", n.opts.Stream, err)
+	}
+	_, err := js.CreateStream(sctx, StreamConfig(n.opts))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return fmt.Errorf("stream %s: %w", n.opts.Stream, err)
 	}
 	return nil
