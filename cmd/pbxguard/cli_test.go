@@ -165,6 +165,7 @@ var noJSON = map[string]string{
 	"pbxguard completion fish":       "a shell script",
 	"pbxguard completion powershell": "a shell script",
 	"pbxguard help":                  "help text",
+	"pbxguard cluster serve":         "a server: logs only (cluster status --json reads it)",
 	"pbxguard firewall remove":       "TODO(integration): --json",
 	"pbxguard incident unlock":       "TODO(integration): --json",
 }

@@ -58,6 +58,7 @@ var commandGroups = []func() []*cobra.Command{
 	generateCommands,
 	importCommands,
 	evidenceCommands,
+	clusterCommands,
 }
 
 func newRootCmd() *cobra.Command {

@@ -57,6 +57,8 @@ type Config struct {
 	History *yaml.Node
 	// Dashboard is the raw `dashboard:` section (ParseDashboard, dashboard.go), nil when absent.
 	Dashboard *yaml.Node
+	// Cluster shares bans with other nodes over NATS (cluster.go).
+	Cluster Cluster
 	// Warnings are things that work but deserve the administrator's attention.
 	Warnings []string
 	// Lines maps each key path read (jails.asterisk.files) to its line.
@@ -206,6 +208,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 
 		AllowlistAsteriskTrunks: true,
 		Sensor:                  DefaultSensor(),
+		Cluster:                 DefaultCluster(),
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -244,8 +247,9 @@ func Parse(data []byte, opts Options) (*Config, error) {
 					"listen": func(k string, v *yaml.Node) { c.Metrics.Listen = p.listen(k, v) },
 				})
 			},
-			"fraud":  func(_ string, v *yaml.Node) { c.Fraud = v },
-			"sensor": func(k string, v *yaml.Node) { p.sensor(k, v, &c.Sensor) },
+			"fraud":   func(_ string, v *yaml.Node) { c.Fraud = v },
+			"sensor":  func(k string, v *yaml.Node) { p.sensor(k, v, &c.Sensor) },
+			"cluster": func(k string, v *yaml.Node) { p.cluster(k, v, &c.Cluster) },
 			"audit": func(k string, v *yaml.Node) {
 				p.mapping(v, k, map[string]func(string, *yaml.Node){
 					"enabled":           func(k string, v *yaml.Node) { c.Audit.Enabled = p.boolean(k, v) },
@@ -282,6 +286,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 		c.Jails = p.jails("jails", nil)
 	}
 	p.checkSensor(c)
+	p.checkCluster(c)
 	c.Allowlist = mergePrefixes(append(append(loopback(), opts.HostPrefixes()...), userAllow...))
 	c.Warnings = p.Warnings
 	c.Lines = p.Lines

@@ -275,6 +275,12 @@ func assemble(cfg *config.Config, opts BuildOptions, st *store.Store, raw firewa
 	if err != nil {
 		return nil, err
 	}
+	if w, err := clusterWorker(cfg.Cluster, log); err != nil || w != nil {
+		if err != nil {
+			return nil, err
+		}
+		workers = append(workers, *w)
+	}
 	d, err := New(Options{
 		Logger: log, Store: st, Backend: backend, Allowed: allowed, Jails: jails, Retention: hist.Retention,
 		ControlSocket: cfg.Control.Socket, MetricsListen: cfg.Metrics.Listen,

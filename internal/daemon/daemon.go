@@ -200,7 +200,8 @@ type Daemon struct {
 	sup    supervisor // restarts followed sources that stop
 	kernel kernelSync // does the kernel hold what the store says (heal.go)
 
-	evidence evidenceState // ban evidence writer (evidence.go)
+	evidence evidenceState               // ban evidence writer (evidence.go)
+	cluster  atomic.Pointer[clusterLink] // publishes bans to other nodes (cluster.go)
 }
 
 // New checks the options and makes a daemon; Run starts it.
@@ -716,6 +717,13 @@ func (d *Daemon) apply(batch []pending) {
 	d.storeQ <- storeReq{rows: decided}
 	d.keepEvidence(decided)
 	d.noteActive(rows)
+	var shared []store.Ban
+	for i, r := range rows {
+		if !kept[i] {
+			shared = append(shared, r)
+		}
+	}
+	d.shareBans(ctx, shared)
 	for i, r := range rows {
 		if kept[i] {
 			a := asked[i]
@@ -1226,6 +1234,9 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	}
 	d.noteActive([]store.Ban{eff})
 	d.markBanned([]store.Ban{eff})
+	if !kept {
+		d.shareBans(ctx, []store.Ban{eff})
+	}
 	what := "banned by hand"
 	switch {
 	case jail == FraudJail:
@@ -1290,6 +1301,7 @@ func (d *Daemon) Unban(ctx context.Context, pfx netip.Prefix) ([]BanInfo, error)
 		return nil, err
 	}
 	d.noteGone(gone)
+	d.shareUnbans(ctx, out)
 	for _, js := range d.jails {
 		js.mu.Lock()
 		js.spec.Judge.Forget(pfx.Addr())
