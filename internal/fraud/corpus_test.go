@@ -38,6 +38,7 @@ type fakeActions struct {
 	locks   []string
 	bans    []netip.Addr
 	doneAt  map[string]time.Time // first time each kind of action happened
+	onLock  func(ext string)     // runs as the lock starts, before it is done
 }
 
 func newFakeActions(clock *time.Time) *fakeActions {
@@ -58,6 +59,9 @@ func (f *fakeActions) Hangup(_ context.Context, ch string) ([]Attempt, error) {
 	return []Attempt{{Method: "Hangup", Result: "gone"}}, nil
 }
 func (f *fakeActions) Lock(_ context.Context, ext, _ string) error {
+	if f.onLock != nil {
+		f.onLock(ext)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.locks = append(f.locks, ext)

@@ -65,15 +65,21 @@ func (m *Monitor) ContainDecision(ctx context.Context, f Finding) []*Incident {
 
 // StillLocked asks Asterisk whether ext's AstDB lock is still there (the
 // monitor's LockCheck); when an administrator removed it ("pbxguard
-// incident unlock", another process), the engine releases ext and false
-// is returned. Without a LockCheck it reports the engine's state.
+// incident unlock", another process) after pbxguard's lock response ran,
+// the engine releases ext and false is returned. Without a LockCheck it reports the engine's state.
 func (m *Monitor) StillLocked(ctx context.Context, ext string) bool {
 	m.mu.Lock()
 	check := m.LockCheck
 	contained := m.Engine.Contained(ext)
+	pending := m.Engine.LockPending(ext)
 	m.mu.Unlock()
 	if !contained || check == nil || m.Responder != nil && m.Responder.DryRun {
 		return contained
+	}
+	if pending {
+		// pbxguard's own lock is still on its way: an absent key is no
+		// unlock by hand.
+		return true
 	}
 	locked, err := check(ctx, ext)
 	if err != nil || locked {

@@ -274,9 +274,13 @@ type extState struct {
 	fired     map[Rule]time.Time
 	countries []string // countries it authenticated from (new-country rule)
 	contained bool
-	banned    []netip.Addr // addresses a finding already asked to ban
-	lastSeen  time.Time
-	score     int
+	// lockPending: the containment's AstDB lock is decided but its
+	// response has not run yet; meanwhile a missing key is no unlock by
+	// hand.
+	lockPending bool
+	banned      []netip.Addr // addresses a finding already asked to ban
+	lastSeen    time.Time
+	score       int
 }
 
 // Engine evaluates the rules. It is not safe for concurrent use.
@@ -373,6 +377,21 @@ func (e *Engine) Contained(ext string) bool {
 	return s != nil && s.contained
 }
 
+// LockDone records that the response that locks ext has run (whatever
+// its result): from now on the AstDB says whether ext is locked.
+func (e *Engine) LockDone(ext string) {
+	if s := e.ext[ext]; s != nil {
+		s.lockPending = false
+	}
+}
+
+// LockPending reports whether ext's containment lock is decided but not
+// yet carried out (LockDone).
+func (e *Engine) LockPending(ext string) bool {
+	s := e.ext[ext]
+	return s != nil && s.contained && s.lockPending
+}
+
 // Release forgets that ext was contained (after "incident unlock"): its
 // calls, findings and bans are forgotten, so that every later call is
 // judged afresh and a new incident locks it again. What the engine knows
@@ -380,6 +399,7 @@ func (e *Engine) Contained(ext string) bool {
 func (e *Engine) Release(ext string) {
 	if s := e.ext[ext]; s != nil {
 		s.contained = false
+		s.lockPending = false
 		s.recent = s.recent[:0]
 		s.banned = s.banned[:0]
 		clear(s.fired)
@@ -885,6 +905,8 @@ func (e *Engine) decorate(out []Finding, s *extState, best numbers.Candidate, no
 		if f.Response.Lock {
 			if s.contained {
 				f.Response.Lock = false
+			} else {
+				s.lockPending = true
 			}
 			s.contained = true
 		}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -493,6 +494,40 @@ func TestMonitorReleasesWhenUnlockedByHand(t *testing.T) {
 	}
 	if mon.Engine.Contained("1004") {
 		t.Error("still contained after unlock")
+	}
+}
+
+// TestOwnLockInFlightIsNoUnlock: between a denial's containment decision
+// and its AstDB lock, the key is absent because pbxguard has not written
+// it yet, not because an administrator removed it: the extension stays
+// contained (the AGI decider asks StillLocked then, and a release would
+// let the guessing start over).
+func TestOwnLockInFlightIsNoUnlock(t *testing.T) {
+	clock := t0
+	fa := newFakeActions(&clock)
+	mon := newTestMonitor(t, &clock, fa, "US")
+	ctx := context.Background()
+	inAstDB := false
+	mon.LockCheck = func(context.Context, string) (bool, error) { return inAstDB, nil }
+	var during []bool
+	fa.onLock = func(ext string) {
+		during = append(during, mon.StillLocked(ctx, ext), mon.Engine.Contained(ext))
+	}
+	f := Finding{Rule: RulePrefixGuessing, Severity: SeverityCritical, Score: 95, Time: clock, Extension: "1004",
+		Dialled: "00442079460349", Reason: "denied before the call", Response: DefaultResponses[RulePrefixGuessing]}
+	if !f.Response.Lock {
+		t.Fatal("prefix guessing's default response does not lock")
+	}
+	incs := mon.ContainDecision(ctx, f)
+	if len(incs) != 1 || len(fa.locks) != 1 {
+		t.Fatalf("incidents %+v, locks %v", incs, fa.locks)
+	}
+	if !slices.Equal(during, []bool{true, true}) {
+		t.Errorf("while the lock was on its way: StillLocked, Contained = %v, want both true", during)
+	}
+	// Once the lock ran, a missing key is an unlock by hand.
+	if mon.StillLocked(ctx, "1004") || mon.Engine.Contained("1004") {
+		t.Error("after the lock ran and the key was removed: still contained")
 	}
 }
 

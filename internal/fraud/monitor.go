@@ -170,6 +170,9 @@ func (m *Monitor) dispatch(ctx context.Context, b batch) []*Incident {
 	case m.jobs <- b:
 	default:
 		m.inflight.Done()
+		for _, f := range b.fs {
+			m.lockDone(f)
+		}
 		n := m.dropped.Add(1)
 		m.log().Error("fraud: response queue full, response dropped (the responder is stuck: check AMI, the daemon, the alert targets)",
 			"rule", b.fs[0].Rule, "extension", b.fs[0].Extension, "dropped_total", n)
@@ -177,11 +180,27 @@ func (m *Monitor) dispatch(ctx context.Context, b batch) []*Incident {
 	return nil
 }
 
+// lockDone ends the wait for f's lock (Engine.LockPending): its response
+// ran, or never will.
+func (m *Monitor) lockDone(f Finding) {
+	if f.Response.Lock {
+		m.mu.Lock()
+		m.Engine.LockDone(f.Extension)
+		m.mu.Unlock()
+	}
+}
+
 // process carries out a batch's responses.
 func (m *Monitor) process(ctx context.Context, b batch) []*Incident {
 	for _, f := range b.fs {
 		if f.Rule != RuleLocked || m.LockCheck == nil || (m.Responder != nil && m.Responder.DryRun) {
 			continue
+		}
+		m.mu.Lock()
+		pending := m.Engine.LockPending(f.Extension)
+		m.mu.Unlock()
+		if pending {
+			break // our own lock is still on its way: no unlock by hand
 		}
 		if locked, err := m.LockCheck(ctx, f.Extension); err == nil && !locked {
 			// Unlocked by hand: forget the containment and judge this
@@ -197,11 +216,13 @@ func (m *Monitor) process(ctx context.Context, b batch) []*Incident {
 	out := make([]*Incident, 0, len(b.fs))
 	for i, f := range b.fs {
 		if m.Responder == nil {
+			m.lockDone(f)
 			out = append(out, &Incident{Time: f.Time, Rule: f.Rule, Severity: f.Severity, Score: f.Score,
 				Extension: f.Extension, Addrs: f.Addrs, Reason: f.Reason, Evidence: f.Evidence, Spared: f.Spared})
 			continue
 		}
 		inc := m.Responder.Respond(ctx, f, b.lives[i])
+		m.lockDone(f)
 		if m.OnIncident != nil {
 			m.OnIncident(inc)
 		}
