@@ -18,11 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -106,6 +108,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /events", s.events)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /unban", s.unban)
+	mux.HandleFunc("GET /feed.txt", s.feed)
 	return headers(mux)
 }
 
@@ -399,4 +402,56 @@ func parseTarget(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// feed serves the active bans as a plain blocklist, one address or CIDR a
+// line (what fail2ban, CrowdSec lists or another firewall can pull):
+// `Authorization: Bearer <token>` is required; ?jail=J (repeatable)
+// restricts it; an ETag lets a poller skip an unchanged list.
+func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Token == "" {
+		http.Error(w, "the feed needs a token: set dashboard.token_file", http.StatusForbidden)
+		return
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pbxguard feed"`)
+		http.Error(w, "unauthorized: send Authorization: Bearer <dashboard token>", http.StatusUnauthorized)
+		return
+	}
+	now := time.Now()
+	all, err := s.opts.Store.ActiveBans(r.Context(), now)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	jails := r.URL.Query()["jail"]
+	lines := make([]string, 0, len(all))
+	for _, b := range all {
+		if len(jails) > 0 && !slices.Contains(jails, b.Jail) {
+			continue
+		}
+		if b.Prefix.IsSingleIP() {
+			lines = append(lines, b.Prefix.Addr().String())
+		} else {
+			lines = append(lines, b.Prefix.Masked().String())
+		}
+	}
+	slices.Sort(lines)
+	lines = slices.Compact(lines)
+	body := strings.Join(lines, "\n")
+	if body != "" {
+		body += "\n"
+	}
+	sum := sha256.Sum256([]byte(body))
+	etag := `"` + hex.EncodeToString(sum[:12]) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "# pbxguard active bans: %d, %s\n", len(lines), now.UTC().Format(time.RFC3339))
+	io.WriteString(w, body)
 }

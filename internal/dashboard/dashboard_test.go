@@ -150,3 +150,61 @@ func TestNonLoopbackNeedsTLSAndToken(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFeed: the active bans as a plain list, only with the token; an
+// unchanged list answers 304 to its ETag; ?jail= filters.
+func TestFeed(t *testing.T) {
+	st := seed(t) // 203.0.113.66, jail asterisk
+	ctx := context.Background()
+	now := time.Now()
+	if err := st.AddBans(ctx, []store.Ban{
+		{Prefix: netip.MustParsePrefix("2001:db8:5::/64"), Addr: netip.MustParseAddr("2001:db8:5::1"), Jail: "sshd", Reason: "r", Since: now, Until: now.Add(time.Hour), Count: 1},
+		{Prefix: netip.MustParsePrefix("198.51.100.9/32"), Addr: netip.MustParseAddr("198.51.100.9"), Jail: "sshd", Reason: "over", Since: now.Add(-2 * time.Hour), Until: now.Add(-time.Hour), Count: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(s *Server, path, auth, etag string) (int, string, string) {
+		req := httptest.NewRequest("GET", path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, req)
+		return w.Code, w.Body.String(), w.Header().Get("ETag")
+	}
+	open, err := New(Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := ask(open, "/feed.txt", "", ""); code != http.StatusForbidden {
+		t.Errorf("no token configured: %d, want 403", code)
+	}
+	s, err := New(Options{Store: st, Token: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, auth := range []string{"", "Bearer wrong", "s3cret", "Basic czNjcmV0"} {
+		if code, body, _ := ask(s, "/feed.txt", auth, ""); code != http.StatusUnauthorized || strings.Contains(body, "203.0.113.66") {
+			t.Errorf("auth %q: %d %q, want 401 and no list", auth, code, body)
+		}
+	}
+	code, body, etag := ask(s, "/feed.txt", "Bearer s3cret", "")
+	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+	if code != http.StatusOK || len(lines) != 3 || !strings.HasPrefix(lines[0], "# pbxguard active bans: 2,") ||
+		lines[1] != "2001:db8:5::/64" || lines[2] != "203.0.113.66" || etag == "" {
+		t.Fatalf("feed %d %q (etag %q)", code, body, etag)
+	}
+	if code, body, _ := ask(s, "/feed.txt", "Bearer s3cret", etag); code != http.StatusNotModified || body != "" {
+		t.Errorf("unchanged list with its ETag: %d %q, want 304", code, body)
+	}
+	if code, body, _ := ask(s, "/feed.txt?jail=sshd", "Bearer s3cret", ""); code != http.StatusOK || !strings.HasSuffix(body, "\n2001:db8:5::/64\n") || strings.Contains(body, "203.0.113.66") {
+		t.Errorf("jail=sshd: %d %q", code, body)
+	}
+	addBan(t, st, "192.0.2.44", time.Now())
+	if code, body, _ := ask(s, "/feed.txt", "Bearer s3cret", etag); code != http.StatusOK || !strings.Contains(body, "\n192.0.2.44\n") {
+		t.Errorf("after a new ban, the old ETag: %d %q, want 200 with it", code, body)
+	}
+}
