@@ -29,10 +29,23 @@ func dashboardWorker(cfg *config.Config, st *store.Store, log *slog.Logger) (*Wo
 	return &Worker{Name: "dashboard", Run: func(ctx context.Context, d *Daemon) error {
 		o := opts
 		o.Unban = func(ctx context.Context, p netip.Prefix) error { _, err := d.Unban(ctx, p); return err }
+		o.Health = d.dashboardHealth
 		s, err := dashboard.New(o)
 		if err != nil {
 			return err
 		}
 		return s.Serve(ctx)
 	}}, nil
+}
+
+// dashboardHealth is the daemon's protection state for the overview:
+// the same kernel, store and worker state as `pbxguard status`.
+func (d *Daemon) dashboardHealth() dashboard.Health {
+	st := d.Status()
+	h := dashboard.Health{KernelChecked: st.Kernel.Checked, KernelInSync: st.Kernel.InSync, OutOfSyncSince: st.Kernel.OutOfSyncSince,
+		Missing: st.Kernel.Missing, KernelError: st.Kernel.LastError, StoreOK: st.Store.OK, StoreSince: st.Store.Since, StoreError: st.Store.LastError}
+	for _, w := range st.Workers {
+		h.Workers = append(h.Workers, dashboard.WorkerHealth{Name: w.Name, Up: w.Up, Since: w.Since, Error: w.LastError})
+	}
+	return h
 }

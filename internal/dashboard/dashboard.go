@@ -49,6 +49,30 @@ type Options struct {
 	Logger *slog.Logger
 	// Poll is how often the event stream looks for new bans [1s].
 	Poll time.Duration
+	// Health, when set, is the daemon's state shown on the overview
+	// (kernel in sync, store, AMI and the other workers).
+	Health func() Health
+}
+
+// Health is what the overview says of the daemon's protection.
+type Health struct {
+	KernelChecked  bool // false for a backend that cannot be checked (dry-run)
+	KernelInSync   bool
+	OutOfSyncSince time.Time
+	Missing        []string
+	KernelError    string
+	StoreOK        bool
+	StoreSince     time.Time
+	StoreError     string
+	Workers        []WorkerHealth
+}
+
+// WorkerHealth is one worker (the AMI connection, the sensor, …).
+type WorkerHealth struct {
+	Name  string
+	Up    bool
+	Since time.Time
+	Error string
 }
 
 // Server is the dashboard's handler.
@@ -162,6 +186,7 @@ type page struct {
 	Msg      string
 	Filter   string
 	LastID   int64
+	Health   *Health
 }
 
 type count struct {
@@ -188,6 +213,10 @@ func (s *Server) render(w http.ResponseWriter, name string, p page) {
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	p := s.base(r, "Overview")
+	if s.opts.Health != nil {
+		h := s.opts.Health()
+		p.Health = &h
+	}
 	var err error
 	if p.Bans, err = s.opts.Store.ActiveBans(ctx, p.Now); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)

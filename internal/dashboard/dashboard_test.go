@@ -208,3 +208,36 @@ func TestFeed(t *testing.T) {
 		t.Errorf("after a new ban, the old ETag: %d %q, want 200 with it", code, body)
 	}
 }
+
+// TestOverviewHealth: the overview says whether the kernel, the store and
+// the AMI connection are doing their job, escaped.
+func TestOverviewHealth(t *testing.T) {
+	st := seed(t)
+	since := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	h := Health{KernelChecked: true, OutOfSyncSince: since, Missing: []string{"table inet pbxguard"}, KernelError: "no such file or directory",
+		StoreOK: true, Workers: []WorkerHealth{{Name: "ami", Since: since, Error: "dial tcp 127.0.0.1:5038: " + xss}, {Name: "sensor", Up: true, Since: since}}}
+	s, err := New(Options{Store: st, Health: func() Health { return h }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	_, body := get(t, srv.Client(), srv.URL+"/")
+	for _, want := range []string{
+		"OUT OF SYNC since 2026-12-05 09:00:00Z", "missing: table inet pbxguard", "last error: no such file or directory",
+		"Store: <span class=\"ok\">writing", "ami: <strong class=\"bad\">DOWN since 2026-12-05 09:00:00Z</strong>: dial tcp 127.0.0.1:5038: &lt;script&gt;",
+		"sensor: <span class=\"ok\">up since",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("overview lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "<script>alert") {
+		t.Error("a worker's error reached the page unescaped")
+	}
+	h = Health{KernelChecked: true, KernelInSync: true, StoreSince: since, StoreError: "disk full"}
+	_, body = get(t, srv.Client(), srv.URL+"/")
+	if !strings.Contains(body, "in sync with the store") || !strings.Contains(body, "FAILING since 2026-12-05 09:00:00Z</strong>: disk full") {
+		t.Errorf("in sync, store failing: %s", body)
+	}
+}
