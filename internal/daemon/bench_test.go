@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/source"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -19,7 +20,7 @@ type loopSource struct {
 func (s *loopSource) Run(ctx context.Context, handle func(Line) error) error {
 	now := time.Now()
 	for i := 0; i < s.n; i++ {
-		if err := handle(Line{Data: s.lines[i%len(s.lines)], Pos: store.Position{Path: "/bench", Offset: int64(i)}, Received: now}); err != nil {
+		if err := handle(Line{Data: s.lines[i%len(s.lines)], Pos: store.Position{Position: source.Position{Path: "/bench", Offset: int64(i)}}, Received: now}); err != nil {
 			return err
 		}
 	}

@@ -344,7 +344,7 @@ func registerJailMetrics(m *Metrics, judges map[string]*jail.Jail) {
 // fileOpener makes followers of path that resume at a stored position.
 func fileOpener(path string, fopts source.FileOptions) func(store.Position) Source {
 	return func(pos store.Position) Source {
-		return sourceAdapter{source.NewFile(path, source.Position{Path: pos.Path, Inode: pos.Inode, Size: pos.Size, Offset: pos.Offset, Check: pos.Check}, fopts)}
+		return sourceAdapter{source.NewFile(path, pos.Position, fopts)}
 	}
 }
 
@@ -363,16 +363,14 @@ func (a sourceAdapter) Health() source.Health {
 func (a sourceAdapter) OnStart(fn func(store.Position)) {
 	if f, ok := a.s.(*source.File); ok {
 		f.OnPosition(func(p source.Position) {
-			fn(store.Position{Path: p.Path, Inode: p.Inode, Size: p.Size, Offset: p.Offset, Check: p.Check})
+			fn(store.Position{Position: p})
 		})
 	}
 }
 
 func (a sourceAdapter) Run(ctx context.Context, handle func(Line) error) error {
 	return a.s.Run(ctx, func(l source.Line) error {
-		return handle(Line{Data: l.Data, Received: l.Received, Pos: store.Position{
-			Path: l.Pos.Path, Inode: l.Pos.Inode, Size: l.Pos.Size, Offset: l.Pos.Offset, Cursor: l.Pos.Cursor, Check: l.Pos.Check,
-		}})
+		return handle(Line{Data: l.Data, Received: l.Received, Pos: store.Position{Position: l.Pos}})
 	})
 }
 

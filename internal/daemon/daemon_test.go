@@ -19,6 +19,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/firewall"
+	"github.com/pbxguard/pbxguard/internal/source"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -93,7 +94,7 @@ func (c *chanSource) Run(ctx context.Context, handle func(Line) error) error {
 			return nil
 		case s := <-c.lines:
 			off++
-			if err := handle(Line{Data: []byte(s), Pos: store.Position{Path: "/fake", Offset: off}, Received: time.Now()}); err != nil {
+			if err := handle(Line{Data: []byte(s), Pos: store.Position{Position: source.Position{Path: "/fake", Offset: off}}, Received: time.Now()}); err != nil {
 				return err
 			}
 		}
@@ -411,7 +412,7 @@ func (f *failingSource) Run(ctx context.Context, handle func(Line) error) error 
 	off := f.start
 	for _, s := range f.lines {
 		off++
-		if err := handle(Line{Data: []byte(s), Pos: store.Position{Path: "/fake", Offset: off}, Received: time.Now()}); err != nil {
+		if err := handle(Line{Data: []byte(s), Pos: store.Position{Position: source.Position{Path: "/fake", Offset: off}}, Received: time.Now()}); err != nil {
 			return err
 		}
 	}

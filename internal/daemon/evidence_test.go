@@ -17,6 +17,7 @@ import (
 	"github.com/pbxguard/pbxguard/internal/event"
 	"github.com/pbxguard/pbxguard/internal/firewall"
 	"github.com/pbxguard/pbxguard/internal/jail"
+	"github.com/pbxguard/pbxguard/internal/source"
 	"github.com/pbxguard/pbxguard/internal/store"
 )
 
@@ -219,7 +220,7 @@ func TestEvidenceZeroAllocs(t *testing.T) {
 	}
 	js := d.jails[0]
 	line := []byte(strings.Repeat("x", 1500))
-	pos := store.Position{Path: "/var/log/asterisk/messages", Offset: 100}
+	pos := store.Position{Position: source.Position{Path: "/var/log/asterisk/messages", Offset: 100}}
 	var addrs [4096]netip.Addr
 	for i := range addrs {
 		addrs[i] = netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
@@ -328,7 +329,7 @@ func BenchmarkObserve(b *testing.B) {
 			}
 			js := d.jails[0]
 			line := []byte(strings.Repeat("x", 300))
-			pos := store.Position{Path: "/var/log/asterisk/messages", Offset: 100}
+			pos := store.Position{Position: source.Position{Path: "/var/log/asterisk/messages", Offset: 100}}
 			ev := event.Event{Kind: event.AuthFailure, Service: event.ServicePJSIP, Account: "1001", Detector: "asterisk", Time: time.Now()}
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pbxguard/pbxguard/internal/source"
+
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -114,15 +116,11 @@ func (b Ban) Remaining(now time.Time) time.Duration {
 	return 0
 }
 
-// Position is where a source stopped reading.
+// Position is where a source stopped reading: the source's own position
+// (source.Position, one type for both) under the source's key.
 type Position struct {
 	Source string // the source's key (jail and path, or jail and "journal")
-	Path   string
-	Inode  uint64
-	Size   int64
-	Offset int64
-	Cursor string // journal cursor
-	Check  uint64 // fingerprint of the bytes before Offset (source.Position.Check)
+	source.Position
 }
 
 // Incident is a generic record for findings (toll fraud and the like).

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pbxguard/pbxguard/internal/source"
 )
 
 func TestBansSurviveRestart(t *testing.T) {
@@ -28,7 +30,7 @@ func TestBansSurviveRestart(t *testing.T) {
 	if err := s.AddBans(ctx, bans); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SavePositions(ctx, []Position{{Source: "asterisk:/var/log/asterisk/messages", Path: "/var/log/asterisk/messages", Inode: 1 << 40, Size: 999, Offset: 900, Check: 1<<63 + 5}}); err != nil {
+	if err := s.SavePositions(ctx, []Position{{Source: "asterisk:/var/log/asterisk/messages", Position: source.Position{Path: "/var/log/asterisk/messages", Inode: 1 << 40, Size: 999, Offset: 900, Check: 1<<63 + 5}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AddIncident(ctx, Incident{Kind: "toll_fraud", Subject: "PJSIP/1004", Detail: `{"calls":40}`}); err != nil {
