@@ -19,6 +19,7 @@ import (
 
 	"github.com/pbxguard/pbxguard/internal/detect"
 	"github.com/pbxguard/pbxguard/internal/event"
+	"github.com/pbxguard/pbxguard/internal/source"
 )
 
 // testLogCommands returns the test-log command: what pbxguard makes of a
@@ -283,95 +284,30 @@ func appendEscaped(buf, line []byte) []byte {
 // (workers + 2) chunks whatever the file size.
 const chunkSize = 1 << 20
 
-// countParallel counts events in r with one detector per worker. The reader
-// cuts the input into chunks at line ends; a line longer than a chunk is
-// counted and skipped.
+// countParallel counts events in r with one detector per worker
+// (source.ParallelChunks); a line longer than a chunk is counted and
+// skipped.
 func countParallel(r io.Reader, o testLogOpts, res *testLogResult) error {
 	workers := min(runtime.GOMAXPROCS(0), 4)
-	free := make(chan []byte, workers+2)
-	for range workers + 2 {
-		free <- make([]byte, chunkSize)
+	locals := make([]*testLogResult, workers)
+	for i := range locals {
+		locals[i] = &testLogResult{byAddr: make(map[netip.Addr]int64, 1024)}
 	}
-	type chunk struct{ buf, data []byte }
-	work := make(chan chunk, workers)
-	results := make(chan *testLogResult, workers)
-	for range workers {
-		go func() {
-			local := &testLogResult{byAddr: make(map[netip.Addr]int64, 1024)}
-			var ev event.Event
-			for ch := range work {
-				det, _ := detect.New(o.detector, detect.Options{})
-				c := ch.data
-				for len(c) > 0 {
-					line := c
-					if i := bytes.IndexByte(c, '\n'); i >= 0 {
-						line, c = c[:i+1], c[i+1:]
-					} else {
-						c = nil
-					}
-					local.lines++
-					if det.Detect(line, &ev) {
-						local.add(&ev)
-					}
-				}
-				free <- ch.buf
+	evs := make([]event.Event, workers)
+	err := source.ParallelChunks(r, workers, chunkSize, func(w int, chunk []byte) {
+		local, ev := locals[w], &evs[w]
+		det, _ := detect.New(o.detector, detect.Options{})
+		source.EachLine(chunk, func(line []byte) {
+			local.lines++
+			if det.Detect(line, ev) {
+				local.add(ev)
 			}
-			results <- local
-		}()
+		})
+	}, func() { res.lines++ })
+	for _, l := range locals {
+		res.merge(l)
 	}
-	var rerr error
-	var carry []byte  // start of a line continued in the next chunk
-	skipping := false // inside an over-long line: drop bytes up to its end
-	for {
-		b := <-free
-		b = b[:cap(b)]
-		n := copy(b, carry)
-		m, err := io.ReadFull(r, b[n:])
-		n += m
-		eof := err == io.EOF || err == io.ErrUnexpectedEOF
-		if err != nil && !eof {
-			rerr = err
-		}
-		data := b[:n]
-		stillSkipping := false
-		if skipping {
-			i := bytes.IndexByte(data, '\n')
-			if i < 0 {
-				data = data[:0]
-				stillSkipping = true
-			} else {
-				data = data[i+1:]
-				skipping = false
-			}
-		}
-		cut := len(data)
-		if !eof && rerr == nil && !stillSkipping {
-			if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-				cut = i + 1
-			} else if n == len(b) {
-				// No line end in a whole chunk: an over-long line. Count it,
-				// never detect on it (its cut end would be attacker text).
-				res.lines++
-				skipping = true
-				cut = 0
-				data = data[:0]
-			}
-		}
-		carry = append(carry[:0], data[cut:]...)
-		if cut > 0 {
-			work <- chunk{buf: b, data: data[:cut]}
-		} else {
-			free <- b
-		}
-		if eof || rerr != nil {
-			break
-		}
-	}
-	close(work)
-	for range workers {
-		res.merge(<-results)
-	}
-	return rerr
+	return err
 }
 
 // looksLikeFailure is the --missed heuristic: words servers use when they
