@@ -191,7 +191,7 @@ func TestChecks(t *testing.T) {
 				if f.Message == "" || f.Fix == "" {
 					t.Errorf("finding without message or fix: %+v", f)
 				}
-				if _, ok := Rules[f.ID]; !ok {
+				if _, ok := ruleText[f.ID]; !ok {
 					t.Errorf("id %s not in Rules", f.ID)
 				}
 			}

@@ -12,8 +12,9 @@ import (
 	"github.com/pbxguard/pbxguard/internal/version"
 )
 
-// Rules describes every check id (SARIF rules, documentation).
-var Rules = map[string]string{
+// ruleText describes every check id (SARIF rules, documentation);
+// RuleText reads it.
+var ruleText = map[string]string{
 	"config.syntax":            "A configuration line Asterisk refuses or ignores",
 	"config.include":           "A missing #include or an include cycle",
 	"config.exec":              "#exec runs a program when the configuration is loaded",
@@ -139,8 +140,8 @@ func (r *Report) WriteSARIF(w io.Writer) error {
 		Locations  []location        `json:"locations"`
 		Properties map[string]string `json:"properties"`
 	}
-	ids := make([]string, 0, len(Rules))
-	for id := range Rules {
+	ids := make([]string, 0, len(ruleText))
+	for id := range ruleText {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
@@ -148,7 +149,7 @@ func (r *Report) WriteSARIF(w io.Writer) error {
 	rules := make([]rule, 0, len(ids))
 	for i, id := range ids {
 		index[id] = i
-		rules = append(rules, rule{ID: id, ShortDescription: msg{Rules[id]}})
+		rules = append(rules, rule{ID: id, ShortDescription: msg{ruleText[id]}})
 	}
 	results := []result{}
 	for _, f := range r.Findings {
@@ -192,4 +193,11 @@ func (r *Report) WriteSARIF(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(log)
+}
+
+// RuleText describes the check id (SARIF rules, documentation); false for
+// an unknown id.
+func RuleText(id string) (string, bool) {
+	t, ok := ruleText[id]
+	return t, ok
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,8 +26,8 @@ const (
 	DefaultMaxTracked       = 100000
 )
 
-// DefaultJailNames are the jails of a configuration without `jails:`.
-var DefaultJailNames = []string{"asterisk", "sshd"}
+// defaultJailNames are the jails of a configuration without `jails:`.
+var defaultJailNames = []string{"asterisk", "sshd"}
 
 func knownDetectors() []string {
 	names := append([]string{"asterisk", "sshd", "auto"}, detect.Names()...)
@@ -67,7 +68,7 @@ func newJail(name string) Jail {
 func (p *parser) jails(k string, v *yaml.Node) []Jail {
 	var out []Jail
 	if v == nil {
-		for _, name := range DefaultJailNames {
+		for _, name := range defaultJailNames {
 			j := newJail(name)
 			p.finishJail(&j, nil)
 			out = append(out, j)
@@ -208,7 +209,7 @@ func (p *parser) finishJail(j *Jail, set map[string]bool) {
 	default:
 		if j.Enabled {
 			hint := ""
-			if h := suggest(j.Name, DefaultJailNames); h != "" {
+			if h := suggest(j.Name, defaultJailNames); h != "" {
 				hint = fmt.Sprintf("; did you mean the %q jail?", h)
 			}
 			p.errorf(j.Line, "jails."+j.Name, "has no files and no journal (add files: [/var/log/...] or journal: [_SYSTEMD_UNIT=...])%s", hint)
@@ -227,3 +228,7 @@ func validName(s string) bool {
 	}
 	return true
 }
+
+// DefaultJailNames are the jails of a configuration without `jails:` (a
+// copy).
+func DefaultJailNames() []string { return slices.Clone(defaultJailNames) }

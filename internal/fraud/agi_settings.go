@@ -233,7 +233,7 @@ func (s *Settings) Decider(auditTrusted []string) (*Decider, error) {
 		if x, ok := eng.Responses[r]; ok {
 			return x
 		}
-		return DefaultResponses[r]
+		return defaultResponses[r]
 	}
 	cfg.DenyPremium = resp(RulePremium).Lock || resp(RulePremium).Hangup
 	cfg.DenySatellite = resp(RuleSatellite).Lock || resp(RuleSatellite).Hangup

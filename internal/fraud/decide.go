@@ -504,7 +504,7 @@ func (d *Decider) hold(s *decideExt, out Decision, rule Rule, evidence []string,
 	s.heldWhy = string(out.Rule) + " (" + out.Dialled + ")"
 	resp, ok := d.cfg.Responses[rule]
 	if !ok {
-		resp = DefaultResponses[rule]
+		resp = defaultResponses[rule]
 	}
 	f := &Finding{Rule: rule, Severity: SeverityCritical, Score: 95, Time: now, Extension: out.Extension,
 		CallID: out.UniqueID, Channel: out.Channel, Dialled: out.Dialled, E164: out.E164, Country: out.Country,

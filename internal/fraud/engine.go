@@ -11,6 +11,7 @@ package fraud
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -40,8 +41,8 @@ const (
 	RuleLocked          Rule = "locked_extension"  // a call from an extension pbxguard has contained
 )
 
-// AllRules lists every rule, in the order findings are evaluated.
-var AllRules = []Rule{
+// allRules lists every rule, in the order findings are evaluated.
+var allRules = []Rule{
 	RulePrefixGuessing, RuleSatellite, RulePremium, RuleIntlRate, RuleConcurrentIntl,
 	RuleCountries, RuleHighRiskCountry, RuleSharedCost, RuleOffHours, RuleNewCountry,
 	RuleUnauthIntl, RuleLocked,
@@ -92,11 +93,11 @@ type Response struct {
 	Alert  bool `json:"alert" yaml:"alert"`   // send an alert
 }
 
-// Contain is hang-up + lock + ban + alert.
-var Contain = Response{Hangup: true, Lock: true, Ban: true, Alert: true}
+// respContain is hang-up + lock + ban + alert.
+var respContain = Response{Hangup: true, Lock: true, Ban: true, Alert: true}
 
-// AlertOnly only alerts.
-var AlertOnly = Response{Alert: true}
+// respAlertOnly only alerts.
+var respAlertOnly = Response{Alert: true}
 
 // Hours is a business-hours window in a time zone; calls outside it are "off hours".
 type Hours struct {
@@ -122,10 +123,10 @@ func (h *Hours) Within(t time.Time) bool {
 	return tod >= h.Start || tod < h.End
 }
 
-// DefaultHighRiskCountries are destinations that International Revenue
+// defaultHighRiskCountries are destinations that International Revenue
 // Share Fraud favours (small island networks and African/other routes with
 // high termination rates). Override in the config for your traffic.
-var DefaultHighRiskCountries = []string{
+var defaultHighRiskCountries = []string{
 	"CU", "SO", "SL", "GN", "GW", "LR", "GM", "ZW", "ER", "TD", "MR", "KM", "ST",
 	"MV", "PG", "SB", "VU", "NR", "TV", "TK", "NU", "CK", "WF", "TO", "KI", "FM",
 }
@@ -137,14 +138,14 @@ type Config struct {
 	ConcurrentIntl     int           // 3 international calls up at once
 	CountriesPerWindow int           // 3 distinct destination countries per window
 	PrefixForms        int           // 2 prefix forms for one number
-	HighRiskCountries  []string      // nil: DefaultHighRiskCountries
+	HighRiskCountries  []string      // nil: defaultHighRiskCountries
 	Hours              *Hours        // nil: the off-hours rule is off
 	// IgnoreExtensions are endpoints never judged (trunks, e.g. "carrier").
 	IgnoreExtensions []string
 	// NeverBan are addresses no response may ban (office LAN, carriers).
 	// The daemon's allowlist is enforced again behind the Banner.
 	NeverBan []netip.Prefix
-	// Responses per rule; missing rules take DefaultResponses.
+	// Responses per rule; missing rules take defaultResponses.
 	Responses map[Rule]Response
 	// CountryOf maps an address to an ISO country, "" when unknown (see
 	// IPCountry). nil disables the new-country rule.
@@ -162,19 +163,19 @@ type Config struct {
 	EstablishedAfter time.Duration
 }
 
-// DefaultResponses are the responses of each rule unless configured.
-var DefaultResponses = map[Rule]Response{
-	RulePrefixGuessing:  Contain,
-	RuleSatellite:       Contain,
-	RulePremium:         Contain,
-	RuleIntlRate:        Contain,
-	RuleConcurrentIntl:  Contain,
-	RuleCountries:       Contain,
+// defaultResponses are the responses of each rule unless configured.
+var defaultResponses = map[Rule]Response{
+	RulePrefixGuessing:  respContain,
+	RuleSatellite:       respContain,
+	RulePremium:         respContain,
+	RuleIntlRate:        respContain,
+	RuleConcurrentIntl:  respContain,
+	RuleCountries:       respContain,
 	RuleLocked:          {Hangup: true},
-	RuleHighRiskCountry: AlertOnly,
-	RuleSharedCost:      AlertOnly,
-	RuleOffHours:        AlertOnly,
-	RuleNewCountry:      AlertOnly,
+	RuleHighRiskCountry: respAlertOnly,
+	RuleSharedCost:      respAlertOnly,
+	RuleOffHours:        respAlertOnly,
+	RuleNewCountry:      respAlertOnly,
 	RuleUnauthIntl:      {Ban: true, Alert: true},
 }
 
@@ -195,7 +196,7 @@ func (c *Config) defaults() {
 		c.PrefixForms = 2
 	}
 	if c.HighRiskCountries == nil {
-		c.HighRiskCountries = DefaultHighRiskCountries
+		c.HighRiskCountries = slices.Clone(defaultHighRiskCountries)
 	}
 	if c.MaxPerExtension <= 0 {
 		c.MaxPerExtension = 256
@@ -321,8 +322,8 @@ func NewEngine(cfg Config, nums *numbers.Normalizer) (*Engine, error) {
 		e.highRisk[strings.ToUpper(c)] = true
 	}
 	for r := range cfg.Responses {
-		if _, ok := DefaultResponses[r]; !ok {
-			return nil, fmt.Errorf("fraud: responses: unknown rule %q (rules: %v)", r, AllRules)
+		if _, ok := defaultResponses[r]; !ok {
+			return nil, fmt.Errorf("fraud: responses: unknown rule %q (rules: %v)", r, allRules)
 		}
 	}
 	return e, nil
@@ -335,7 +336,7 @@ func (e *Engine) response(r Rule) Response {
 	if resp, ok := e.cfg.Responses[r]; ok {
 		return resp
 	}
-	return DefaultResponses[r]
+	return defaultResponses[r]
 }
 
 func (e *Engine) state(ext string, now time.Time) *extState {
@@ -974,3 +975,20 @@ func (e *Engine) ObserveEvent(ev event.Event, now time.Time) []Finding {
 		Response: e.response(RuleUnauthIntl),
 	}}
 }
+
+// AllRules lists every rule, in the order findings are evaluated (a copy).
+func AllRules() []Rule { return slices.Clone(allRules) }
+
+// Contain is the response that hangs up, locks, bans and alerts.
+func Contain() Response { return respContain }
+
+// AlertOnly is the response that only alerts.
+func AlertOnly() Response { return respAlertOnly }
+
+// DefaultHighRiskCountries are the destinations the high-risk rule
+// watches unless configured (a copy).
+func DefaultHighRiskCountries() []string { return slices.Clone(defaultHighRiskCountries) }
+
+// DefaultResponses are the responses of each rule unless configured (a
+// copy).
+func DefaultResponses() map[Rule]Response { return maps.Clone(defaultResponses) }

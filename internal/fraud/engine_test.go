@@ -153,7 +153,7 @@ func TestFindingCarriesAddrsAndResponse(t *testing.T) {
 		t.Fatalf("findings %v", rules(fs))
 	}
 	f := fs[0]
-	if len(f.Addrs) != 1 || f.Addrs[0] != netip.MustParseAddr("203.0.113.159") || f.Response != Contain ||
+	if len(f.Addrs) != 1 || f.Addrs[0] != netip.MustParseAddr("203.0.113.159") || f.Response != respContain ||
 		f.Country != "GB" || f.E164 != "+442079460349" || len(f.Evidence) != 2 || f.Severity != SeverityCritical {
 		t.Errorf("finding %+v", f)
 	}
@@ -179,7 +179,7 @@ func TestNewCountry(t *testing.T) {
 		t.Errorf("unknown country fired: %v", rules(fs))
 	}
 	fs := auth("81.2.69.160", 2*time.Minute)
-	if len(fs) != 1 || fs[0].Rule != RuleNewCountry || fs[0].Country != "GB" || fs[0].Response != AlertOnly {
+	if len(fs) != 1 || fs[0].Rule != RuleNewCountry || fs[0].Country != "GB" || fs[0].Response != respAlertOnly {
 		t.Errorf("new country: %+v", fs)
 	}
 	if fs := auth("81.2.69.160", 3*time.Minute); len(fs) != 0 {
@@ -220,7 +220,7 @@ func TestNewEngineRejects(t *testing.T) {
 	if _, err := NewEngine(Config{HighRiskCountries: []string{"Cuba"}}, nums); err == nil {
 		t.Error("Cuba accepted")
 	}
-	if _, err := NewEngine(Config{Responses: map[Rule]Response{"bogus": Contain}}, nums); err == nil {
+	if _, err := NewEngine(Config{Responses: map[Rule]Response{"bogus": respContain}}, nums); err == nil {
 		t.Error("unknown rule accepted")
 	}
 	if _, err := NewEngine(Config{}, nil); err == nil {
@@ -263,7 +263,7 @@ func TestResponderDryRunAndNeverBan(t *testing.T) {
 	defer rec.Close()
 	f := Finding{Rule: RulePrefixGuessing, Severity: SeverityCritical, Extension: "1004", Time: t0,
 		Addrs:    []netip.Addr{netip.MustParseAddr("203.0.113.159"), netip.MustParseAddr("198.51.100.21")},
-		Response: Contain, Reason: "test"}
+		Response: respContain, Reason: "test"}
 	live := []calls.Call{{Channel: "PJSIP/1004-00000005", Live: true}, {Channel: "PJSIP/1004-00000007", Live: true}}
 
 	r := &Responder{Hanger: fa, Locker: fa, Banner: fa, Alerters: []Alerter{al}, Recorder: rec, DryRun: true,
@@ -514,7 +514,7 @@ func TestOwnLockInFlightIsNoUnlock(t *testing.T) {
 		during = append(during, mon.StillLocked(ctx, ext), mon.Engine.Contained(ext))
 	}
 	f := Finding{Rule: RulePrefixGuessing, Severity: SeverityCritical, Score: 95, Time: clock, Extension: "1004",
-		Dialled: "00442079460349", Reason: "denied before the call", Response: DefaultResponses[RulePrefixGuessing]}
+		Dialled: "00442079460349", Reason: "denied before the call", Response: defaultResponses[RulePrefixGuessing]}
 	if !f.Response.Lock {
 		t.Fatal("prefix guessing's default response does not lock")
 	}
@@ -546,5 +546,22 @@ func TestBanOnlyTheOffendingAddresses(t *testing.T) {
 	}
 	if len(fs[0].Addrs) != 1 || fs[0].Addrs[0] != netip.MustParseAddr("203.0.113.159") {
 		t.Errorf("would ban %v, want only 203.0.113.159", fs[0].Addrs)
+	}
+}
+
+// TestDefaultsAreCopies: a caller changing an exported default changes
+// nothing for anyone else (they are functions returning copies).
+func TestDefaultsAreCopies(t *testing.T) {
+	DefaultResponses()[RulePrefixGuessing] = AlertOnly()
+	if DefaultResponses()[RulePrefixGuessing] != Contain() {
+		t.Error("DefaultResponses shares its map")
+	}
+	AllRules()[0] = "bogus"
+	if AllRules()[0] == "bogus" {
+		t.Error("AllRules shares its slice")
+	}
+	DefaultHighRiskCountries()[0] = "XX"
+	if DefaultHighRiskCountries()[0] == "XX" {
+		t.Error("DefaultHighRiskCountries shares its slice")
 	}
 }

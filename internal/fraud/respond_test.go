@@ -49,7 +49,7 @@ func TestRespondBansFirst(t *testing.T) {
 	b := &blockingAMI{release: make(chan struct{})}
 	banned := make(chanBanner, 4)
 	r := &Responder{Hanger: b, Locker: b, Banner: banned}
-	f := Finding{Rule: RulePrefixGuessing, Extension: "1004", Addrs: []netip.Addr{attackerAddr}, Response: Contain, Time: t0}
+	f := Finding{Rule: RulePrefixGuessing, Extension: "1004", Addrs: []netip.Addr{attackerAddr}, Response: respContain, Time: t0}
 	done := make(chan *Incident, 1)
 	go func() {
 		done <- r.Respond(context.Background(), f, []calls.Call{{Channel: "PJSIP/1004-00000005", Live: true}, {Channel: "PJSIP/1004-00000006", Live: true}})

@@ -316,8 +316,8 @@ func ParseSettings(n *yaml.Node) (*Settings, error) {
 	}
 	s.Maintenance = p.boolean(m, "maintenance", "maintenance", false)
 	if rn := m["responses"]; rn != nil {
-		known := make([]string, 0, len(DefaultResponses))
-		for r := range DefaultResponses {
+		known := make([]string, 0, len(defaultResponses))
+		for r := range defaultResponses {
 			known = append(known, string(r))
 		}
 		slices.Sort(known)

@@ -14,6 +14,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -231,8 +232,8 @@ func (t Trusted) Prefixes() []netip.Prefix {
 	return out
 }
 
-// DefaultUserAgents are the User-Agent prefixes of well-known SIP scanners.
-var DefaultUserAgents = []string{
+// defaultUserAgents are the User-Agent prefixes of well-known SIP scanners.
+var defaultUserAgents = []string{
 	"friendly-scanner", "sipvicious", "sipcli", "sip-scan", "VaxSIPUserAgent",
 	"iWar", "sundayddr", "pplsip",
 }
@@ -266,7 +267,7 @@ func Default() *Config {
 			ICMPEcho:     Limit{Enabled: true, Rate: Rate{5, "second"}, Burst: 10},
 		},
 		PortScan:   PortScan{Enabled: true, Ports: 10, Within: time.Minute, Ban: time.Hour},
-		SIPScanner: SIPScanner{Enabled: true, UserAgents: append([]string(nil), DefaultUserAgents...), Ban: 24 * time.Hour, SearchBytes: 512},
+		SIPScanner: SIPScanner{Enabled: true, UserAgents: append([]string(nil), defaultUserAgents...), Ban: 24 * time.Hour, SearchBytes: 512},
 		Lines:      map[string]int{},
 	}
 }
@@ -328,3 +329,7 @@ func (c *Config) AllowsTCP(addr netip.Addr, port uint16) bool {
 	}
 	return false
 }
+
+// DefaultUserAgents are the User-Agent prefixes of well-known SIP scanners
+// (a copy).
+func DefaultUserAgents() []string { return slices.Clone(defaultUserAgents) }
