@@ -63,7 +63,9 @@ func askAGI(t *testing.T, addr, channel string, args ...string) map[string]strin
 // fakeManagerDB is fakeManager with an AstDB: DBPut stores, DBDel
 // deletes, DBGet answers as Asterisk does (a DBGetResponse event list, or
 // "Database entry not found").
-func fakeManagerDB(t *testing.T, events []string) (addr string, del func(key string)) {
+// fakeManagerDB is a fake AMI with an AstDB; db reports whether key is
+// set and, with del, deletes it (as "pbxguard incident unlock" would).
+func fakeManagerDB(t *testing.T, events []string) (addr string, astDB func(key string, del bool) bool) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -129,10 +131,14 @@ func fakeManagerDB(t *testing.T, events []string) (addr string, del func(key str
 			}()
 		}
 	}()
-	return ln.Addr().String(), func(key string) {
+	return ln.Addr().String(), func(key string, del bool) bool {
 		mu.Lock()
-		delete(db, key)
-		mu.Unlock()
+		defer mu.Unlock()
+		_, had := db[key]
+		if del {
+			delete(db, key)
+		}
+		return had
 	}
 }
 
@@ -155,7 +161,7 @@ func TestAGIWorkerDecidesOnTheMonitorsState(t *testing.T) {
 	auth := fmt.Sprintf("Event: SuccessfulAuth\r\nPrivilege: security,all\r\nEventTV: %s\r\nSeverity: Informational\r\nService: PJSIP\r\n"+
 		"EventVersion: 1\r\nAccountID: 1004\r\nSessionID: x\r\nLocalAddress: IPV4/UDP/192.0.2.1/5060\r\nRemoteAddress: IPV4/UDP/203.0.113.177/5062\r\n"+
 		"UsingPassword: 1\r\n\r\n", time.Now().Format("2006-01-02T15:04:05.000-0700"))
-	amiAddr, dbDel := fakeManagerDB(t, []string{auth})
+	amiAddr, astDB := fakeManagerDB(t, []string{auth})
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "ami.secret")
 	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
@@ -268,7 +274,9 @@ func TestAGIWorkerDecidesOnTheMonitorsState(t *testing.T) {
 	}
 	// "pbxguard incident unlock 1004" (another process) deletes the key:
 	// the daemon notices within a second and judges its calls afresh.
-	dbDel("pbxguard/locked/1004")
+	// pbxguard's own lock first (it runs after the ban, beside the hang-up).
+	waitFor(t, "1004's lock in the AstDB", func() bool { return astDB("pbxguard/locked/1004", false) })
+	astDB("pbxguard/locked/1004", true)
 	waitFor(t, "1004 allowed after unlock", func() bool {
 		time.Sleep(50 * time.Millisecond)
 		return askAGI(t, listen, "PJSIP/1004-0000000d", "2125550142")["PBXGUARD_DECISION"] == "allow"
