@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -282,24 +281,4 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.Lag = info.NumPending + uint64(info.NumAckPending)
 	}
 	return st
-}
-
-// Hostname is the default node name: the host name, cut at the first dot
-// and with characters a subject token cannot hold replaced by '-'.
-func Hostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "pbxguard"
-	}
-	h, _, _ = strings.Cut(h, ".")
-	b := []byte(h)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			b[i] = '-'
-		}
-	}
-	if len(b) > 64 {
-		b = b[:64]
-	}
-	return string(b)
 }
