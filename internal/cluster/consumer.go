@@ -49,6 +49,7 @@ type Consumer struct {
 	reporters map[netip.Prefix]map[string]time.Time // prefix -> node -> until
 	applied   map[netip.Prefix]bool                 // remote bans applied here
 	handled   int
+	swept     int // handled at the last sweep
 }
 
 func newConsumer(o Options, apply Applier, stats *Stats) *Consumer {
@@ -137,7 +138,12 @@ func (c *Consumer) report(p netip.Prefix, origin string, until, now time.Time) i
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.handled++
-	if c.handled%65536 == 0 || len(c.reporters) >= maxTracked {
+	// Expired reporters are swept every 65,536 messages, and when the
+	// table is full at most every 1,024 (a full sweep per message would
+	// make every message cost a scan of a million entries).
+	full := len(c.reporters) >= maxTracked && c.handled-c.swept >= 1024
+	if c.handled%65536 == 0 || full {
+		c.swept = c.handled
 		for q, m := range c.reporters {
 			for n, u := range m {
 				if !u.After(now) {

@@ -118,15 +118,9 @@ func (d *Daemon) ApplyRemote(ctx context.Context, rs []cluster.Remote) ([]bool, 
 	}
 	if rest != nil {
 		d.metrics.backendErrors.WithLabelValues("add").Inc()
-		// Not in the kernel: held goes back to what the store says, and
-		// the messages are redelivered.
+		// Not in the kernel: the messages are redelivered.
 		for _, r := range rows {
-			d.activeMu.Lock()
-			delete(d.held, r.Prefix)
-			d.activeMu.Unlock()
-			if old, ok, _ := d.opts.Store.Ban(ctx, r.Prefix); ok && old.Until.After(now) {
-				d.extend(old)
-			}
+			d.unhold(ctx, r.Prefix, now)
 		}
 		return nil, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), rest)
 	}
@@ -142,6 +136,11 @@ func (d *Daemon) ApplyRemote(ctx context.Context, rs []cluster.Remote) ([]bool, 
 		return applied, nil
 	}
 	if err := d.opts.Store.AddBans(ctx, keep); err != nil {
+		// Not stored: forget them as held too, so that the redelivery
+		// adds and stores them instead of finding them "already in force".
+		for _, r := range keep {
+			d.unhold(ctx, r.Prefix, now)
+		}
 		return nil, err
 	}
 	d.noteActive(keepEff)

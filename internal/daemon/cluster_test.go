@@ -108,8 +108,12 @@ func TestClusterShareFilter(t *testing.T) {
 	a := startPeer(t, srv.ClientURL(), "pbx-a", nil, []string{"sshd"})
 	b := startPeer(t, srv.ClientURL(), "pbx-b", nil, nil)
 	ctx := context.Background()
-	a.d.Ban(ctx, netip.MustParsePrefix("198.51.100.1/32"), time.Hour, "asterisk", "not shared")
-	a.d.Ban(ctx, netip.MustParsePrefix("198.51.100.2/32"), time.Hour, "sshd", "shared")
+	if _, err := a.d.Ban(ctx, netip.MustParsePrefix("198.51.100.1/32"), time.Hour, "asterisk", "not shared"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.d.Ban(ctx, netip.MustParsePrefix("198.51.100.2/32"), time.Hour, "sshd", "shared"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "b gets the sshd ban", func() bool { _, ok := b.fw.has("198.51.100.2/32"); return ok })
 	if _, ok := b.fw.has("198.51.100.1/32"); ok {
 		t.Fatal("a ban of a jail not in share reached b")

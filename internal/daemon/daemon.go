@@ -717,13 +717,15 @@ func (d *Daemon) apply(batch []pending) {
 	d.storeQ <- storeReq{rows: decided}
 	d.keepEvidence(decided)
 	d.noteActive(rows)
-	var shared []store.Ban
-	for i, r := range rows {
-		if !kept[i] {
-			shared = append(shared, r)
+	if d.cluster.Load() != nil { // only bans not merely "a longer one is in force"
+		var shared []store.Ban
+		for i, r := range rows {
+			if !kept[i] {
+				shared = append(shared, r)
+			}
 		}
+		d.shareBans(ctx, shared)
 	}
-	d.shareBans(ctx, shared)
 	for i, r := range rows {
 		if kept[i] {
 			a := asked[i]
@@ -775,6 +777,17 @@ func (d *Daemon) extend(b store.Ban) (eff store.Ban, kept bool) {
 	}
 	d.held[b.Prefix] = b
 	return b, false
+}
+
+// unhold undoes extend for a ban that did not make it (the kernel or the
+// store refused it): the ban in force goes back to what the store says.
+func (d *Daemon) unhold(ctx context.Context, p netip.Prefix, now time.Time) {
+	d.activeMu.Lock()
+	delete(d.held, p)
+	d.activeMu.Unlock()
+	if old, ok, _ := d.opts.Store.Ban(ctx, p); ok && old.Until.After(now) {
+		d.extend(old)
+	}
 }
 
 // inForce is the ban in force for a prefix (see extend); false when there
@@ -1217,13 +1230,7 @@ func (d *Daemon) Ban(ctx context.Context, pfx netip.Prefix, dur time.Duration, j
 	if err != nil {
 		d.metrics.backendErrors.WithLabelValues("add").Inc()
 		if !kept {
-			// Not in the kernel: held goes back to what the store says.
-			d.activeMu.Lock()
-			delete(d.held, pfx)
-			d.activeMu.Unlock()
-			if old, ok, _ := d.opts.Store.Ban(ctx, pfx); ok && old.Until.After(now) {
-				d.extend(old)
-			}
+			d.unhold(ctx, pfx, now)
 		}
 		return BanInfo{}, fmt.Errorf("firewall %s: %w", d.opts.Backend.Name(), err)
 	}
